@@ -1,0 +1,16 @@
+"""pdiff: Neural Network Diffusion (p-diff, Wang et al. 2024) as a library and a command line."""
+
+from .baselines import weight_average
+from .collect import CheckpointSet, collect, train_base
+from .config import Config, load_config
+from .evaluate import accuracy, predict, predict_many
+from .generator import ParameterGenerator
+from .params import Normalizer, ParamSpec, last_norm_layers
+from .pipeline import Run, run_pipeline, run_stage, sample_models
+from .similarity import iou_matrix, similarity_summary
+
+__all__ = [
+    "CheckpointSet", "Config", "Normalizer", "ParamSpec", "ParameterGenerator", "Run", "accuracy", "collect",
+    "iou_matrix", "last_norm_layers", "load_config", "predict", "predict_many", "run_pipeline", "run_stage",
+    "sample_models", "similarity_summary", "train_base", "weight_average",
+]

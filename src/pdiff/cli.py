@@ -1,0 +1,131 @@
+"""The `pdiff` command line: a thin typer layer over `pdiff.pipeline` and the config loader.
+
+    pdiff run [TASK] [key=value ...]      every stage, skipping those already done
+    pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
+    pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator
+    pdiff tasks                           the named tasks (and --keys: every config key)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .collect import TrainingError
+from .config import STAGES, ConfigError, Config, config_keys, load_config, task_names
+from .params import SelectionError
+from .pipeline import HealthError, Run, run_pipeline, run_stage, sample_models
+from .report import accuracy_table
+from .store import ArtifactError, load_json
+from .tasks.datasets import DatasetError
+
+DEFAULT_TASK = "mnist1d-convnet"
+USER_ERRORS = (ConfigError, SelectionError, ArtifactError, DatasetError, TrainingError, HealthError)
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="p-diff: generate neural-network parameters with latent diffusion.")
+console = Console(stderr=True)
+
+Args = Annotated[list[str] | None, typer.Argument(help="[TASK] then key=value overrides, e.g. collect.k=50")]
+DataDir = Annotated[Path | None, typer.Option(help="dataset folder (default $PDIFF_DATA or ~/.cache/pdiff/data)")]
+RunsDir = Annotated[Path, typer.Option(help="where run folders go: RUNS_DIR/<task>/")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+def _config(args: list[str] | None, data_dir: Path | None) -> Config:
+    """Split [TASK] key=value ... and resolve them into a Config."""
+    args = list(args or [])
+    task = args.pop(0) if args and "=" not in args[0] else DEFAULT_TASK
+    if data_dir is not None:
+        args.append(f"data.data_dir={data_dir}")
+    return load_config(task, args)
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _print_table(run_root: Path) -> None:
+    results = load_json(run_root / "evaluate" / "results.json")
+    header, rows = accuracy_table(results["summary"])
+    table = Table(title=f"{results['task']}: test accuracy (%)")
+    for name in header:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    console.print(f"report: {run_root / 'report' / 'report.html'}")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+@app.command()
+def run(args: Args = None, data_dir: DataDir = None, runs_dir: RunsDir = Path("runs"),
+        force: Annotated[str | None, typer.Option(help=f"rerun from this stage: {', '.join(STAGES)}")] = None,
+        quiet: Quiet = False) -> None:
+    """Run every stage of TASK (default mnist1d-convnet): collect, train, generate, evaluate, report."""
+    try:
+        result = run_pipeline(_config(args, data_dir), runs_dir, force=force, progress=not quiet)
+    except USER_ERRORS as e:
+        _fail(e)
+    _print_table(result.root)
+
+
+def _stage_command(stage: str):
+    def command(args: Args = None, data_dir: DataDir = None, runs_dir: RunsDir = Path("runs"),
+                force: Annotated[bool, typer.Option(help="rerun even if done for this config")] = False,
+                quiet: Quiet = False) -> None:
+        try:
+            config = _config(args, data_dir)
+            result = Run(config, runs_dir / config.task, progress=not quiet)
+            run_stage(result, stage, force=force)
+        except USER_ERRORS as e:
+            _fail(e)
+        if stage == "report":
+            _print_table(result.root)
+
+    command.__doc__ = f"Run the {stage} stage of TASK only (the stages before it must be done)."
+    return command
+
+
+for _stage in STAGES:
+    app.command(_stage)(_stage_command(_stage))
+
+
+@app.command()
+def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+           n: Annotated[int, typer.Option("-n", help="how many models")] = 10,
+           out: Annotated[Path, typer.Option(help="folder for model_000.safetensors, ...")] = Path("samples"),
+           seed: int = 0,
+           sampler: Annotated[str, typer.Option(help="ddpm, ddim or dpm")] = "ddpm",
+           steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None) -> None:
+    """Write N full-model state_dicts from a trained generator, without retraining anything."""
+    try:
+        paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps)
+    except USER_ERRORS as e:
+        _fail(e)
+    console.print(f"wrote {len(paths)} state_dicts to {out}/")
+
+
+@app.command()
+def tasks(keys: Annotated[bool, typer.Option("--keys", help="list every config key instead")] = False) -> None:
+    """List the named tasks (presets)."""
+    if keys:
+        for key in config_keys():
+            print(key)
+        return
+    table = Table("task", "hardware", "description")
+    for name in task_names():
+        config = load_config(name)
+        table.add_row(name, config.hardware, config.description)
+    Console().print(table)

@@ -1,0 +1,229 @@
+"""Configs: one dataclass per stage, YAML task presets, `key=value` overrides, validation.
+
+The defaults reproduce the paper (DESIGN.md section 4); a task preset in `tasks/presets/*.yaml`
+overrides what its dataset and hardware need, and the command line overrides both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist1d"
+    data_dir: str | None = None  # None: $PDIFF_DATA, else ~/.cache/pdiff/data
+    val_size: int = 1000  # held out of the training data; every choice is made on it, never on test
+    num_samples: int = 10000  # mnist1d only: samples generated (80% train, 20% test)
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "convnet1d"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CollectConfig:
+    epochs: int = 30  # base training: SGD with cosine decay from lr
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    subset: list[str] = field(default_factory=lambda: ["last_norm:2"])  # glob patterns, "last_norm:N" or "all"
+    k: int = 200  # checkpoints of the subset to save
+    recipe: str = "epoch"  # "epoch": one per epoch at a small SGD lr (v1); "iteration": one per step (v2)
+    subset_lr: float = 0.001  # v1: the base schedule's final small lr; v2: AdamW lr (0.03 for BN)
+    subset_weight_decay: float = 5e-4
+
+
+@dataclass
+class AutoencoderConfig:
+    arch: str = "conv1d"  # "conv1d" (the paper's) or "mlp"
+    latent_dim: int = 64
+    input_noise: float = 0.001
+    latent_noise: float = 0.1
+    kwargs: dict[str, Any] = field(default_factory=dict)  # arch-specific: mlp hidden, conv1d channels
+    steps: int = 30000
+    batch_size: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 2e-6
+
+
+@dataclass
+class DiffusionConfig:
+    arch: str = "conv1d"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    steps: int = 30000
+    batch_size: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 2e-6
+    ema_decay: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    health_tolerance: float = 0.05  # stop if reconstructions lose more mean val accuracy than this
+
+
+@dataclass
+class GenerateConfig:
+    n: int = 200
+    sampler: str = "ddpm"  # "ddpm", "ddim" or "dpm"
+    steps: int | None = None  # sampling steps; None: the full num_train_timesteps
+
+
+@dataclass
+class EvaluateConfig:
+    model_chunk: int = 50  # parameter vectors evaluated together (vmap)
+
+
+@dataclass
+class Config:
+    task: str = "custom"
+    description: str = ""
+    hardware: str = "cpu"  # what the preset is sized for
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+STAGES = ("collect", "train", "generate", "evaluate", "report")
+# The config sections each stage's output depends on (with everything upstream of it).
+_STAGE_SECTIONS = {"collect": ("seed", "data", "model", "collect"), "train": ("train",),
+                   "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
+_NOT_HASHED = {"data": ("data_dir",)}  # where the data lives does not change the results
+CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": ("conv1d", "mlp"),
+           "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm")}
+POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
+            "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
+            "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
+            "generate.n", "evaluate.model_chunk")
+NON_NEGATIVE = ("collect.epochs", "train.autoencoder.input_noise", "train.autoencoder.latent_noise")
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | None = None) -> Config:
+    """Resolve a task (preset name or YAML path) plus `key=value` overrides into a validated Config."""
+    path = Path(task) if str(task).endswith((".yaml", ".yml")) else PRESETS_DIR / f"{task}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(str(task), task_names(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown task {str(task)!r}{hint}: `pdiff tasks` lists the tasks, or pass a YAML path")
+    schema = OmegaConf.structured(Config)
+    layers = [OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or []))]
+    if "task" not in layers[0]:
+        layers[0].task = path.stem
+    for layer, source in zip(layers, (str(path), "the command line"), strict=True):
+        _check_keys(layer, schema, source)
+    try:
+        merged = OmegaConf.merge(schema, *layers)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{e.full_key}: {_first_line(e)}") from None
+    config: Config = OmegaConf.to_object(merged)
+    validate(config)
+    return config
+
+
+def _check_keys(layer: DictConfig, schema: DictConfig, source: str, prefix: str = "") -> None:
+    """Reject unknown keys with the nearest valid ones (free-form `kwargs` dicts accept any key)."""
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(full, _all_keys(OmegaConf.structured(Config)), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; `pdiff tasks --keys` lists them"
+            raise ConfigError(f"unknown config key {full!r} in {source}{hint}")
+        if key != "kwargs" and isinstance(value, DictConfig) and isinstance(schema[key], DictConfig):
+            _check_keys(value, schema[key], source, prefix=f"{full}.")
+
+
+def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, DictConfig) and key != "kwargs":
+            keys.extend(_all_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def config_keys() -> list[str]:
+    """Every settable key, e.g. 'train.diffusion.steps'."""
+    return _all_keys(OmegaConf.structured(Config))
+
+
+def validate(config: Config) -> None:
+    """Check values the types cannot: choices and signs. Raises ConfigError naming the key."""
+    flat = to_dict(config)
+    for key, choices in CHOICES.items():
+        value = _get(flat, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not valid: choose one of {', '.join(choices)}")
+    for key in POSITIVE:
+        if _get(flat, key) <= 0:
+            raise ConfigError(f"{key}={_get(flat, key)} must be positive")
+    for key in NON_NEGATIVE:
+        if _get(flat, key) < 0:
+            raise ConfigError(f"{key}={_get(flat, key)} must be zero or more")
+    if config.generate.steps is not None and config.generate.steps <= 0:
+        raise ConfigError(f"generate.steps={config.generate.steps} must be positive (or null for all)")
+    if not config.collect.subset:
+        raise ConfigError("collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def to_yaml(config: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def stage_hash(config: Config, stage: str) -> str:
+    """Hash of every config value that `stage` and the stages before it depend on."""
+    flat = to_dict(config)
+    chosen = {}
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        for section in _STAGE_SECTIONS[name]:
+            value = flat[section]
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k not in _NOT_HASHED.get(section, ())}
+            chosen[section] = value
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _get(flat: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        flat = flat[part]
+    return flat
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0]

@@ -1,0 +1,233 @@
+"""The latent diffusion model: denoiser networks and the DDPM (training loss and sampling).
+
+The noise schedule and the samplers are diffusers' schedulers, kept apart from the network: a denoiser
+maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] and knows nothing about the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pdiff.autoencoder import conv_block
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of integer timesteps, one per sample: t [B] -> [B, dim].
+
+    Frequencies run geometrically from 1 to 1/10000 (Transformer / DDPM style). Each row uses its
+    own t; the official v1 code embedded sample 0's timestep for the whole batch, a bug.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)  # [half]
+    args = t.float()[:, None] * freqs[None]  # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)  # [B, 2 * half]
+    return F.pad(emb, (0, dim - 2 * half))  # a zero column when dim is odd
+
+
+class TimeMLP(nn.Module):
+    """Sinusoidal embedding followed by a small MLP: t [B] -> [B, time_dim]."""
+
+    def __init__(self, time_dim: int):
+        super().__init__()
+        self.time_dim = time_dim
+        self.mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(timestep_embedding(t, self.time_dim))
+
+
+class ResidualBlock(nn.Module):
+    """h + W2 act(W1 LN(h) + W_t emb): a pre-norm residual MLP block with the time embedding added."""
+
+    def __init__(self, width: int, time_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.time = nn.Linear(time_dim, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.time(emb)))
+
+
+class MLPDenoiser(nn.Module):
+    """Residual MLP denoiser: dim -> width, `depth` residual blocks with the time embedding, -> dim."""
+
+    def __init__(self, dim: int, width: int = 256, depth: int = 3, time_dim: int = 128):
+        super().__init__()
+        self.time = TimeMLP(time_dim)
+        self.proj_in = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width, time_dim) for _ in range(depth))
+        self.proj_out = nn.Linear(width, dim)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x [B, d], t [B] int64 timesteps -> predicted noise [B, d]"""
+        emb = self.time(t)  # [B, time_dim]
+        h = self.proj_in(x)  # [B, width]
+        for block in self.blocks:
+            h = block(h, emb)
+        # No norm before the output: the residual stream is linear in x, so the prediction can scale with
+        # x_t (eps ~ x_t near t = T); a LayerNorm here caps |eps| and throws far-out samples off.
+        return self.proj_out(h)
+
+
+class ConvDenoiser(nn.Module):
+    """p-diff's 1-D conv encoder/decoder denoiser with additive skips and the time embedding per block.
+
+    The latent is zero-padded to a multiple of 2**len(channels) and read as a 1-channel signal. Each
+    encoder block halves the length, each decoder block doubles it and adds the encoder activation of
+    the same length; a Conv1d head maps back to one channel, cropped to d, plus a gated skip from x.
+    """
+
+    def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128):
+        super().__init__()
+        self.dim = dim
+        scale = 2 ** len(channels)
+        self.padded_dim = -(-dim // scale) * scale
+        self.time = TimeMLP(time_dim)
+
+        widths = (1, *channels)
+        self.down = nn.ModuleList(conv_block(a, b) for a, b in pairwise(widths))
+        back = (*channels[::-1], channels[0])  # e.g. 256, 128, 64, 64: the last block keeps its width
+        self.up = nn.ModuleList(conv_block(a, b, transpose=True) for a, b in pairwise(back))
+        # One time projection per block, added to its output as a per-channel bias.
+        self.time_down = nn.ModuleList(nn.Linear(time_dim, c) for c in widths[1:])
+        self.time_up = nn.ModuleList(nn.Linear(time_dim, c) for c in back[1:])
+        self.head = nn.Conv1d(channels[0], 1, kernel_size=3, padding=1)
+        # A linear skip from x with a time-dependent gain: the normalised blocks cannot make the prediction
+        # scale with x_t (eps ~ x_t near t = T), which throws far-out samples off.
+        self.skip_gain = nn.Linear(time_dim, 1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x [B, d], t [B] int64 timesteps -> predicted noise [B, d]"""
+        emb = self.time(t)  # [B, time_dim]
+        h = F.pad(x, (0, self.padded_dim - self.dim)).unsqueeze(1)  # [B, 1, dpad]
+        skips = []
+        for block, time in zip(self.down, self.time_down, strict=True):
+            h = block(h) + time(emb)[:, :, None]  # [B, C_i, dpad / 2**(i+1)]
+            skips.append(h)
+        skips = skips[-2::-1]  # encoder outputs at the lengths the decoder blocks produce, deepest first
+        for i, (block, time) in enumerate(zip(self.up, self.time_up, strict=True)):
+            h = block(h) + time(emb)[:, :, None]
+            if i < len(skips):
+                h = h + skips[i]
+        return self.head(h).squeeze(1)[:, : self.dim] + self.skip_gain(emb) * x  # [B, dpad] -> [B, d]
+
+
+DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoiser}
+
+
+def build_denoiser(arch: str, dim: int, **kwargs) -> nn.Module:
+    """Build the denoiser named `arch` (a key of DENOISERS) for latents of length `dim`."""
+    if arch not in DENOISERS:
+        raise ValueError(f"unknown denoiser arch {arch!r}; choose one of {sorted(DENOISERS)}")
+    return DENOISERS[arch](dim, **kwargs)
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm")
+# Sampling steps when none are given; "ddpm" runs the full chain of num_train_timesteps.
+DEFAULT_STEPS = {"ddim": 50, "dpm": 25}
+
+
+class DDPM:
+    """The noise schedule and sampling loop, apart from the network (diffusers' schedulers do the math).
+
+    Linear betas from beta_start to beta_end over num_train_timesteps (paper: 1e-4 to 2e-2, T = 1000),
+    epsilon prediction. diffusers is imported lazily: importing it costs seconds.
+    """
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2):
+        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_start = beta_start
+        self.beta_end = beta_end
+        self.scheduler = DDPMScheduler(**self._schedule(), clip_sample=False)
+
+    def _schedule(self) -> dict:
+        """The arguments that every scheduler shares, so all samplers use the same betas."""
+        return dict(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+            beta_schedule="linear",
+            prediction_type="epsilon",
+        )
+
+    @property
+    def betas(self) -> Tensor:
+        """[T]"""
+        return self.scheduler.betas
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """[T], alpha_bar_t = prod_{s <= t} (1 - beta_s)"""
+        return self.scheduler.alphas_cumprod
+
+    def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t).
+
+        x0 [B, d]; t is drawn uniformly from {0, ..., T-1} for each sample.
+        """
+        # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
+        rng_device = generator.device if generator is not None else x0.device
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=rng_device)
+        eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
+        t, eps = t.to(x0.device), eps.to(x0.device)
+        x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+        return F.mse_loss(denoiser(x_t, t), eps)
+
+    def make_scheduler(self, sampler: str):
+        """A fresh diffusers scheduler for `sampler` ("ddpm", "ddim" with eta = 0, or "dpm": DPM-Solver++)."""
+        if sampler == "ddpm":
+            from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+            return DDPMScheduler(**self._schedule(), clip_sample=False)
+        if sampler == "ddim":
+            from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+            return DDIMScheduler(**self._schedule(), clip_sample=False)
+        if sampler == "dpm":
+            from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+
+            return DPMSolverMultistepScheduler(**self._schedule(), algorithm_type="dpmsolver++")
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoiser: nn.Module,
+        n: int,
+        dim: int,
+        sampler: str = "ddpm",
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+    ) -> Tensor:
+        """Draw n latents [n, dim] by running `sampler` from pure noise for `steps` steps.
+
+        steps defaults to num_train_timesteps for "ddpm" and to DEFAULT_STEPS otherwise. The same
+        generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
+        """
+        scheduler = self.make_scheduler(sampler)
+        scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
+        rng_device = generator.device if generator is not None else device
+        x = torch.randn((n, dim), generator=generator, device=rng_device).to(device)  # x_T
+        x = x * scheduler.init_noise_sigma
+        was_training = denoiser.training
+        denoiser.eval()
+        try:
+            for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
+                t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
+                eps = denoiser(scheduler.scale_model_input(x, t), t_batch)  # [n, dim]
+                x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        finally:
+            denoiser.train(was_training)
+        return x

@@ -1,0 +1,201 @@
+"""ParameterGenerator: the latent diffusion model over parameter vectors.
+
+fit(checkpoints): standardise each tensor -> train the autoencoder (with noise augmentation) ->
+encode the checkpoints -> train a DDPM on the latents (EMA weights for sampling).
+sample(n): noise -> denoiser -> decoder -> de-standardise -> parameter vectors [n, D].
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from .autoencoder import build_autoencoder
+from .collect import CheckpointSet, TrainingError
+from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
+from .diffusion import DDPM, build_denoiser
+from .params import Normalizer, ParamSpec
+from .store import ArtifactError, load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+AUTOENCODER_FILE, DIFFUSION_FILE = "autoencoder.safetensors", "diffusion.safetensors"
+
+
+class ParameterGenerator:
+    """Generates parameter vectors for `spec` after `fit` on checkpoints of it."""
+
+    def __init__(self, spec: ParamSpec, config: TrainConfig | None = None, device: torch.device | str = "cpu",
+                 seed: int = 0):
+        self.spec, self.config = spec, config or TrainConfig()
+        self.device, self.seed = torch.device(device), seed
+        ae, dm = self.config.autoencoder, self.config.diffusion
+        self.autoencoder = build_autoencoder(ae.arch, spec.dim, latent_dim=ae.latent_dim, input_noise=ae.input_noise,
+                                             latent_noise=ae.latent_noise, **ae.kwargs).to(self.device)
+        self.denoiser = build_denoiser(dm.arch, ae.latent_dim, **dm.kwargs).to(self.device)
+        self.ddpm = DDPM(dm.num_train_timesteps, dm.beta_start, dm.beta_end)
+        self.normalizer: Normalizer | None = None
+        self.latent_mean = torch.zeros(ae.latent_dim)  # latents are standardised before diffusion
+        self.latent_scale = torch.ones(())
+        self.metrics: list[dict] = []
+
+    # ---- training -------------------------------------------------------------------------------
+    def fit(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> ParameterGenerator:
+        """Train the autoencoder, then the diffusion model, on checkpoints [K, D]."""
+        self.fit_autoencoder(checkpoints, progress)
+        self.fit_diffusion(checkpoints, progress)
+        return self
+
+    def fit_autoencoder(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
+        params = self._params_of(checkpoints)
+        self.normalizer = Normalizer.fit(params, self.spec)
+        x = self.normalizer.normalize(params).to(self.device)  # [K, D]
+        cfg = self.config.autoencoder
+
+        def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return F.mse_loss(self.autoencoder(batch), batch)  # noise augmentation happens inside forward
+
+        self._train(self.autoencoder, x, loss_fn, cfg, "autoencoder", progress)
+        self.autoencoder.eval()
+
+    def fit_diffusion(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
+        if self.normalizer is None:
+            raise RuntimeError("fit_autoencoder must run before fit_diffusion")
+        z = self.encode(self._params_of(checkpoints))  # [K, d]
+        self.latent_mean = z.mean(0)
+        self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
+        z = self._standardise_latents(z)
+        cfg = self.config.diffusion
+        ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+
+        def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return self.ddpm.loss(self.denoiser, batch, generator=generator)
+
+        self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters)
+        self.denoiser = ema.module.eval()
+
+    def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
+               name: str, progress: bool, on_step=None) -> None:
+        """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics."""
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the noise augmentation inside the networks
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net.train()
+        batch_size = min(cfg.batch_size, len(data))
+        last_good = copy.deepcopy(net.state_dict())
+        for step in tqdm(range(cfg.steps), desc=f"train {name}", disable=not progress):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg.steps, cfg.lr)
+            idx = torch.randperm(len(data), generator=generator, device=self.device)[:batch_size]
+            loss = loss_fn(data[idx], generator)
+            if not torch.isfinite(loss):
+                net.load_state_dict(last_good)
+                raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower "
+                                    f"train.{name}.lr (the weights of step {step - 1} were kept in memory)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(net)
+            if step % 100 == 0 or step == cfg.steps - 1:
+                self.metrics.append({"network": name, "step": step, "loss": loss.item()})
+                last_good = copy.deepcopy(net.state_dict())
+
+    # ---- inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, params: torch.Tensor) -> torch.Tensor:
+        """Parameter vectors [N, D] -> latents [N, d] (no noise)."""
+        self.autoencoder.eval()
+        return self.autoencoder.encode(self.normalizer.normalize(params.to(self.device))).cpu()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [N, d] -> parameter vectors [N, D]."""
+        self.autoencoder.eval()
+        return self.normalizer.denormalize(self.autoencoder.decode(latents.to(self.device))).cpu()
+
+    def reconstruct(self, params: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(params))
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
+                       progress: bool = False) -> torch.Tensor:
+        """Latents [n, d] drawn from the diffusion model."""
+        generator = torch.Generator(self.device).manual_seed(self.seed if seed is None else seed)
+        z = self.ddpm.sample(self.denoiser, n, self.config.autoencoder.latent_dim, sampler=sampler, steps=steps,
+                             generator=generator, device=self.device, progress=progress)
+        return z.cpu() * self.latent_scale + self.latent_mean
+
+    def sample(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
+               progress: bool = False) -> torch.Tensor:
+        """New parameter vectors [n, D]."""
+        return self.decode(self.sample_latents(n, sampler, steps, seed, progress))
+
+    def _standardise_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z - self.latent_mean) / self.latent_scale).to(self.device)
+
+    def _params_of(self, checkpoints: CheckpointSet | torch.Tensor) -> torch.Tensor:
+        params = checkpoints.params if isinstance(checkpoints, CheckpointSet) else checkpoints
+        if params.ndim != 2 or params.shape[1] != self.spec.dim:
+            raise ValueError(f"checkpoints must be [K, {self.spec.dim}] for this spec, got {tuple(params.shape)}")
+        return params.float()
+
+    # ---- files ----------------------------------------------------------------------------------
+    def save(self, directory: str | Path, metadata: dict | None = None) -> None:
+        """Write autoencoder.safetensors and diffusion.safetensors into `directory`."""
+        if self.normalizer is None:
+            raise RuntimeError("nothing to save: call fit first")
+        directory = Path(directory)
+        common = {**(metadata or {}), "spec": self.spec.to_dict(), "seed": self.seed}
+        ae_tensors = {f"model.{k}": v for k, v in self.autoencoder.state_dict().items()}
+        save_tensors(directory / AUTOENCODER_FILE, {**ae_tensors, **self.normalizer.state_dict()},
+                     {**common, "autoencoder": asdict(self.config.autoencoder)})
+        dm_tensors = {f"model.{k}": v for k, v in self.denoiser.state_dict().items()}
+        save_tensors(directory / DIFFUSION_FILE,
+                     {**dm_tensors, "latent_mean": self.latent_mean, "latent_scale": self.latent_scale},
+                     {**common, "diffusion": asdict(self.config.diffusion)})
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu",
+             spec: ParamSpec | None = None) -> ParameterGenerator:
+        """Rebuild a fitted generator; with `spec`, check it was trained for that parameter subset."""
+        directory = Path(directory)
+        ae_tensors, ae_meta = load_tensors(directory / AUTOENCODER_FILE)
+        dm_tensors, dm_meta = load_tensors(directory / DIFFUSION_FILE)
+        if "autoencoder" not in ae_meta or "diffusion" not in dm_meta:
+            raise ArtifactError(f"{directory} does not hold a pdiff generator: rerun `pdiff train`")
+        saved_spec = ParamSpec.from_dict(ae_meta["spec"])
+        if spec is not None and saved_spec != spec:
+            raise ArtifactError(f"the generator in {directory} was trained for another parameter subset "
+                                f"({len(saved_spec.names)} tensors, D={saved_spec.dim}) than this one "
+                                f"(D={spec.dim}): retrain it with `pdiff train --force`")
+        config = TrainConfig(AutoencoderConfig(**ae_meta["autoencoder"]), DiffusionConfig(**dm_meta["diffusion"]))
+        gen = cls(saved_spec, config, device, ae_meta.get("seed", 0))
+        try:
+            gen.autoencoder.load_state_dict(_strip(ae_tensors, "model."))
+            gen.denoiser.load_state_dict(_strip(dm_tensors, "model."))
+        except RuntimeError as e:
+            raise ArtifactError(f"{directory}: the weights do not fit the saved architecture ({e}): "
+                                "rerun `pdiff train --force`") from None
+        gen.autoencoder.eval()
+        gen.denoiser.eval()
+        gen.normalizer = Normalizer.from_state_dict(ae_tensors)
+        gen.latent_mean, gen.latent_scale = dm_tensors["latent_mean"], dm_tensors["latent_scale"]
+        return gen
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    """Cosine decay from `peak` to zero over `total` steps."""
+    return 0.5 * peak * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

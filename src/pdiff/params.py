@@ -1,0 +1,175 @@
+"""Choose a subset of a model's parameters and move it between tensors and flat vectors.
+
+`ParamSpec` names the generated parameters (sorted in the model's own order) and their shapes;
+a parameter vector is their concatenation, shape [D]. `Normalizer` standardises each tensor by its
+mean and std over the K checkpoints (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+class SelectionError(ValueError):
+    """A parameter selection does not fit the model."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """The generated parameters: their names (model order) and shapes. Vectors are [D] = concat."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def numels(self) -> list[int]:
+        return [math.prod(shape) for shape in self.shapes]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.numels)
+
+    @classmethod
+    def select(cls, model: nn.Module, patterns: str | Sequence[str]) -> ParamSpec:
+        """Select parameters whose names match any glob pattern, e.g. "layer4.1.bn*" or "all".
+
+        A pattern without a wildcard that names a module selects all its parameters.
+        Special forms: "all" (every parameter) and "last_norm:N" (the last N normalization layers).
+        """
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        if not patterns:
+            raise SelectionError("no parameter pattern given: pass e.g. 'layer4.1.bn*' or 'last_norm:2'")
+        params = dict(model.named_parameters())
+        buffers = {name for name, _ in model.named_buffers()}
+        chosen: set[str] = set()
+        for pattern in patterns:
+            if pattern == "all":
+                matched = set(params)
+            elif pattern.startswith("last_norm:"):
+                matched = set(last_norm_layers(model, _parse_count(pattern)).names)
+            else:
+                matched = {n for n in params if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")}
+            if not matched:
+                hint = "it names a buffer, not a parameter; " if any(
+                    fnmatch.fnmatchcase(b, pattern) for b in buffers) else ""
+                raise SelectionError(
+                    f"pattern {pattern!r} matches no parameter of {type(model).__name__}: {hint}"
+                    f"parameter names look like {_examples(params)}")
+            chosen |= matched
+        names = [n for n in params if n in chosen]  # the model's own order
+        return cls(tuple(names), tuple(tuple(params[n].shape) for n in names))
+
+    def flatten(self, tensors: dict[str, torch.Tensor] | nn.Module) -> torch.Tensor:
+        """Concatenate the selected tensors of a state_dict (or module) into a float32 vector [D]."""
+        if isinstance(tensors, nn.Module):
+            tensors = dict(tensors.named_parameters())
+        return torch.cat([tensors[n].detach().reshape(-1).float() for n in self.names])
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a vector [D] (or a batch [..., D]) back into named tensors."""
+        if vector.shape[-1] != self.dim:
+            raise SelectionError(f"vector has {vector.shape[-1]} entries, this spec needs {self.dim}")
+        pieces = vector.split(self.numels, dim=-1)
+        batch = vector.shape[:-1]
+        return {n: p.reshape(*batch, *s) for n, p, s in zip(self.names, pieces, self.shapes, strict=True)}
+
+    def to_state_dict(self, vector: torch.Tensor, base: dict[str, torch.Tensor] | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """Tensors for `model.load_state_dict`: the subset alone (strict=False), or merged into `base`."""
+        subset = {n: t.clone() for n, t in self.unflatten(vector.detach()).items()}
+        if base is None:
+            return subset
+        merged = dict(base)
+        for name, tensor in subset.items():
+            merged[name] = tensor.to(base[name].dtype)
+        return merged
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, vector: torch.Tensor) -> nn.Module:
+        """Copy a vector [D] into the model's selected parameters in place."""
+        params = dict(model.named_parameters())
+        for name, tensor in self.unflatten(vector).items():
+            params[name].copy_(tensor)
+        return model
+
+    def check(self, model: nn.Module) -> None:
+        """Raise `SelectionError` if the model lacks any selected parameter or its shape differs."""
+        params = dict(model.named_parameters())
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            if name not in params:
+                raise SelectionError(f"model {type(model).__name__} has no parameter {name!r}: "
+                                     "these parameters were selected from another model")
+            if tuple(params[name].shape) != shape:
+                raise SelectionError(f"parameter {name!r} has shape {tuple(params[name].shape)} in the model "
+                                     f"but {shape} in the spec: it was made for another model")
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ParamSpec:
+        return cls(tuple(data["names"]), tuple(tuple(s) for s in data["shapes"]))
+
+
+def last_norm_layers(model: nn.Module, n: int) -> ParamSpec:
+    """The affine parameters of the last `n` normalization layers (the paper's default subset, n=2)."""
+    norms = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))]
+    if n < 1 or n > len(norms):
+        raise SelectionError(f"asked for the last {n} normalization layers but {type(model).__name__} has "
+                             f"{len(norms)} with parameters: choose 1..{len(norms)} or use name patterns")
+    layer_names = [name for name, _ in norms[-n:]]
+    return ParamSpec.select(model, [f"{name}.*" for name in layer_names])
+
+
+def _parse_count(pattern: str) -> int:
+    try:
+        return int(pattern.split(":", 1)[1])
+    except ValueError:
+        raise SelectionError(f"bad selection {pattern!r}: write last_norm:N with N an integer, e.g. last_norm:2"
+                             ) from None
+
+
+def _examples(params: dict) -> str:
+    names = list(params)
+    shown = names[:3] + (["..."] if len(names) > 4 else []) + names[-1:] if len(names) > 3 else names
+    return ", ".join(shown)
+
+
+class Normalizer:
+    """Per-tensor standardisation: each tensor gets the mean and std of its entries over the K checkpoints."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean = mean  # [D], constant within each tensor
+        self.std = std  # [D]
+
+    @classmethod
+    def fit(cls, params: torch.Tensor, spec: ParamSpec, eps: float = 1e-8) -> Normalizer:
+        """params [K, D] -> per-tensor statistics expanded to [D]."""
+        means, stds = [], []
+        for piece, numel in zip(params.split(spec.numels, dim=1), spec.numels, strict=True):
+            std = piece.std() if piece.numel() > 1 else torch.zeros(())
+            means.append(piece.mean().expand(numel))
+            stds.append(torch.clamp(std, min=eps).expand(numel))
+        return cls(torch.cat(means), torch.cat(stds))
+
+    def normalize(self, params: torch.Tensor) -> torch.Tensor:
+        return (params - self.mean.to(params)) / self.std.to(params)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.to(z) + self.mean.to(z)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"normalizer.mean": self.mean, "normalizer.std": self.std}
+
+    @classmethod
+    def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> Normalizer:
+        return cls(tensors["normalizer.mean"], tensors["normalizer.std"])

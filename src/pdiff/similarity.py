@@ -1,0 +1,56 @@
+"""Similarity between models by their mistakes: IoU of the sets of test examples each gets wrong.
+
+IoU(W1, W2) = |W1 ∩ W2| / |W1 ∪ W2| (the paper's measure). A generated model that merely copies a
+checkpoint has max IoU near 1 to some original; a genuinely new one sits lower.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def iou_matrix(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Wrong-prediction IoU between every pair of models: predictions [M, n], labels [n] -> [M, M].
+
+    Two models that make no mistake at all are identical on the test set: their IoU is 1.
+    """
+    wrong = (predictions != labels).float()  # [M, n]
+    intersection = wrong @ wrong.T  # [M, M]
+    counts = wrong.sum(1)
+    union = counts[:, None] + counts[None, :] - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def max_similarity(iou: torch.Tensor, rows: torch.Tensor, references: torch.Tensor,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each model in `rows`, its max IoU to any model in `references` (never itself) and which one."""
+    block = iou[rows][:, references].clone()  # [len(rows), len(references)]
+    block[rows[:, None] == references[None, :]] = -1.0  # a model is not its own nearest neighbour
+    values, where = block.max(1)
+    return values, references[where]
+
+
+def mean_pairwise(iou: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean IoU over pairs (i in a, j in b), i != j."""
+    block = iou[a][:, b]
+    distinct = a[:, None] != b[None, :]
+    return block[distinct].mean().item() if distinct.any() else float("nan")
+
+
+def similarity_summary(predictions: torch.Tensor, labels: torch.Tensor, groups: list[str]) -> dict:
+    """Mean IoU within and between groups, and every non-original model's max IoU to the originals."""
+    iou = iou_matrix(predictions, labels)
+    members = {g: torch.tensor([i for i, x in enumerate(groups) if x == g]) for g in dict.fromkeys(groups)}
+    originals = members["original"]
+    summary: dict = {"mean_iou": {}, "max_iou_to_original": {}}
+    for group, idx in members.items():
+        if len(idx) > 1:
+            summary["mean_iou"][f"{group}-{group}"] = mean_pairwise(iou, idx, idx)
+        if group != "original":
+            summary["mean_iou"][f"original-{group}"] = mean_pairwise(iou, originals, idx)
+        if len(originals) > 1 or group != "original":
+            values, nearest = max_similarity(iou, idx, originals)
+            summary["max_iou_to_original"][group] = {
+                "mean": values.mean().item(), "values": values.tolist(),
+                "nearest": torch.searchsorted(originals, nearest).tolist()}  # index among originals
+    return summary

@@ -1,0 +1,80 @@
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pdiff.autoencoder import AUTOENCODERS, ConvAutoencoder, MLPAutoencoder, build_autoencoder
+
+SMALL = {"mlp": {"hidden": 32, "latent_dim": 8}, "conv1d": {"channels": (4, 8), "latent_dim": 8}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not stall when another process holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("arch", sorted(AUTOENCODERS))
+@pytest.mark.parametrize("dim", [5, 64, 131, 2048])
+def test_shapes(arch: str, dim: int) -> None:
+    ae = build_autoencoder(arch, dim, **SMALL[arch])
+    x = torch.randn(3, dim)
+    z = ae.encode(x)
+    assert z.shape == (3, 8)
+    assert ae.decode(z).shape == (3, dim)
+    assert ae(x).shape == (3, dim)
+    ae.eval()
+    assert ae(x).shape == (3, dim)
+
+
+def test_default_sizes_and_registry() -> None:
+    assert build_autoencoder("mlp", 10000).encode(torch.randn(2, 10000)).shape == (2, 64)
+    conv = build_autoencoder("conv1d", 10000)
+    assert isinstance(conv, ConvAutoencoder)
+    assert conv.padded_dim == 10000
+    assert build_autoencoder("conv1d", 130).padded_dim == 136  # next multiple of 2**3
+    with pytest.raises(ValueError, match="conv1d"):
+        build_autoencoder("transformer", 16)
+
+
+@pytest.mark.parametrize("arch", sorted(AUTOENCODERS))
+def test_noise_only_in_training(arch: str) -> None:
+    ae = build_autoencoder(arch, 40, **SMALL[arch])
+    x = torch.randn(4, 40)
+    ae.train()
+    assert not torch.equal(ae(x), ae(x))
+    ae.eval()
+    assert torch.equal(ae(x), ae(x))
+    assert torch.allclose(ae(x), ae.decode(ae.encode(x)))
+
+
+def test_noise_is_additive_with_configured_scales() -> None:
+    ae = MLPAutoencoder(16, input_noise=0.0, latent_noise=0.0)
+    x = torch.randn(4, 16)
+    assert torch.equal(ae.train()(x), ae.eval()(x))  # zero noise: training forward is the plain one
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "steps", "bound"),
+    [
+        ("mlp", {}, 300, 0.01),
+        ("conv1d", {"channels": (16, 32)}, 400, 0.05),
+    ],
+)
+def test_overfits_a_few_vectors(arch: str, kwargs: dict, steps: int, bound: float) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 64)
+    ae = build_autoencoder(arch, 64, **kwargs)
+    opt = torch.optim.AdamW(ae.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = F.mse_loss(ae(x), x)  # training mode: with noise augmentation
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ae.eval()
+    with torch.no_grad():
+        assert F.mse_loss(ae(x), x).item() < bound

@@ -1,0 +1,170 @@
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from pdiff.diffusion import DDPM, DENOISERS, SAMPLERS, MLPDenoiser, build_denoiser, timestep_embedding
+
+SMALL = {"mlp": {"width": 32, "depth": 2, "time_dim": 16}, "conv1d": {"channels": (4, 8), "time_dim": 16}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not stall when another process holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ddpm() -> DDPM:
+    return DDPM()
+
+
+def train(ddpm: DDPM, denoiser: nn.Module, data: Tensor, steps: int, batch: int = 128) -> list[float]:
+    """Fit `denoiser` to rows of `data` [N, d] with the DDPM loss; returns the loss of every step.
+
+    The learning rate decays linearly to 0: near t = T, eps must be predicted precisely, since DDIM
+    divides its error by sqrt(alpha_bar_t) ~ 0.006 when it estimates x0.
+    """
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
+    losses = []
+    for _ in range(steps):
+        x0 = data[torch.randint(0, len(data), (batch,), generator=gen)]
+        loss = ddpm.loss(denoiser, x0, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_timestep_embedding() -> None:
+    t = torch.tensor([0, 1, 500, 999])
+    emb = timestep_embedding(t, 16)
+    assert emb.shape == (4, 16)
+    assert torch.equal(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))  # cos(0), sin(0)
+    assert all(not torch.allclose(emb[i], emb[j]) for i in range(4) for j in range(i))
+    assert timestep_embedding(t, 15).shape == (4, 15)
+
+
+def test_timestep_embedding_is_per_sample() -> None:
+    pair = timestep_embedding(torch.tensor([3, 700]), 32)
+    assert torch.equal(pair[0], timestep_embedding(torch.tensor([3]), 32)[0])
+    assert torch.equal(pair[1], timestep_embedding(torch.tensor([700]), 32)[0])
+
+
+@pytest.mark.parametrize("arch", sorted(DENOISERS))
+@pytest.mark.parametrize("dim", [5, 64, 131])
+def test_denoiser_shapes(arch: str, dim: int) -> None:
+    denoiser = build_denoiser(arch, dim, **SMALL[arch])
+    assert denoiser(torch.randn(3, dim), torch.tensor([0, 10, 999])).shape == (3, dim)
+
+
+@pytest.mark.parametrize("arch", sorted(DENOISERS))
+def test_denoiser_uses_each_samples_timestep(arch: str) -> None:
+    denoiser = build_denoiser(arch, 16, **SMALL[arch])
+    x = torch.randn(1, 16).expand(2, 16)
+    out = denoiser(x, torch.tensor([5, 900]))
+    assert not torch.allclose(out[0], out[1])
+    assert torch.allclose(out[1], denoiser(x[:1], torch.tensor([900]))[0], atol=1e-6)
+
+
+def test_default_denoisers_and_registry() -> None:
+    assert build_denoiser("mlp", 64)(torch.randn(2, 64), torch.tensor([1, 2])).shape == (2, 64)
+    assert build_denoiser("conv1d", 64)(torch.randn(2, 64), torch.tensor([1, 2])).shape == (2, 64)
+    with pytest.raises(ValueError, match="mlp"):
+        build_denoiser("unet", 64)
+
+
+def test_schedule_matches_paper(ddpm: DDPM) -> None:
+    assert len(ddpm.betas) == 1000
+    assert ddpm.betas[0].item() == pytest.approx(1e-4)
+    assert ddpm.betas[-1].item() == pytest.approx(2e-2)
+    expected = torch.cumprod(1 - torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float64), dim=0)
+    assert ddpm.alphas_cumprod[-1].item() == pytest.approx(expected[-1].item(), rel=1e-4)
+    assert ddpm.alphas_cumprod[-1].item() == pytest.approx(4.0358e-5, rel=1e-3)
+
+
+def test_loss_draws_a_timestep_per_sample(ddpm: DDPM) -> None:
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x: Tensor, t: Tensor) -> Tensor:
+            seen.append(t)
+            return torch.zeros_like(x)
+
+    loss = ddpm.loss(Recorder(), torch.randn(256, 8), generator=torch.Generator().manual_seed(0))
+    assert seen[0].shape == (256,) and len(seen[0].unique()) > 128
+    assert loss.item() == pytest.approx(1.0, abs=0.15)  # predicting zero noise: E[eps^2] = 1
+    ddpm.loss(Recorder(), torch.randn(256, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[0], seen[1])  # the generator makes the loss reproducible
+
+
+def test_loss_decreases_on_toy_data(ddpm: DDPM) -> None:
+    torch.manual_seed(0)
+    centres = 3 * torch.randn(4, 8)
+    data = (centres[:, None] + 0.05 * torch.randn(4, 64, 8)).reshape(-1, 8)  # [256, 8] near 4 centres
+    losses = train(ddpm, MLPDenoiser(8, width=64, depth=2, time_dim=32), data, steps=300)
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sample_shape_and_reproducible(ddpm: DDPM, sampler: str) -> None:
+    denoiser = MLPDenoiser(6, **SMALL["mlp"])
+    samples = [
+        ddpm.sample(denoiser, 5, 6, sampler, steps=10, generator=torch.Generator().manual_seed(s))
+        for s in (1, 1, 2)
+    ]
+    assert samples[0].shape == (5, 6)
+    assert torch.isfinite(samples[0]).all()
+    assert torch.equal(samples[0], samples[1])
+    assert not torch.allclose(samples[0], samples[2])
+
+
+def test_sample_runs_in_eval_mode_and_restores_it(ddpm: DDPM) -> None:
+    modes = []
+
+    class Recorder(nn.Module):
+        def forward(self, x: Tensor, t: Tensor) -> Tensor:
+            modes.append(self.training)
+            return torch.zeros_like(x)
+
+    denoiser = Recorder().train()
+    ddpm.sample(denoiser, 2, 3, "ddim", steps=4)
+    assert modes == [False] * 4 and denoiser.training
+    ddpm.sample(denoiser.eval(), 2, 3, "ddim", steps=4)
+    assert not denoiser.training
+
+
+def test_unknown_sampler(ddpm: DDPM) -> None:
+    with pytest.raises(ValueError, match="ddim"):
+        ddpm.sample(MLPDenoiser(4, **SMALL["mlp"]), 2, 4, sampler="euler")
+
+
+@pytest.fixture(scope="module")
+def two_points(ddpm: DDPM) -> tuple[MLPDenoiser, Tensor]:
+    """An MLPDenoiser trained on data that is only the two points c and -c in 8-D."""
+    torch.manual_seed(0)
+    c = torch.full((8,), 2.0)
+    data = torch.stack([c, -c])  # [2, 8]
+    denoiser = MLPDenoiser(8, width=64, depth=2, time_dim=32)
+    train(ddpm, denoiser, data, steps=1000)
+    return denoiser, data
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 50), ("dpm", 25), ("ddpm", 1000)])
+def test_samples_land_near_the_training_points(
+    ddpm: DDPM, two_points: tuple[MLPDenoiser, Tensor], sampler: str, steps: int
+) -> None:
+    denoiser, data = two_points
+    x = ddpm.sample(denoiser, 100, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+    nearest = torch.cdist(x, data).min(dim=1).values  # [100]
+    assert nearest.mean() < 0.1 * data[0].norm()  # |c| ~ 5.7 is the distance of the data from the origin
+    assert 20 < (x.mean(dim=1) > 0).sum() < 80  # both points are generated
