@@ -1,5 +1,3 @@
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,15 +5,6 @@ import torch.nn.functional as F
 from pdiff.autoencoder import AUTOENCODERS, ConvAutoencoder, MLPAutoencoder, build_autoencoder
 
 SMALL = {"mlp": {"hidden": 32, "latent_dim": 8}, "conv1d": {"channels": (4, 8), "latent_dim": 8}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and do not stall when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("arch", sorted(AUTOENCODERS))

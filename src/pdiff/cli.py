@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .collect import TrainingError
-from .config import STAGES, ConfigError, Config, config_keys, load_config, task_names
+from .config import STAGES, Config, ConfigError, config_keys, load_config, task_names
 from .params import SelectionError
 from .pipeline import HealthError, Run, run_pipeline, run_stage, sample_models
 from .report import accuracy_table
@@ -61,7 +61,7 @@ def _print_table(run_root: Path) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    console.print(f"report: {run_root / 'report' / 'report.html'}")
+    console.print(f"report: {run_root / 'report' / 'report.html'}", soft_wrap=True, highlight=False)
 
 
 @app.callback()

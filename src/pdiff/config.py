@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 class DataConfig:
     name: str = "mnist1d"
     data_dir: str | None = None  # None: $PDIFF_DATA, else ~/.cache/pdiff/data
+    download: bool = True  # fetch a missing torchvision dataset (needs internet)
     val_size: int = 1000  # held out of the training data; every choice is made on it, never on test
     num_samples: int = 10000  # mnist1d only: samples generated (80% train, 20% test)
     batch_size: int = 128
@@ -117,7 +118,7 @@ STAGES = ("collect", "train", "generate", "evaluate", "report")
 # The config sections each stage's output depends on (with everything upstream of it).
 _STAGE_SECTIONS = {"collect": ("seed", "data", "model", "collect"), "train": ("train",),
                    "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
-_NOT_HASHED = {"data": ("data_dir",)}  # where the data lives does not change the results
+_NOT_HASHED = {"data": ("data_dir", "download")}  # where the data lives does not change the results
 CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": ("conv1d", "mlp"),
            "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm")}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
@@ -158,6 +159,9 @@ def _check_keys(layer: DictConfig, schema: DictConfig, source: str, prefix: str 
     for key, value in layer.items():
         full = f"{prefix}{key}"
         if key not in schema:
+            while isinstance(value, DictConfig) and len(value) == 1:  # report the whole dotted key typed
+                (child, value), = value.items()
+                full = f"{full}.{child}"
             close = difflib.get_close_matches(full, _all_keys(OmegaConf.structured(Config)), n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(close)}?" if close else "; `pdiff tasks --keys` lists them"
             raise ConfigError(f"unknown config key {full!r} in {source}{hint}")

@@ -7,6 +7,7 @@ mean and std over the K checkpoints (DESIGN.md section 4).
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ class ParamSpec:
                     fnmatch.fnmatchcase(b, pattern) for b in buffers) else ""
                 raise SelectionError(
                     f"pattern {pattern!r} matches no parameter of {type(model).__name__}: {hint}"
-                    f"parameter names look like {_examples(params)}")
+                    f"parameter names look like {_examples(params, pattern)}")
             chosen |= matched
         names = [n for n in params if n in chosen]  # the model's own order
         return cls(tuple(names), tuple(tuple(params[n].shape) for n in names))
@@ -138,9 +139,11 @@ def _parse_count(pattern: str) -> int:
                              ) from None
 
 
-def _examples(params: dict) -> str:
+def _examples(params: dict, pattern: str) -> str:
+    """The parameter names closest to a failed pattern (or the first and last few)."""
     names = list(params)
-    shown = names[:3] + (["..."] if len(names) > 4 else []) + names[-1:] if len(names) > 3 else names
+    close = difflib.get_close_matches(pattern.replace("*", ""), names, n=4, cutoff=0.4)
+    shown = close or (names[:3] + ["..."] + names[-1:] if len(names) > 4 else names)
     return ", ".join(shown)
 
 

@@ -73,7 +73,7 @@ class Run:
     @cached_property
     def data(self) -> DataSplits:
         d = self.config.data
-        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples)
+        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download)
 
     def loader(self, split: str) -> TensorLoader:
         return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)

@@ -67,14 +67,14 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 1000, seed: int = 0,
-                 num_samples: int = 10000) -> DataSplits:
+                 num_samples: int = 10000, download: bool = True) -> DataSplits:
     """Load a dataset by name and hold `val_size` training examples out as the validation split."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
     if name == "mnist1d":
         train, test, num_classes = _mnist1d(num_samples, seed=42)
     else:
-        train, test, num_classes = DATASETS[name](resolve_data_dir(data_dir))
+        train, test, num_classes = DATASETS[name](resolve_data_dir(data_dir), download)
     if not 0 < val_size < len(train):
         raise DatasetError(f"data.val_size={val_size} must be between 1 and {len(train) - 1} "
                            f"(the {name} training set has {len(train)} examples)")
@@ -99,10 +99,10 @@ def _mnist1d(num_samples: int, seed: int) -> tuple[Split, Split, int]:
 
 
 def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...]
-                 ) -> Callable[[Path], tuple[Split, Split, int]]:
+                 ) -> Callable[[Path, bool], tuple[Split, Split, int]]:
     """A loader for a torchvision dataset: read from `root`, download if missing and online."""
 
-    def load(root: Path) -> tuple[Split, Split, int]:
+    def load(root: Path, download: bool) -> tuple[Split, Split, int]:
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
@@ -111,13 +111,14 @@ def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...]
             try:
                 ds = cls(root=str(root), train=train, download=False)
             except RuntimeError:
+                missing = (f"{cls_name} is not in {root}: put it there in torchvision's layout "
+                           f"({root}/{cls_name}/raw), or pass --data-dir / set PDIFF_DATA")
+                if not download:
+                    raise DatasetError(f"{missing} (download is off: data.download=false)") from None
                 try:
                     ds = cls(root=str(root), train=train, download=True)
                 except Exception as e:  # no network, a proxy, a full disk: all end the same way
-                    raise DatasetError(
-                        f"{cls_name} is not in {root} and could not be downloaded ({type(e).__name__}): put it "
-                        f"there in torchvision's layout ({root}/{cls_name}/raw) or pass --data-dir / set "
-                        "PDIFF_DATA") from None
+                    raise DatasetError(f"{missing}; downloading failed ({type(e).__name__})") from None
             x = torch.as_tensor(ds.data).float().div(255)
             x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # [n, C, H, W]
             x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)

@@ -1,0 +1,50 @@
+import pytest
+from typer.testing import CliRunner
+
+from pdiff.cli import app
+from tests.conftest import TINY
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def test_tasks_lists_the_presets() -> None:
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 0
+    for name in ["mnist1d-convnet", "mnist1d-mlp", "mnist-convnet3"]:
+        assert name in result.output
+
+
+def test_keys_lists_config_keys() -> None:
+    result = runner.invoke(app, ["tasks", "--keys"])
+    assert "train.diffusion.steps" in result.output.split()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "collect.kk=3"], "unknown config key 'collect.kk'"),
+    (["run", "no-such-task"], "unknown task"),
+    (["collect", "collect.subset=[nothing.*]"], "matches no parameter"),
+    (["train"], "needs 'collect' first"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message) -> None:
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_missing_dataset_exit_code(tmp_path) -> None:
+    result = runner.invoke(app, ["collect", "mnist-convnet3", "data.download=false", "--data-dir", str(tmp_path),
+                                 "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and f"MNIST is not in {tmp_path}" in result.output
+
+
+def test_run_and_sample(tmp_path) -> None:
+    result = runner.invoke(app, ["run", *TINY, "--runs-dir", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "generated" in result.output and "report.html" in result.output
+    out = tmp_path / "samples"
+    result = runner.invoke(app, ["sample", str(tmp_path / "mnist1d-convnet"), "-n", "2", "--out", str(out),
+                                 "--sampler", "ddim", "--steps", "5"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors"]

@@ -1,0 +1,74 @@
+import copy
+
+import pytest
+import torch
+
+from pdiff.collect import CheckpointSet, TrainingError, collect, train_base
+from pdiff.evaluate import accuracy, labels_of, predict
+from pdiff.params import ParamSpec
+from pdiff.store import ArtifactError, save_tensors
+from pdiff.tasks.datasets import Split, TensorLoader
+from pdiff.tasks.models import MLP
+
+
+def blobs(n: int = 256, seed: int = 0) -> Split:
+    """Four well-separated Gaussian classes in 8-D."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    centres = torch.eye(8)[:4] * 4
+    return Split((centres[y] + torch.randn(n, 8, generator=g)).unsqueeze(1), y)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = MLP((1, 8), 4, hidden=(16, 16))
+    loader = TensorLoader(blobs(), 32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    train_base(model, loader, epochs=5, lr=0.05, progress=False)
+    return model, loader
+
+
+def test_base_training_beats_chance(trained) -> None:
+    model, _ = trained
+    test = TensorLoader(blobs(seed=1), 64)
+    assert accuracy(predict(model, test), labels_of(test)) > 0.9
+
+
+@pytest.mark.parametrize("recipe", ["epoch", "iteration"])
+def test_collect_trains_only_the_subset(trained, recipe: str) -> None:
+    model, loader = trained
+    model = copy.deepcopy(model)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    spec = ParamSpec.select(model, "last_norm:2")
+    ckpts = collect(model, loader, spec, k=10, recipe=recipe, lr=0.01 if recipe == "epoch" else 0.003,
+                    progress=False)
+    assert ckpts.params.shape == (10, spec.dim)
+    assert len(torch.unique(ckpts.params, dim=0)) == 10  # every checkpoint differs
+    for name, tensor in model.state_dict().items():
+        if name not in spec.names:
+            assert torch.equal(tensor, before[name]), name  # frozen weights and BN running stats
+    assert all(p.requires_grad for p in model.parameters())  # restored
+
+
+def test_diverging_training_names_the_fix() -> None:
+    model = MLP((1, 8), 4, hidden=(16,))
+    data = blobs(64)
+    data.x[0, 0, 0] = float("nan")
+    with pytest.raises(TrainingError, match="lower collect.lr"):
+        train_base(model, TensorLoader(data, 64), epochs=1, progress=False)
+
+
+def test_checkpoint_set_round_trip_and_checks(tmp_path) -> None:
+    spec = ParamSpec(("w",), ((3,),))
+    ckpts = CheckpointSet(torch.randn(5, 3), spec, torch.rand(5), torch.rand(5))
+    ckpts.save(tmp_path / "c.safetensors", {"task": "t"})
+    loaded, meta = CheckpointSet.load(tmp_path / "c.safetensors")
+    assert torch.equal(loaded.params, ckpts.params) and loaded.spec == spec and meta["task"] == "t"
+    bad = torch.randn(5, 3)
+    bad[1, 1] = float("inf")
+    save_tensors(tmp_path / "inf.safetensors", {"params": bad}, {"spec": spec.to_dict()})
+    with pytest.raises(ArtifactError, match="NaN or Inf"):
+        CheckpointSet.load(tmp_path / "inf.safetensors")
+    save_tensors(tmp_path / "other.safetensors", {"params": torch.randn(5, 4)}, {"spec": spec.to_dict()})
+    with pytest.raises(ArtifactError, match="columns"):
+        CheckpointSet.load(tmp_path / "other.safetensors")

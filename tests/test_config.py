@@ -1,0 +1,57 @@
+import pytest
+
+from pdiff.config import ConfigError, load_config, stage_hash, task_names
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_every_preset_parses(task: str) -> None:
+    config = load_config(task)
+    assert config.task == task
+    assert config.description and config.hardware
+
+
+def test_defaults_follow_the_paper() -> None:
+    config = load_config("mnist1d-convnet")
+    assert config.collect.k == 200 and config.generate.n == 200
+    assert (config.collect.lr, config.collect.momentum, config.collect.weight_decay) == (0.1, 0.9, 5e-4)
+    assert (config.train.autoencoder.input_noise, config.train.autoencoder.latent_noise) == (0.001, 0.1)
+    dm = config.train.diffusion
+    assert (dm.num_train_timesteps, dm.beta_start, dm.beta_end) == (1000, 1e-4, 2e-2)
+
+
+def test_overrides_apply() -> None:
+    config = load_config("mnist1d-convnet", ["collect.k=50", "generate.n=100", "train.diffusion.steps=2000"])
+    assert (config.collect.k, config.generate.n, config.train.diffusion.steps) == (50, 100, 2000)
+
+
+def test_misspelt_key_names_the_nearest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'collect\.kk'.*collect\.k"):
+        load_config("mnist1d-convnet", ["collect.kk=5"])
+    with pytest.raises(ConfigError, match="train.diffusion.steps"):
+        load_config("mnist1d-convnet", ["train.difusion.steps=5"])
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="collect.k"):
+        load_config("mnist1d-convnet", ["collect.k=many"])
+
+
+@pytest.mark.parametrize("override", ["collect.k=0", "generate.n=-1", "generate.sampler=euler",
+                                      "collect.recipe=daily", "train.autoencoder.arch=vae"])
+def test_bad_values(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config("mnist1d-convnet", [override])
+
+
+def test_unknown_task_suggests() -> None:
+    with pytest.raises(ConfigError, match="mnist1d-convnet"):
+        load_config("mnist1d-convnt")
+
+
+def test_stage_hash_changes_only_downstream() -> None:
+    base = load_config("mnist1d-convnet")
+    more = load_config("mnist1d-convnet", ["generate.n=10"])
+    assert stage_hash(base, "train") == stage_hash(more, "train")
+    assert stage_hash(base, "generate") != stage_hash(more, "generate")
+    moved = load_config("mnist1d-convnet", ["data.data_dir=/elsewhere"])
+    assert stage_hash(base, "report") == stage_hash(moved, "report")

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from pdiff.params import Normalizer, ParamSpec, SelectionError, last_norm_layers
+from pdiff.tasks.models import MLP
+
+
+def test_select_resnet_bn_layers_round_trip() -> None:
+    model = resnet18(num_classes=10)
+    spec = ParamSpec.select(model, "layer4.1.bn*")
+    assert spec.names == ("layer4.1.bn1.weight", "layer4.1.bn1.bias", "layer4.1.bn2.weight", "layer4.1.bn2.bias")
+    assert spec.dim == 2048  # the paper's default subset of ResNet-18
+    vector = spec.flatten(model)
+    assert vector.shape == (2048,)
+    tensors = spec.unflatten(vector)
+    for name, param in model.named_parameters():
+        if name in tensors:
+            assert torch.equal(tensors[name], param.detach())
+
+
+def test_last_norm_layers_equals_patterns() -> None:
+    model = resnet18(num_classes=10)
+    assert last_norm_layers(model, 2) == ParamSpec.select(model, ["layer4.1.bn1", "layer4.1.bn2"])
+    assert ParamSpec.select(model, "last_norm:2") == last_norm_layers(model, 2)
+
+
+def test_mlp_load_vector_changes_only_subset() -> None:
+    model = MLP((1, 40), 10, hidden=(16, 8))
+    spec = ParamSpec.select(model, "last_norm:1")
+    assert spec.names == ("net.5.weight", "net.5.bias")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    vector = torch.arange(spec.dim, dtype=torch.float32)
+    spec.load_into(model, vector)
+    assert torch.equal(spec.flatten(model), vector)
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]) or name in spec.names
+
+
+def test_to_state_dict_loads_into_fresh_model() -> None:
+    model = MLP((1, 40), 10, hidden=(16, 8))
+    spec = ParamSpec.select(model, ["net.1.*", "net.4.weight"])
+    vector = torch.randn(spec.dim)
+    full = spec.to_state_dict(vector, model.state_dict())
+    fresh = MLP((1, 40), 10, hidden=(16, 8))
+    fresh.load_state_dict(full)
+    assert torch.equal(spec.flatten(fresh), vector)
+    fresh.load_state_dict(spec.to_state_dict(vector * 2), strict=False)
+    assert torch.equal(spec.flatten(fresh), vector * 2)
+
+
+def test_batch_unflatten_shapes() -> None:
+    spec = ParamSpec(("a", "b"), ((2, 3), (4,)))
+    out = spec.unflatten(torch.zeros(5, 10))
+    assert out["a"].shape == (5, 2, 3) and out["b"].shape == (5, 4)
+
+
+def test_pattern_matching_nothing_is_clear() -> None:
+    with pytest.raises(SelectionError, match=r"matches no parameter.*layer4\.1\.bn1\.weight"):
+        ParamSpec.select(resnet18(), "layer4.1.bn9*")
+
+
+def test_pattern_matching_a_buffer_says_so() -> None:
+    with pytest.raises(SelectionError, match="buffer"):
+        ParamSpec.select(resnet18(), "layer4.1.bn1.running_mean")
+
+
+def test_too_many_norm_layers() -> None:
+    with pytest.raises(SelectionError, match="has 2 with parameters"):
+        last_norm_layers(MLP((1, 40), 10, hidden=(16, 8)), 3)
+
+
+def test_check_rejects_another_model() -> None:
+    spec = ParamSpec.select(MLP((1, 40), 10, hidden=(16, 8)), "last_norm:2")
+    spec.check(MLP((1, 40), 10, hidden=(16, 8)))
+    with pytest.raises(SelectionError, match="shape"):
+        spec.check(MLP((1, 40), 10, hidden=(32, 8)))
+    with pytest.raises(SelectionError, match="no parameter"):
+        spec.check(nn.Linear(3, 3))
+
+
+def test_spec_dict_round_trip() -> None:
+    spec = ParamSpec.select(resnet18(), "fc.*")
+    assert ParamSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_normalizer_is_per_tensor_and_round_trips() -> None:
+    spec = ParamSpec(("w", "b"), ((3,), (2,)))
+    params = torch.cat([torch.randn(50, 3) * 5 + 10, torch.randn(50, 2) * 0.01 - 1], dim=1)
+    norm = Normalizer.fit(params, spec)
+    z = norm.normalize(params)
+    assert torch.allclose(z[:, :3].mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(z[:, :3].std(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(z[:, 3:].std(), torch.tensor(1.0), atol=1e-4)
+    assert torch.allclose(norm.denormalize(z), params, atol=1e-5)
+    again = Normalizer.from_state_dict(norm.state_dict())
+    assert torch.equal(again.mean, norm.mean) and torch.equal(again.std, norm.std)
+
+
+def test_normalizer_constant_tensor_stays_finite() -> None:
+    spec = ParamSpec(("w",), ((4,),))
+    params = torch.ones(10, 4)
+    norm = Normalizer.fit(params, spec)
+    assert torch.isfinite(norm.normalize(params)).all()
+    assert torch.allclose(norm.denormalize(norm.normalize(params)), params)

@@ -1,0 +1,110 @@
+"""A tiny run of every stage on the default task (seconds), resume, force, and the run-folder checks."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pdiff.pipeline import HealthError, Run, run_pipeline, run_stage, sample_models
+from pdiff.store import ArtifactError, load_tensors, save_tensors
+from pdiff.tasks.models import build_model
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Run:
+    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def test_every_artifact_is_written(finished: Run) -> None:
+    root = finished.root
+    for name in ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
+                 "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
+                 "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
+                 "report/report.md", "report/report.html", "report/accuracy_hist.png"]:
+        assert (root / name).is_file(), name
+    assert not list(root.rglob("*.tmp"))
+    ckpts = load_file(root / "collect/checkpoints.safetensors")
+    assert ckpts["params"].shape == (12, 128)  # K x (2 BN layers x 32 channels x weight+bias)
+    assert ckpts["val_accuracy"].shape == ckpts["test_accuracy"].shape == (12,)
+    generated = load_file(root / "generate/generated.safetensors")
+    assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 8)
+
+
+def test_results_json(finished: Run) -> None:
+    results = json.loads((finished.root / "evaluate/results.json").read_text())
+    groups = [m["group"] for m in results["models"]]
+    assert groups == ["original"] * 12 + ["ensemble"] + ["generated"] * 6
+    assert all(0 <= m["test_accuracy"] <= 1 and 0 <= m["val_accuracy"] <= 1 for m in results["models"])
+    assert results["summary"]["original"]["mean"] > 0.3  # far above chance (0.1) even after 2 epochs
+    predictions = load_file(finished.root / "evaluate/predictions.safetensors")
+    assert predictions["predictions"].shape == (19, len(predictions["labels"]))
+    assert predictions["predictions"].dtype == torch.int16
+    correct = (predictions["predictions"][0] == predictions["labels"]).float().mean().item()
+    assert correct == pytest.approx(results["models"][0]["test_accuracy"])
+    assert set(results["similarity"]["mean_iou"]) >= {"original-original", "original-generated"}
+
+
+def test_report_holds_table_and_figure(finished: Run) -> None:
+    text = (finished.root / "report/report.md").read_text()
+    assert "| original | 12 |" in text and "![accuracy_hist.png](accuracy_hist.png)" in text
+    assert "data:image/png;base64," in (finished.root / "report/report.html").read_text()
+
+
+def test_rerun_skips_finished_stages(finished: Run) -> None:
+    mtimes = {p: p.stat().st_mtime_ns for p in finished.root.rglob("*.safetensors")}
+    again = run_pipeline(tiny_config(), finished.root.parent, progress=False)
+    assert again.seconds == {}  # nothing ran
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+
+def test_changed_config_reruns_only_downstream(finished: Run) -> None:
+    before = load_file(finished.root / "collect/checkpoints.safetensors")["params"]
+    again = run_pipeline(tiny_config("generate.n=4"), finished.root.parent, progress=False)
+    assert set(again.seconds) == {"generate", "evaluate", "report"}
+    assert torch.equal(before, load_file(finished.root / "collect/checkpoints.safetensors")["params"])
+    assert load_file(finished.root / "generate/generated.safetensors")["params"].shape == (4, 128)
+    run_pipeline(tiny_config(), finished.root.parent, progress=False)  # restore for the other tests
+
+
+def test_force_reruns_a_stage(finished: Run) -> None:
+    run = Run(tiny_config(), finished.root, progress=False)
+    assert run_stage(run, "report", force=True)
+    assert not run_stage(run, "report")
+
+
+def test_same_seed_same_results(finished: Run, tmp_path) -> None:
+    other = run_pipeline(tiny_config(), tmp_path, stages=("collect",), progress=False)
+    a = load_file(finished.root / "collect/checkpoints.safetensors")["params"]
+    assert torch.equal(a, load_file(other.root / "collect/checkpoints.safetensors")["params"])
+
+
+def test_sample_writes_loadable_state_dicts(finished: Run, tmp_path) -> None:
+    paths = sample_models(finished.root, 3, tmp_path, sampler="ddim", steps=5)
+    assert [p.name for p in paths] == ["model_000.safetensors", "model_001.safetensors", "model_002.safetensors"]
+    model = build_model("convnet1d", (1, 40), 10)
+    model.load_state_dict(load_file(paths[0]))  # a full state_dict: strict loading works
+
+
+def test_stage_needs_the_one_before(tmp_path) -> None:
+    with pytest.raises(ArtifactError, match="needs 'collect' first"):
+        run_stage(Run(tiny_config(), tmp_path / "t", progress=False), "train")
+
+
+def test_checkpoints_from_another_model_are_refused(finished: Run, tmp_path) -> None:
+    run = run_pipeline(tiny_config(), tmp_path, stages=("collect",), progress=False)
+    path = run.root / "collect/checkpoints.safetensors"
+    tensors, meta = load_tensors(path)
+    meta["spec"] = {"names": ["fc.weight"], "shapes": [[128]]}  # a checkpoint set of another model
+    save_tensors(path, tensors, meta)
+    with pytest.raises(Exception, match="no parameter 'fc.weight'.*another model"):
+        run_stage(run, "train")
+
+
+def test_health_gate_stops_a_collapsed_autoencoder(finished: Run, tmp_path) -> None:
+    config = tiny_config("train.health_tolerance=-1.0")  # any reconstruction fails this bar
+    run = Run(config, finished.root, progress=False)
+    with pytest.raises(HealthError, match="collapsed"):
+        run_stage(run, "train", force=True)
+    assert run.is_done("collect")

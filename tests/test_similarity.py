@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from pdiff.similarity import iou_matrix, max_similarity, similarity_summary
+
+
+def test_iou_hand_computed() -> None:
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    predictions = torch.tensor([
+        [9, 1, 9, 3, 4],  # wrong on {0, 2}
+        [9, 9, 2, 3, 4],  # wrong on {0, 1}
+        [0, 1, 2, 3, 4],  # wrong on {}
+    ])
+    iou = iou_matrix(predictions, labels)
+    assert torch.allclose(iou[0, 1], torch.tensor(1 / 3))  # {0} / {0, 1, 2}
+    assert iou[0, 2] == 0 and iou[2, 2] == 1 and iou[0, 0] == 1
+    assert torch.equal(iou, iou.T)
+
+
+def test_max_similarity_skips_self() -> None:
+    iou = torch.tensor([[1.0, 0.2, 0.7], [0.2, 1.0, 0.4], [0.7, 0.4, 1.0]])
+    values, nearest = max_similarity(iou, torch.tensor([0, 1, 2]), torch.tensor([0, 1]))
+    assert torch.allclose(values, torch.tensor([0.2, 0.2, 0.7])) and nearest.tolist() == [1, 0, 0]
+
+
+def test_summary_bookkeeping() -> None:
+    labels = torch.tensor([0, 0, 0, 0])
+    predictions = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]])
+    summary = similarity_summary(predictions, labels, ["original", "original", "generated", "generated"])
+    assert abs(summary["mean_iou"]["original-original"] - 1 / 3) < 1e-6
+    generated = summary["max_iou_to_original"]["generated"]
+    assert generated["values"] == pytest.approx([1.0, 1 / 3]) and generated["nearest"] == [0, 1]
