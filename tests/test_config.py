@@ -55,3 +55,15 @@ def test_stage_hash_changes_only_downstream() -> None:
     assert stage_hash(base, "generate") != stage_hash(more, "generate")
     moved = load_config("mnist1d-convnet", ["data.data_dir=/elsewhere"])
     assert stage_hash(base, "report") == stage_hash(moved, "report")
+
+
+def test_baseline_settings_are_checked() -> None:
+    config = load_config("mnist1d-convnet", ["evaluate.baselines=[noise,mean_of_k]", "evaluate.mean_of_k=8"])
+    assert config.evaluate.baselines == ["noise", "mean_of_k"]
+    assert config.evaluate.noise_strengths == [0.001, 0.05, 0.15]  # the official evaluation's
+    with pytest.raises(ConfigError, match="evaluate.baselines: unknown 'nosie'.*noise"):
+        load_config("mnist1d-convnet", ["evaluate.baselines=[nosie]"])
+    with pytest.raises(ConfigError, match="evaluate.noise_strengths"):
+        load_config("mnist1d-convnet", ["evaluate.noise_strengths=[0.1,-0.1]"])
+    with pytest.raises(ConfigError, match="evaluate.mean_of_k=0 must be positive"):
+        load_config("mnist1d-convnet", ["evaluate.mean_of_k=0"])

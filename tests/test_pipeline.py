@@ -22,7 +22,9 @@ def test_every_artifact_is_written(finished: Run) -> None:
     for name in ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
                  "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
                  "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
-                 "report/report.md", "report/report.html", "report/accuracy_hist.png"]:
+                 "evaluate/latents.safetensors", "report/report.md", "report/report.html",
+                 "report/accuracy_hist.png", "report/accuracy_vs_similarity.png", "report/iou_bars.png",
+                 "report/tsne.png"]:
         assert (root / name).is_file(), name
     assert not list(root.rglob("*.tmp"))
     ckpts = load_file(root / "collect/checkpoints.safetensors")
@@ -35,20 +37,32 @@ def test_every_artifact_is_written(finished: Run) -> None:
 def test_results_json(finished: Run) -> None:
     results = json.loads((finished.root / "evaluate/results.json").read_text())
     groups = [m["group"] for m in results["models"]]
-    assert groups == ["original"] * 12 + ["ensemble"] + ["generated"] * 6
+    baselines = ["noise@0.001", "noise@0.05", "noise@0.15", "finetune", "mean_of_k", "gaussian"]
+    assert groups == ["original"] * 12 + ["ensemble"] + ["generated"] * 6 + [g for g in baselines for _ in range(6)]
+    assert list(results["summary"]) == ["original", "ensemble", "generated", *baselines]
+    assert results["baselines"]["mean_of_k"] == 12  # evaluate.mean_of_k=16 capped at the 12 checkpoints
     assert all(0 <= m["test_accuracy"] <= 1 and 0 <= m["val_accuracy"] <= 1 for m in results["models"])
     assert results["summary"]["original"]["mean"] > 0.3  # far above chance (0.1) even after 2 epochs
     predictions = load_file(finished.root / "evaluate/predictions.safetensors")
-    assert predictions["predictions"].shape == (19, len(predictions["labels"]))
+    assert predictions["predictions"].shape == (len(groups), len(predictions["labels"]))
+    assert load_file(finished.root / "evaluate/latents.safetensors")["latents"].shape == (len(groups), 8)
     assert predictions["predictions"].dtype == torch.int16
     correct = (predictions["predictions"][0] == predictions["labels"]).float().mean().item()
     assert correct == pytest.approx(results["models"][0]["test_accuracy"])
-    assert set(results["similarity"]["mean_iou"]) >= {"original-original", "original-generated"}
+    similarity = results["similarity"]
+    assert set(similarity["mean_iou"]) >= {"original-original", "original-generated", "generated-generated"}
+    assert set(similarity["max_iou_to_original"]) == set(results["summary"])  # every group, originals too
+    distances = similarity["distance_to_original"]
+    assert len(distances["generated"]["values"]) == 6 and distances["original"]["mean"] > 0
+    assert distances["noise@0.001"]["mean"] < distances["noise@0.15"]["mean"]  # noise moves models away
 
 
 def test_report_holds_table_and_figure(finished: Run) -> None:
     text = (finished.root / "report/report.md").read_text()
     assert "| original | 12 |" in text and "![accuracy_hist.png](accuracy_hist.png)" in text
+    for figure in ["accuracy_vs_similarity.png", "iou_bars.png", "tsne.png"]:
+        assert f"![{figure}]({figure})" in text
+    assert "| mean_of_k | 6 |" in text
     assert "data:image/png;base64," in (finished.root / "report/report.html").read_text()
 
 

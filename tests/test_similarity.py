@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pdiff.similarity import iou_matrix, max_similarity, similarity_summary
+from pdiff.similarity import iou_matrix, max_similarity, nearest_checkpoint, similarity_summary
 
 
 def test_iou_hand_computed() -> None:
@@ -30,3 +30,22 @@ def test_summary_bookkeeping() -> None:
     assert abs(summary["mean_iou"]["original-original"] - 1 / 3) < 1e-6
     generated = summary["max_iou_to_original"]["generated"]
     assert generated["values"] == pytest.approx([1.0, 1 / 3]) and generated["nearest"] == [0, 1]
+
+
+def test_nearest_checkpoint_hand_computed() -> None:
+    originals = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    values, nearest = nearest_checkpoint(torch.tensor([[3.0, 5.0], [0.0, 0.4]]), originals)
+    assert values.tolist() == pytest.approx([1.0, 0.4]) and nearest.tolist() == [1, 0]
+    values, nearest = nearest_checkpoint(originals, originals, exclude_self=True)  # the spread among originals
+    assert values.tolist() == pytest.approx([1.0, 18 ** 0.5, 1.0]) and nearest.tolist() == [2, 2, 0]
+
+
+def test_summary_with_distances() -> None:
+    labels = torch.tensor([0, 0])
+    predictions = torch.tensor([[1, 0], [0, 1], [1, 0]])
+    standardised = torch.tensor([[0.0], [2.0], [1.5]])
+    summary = similarity_summary(predictions, labels, ["original", "original", "noise@0.1"], standardised)
+    assert summary["distance_to_original"]["original"]["values"] == pytest.approx([2.0, 2.0])
+    assert summary["distance_to_original"]["noise@0.1"] == {"mean": pytest.approx(0.5), "values": [0.5],
+                                                          "nearest": [1]}
+    assert summary["max_iou_to_original"]["noise@0.1"]["nearest"] == [0]  # same mistakes as original 0

@@ -94,9 +94,21 @@ class GenerateConfig:
     steps: int | None = None  # sampling steps; None: the full num_train_timesteps
 
 
+# The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
+BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
+
+
 @dataclass
 class EvaluateConfig:
     model_chunk: int = 50  # parameter vectors evaluated together (vmap)
+    # Baselines evaluated beside the generated models (see BASELINES); whatever the order given here,
+    # results.json holds original, ensemble, generated, noise@<s> per strength, finetune, mean_of_k, gaussian.
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    baseline_n: int | None = None  # models per baseline group; None: as many as generated
+    noise_strengths: list[float] = field(default_factory=lambda: [0.001, 0.05, 0.15])  # std, standardised units
+    finetune_steps: int = 10  # more AdamW steps on the subset from a checkpoint
+    finetune_lr: float | None = None  # None: collect.subset_lr
+    mean_of_k: int = 16  # checkpoints per average (Zeng et al. 2025); at most collect.k are used
 
 
 @dataclass
@@ -124,8 +136,9 @@ CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": (
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
-            "generate.n", "evaluate.model_chunk")
-NON_NEGATIVE = ("collect.epochs", "train.autoencoder.input_noise", "train.autoencoder.latent_noise")
+            "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
+NON_NEGATIVE = ("collect.epochs", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
+                "evaluate.finetune_steps")
 
 
 def task_names() -> list[str]:
@@ -198,8 +211,21 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key}={_get(flat, key)} must be zero or more")
     if config.generate.steps is not None and config.generate.steps <= 0:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive (or null for all)")
+    _validate_baselines(config.evaluate)
     if not config.collect.subset:
         raise ConfigError("collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'")
+
+
+def _validate_baselines(cfg: EvaluateConfig) -> None:
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"evaluate.baselines: unknown {unknown[0]!r}: choose from {', '.join(BASELINES)}")
+    if cfg.baseline_n is not None and cfg.baseline_n <= 0:
+        raise ConfigError(f"evaluate.baseline_n={cfg.baseline_n} must be positive (or null: as many as generated)")
+    if any(s <= 0 for s in cfg.noise_strengths) or ("noise" in cfg.baselines and not cfg.noise_strengths):
+        raise ConfigError(f"evaluate.noise_strengths={cfg.noise_strengths}: give one or more positive strengths")
+    if cfg.finetune_lr is not None and cfg.finetune_lr <= 0:
+        raise ConfigError(f"evaluate.finetune_lr={cfg.finetune_lr} must be positive (or null: collect.subset_lr)")
 
 
 def to_dict(config: Config) -> dict[str, Any]:

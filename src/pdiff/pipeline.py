@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from . import report as report_module
-from .baselines import weight_average
+from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .collect import CheckpointSet, collect, train_base
 from .config import STAGES, Config, ConfigError, stage_hash, to_dict, to_yaml
 from .evaluate import accuracy, labels_of, predict_many
 from .generator import ParameterGenerator
-from .params import ParamSpec
+from .params import Normalizer, ParamSpec
 from .similarity import similarity_summary
 from .store import ArtifactError, load_json, load_tensors, save_json, save_tensors, save_text
 from .tasks.datasets import DataSplits, TensorLoader, load_dataset
@@ -217,7 +217,8 @@ def evaluate_stage(run: Run) -> dict:
     if ParamSpec.from_dict(meta.get("spec", {"names": [], "shapes": []})) != ckpts.spec:
         raise ArtifactError("generated.safetensors was made for another parameter subset: "
                             "rerun `pdiff generate --force`")
-    groups = {"original": ckpts.params, "ensemble": weight_average(ckpts.params), "generated": generated["params"]}
+    gen = ParameterGenerator.load(run.stage_dir("train"), run.device, ckpts.spec)
+    groups, settings = model_groups(run, model, ckpts, generated["params"], gen.normalizer)
     records, test_rows = [], []
     val_labels, test_labels = labels_of(run.loader("val")), labels_of(run.loader("test"))
     for group, vectors in groups.items():
@@ -228,15 +229,61 @@ def evaluate_stage(run: Run) -> dict:
         records += [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
                     for i, (v, t) in enumerate(zip(val_acc.tolist(), test_acc.tolist(), strict=True))]
         test_rows.append(test_pred)
-    predictions = torch.cat(test_rows)
+    predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
+    names = [r["group"] for r in records]
     results = {"task": run.config.task, "config_hash": stage_hash(run.config, "evaluate"), "models": records,
-               "summary": summarise(records),
-               "similarity": similarity_summary(predictions, test_labels, [r["group"] for r in records])}
+               "summary": summarise(records), "baselines": settings,
+               "similarity": similarity_summary(predictions, test_labels, names, gen.normalizer.normalize(vectors))}
     save_tensors(run.stage_dir("evaluate") / "predictions.safetensors",
                  {"predictions": predictions.to(torch.int16), "labels": test_labels},
                  run.metadata("evaluate"))
+    save_tensors(run.stage_dir("evaluate") / "latents.safetensors", {"latents": gen.encode(vectors)},
+                 run.metadata("evaluate"))  # row i = record i; for the report's t-SNE
     save_json(run.stage_dir("evaluate") / "results.json", results)
     return {}
+
+
+def model_groups(run: Run, model: nn.Module, ckpts: CheckpointSet, generated: torch.Tensor,
+                 normalizer: Normalizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every group's parameter vectors in results.json order (config.BASELINES), and the baselines' settings.
+
+    Order: original, ensemble, generated, noise@<strength> for each strength, finetune, mean_of_k, gaussian
+    (those asked for in evaluate.baselines). Each baseline draws from its own generator seeded with the run's
+    seed, so the noise groups start from the same checkpoints and differ only in strength.
+    """
+    cfg, params = run.config.evaluate, ckpts.params
+    chosen, n = set(cfg.baselines), cfg.baseline_n or len(generated)
+
+    def rng() -> torch.Generator:
+        return torch.Generator().manual_seed(run.config.seed)
+
+    groups = {"original": params}
+    if "ensemble" in chosen:
+        groups["ensemble"] = weight_average(params)
+    groups["generated"] = generated
+    settings: dict = {"n": n}
+    if "noise" in chosen:
+        for strength in cfg.noise_strengths:
+            groups[f"noise@{strength:g}"] = noise_added(params, normalizer, strength, n, rng())
+        settings["noise_strengths"] = list(cfg.noise_strengths)
+    if "finetune" in chosen:
+        collect_cfg = run.config.collect
+        lr = cfg.finetune_lr or collect_cfg.subset_lr
+        loader = TensorLoader(run.data.train, run.config.data.batch_size, shuffle=True, generator=rng())
+        groups["finetune"] = fine_tuned(model, ckpts.spec, params, loader, cfg.finetune_steps, lr, n, rng(),
+                                        "adamw" if collect_cfg.recipe == "iteration" else "sgd",
+                                        collect_cfg.subset_weight_decay, run.device)
+        settings["finetune"] = {"steps": cfg.finetune_steps, "lr": lr}
+    if "mean_of_k" in chosen:
+        k = min(cfg.mean_of_k, len(params))
+        if k < cfg.mean_of_k:
+            log.info("evaluate: mean_of_k averages all %d checkpoints (evaluate.mean_of_k=%d > collect.k)",
+                     k, cfg.mean_of_k)
+        groups["mean_of_k"] = mean_of_k(params, k, n, rng())
+        settings["mean_of_k"] = k
+    if "gaussian" in chosen:
+        groups["gaussian"] = gaussian_fit(params, n, rng())
+    return groups, settings
 
 
 def summarise(records: list[dict]) -> dict[str, dict]:
@@ -257,7 +304,9 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 def report_stage(run: Run) -> dict:
     results = load_json(run.stage_dir("evaluate") / "results.json")
     seconds = {s: load_json(run.stage_dir(s) / "stage.json").get("seconds") for s in STAGES[:-1]}
-    report_module.write_report(run.stage_dir("report"), results, to_dict(run.config), seconds)
+    latents, _ = load_tensors(run.stage_dir("evaluate") / "latents.safetensors")
+    report_module.write_report(run.stage_dir("report"), results, to_dict(run.config), seconds,
+                               latents=latents["latents"].numpy())
     return {}
 
 

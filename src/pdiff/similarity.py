@@ -1,7 +1,8 @@
 """Similarity between models by their mistakes: IoU of the sets of test examples each gets wrong.
 
 IoU(W1, W2) = |W1 ∩ W2| / |W1 ∪ W2| (the paper's measure). A generated model that merely copies a
-checkpoint has max IoU near 1 to some original; a genuinely new one sits lower.
+checkpoint has max IoU near 1 to some original; a genuinely new one sits lower. Beside it, the
+L2 distance to the nearest checkpoint in standardised parameter space, next to the originals' own spread.
 """
 
 from __future__ import annotations
@@ -37,12 +38,47 @@ def mean_pairwise(iou: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     return block[distinct].mean().item() if distinct.any() else float("nan")
 
 
-def similarity_summary(predictions: torch.Tensor, labels: torch.Tensor, groups: list[str]) -> dict:
-    """Mean IoU within and between groups, and every non-original model's max IoU to the originals."""
+def nearest_checkpoint(vectors: torch.Tensor, originals: torch.Tensor, exclude_self: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2 distance of each of `vectors` [M, D] to its nearest row of `originals` [K, D], and which row.
+
+    With `exclude_self` (vectors are the originals themselves, M = K) a row is not its own neighbour,
+    which gives the spread among the originals.
+    """
+    distances = torch.cdist(vectors.double(), originals.double())  # [M, K]
+    if exclude_self:
+        distances.fill_diagonal_(float("inf"))
+    values, where = distances.min(1)
+    return values.float(), where
+
+
+def distance_summary(standardised: torch.Tensor, groups: list[str]) -> dict:
+    """Per group: each model's L2 distance to its nearest original in standardised units [M, D] (mean, values,
+    nearest index among originals); for the originals, the distance to their nearest other original."""
+    originals = standardised[[g == "original" for g in groups]]
+    summary = {}
+    for group in dict.fromkeys(groups):
+        rows = standardised[[g == group for g in groups]]
+        if group == "original" and len(rows) < 2:
+            continue
+        values, nearest = nearest_checkpoint(rows, originals, exclude_self=group == "original")
+        summary[group] = {"mean": values.mean().item(), "values": values.tolist(), "nearest": nearest.tolist()}
+    return summary
+
+
+def similarity_summary(predictions: torch.Tensor, labels: torch.Tensor, groups: list[str],
+                       standardised: torch.Tensor | None = None) -> dict:
+    """Mean IoU within and between groups, and every non-original model's max IoU to the originals.
+
+    Given the models' parameter vectors in standardised units [M, D], also their nearest-checkpoint
+    distances ("distance_to_original", see `distance_summary`).
+    """
     iou = iou_matrix(predictions, labels)
     members = {g: torch.tensor([i for i, x in enumerate(groups) if x == g]) for g in dict.fromkeys(groups)}
     originals = members["original"]
     summary: dict = {"mean_iou": {}, "max_iou_to_original": {}}
+    if standardised is not None:
+        summary["distance_to_original"] = distance_summary(standardised, groups)
     for group, idx in members.items():
         if len(idx) > 1:
             summary["mean_iou"][f"{group}-{group}"] = mean_pairwise(iou, idx, idx)

@@ -1,0 +1,67 @@
+"""The report from hand-made results: every figure is written, and the HTML renders in headless Chromium."""
+
+import shutil
+import subprocess
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from pdiff.pipeline import summarise
+from pdiff.report import write_report
+from pdiff.similarity import similarity_summary
+
+GROUPS = ["original"] * 8 + ["ensemble"] + [g for g in ("generated", "noise@0.01", "noise@0.1", "mean_of_k")
+                                             for _ in range(6)]
+CONFIG = {"seed": 0, "description": "synthetic", "collect": {"subset": ["last_norm:2"]},
+          "generate": {"sampler": "ddim"}}
+
+
+def fake_results(groups: list[str], seed: int = 0) -> dict:
+    """Results of models that each get a random tenth of 200 test examples wrong."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(200, dtype=torch.long)
+    predictions = (torch.rand(len(groups), 200, generator=generator) < 0.1).long()
+    accuracy = (predictions == labels).float().mean(1).tolist()
+    records = [{"group": g, "index": i, "val_accuracy": a, "test_accuracy": a}
+               for i, (g, a) in enumerate(zip(groups, accuracy, strict=True))]
+    standardised = torch.randn(len(groups), 16, generator=generator)
+    return {"task": "synthetic", "models": records, "summary": summarise(records),
+            "baselines": {"n": 6, "noise_strengths": [0.01, 0.1], "mean_of_k": 4},
+            "similarity": similarity_summary(predictions, labels, groups, standardised)}
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    results = fake_results(GROUPS)
+    latents = np.random.default_rng(0).normal(size=(len(GROUPS), 4))
+    runs = [results, fake_results(["original"] * 4 + GROUPS[8:], seed=1)]  # a second run with K = 4
+    write_report(out, results, CONFIG, {"collect": 1.0}, latents=latents, runs=runs)
+    return out
+
+
+def test_every_figure_and_table(report_dir) -> None:
+    text = (report_dir / "report.md").read_text()
+    for figure in ["accuracy_hist.png", "accuracy_vs_similarity.png", "iou_bars.png", "tsne.png",
+                   "similarity_vs_k.png"]:
+        assert (report_dir / figure).stat().st_size > 1000 and f"![{figure}]({figure})" in text
+    assert "| noise@0.1 | 6 |" in text and "L2 to nearest original" in text
+    html = (report_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html  # self-contained
+
+
+def test_html_renders_in_headless_chromium(report_dir, tmp_path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    screenshot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,2000",
+                    (report_dir / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = matplotlib.image.imread(screenshot)[..., :3]  # [H, W, 3] in 0..1
+    assert pixels.shape[:2] == (2000, 1200)
+    not_white = (pixels < 0.9).any(-1).mean()
+    assert not_white > 0.02 and pixels.std() > 0.05, f"the page looks blank ({not_white:.1%} non-white pixels)"
