@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .collect import TrainingError
@@ -22,6 +23,7 @@ from .config import STAGES, Config, ConfigError, config_keys, load_config, task_
 from .params import SelectionError
 from .pipeline import HealthError, Run, run_pipeline, run_stage, sample_models
 from .report import accuracy_table
+from .runlock import run_lock
 from .store import ArtifactError, load_json
 from .tasks.datasets import DatasetError
 
@@ -48,7 +50,7 @@ def _config(args: list[str] | None, data_dir: Path | None) -> Config:
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -88,7 +90,8 @@ def _stage_command(stage: str):
         try:
             config = _config(args, data_dir)
             result = Run(config, runs_dir / config.task, progress=not quiet)
-            run_stage(result, stage, force=force)
+            with run_lock(result.root):
+                run_stage(result, stage, force=force)
         except USER_ERRORS as e:
             _fail(e)
         if stage == "report":

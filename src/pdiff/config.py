@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -153,7 +157,17 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown task {str(task)!r}{hint}: `pdiff tasks` lists the tasks, or pass a YAML path")
     schema = OmegaConf.structured(Config)
-    layers = [OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or []))]
+    try:
+        preset = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ConfigError(f"{path} is not valid YAML ({_first_line(e)}): fix its syntax") from None
+    try:
+        layers = [preset, OmegaConf.from_dotlist(list(overrides or []))]
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): write key=value, quoting lists "
+                          "and dicts, e.g. 'collect.subset=[layer4.*]'") from None
+    if not isinstance(preset, DictConfig):
+        raise ConfigError(f"{path} holds no mapping of config keys: write e.g. `collect: {{k: 50}}`")
     if "task" not in layers[0]:
         layers[0].task = path.stem
     for layer, source in zip(layers, (str(path), "the command line"), strict=True):
@@ -161,7 +175,8 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     try:
         merged = OmegaConf.merge(schema, *layers)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{e.full_key}: {_first_line(e)}") from None
+        raise ConfigError(f"{e.full_key}: {_first_line(e)}; give it a value of its type (see "
+                          "`pdiff tasks --keys` and the preset files)") from None
     config: Config = OmegaConf.to_object(merged)
     validate(config)
     return config
@@ -205,15 +220,57 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key}={value!r} is not valid: choose one of {', '.join(choices)}")
     for key in POSITIVE:
         if _get(flat, key) <= 0:
-            raise ConfigError(f"{key}={_get(flat, key)} must be positive")
+            raise ConfigError(f"{key}={_get(flat, key)} must be positive: set it to 1 or more")
     for key in NON_NEGATIVE:
         if _get(flat, key) < 0:
-            raise ConfigError(f"{key}={_get(flat, key)} must be zero or more")
+            raise ConfigError(f"{key}={_get(flat, key)} must be zero or more: set it to 0 or above")
     if config.generate.steps is not None and config.generate.steps <= 0:
-        raise ConfigError(f"generate.steps={config.generate.steps} must be positive (or null for all)")
+        raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
+                          "or null for all")
     _validate_baselines(config.evaluate)
     if not config.collect.subset:
         raise ConfigError("collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'")
+    _check_registries(config)
+    resolve_device(config.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; any other name must be a torch device that exists here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but torch sees no CUDA GPU here: use device=cpu or device=auto")
+    return device
+
+
+def _check_registries(config: Config) -> None:
+    """Names and kwargs that pick a dataset, model or network must exist, so a typo fails before training."""
+    from .autoencoder import AUTOENCODERS
+    from .diffusion import DENOISERS
+    from .tasks.datasets import DATASETS
+    from .tasks.models import MODELS
+
+    for key, name, registry in (("data.name", config.data.name, DATASETS), ("model.name", config.model.name, MODELS)):
+        if name not in registry:
+            raise ConfigError(f"{key}={name!r} is not known: choose one of {', '.join(sorted(registry))}")
+    check_kwargs(MODELS[config.model.name], config.model.kwargs, "model.kwargs", ("input_shape", "num_classes"))
+    ae, dm = config.train.autoencoder, config.train.diffusion
+    check_kwargs(AUTOENCODERS[ae.arch], ae.kwargs, "train.autoencoder.kwargs",
+                 ("dim", "latent_dim", "input_noise", "latent_noise"))
+    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim",))
+
+
+def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewhere: tuple[str, ...]) -> None:
+    """Raise ConfigError naming `key` if `kwargs` holds an argument that `factory` does not take from it."""
+    accepted = [name for name in inspect.signature(factory).parameters if name not in set_elsewhere]
+    for name in kwargs:
+        if name not in accepted:
+            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "
+                              f"choose from {', '.join(accepted)}")
 
 
 def _validate_baselines(cfg: EvaluateConfig) -> None:

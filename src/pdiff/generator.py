@@ -90,7 +90,7 @@ class ParameterGenerator:
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         net.train()
         batch_size = min(cfg.batch_size, len(data))
-        last_good = copy.deepcopy(net.state_dict())
+        last_good, last_good_step = copy.deepcopy(net.state_dict()), 0  # weights whose loss was finite
         for step in tqdm(range(cfg.steps), desc=f"train {name}", disable=not progress):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg.lr)
@@ -98,8 +98,10 @@ class ParameterGenerator:
             loss = loss_fn(data[idx], generator)
             if not torch.isfinite(loss):
                 net.load_state_dict(last_good)
-                raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower "
-                                    f"train.{name}.lr (the weights of step {step - 1} were kept in memory)")
+                raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower train.{name}.lr "
+                                    f"(the weights of step {last_good_step}, the last good ones kept, were restored)")
+            if step % 100 == 0:
+                last_good, last_good_step = copy.deepcopy(net.state_dict()), step
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -107,7 +109,6 @@ class ParameterGenerator:
                 on_step(net)
             if step % 100 == 0 or step == cfg.steps - 1:
                 self.metrics.append({"network": name, "step": step, "loss": loss.item()})
-                last_good = copy.deepcopy(net.state_dict())
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -164,14 +165,21 @@ class ParameterGenerator:
                      {**common, "diffusion": asdict(self.config.diffusion)})
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu",
-             spec: ParamSpec | None = None) -> ParameterGenerator:
-        """Rebuild a fitted generator; with `spec`, check it was trained for that parameter subset."""
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu", spec: ParamSpec | None = None,
+             config_hash: str | None = None) -> ParameterGenerator:
+        """Rebuild a fitted generator; with `spec` / `config_hash`, check it was trained for them."""
         directory = Path(directory)
         ae_tensors, ae_meta = load_tensors(directory / AUTOENCODER_FILE)
         dm_tensors, dm_meta = load_tensors(directory / DIFFUSION_FILE)
         if "autoencoder" not in ae_meta or "diffusion" not in dm_meta:
             raise ArtifactError(f"{directory} does not hold a pdiff generator: rerun `pdiff train`")
+        if config_hash is not None and not ae_meta.get("config_hash") == dm_meta.get("config_hash") == config_hash:
+            raise ArtifactError(f"the generator in {directory} was trained under another config (hash "
+                                f"{ae_meta.get('config_hash')}, this config {config_hash}): "
+                                "rerun `pdiff train --force`")
+        if ae_meta.get("spec") != dm_meta.get("spec"):
+            raise ArtifactError(f"{directory} mixes an autoencoder and a diffusion model trained for different "
+                                "parameter subsets: rerun `pdiff train --force`")
         saved_spec = ParamSpec.from_dict(ae_meta["spec"])
         if spec is not None and saved_spec != spec:
             raise ArtifactError(f"the generator in {directory} was trained for another parameter subset "

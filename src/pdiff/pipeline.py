@@ -2,7 +2,10 @@
 
 runs/<task>/{config.yaml, collect/, generator/, generate/, evaluate/, report/} as DESIGN.md section 1.
 A stage is done when its folder holds `stage.json` with the hash of the config it depends on (written
-last, after every artifact), so a rerun skips finished stages and resumes after a crash.
+last, after every artifact) and every file it lists, so a rerun skips finished stages and resumes after a
+crash. A stage writes into `.<folder>.partial/`, renamed onto its folder only once it succeeds (which
+un-marks the stages after it): a failure or a kill leaves the last complete state untouched. Every
+artifact records the config hash (and parameter spec) it was made for; loading checks it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import copy
 import csv
 import io
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +27,11 @@ from torch import nn
 from . import report as report_module
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .collect import CheckpointSet, collect, train_base
-from .config import STAGES, Config, ConfigError, stage_hash, to_dict, to_yaml
+from .config import CHOICES, STAGES, Config, ConfigError, resolve_device, stage_hash, to_dict, to_yaml
 from .evaluate import accuracy, labels_of, predict_many
 from .generator import ParameterGenerator
-from .params import Normalizer, ParamSpec
+from .params import Normalizer, ParamSpec, SelectionError
+from .runlock import run_lock
 from .similarity import similarity_summary
 from .store import ArtifactError, load_json, load_tensors, save_json, save_tensors, save_text
 from .tasks.datasets import DataSplits, TensorLoader, load_dataset
@@ -41,15 +46,6 @@ class HealthError(RuntimeError):
     """The autoencoder cannot reproduce the checkpoints it was trained on."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
-
-
 @dataclass
 class Run:
     """One task's run directory and what its stages share (data, loaders, the base model)."""
@@ -58,17 +54,22 @@ class Run:
     root: Path
     progress: bool = True
     seconds: dict[str, float] = field(default_factory=dict)
+    writing: dict[str, Path] = field(default_factory=dict)  # stage -> its .partial folder while it runs
 
     @property
     def device(self) -> torch.device:
         return resolve_device(self.config.device)
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / STAGE_DIRS[stage]
+        return self.writing.get(stage, self.root / STAGE_DIRS[stage])
 
     def is_done(self, stage: str) -> bool:
         marker = self.stage_dir(stage) / "stage.json"
-        return marker.is_file() and load_json(marker).get("hash") == stage_hash(self.config, stage)
+        if not marker.is_file():
+            return False
+        done = load_json(marker)
+        return (done.get("hash") == stage_hash(self.config, stage)
+                and all((self.stage_dir(stage) / name).is_file() for name in done.get("files", [])))
 
     @cached_property
     def data(self) -> DataSplits:
@@ -84,7 +85,11 @@ class Run:
 
     def base_model(self) -> nn.Module:
         """The trained base model read from collect/base.safetensors."""
-        tensors, meta = load_tensors(self.stage_dir("collect") / "base.safetensors")
+        path = self.stage_dir("collect") / "base.safetensors"
+        tensors, meta = load_tensors(path)
+        self.check_made_for(path, meta, "collect")
+        if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+            raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
         model = self.new_model()
         try:
             model.load_state_dict(tensors)
@@ -96,16 +101,31 @@ class Run:
 
     def checkpoints(self, model: nn.Module) -> CheckpointSet:
         """The collected checkpoints, checked against `model` and this config."""
-        ckpts, meta = CheckpointSet.load(self.stage_dir("collect") / "checkpoints.safetensors")
-        ckpts.spec.check(model)
-        if meta.get("config_hash") != stage_hash(self.config, "collect"):
-            raise ArtifactError("checkpoints.safetensors was collected under another config: rerun "
-                                "`pdiff collect --force`")
+        path = self.stage_dir("collect") / "checkpoints.safetensors"
+        ckpts, meta = CheckpointSet.load(path)
+        self.check_made_for(path, meta, "collect")
+        try:
+            ckpts.spec.check(model)
+        except SelectionError as e:
+            raise ArtifactError(f"{path.name}: {e}; rerun `pdiff collect --force`") from None
+        if ckpts.spec != ParamSpec.select(model, self.config.collect.subset):
+            raise ArtifactError(f"{path.name} holds another parameter subset than collect.subset="
+                                f"{self.config.collect.subset}: rerun `pdiff collect --force`")
+        if len(ckpts) != self.config.collect.k:
+            raise ArtifactError(f"{path.name} holds {len(ckpts)} checkpoints but collect.k={self.config.collect.k}: "
+                                "the file was edited or cut short; rerun `pdiff collect --force`")
         return ckpts
 
     def metadata(self, stage: str) -> dict:
         return {"task": self.config.task, "config_hash": stage_hash(self.config, stage),
-                "model": self.config.model.name}
+                "model": self.config.model.name, "seed": self.config.seed}
+
+    def check_made_for(self, path: Path, meta: dict, stage: str) -> None:
+        """Refuse an artifact of `stage` whose recorded config hash is not this config's."""
+        expected = stage_hash(self.config, stage)
+        if meta.get("config_hash") != expected:
+            raise ArtifactError(f"{path.name} was made under another config (hash {meta.get('config_hash')}, "
+                                f"this config {expected}): rerun `pdiff {stage} --force`")
 
 
 def run_stage(run: Run, stage: str, force: bool = False) -> bool:
@@ -116,13 +136,33 @@ def run_stage(run: Run, stage: str, force: bool = False) -> bool:
     for before in STAGES[: STAGES.index(stage)]:
         if not run.is_done(before):
             raise ArtifactError(f"stage {stage!r} needs {before!r} first: run `pdiff {before}` (or `pdiff run`)")
+    final = run.stage_dir(stage)
+    partial, old = final.with_name(f".{final.name}.partial"), final.with_name(f".{final.name}.old")
+    for leftover in (partial, old):  # from an interrupted attempt
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial.mkdir(parents=True)
+    log.info("%s: running", stage)
     torch.manual_seed(run.config.seed)
     start = time.perf_counter()
-    extra = STAGE_FUNCTIONS[stage](run) or {}
-    seconds = time.perf_counter() - start
+    run.writing[stage] = partial
+    try:
+        extra = STAGE_FUNCTIONS[stage](run) or {}
+        seconds = time.perf_counter() - start
+        files = sorted(p.name for p in partial.iterdir())
+        save_json(partial / "stage.json",
+                  {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), "files": files, **extra})
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # the last complete state stays as it was
+        raise
+    finally:
+        del run.writing[stage]
+    for after in STAGES[STAGES.index(stage) + 1:]:  # made from this stage's old output
+        (run.stage_dir(after) / "stage.json").unlink(missing_ok=True)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     run.seconds[stage] = seconds
-    save_json(run.stage_dir(stage) / "stage.json",
-              {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), **extra})
     log.info("%s: done in %.1f s", stage, seconds)
     return True
 
@@ -133,11 +173,13 @@ def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | Non
     if force is not None and force not in STAGES:
         raise ConfigError(f"--force {force!r}: choose one of {', '.join(STAGES)}")
     run = Run(config, Path(runs_dir) / config.task, progress)
-    run.root.mkdir(parents=True, exist_ok=True)
-    save_text(run.root / "config.yaml", f"# hash: {stage_hash(config, 'report')}\n{to_yaml(config)}")
-    for stage in stages:
-        forced = force is not None and STAGES.index(stage) >= STAGES.index(force)
-        run_stage(run, stage, force=forced)
+    with run_lock(run.root):
+        for leftover in sorted(run.root.glob(".config.yaml.*.tmp")):  # from a process killed while writing
+            leftover.unlink()
+        save_text(run.root / "config.yaml", f"# hash: {stage_hash(config, 'report')}\n{to_yaml(config)}")
+        for stage in stages:
+            forced = force is not None and STAGES.index(stage) >= STAGES.index(force)
+            run_stage(run, stage, force=forced)
     return run
 
 
@@ -151,7 +193,8 @@ def collect_stage(run: Run) -> dict:
     train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device, run.progress)
     base_meta = {**run.metadata("collect"), "input_shape": list(run.data.input_shape),
                  "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs}
-    save_tensors(run.stage_dir("collect") / "base.safetensors", model.state_dict(), base_meta)
+    save_tensors(run.stage_dir("collect") / "base.safetensors", model.state_dict(),
+                 {**base_meta, "spec": spec.to_dict()})
     ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, run.device, run.progress)
     val_pred = predict_many(model, spec, ckpts.params, run.loader("val"), run.config.evaluate.model_chunk, run.device)
@@ -199,7 +242,7 @@ def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: Chec
 def generate_stage(run: Run) -> dict:
     model = run.base_model()
     spec = run.checkpoints(model).spec
-    gen = ParameterGenerator.load(run.stage_dir("train"), run.device, spec)
+    gen = ParameterGenerator.load(run.stage_dir("train"), run.device, spec, stage_hash(run.config, "train"))
     cfg = run.config.generate
     latents = gen.sample_latents(cfg.n, cfg.sampler, cfg.steps, seed=run.config.seed, progress=run.progress)
     params = gen.decode(latents)
@@ -213,11 +256,15 @@ def generate_stage(run: Run) -> dict:
 def evaluate_stage(run: Run) -> dict:
     model = run.base_model()
     ckpts = run.checkpoints(model)
-    generated, meta = load_tensors(run.stage_dir("generate") / "generated.safetensors")
+    path = run.stage_dir("generate") / "generated.safetensors"
+    generated, meta = load_tensors(path)
+    run.check_made_for(path, meta, "generate")
     if ParamSpec.from_dict(meta.get("spec", {"names": [], "shapes": []})) != ckpts.spec:
         raise ArtifactError("generated.safetensors was made for another parameter subset: "
                             "rerun `pdiff generate --force`")
-    gen = ParameterGenerator.load(run.stage_dir("train"), run.device, ckpts.spec)
+    if "params" not in generated or not torch.isfinite(generated["params"]).all():
+        raise ArtifactError(f"{path} holds no finite 'params': rerun `pdiff generate --force`")
+    gen = ParameterGenerator.load(run.stage_dir("train"), run.device, ckpts.spec, stage_hash(run.config, "train"))
     groups, settings = model_groups(run, model, ckpts, generated["params"], gen.normalizer)
     records, test_rows = [], []
     val_labels, test_labels = labels_of(run.loader("val")), labels_of(run.loader("test"))
@@ -231,14 +278,15 @@ def evaluate_stage(run: Run) -> dict:
         test_rows.append(test_pred)
     predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
     names = [r["group"] for r in records]
-    results = {"task": run.config.task, "config_hash": stage_hash(run.config, "evaluate"), "models": records,
+    results = {"task": run.config.task, "config_hash": stage_hash(run.config, "evaluate"),
+               "seed": run.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings,
                "similarity": similarity_summary(predictions, test_labels, names, gen.normalizer.normalize(vectors))}
     save_tensors(run.stage_dir("evaluate") / "predictions.safetensors",
                  {"predictions": predictions.to(torch.int16), "labels": test_labels},
-                 run.metadata("evaluate"))
+                 {**run.metadata("evaluate"), "spec": ckpts.spec.to_dict()})
     save_tensors(run.stage_dir("evaluate") / "latents.safetensors", {"latents": gen.encode(vectors)},
-                 run.metadata("evaluate"))  # row i = record i; for the report's t-SNE
+                 {**run.metadata("evaluate"), "spec": ckpts.spec.to_dict()})  # row i = record i; for the report's t-SNE
     save_json(run.stage_dir("evaluate") / "results.json", results)
     return {}
 
@@ -302,7 +350,9 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 
 
 def report_stage(run: Run) -> dict:
-    results = load_json(run.stage_dir("evaluate") / "results.json")
+    path = run.stage_dir("evaluate") / "results.json"
+    results = load_json(path)
+    run.check_made_for(path, results, "evaluate")
     seconds = {s: load_json(run.stage_dir(s) / "stage.json").get("seconds") for s in STAGES[:-1]}
     latents, _ = load_tensors(run.stage_dir("evaluate") / "latents.safetensors")
     report_module.write_report(run.stage_dir("report"), results, to_dict(run.config), seconds,
@@ -329,6 +379,10 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     """Write `n` full-model state_dicts (base weights + generated subset) from a trained run."""
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
+    if sampler not in CHOICES["generate.sampler"]:
+        raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(CHOICES['generate.sampler'])}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
     run_dir = Path(run_dir)
     base, meta = load_tensors(run_dir / STAGE_DIRS["collect"] / "base.safetensors")
     gen = ParameterGenerator.load(run_dir / STAGE_DIRS["train"])
@@ -340,6 +394,7 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     paths = []
     for i, vector in enumerate(vectors):
         path = Path(out_dir) / f"model_{i:03d}.safetensors"
-        save_tensors(path, gen.spec.to_state_dict(vector, base), {**meta, "sample_index": i, "seed": seed})
+        save_tensors(path, gen.spec.to_state_dict(vector, base),
+                     {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed})
         paths.append(path)
     return paths

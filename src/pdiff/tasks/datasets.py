@@ -7,6 +7,7 @@ every library function also accepts a user's own DataLoader.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -84,8 +85,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 
                       test, num_classes)
 
 
+@functools.lru_cache(maxsize=2)
 def _mnist1d(num_samples: int, seed: int) -> tuple[Split, Split, int]:
-    """MNIST-1D generated locally (no download): [n, 1, 40] sequences, 80% train / 20% test."""
+    """MNIST-1D generated locally (no download): [n, 1, 40] sequences, 80% train / 20% test.
+
+    Generating takes seconds, so a process that runs several stages or tasks makes it once (read-only).
+    """
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -110,7 +115,12 @@ def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...]
         for train in (True, False):
             try:
                 ds = cls(root=str(root), train=train, download=False)
-            except RuntimeError:
+            except RuntimeError as e:
+                if any(p.is_file() for p in (root / cls_name).rglob("*")):  # files there that do not read
+                    first = str(e).strip().splitlines()[0]
+                    raise DatasetError(f"{cls_name} in {root / cls_name} is incomplete or corrupt ({first}): "
+                                       "delete that folder and download it again, or copy good files there"
+                                       ) from None
                 missing = (f"{cls_name} is not in {root}: put it there in torchvision's layout "
                            f"({root}/{cls_name}/raw), or pass --data-dir / set PDIFF_DATA")
                 if not download:

@@ -1,0 +1,302 @@
+"""The catalogue of bad inputs: each one, given to the CLI, exits with code 1, prints one line naming the
+problem and the fix, and changes nothing on disk (no temporary file, half stage folder or stale lock).
+
+Cases marked `run=True` start from a copy of a finished tiny run and tamper with it first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pdiff.cli import app
+from pdiff.pipeline import run_pipeline
+from pdiff.store import load_tensors, save_json, save_tensors
+from tests.conftest import TINY, tiny_config
+
+runner = CliRunner(env={"COLUMNS": "200"})
+TASK = "mnist1d-convnet"
+Setup = Callable[[Path, Path], None]  # (run root, tmp folder)
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]  # "{runs}", "{root}" and "{tmp}" are filled in; --runs-dir {runs} is added if absent
+    problem: str  # substrings the error line must hold
+    fix: str
+    setup: Setup | None = None
+    run: bool = False  # start from a copy of a finished tiny run
+
+
+def edit_tensors(file: str, change: Callable[[dict, dict], None]) -> Setup:
+    """A setup that loads root/`file`, lets `change(tensors, meta)` edit it in place, and saves it back."""
+    def setup(root: Path, tmp: Path) -> None:
+        tensors, meta = load_tensors(root / file)
+        change(tensors, meta)
+        save_tensors(root / file, tensors, meta)
+    return setup
+
+
+def write_file(relative: str, data: bytes | Callable[[bytes], bytes], under_tmp: bool = False) -> Setup:
+    def setup(root: Path, tmp: Path) -> None:
+        path = (tmp if under_tmp else root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data(path.read_bytes()) if callable(data) else data)
+    return setup
+
+
+def _edit_header(data: bytes) -> bytes:
+    """Change the params shape in the safetensors JSON header by hand, keeping its length."""
+    return data.replace(b'"shape":[12,128]', b'"shape":[12,127]', 1)
+
+
+def _nan(name: str, index: tuple = (0,)) -> Callable[[dict, dict], None]:
+    def change(tensors: dict, meta: dict) -> None:
+        tensors[name][index] = float("nan")
+    return change
+
+
+def _first_tensor_only(tensors: dict, meta: dict) -> None:
+    """A checkpoint set of another (smaller) subset of the same model."""
+    name, shape = meta["spec"]["names"][0], meta["spec"]["shapes"][0]
+    meta["spec"] = {"names": [name], "shapes": [shape]}
+    tensors["params"] = tensors["params"][:, :shape[0]].contiguous()
+
+
+def _set_meta(key: str, value) -> Callable[[dict, dict], None]:
+    def change(tensors: dict, meta: dict) -> None:
+        meta[key] = value
+    return change
+
+
+def _other_spec(tensors: dict, meta: dict) -> None:
+    meta["spec"] = {"names": ["features.0.1.weight"], "shapes": [[16]]}
+
+
+def _edit_both_generator_files(change: Callable[[dict, dict], None]) -> Setup:
+    ae, dm = edit_tensors("generator/autoencoder.safetensors", change), edit_tensors(
+        "generator/diffusion.safetensors", change)
+    return lambda root, tmp: (ae(root, tmp), dm(root, tmp))
+
+
+def _fewer_rows(tensors: dict, meta: dict) -> None:
+    for name in tensors:
+        tensors[name] = tensors[name][:5].contiguous()
+
+
+def _base_of_another_model(tensors: dict, meta: dict) -> None:
+    tensors.clear()
+    tensors["net.1.weight"] = torch.zeros(10, 40)
+
+
+def _results_of_another_config(root: Path, tmp: Path) -> None:
+    results = json.loads((root / "evaluate/results.json").read_text())
+    save_json(root / "evaluate/results.json", {**results, "config_hash": "0" * 16})
+
+
+def _lock_held_by_a_live_process(root: Path, tmp: Path) -> None:
+    (root / ".lock").write_text(f"{os.getppid()}\n")  # pytest's parent: alive, and not us
+
+
+def _read_only(root: Path, tmp: Path) -> None:
+    root.chmod(0o500)
+
+
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte"]
+
+
+def _truncated_mnist(root: Path, tmp: Path) -> None:
+    for name in MNIST_FILES:
+        write_file(f"data/MNIST/raw/{name}", b"\x00\x00\x08\x03" + b"\x00" * 60, under_tmp=True)(root, tmp)
+
+
+FORCE = ["--force", "-q"]
+CASES = [
+    # ---- config: keys, types, values -------------------------------------------------------------
+    Case("unknown-key", ["run", "collect.kk=3"], "unknown config key 'collect.kk'", "did you mean collect.k"),
+    Case("unknown-section", ["run", "trian.autoencoder.steps=5"], "unknown config key 'trian.autoencoder.steps'",
+         "did you mean train.autoencoder.steps"),
+    Case("wrong-type-int", ["run", "collect.k=many"], "collect.k", "give it a value of its type"),
+    Case("wrong-type-bool", ["run", "data.download=maybe"], "data.download", "give it a value of its type"),
+    Case("wrong-type-float", ["run", "collect.lr=fast"], "collect.lr", "give it a value of its type"),
+    Case("k-zero", ["run", "collect.k=0"], "collect.k=0 must be positive", "set it to 1 or more"),
+    Case("k-negative", ["run", "collect.k=-5"], "collect.k=-5 must be positive", "set it to 1 or more"),
+    Case("n-zero", ["run", "generate.n=0"], "generate.n=0 must be positive", "set it to 1 or more"),
+    Case("n-negative", ["run", "generate.n=-2"], "generate.n=-2 must be positive", "set it to 1 or more"),
+    Case("sampling-steps-zero", ["run", "generate.steps=0"], "generate.steps=0", "set it to 1 or more"),
+    Case("negative-noise", ["run", "train.autoencoder.latent_noise=-0.1"], "latent_noise=-0.1",
+         "set it to 0 or above"),
+    Case("bad-choice", ["run", "generate.sampler=euler"], "generate.sampler='euler'", "choose one of ddpm, ddim"),
+    Case("unknown-task", ["run", "mnist1d-convnt"], "unknown task 'mnist1d-convnt'", "did you mean mnist1d-convnet"),
+    Case("unknown-dataset", ["run", "data.name=imagenet"], "data.name='imagenet'", "choose one of cifar10"),
+    Case("unknown-model", ["run", "model.name=resnet"], "model.name='resnet'", "choose one of convnet1d"),
+    Case("model-kwargs", ["run", "model.kwargs={width: 3}"], "model.kwargs has 'width'", "choose from channels"),
+    Case("autoencoder-kwargs", ["run", "train.autoencoder.kwargs={bogus: 1}"],
+         "train.autoencoder.kwargs has 'bogus'", "choose from"),
+    Case("override-not-yaml", ["run", "collect.subset=[a"], "an override is not valid YAML",
+         "e.g. 'collect.subset=[layer4.*]'"),
+    Case("task-file-not-yaml", ["run", "{tmp}/task.yaml"], "task.yaml is not valid YAML", "fix its syntax",
+         write_file("task.yaml", b"collect: {k: [\n", under_tmp=True)),
+    Case("task-file-not-mapping", ["run", "{tmp}/task.yaml"], "holds no mapping of config keys", "write e.g.",
+         write_file("task.yaml", b"- collect\n- train\n", under_tmp=True)),
+    Case("task-file-unknown-key", ["run", "{tmp}/task.yaml"], "unknown config key 'colect.k' in", "did you mean",
+         write_file("task.yaml", b"colect: {k: 3}\n", under_tmp=True)),
+    Case("bad-force", ["run", "--force", "trian"], "--force 'trian'", "choose one of collect, train"),
+    Case("bad-device", ["run", "device=tpu"], "device='tpu' is not a torch device", "use auto, cpu"),
+    # ---- parameter selection -----------------------------------------------------------------------
+    Case("empty-subset", ["run", "collect.subset=[]"], "collect.subset is empty", "give glob patterns"),
+    Case("pattern-matches-nothing", ["collect", *TINY, "collect.subset=[nothing.*]"],
+         "pattern 'nothing.*' matches no parameter", "parameter names look like"),
+    Case("pattern-matches-int-buffer", ["collect", *TINY, "collect.subset=['*.num_batches_tracked']"],
+         "matches no parameter of ConvNet1d: it names a buffer", "parameter names look like"),
+    Case("last-norm-not-a-number", ["collect", *TINY, "collect.subset=[last_norm:two]"],
+         "bad selection 'last_norm:two'", "write last_norm:N"),
+    Case("last-norm-too-many", ["collect", *TINY, "collect.subset=[last_norm:9]"],
+         "the last 9 normalization layers but ConvNet1d has 3", "choose 1..3"),
+    # ---- datasets -----------------------------------------------------------------------------------
+    Case("val-size-too-large", ["collect", *TINY, "data.val_size=5000"], "data.val_size=5000 must be between",
+         "must be between 1 and"),
+    Case("missing-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/empty"],
+         "MNIST is not in", "pass --data-dir / set PDIFF_DATA"),
+    Case("corrupt-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/data"],
+         "MNIST in", "is incomplete or corrupt", _truncated_mnist),
+    # ---- the run folder -----------------------------------------------------------------------------
+    Case("stage-before-its-input", ["train", *TINY], "stage 'train' needs 'collect' first", "run `pdiff collect`"),
+    Case("runs-dir-under-a-file", ["run", *TINY, "--runs-dir", "{tmp}/task.yaml/runs"],
+         "cannot write to the run folder", "pass another --runs-dir",
+         write_file("task.yaml", b"collect: {k: 3}\n", under_tmp=True)),
+    Case("run-folder-locked", ["run", *TINY], "is in use by another pdiff process", "wait for it to finish",
+         _lock_held_by_a_live_process, run=True),
+    Case("corrupt-stage-marker", ["run", *TINY], "stage.json is not valid JSON", "delete it and rerun",
+         write_file("collect/stage.json", b"{broken"), run=True),
+    Case("missing-artifact", ["train", *TINY, *FORCE], "stage 'train' needs 'collect' first", "run `pdiff collect`",
+         lambda root, tmp: (root / "collect/checkpoints.safetensors").unlink(), run=True),
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    Case("truncated-checkpoints", ["train", *TINY, *FORCE], "checkpoints.safetensors is corrupt",
+         "delete it and rerun its stage", write_file("collect/checkpoints.safetensors", lambda b: b[:-100]),
+         run=True),
+    Case("not-a-safetensors-file", ["train", *TINY, *FORCE], "is corrupt or not a pdiff file",
+         "delete it and rerun its stage", write_file("collect/checkpoints.safetensors", b"not a tensor file"),
+         run=True),
+    Case("hand-edited-header", ["train", *TINY, *FORCE], "is corrupt", "delete it and rerun its stage",
+         write_file("collect/checkpoints.safetensors", _edit_header), run=True),
+    Case("k-larger-than-collected", ["train", *TINY, *FORCE], "holds 5 checkpoints but collect.k=12",
+         "rerun `pdiff collect --force`", edit_tensors("collect/checkpoints.safetensors", _fewer_rows), run=True),
+    Case("checkpoints-of-another-model", ["train", *TINY, *FORCE], "no parameter 'fc.weight'",
+         "rerun `pdiff collect --force`",
+         edit_tensors("collect/checkpoints.safetensors", _set_meta("spec", {"names": ["fc.weight"],
+                                                                             "shapes": [[128]]})), run=True),
+    Case("checkpoints-of-another-subset", ["train", *TINY, *FORCE], "another parameter subset than collect.subset",
+         "rerun `pdiff collect --force`", edit_tensors("collect/checkpoints.safetensors", _first_tensor_only),
+         run=True),
+    Case("checkpoints-of-another-config", ["train", *TINY, *FORCE], "was made under another config",
+         "rerun `pdiff collect --force`",
+         edit_tensors("collect/checkpoints.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
+    Case("nan-in-checkpoints", ["train", *TINY, *FORCE], "contains NaN or Inf parameters",
+         "rerun `pdiff collect --force`", edit_tensors("collect/checkpoints.safetensors", _nan("params", (3, 5))),
+         run=True),
+    Case("inf-in-base-model", ["train", *TINY, *FORCE], "contains NaN or Inf weights", "rerun `pdiff collect --force`",
+         edit_tensors("collect/base.safetensors", _nan("head.weight", (0, 0))), run=True),
+    Case("base-of-another-model", ["train", *TINY, *FORCE], "base.safetensors was saved from model",
+         "rerun `pdiff collect --force`", edit_tensors("collect/base.safetensors", _base_of_another_model),
+         run=True),
+    # ---- generator, generated parameters, results ------------------------------------------------------
+    Case("generator-of-another-subset", ["generate", *TINY, *FORCE], "trained for another parameter subset",
+         "retrain it with `pdiff train --force`", _edit_both_generator_files(_other_spec), run=True),
+    Case("generator-files-mixed", ["generate", *TINY, *FORCE], "mixes an autoencoder and a diffusion model",
+         "rerun `pdiff train --force`", edit_tensors("generator/diffusion.safetensors", _other_spec), run=True),
+    Case("generator-of-another-config", ["generate", *TINY, *FORCE], "trained under another config",
+         "rerun `pdiff train --force`",
+         edit_tensors("generator/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
+    Case("nan-in-generator", ["generate", *TINY, *FORCE], "produced NaN or Inf parameters",
+         "retrain with `pdiff train --force`", edit_tensors("generator/autoencoder.safetensors",
+                                                             _nan("normalizer.std")), run=True),
+    Case("generated-for-another-subset", ["evaluate", *TINY, *FORCE], "made for another parameter subset",
+         "rerun `pdiff generate --force`", edit_tensors("generate/generated.safetensors", _other_spec), run=True),
+    Case("nan-in-generated", ["evaluate", *TINY, *FORCE], "holds no finite 'params'", "rerun `pdiff generate --force`",
+         edit_tensors("generate/generated.safetensors", _nan("params", (2, 7))), run=True),
+    Case("results-of-another-config", ["report", *TINY, *FORCE], "results.json was made under another config",
+         "rerun `pdiff evaluate --force`", _results_of_another_config, run=True),
+    # ---- training that diverges or collapses -----------------------------------------------------------
+    Case("nan-loss-base-training", ["collect", *TINY, "collect.lr=1e30", "-q"], "loss became",
+         "lower collect.lr"),
+    Case("nan-loss-autoencoder", ["train", *TINY, "train.autoencoder.lr=1e30", "-q"], "autoencoder loss became",
+         "lower train.autoencoder.lr", run=True),
+    Case("nan-loss-diffusion", ["train", *TINY, "train.diffusion.lr=1e30", "-q"], "diffusion loss became",
+         "lower train.diffusion.lr", run=True),
+    Case("autoencoder-collapsed", ["train", *TINY, "train.health_tolerance=-1", "-q"], "it has collapsed",
+         "raise train.autoencoder.steps", run=True),
+    # ---- pdiff sample -----------------------------------------------------------------------------------
+    Case("sample-not-a-run", ["sample", "{tmp}/nowhere"], "base.safetensors does not exist",
+         "run the stage that writes it"),
+    Case("sample-zero-models", ["sample", "{root}", "-n", "0"], "-n 0", "ask for at least one model", run=True),
+    Case("sample-bad-sampler", ["sample", "{root}", "--sampler", "euler"], "--sampler 'euler'",
+         "choose one of ddpm", run=True),
+    Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
+]
+if os.geteuid() != 0:  # root writes anywhere, so a read-only folder cannot be tested as root
+    CASES.append(Case("read-only-run-folder", ["run", *TINY], "cannot write to the run folder",
+                      "fix its permissions", _read_only, run=False))
+if not torch.cuda.is_available():
+    CASES.append(Case("cuda-without-gpu", ["collect", *TINY, "device=cuda"], "torch sees no CUDA GPU",
+                      "use device=cpu"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny run that the `run=True` cases copy."""
+    runs = tmp_path_factory.mktemp("finished")
+    run_pipeline(tiny_config(), runs, progress=False)
+    return runs
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones included) -> hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_catalogue_is_large_enough() -> None:
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_1_and_leaves_nothing(case: Case, finished: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    root = runs / TASK
+    if case.run:
+        shutil.copytree(finished, runs)
+    else:
+        root.mkdir(parents=True)
+    if case.setup is not None:
+        case.setup(root, tmp_path)
+    before = snapshot(runs)
+    args = [a.replace("{runs}", str(runs)).replace("{root}", str(root)).replace("{tmp}", str(tmp_path))
+            for a in case.args]
+    if args[0] != "sample" and "--runs-dir" not in args:
+        args += ["--runs-dir", str(runs)]
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        root.chmod(0o755)
+
+    output = result.output.strip()
+    assert result.exit_code == 1, output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in output, output
+    error = output[output.rfind("error:"):]
+    assert output.count("error:") == 1 and "\n" not in error, output  # one line, and the last one
+    assert case.problem in error and case.fix in error, error
+    after = snapshot(runs)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file that was there changed"
+    assert set(after) - set(before) <= {f"{TASK}/config.yaml"}, "a partial artifact was left"
