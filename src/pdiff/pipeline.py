@@ -3,6 +3,8 @@
 runs/<task>/{config.yaml, collect/, generator/, generate/, evaluate/, report/} as DESIGN.md section 1.
 A stage is done when its folder holds `stage.json` with the hash of the config it depends on (written
 last, after every artifact), so a rerun skips finished stages and resumes after a crash.
+Under a multi-process launch every process runs every stage (training and evaluation are shared, see
+`pdiff.distributed`), the main process alone writes, and all wait for each other after each stage.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from . import report as report_module
 from .baselines import weight_average
 from .collect import CheckpointSet, collect, train_base
 from .config import STAGES, Config, ConfigError, stage_hash, to_dict, to_yaml
-from .evaluate import accuracy, labels_of, predict_many
+from .distributed import predict_many, resolve_device
+from .evaluate import accuracy, labels_of
 from .generator import ParameterGenerator
 from .params import ParamSpec
 from .similarity import similarity_summary
@@ -41,15 +45,6 @@ class HealthError(RuntimeError):
     """The autoencoder cannot reproduce the checkpoints it was trained on."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
-
-
 @dataclass
 class Run:
     """One task's run directory and what its stages share (data, loaders, the base model)."""
@@ -58,10 +53,10 @@ class Run:
     root: Path
     progress: bool = True
     seconds: dict[str, float] = field(default_factory=dict)
+    device: torch.device = field(init=False)  # this process's device (its own GPU under a multi-process launch)
 
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
+    def __post_init__(self) -> None:
+        self.device = distributed.setup(resolve_device(self.config.device), self.config.precision)
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / STAGE_DIRS[stage]
@@ -110,7 +105,7 @@ class Run:
 
 def run_stage(run: Run, stage: str, force: bool = False) -> bool:
     """Run one stage unless it is already done for this config; returns whether it ran."""
-    if not force and run.is_done(stage):
+    if not force and distributed.main_decides(run.is_done(stage)):
         log.info("%s: already done for this config, skipped (--force %s reruns it)", stage, stage)
         return False
     for before in STAGES[: STAGES.index(stage)]:
@@ -123,6 +118,7 @@ def run_stage(run: Run, stage: str, force: bool = False) -> bool:
     run.seconds[stage] = seconds
     save_json(run.stage_dir(stage) / "stage.json",
               {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), **extra})
+    distributed.wait_for_everyone()  # the other processes read these files in the next stage
     log.info("%s: done in %.1f s", stage, seconds)
     return True
 
@@ -255,6 +251,8 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 
 
 def report_stage(run: Run) -> dict:
+    if not distributed.is_main_process():
+        return {}  # the report only writes files: nothing for the other processes to do
     results = load_json(run.stage_dir("evaluate") / "results.json")
     seconds = {s: load_json(run.stage_dir(s) / "stage.json").get("seconds") for s in STAGES[:-1]}
     report_module.write_report(run.stage_dir("report"), results, to_dict(run.config), seconds)
