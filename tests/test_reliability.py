@@ -121,9 +121,9 @@ def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
     good: dict[str, torch.Tensor] = {}
     calls = []
 
-    def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss_fn(module: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         calls.append(1)
-        loss = (net(batch) - batch).pow(2).mean()
+        loss = (module(batch) - batch).pow(2).mean()
         return loss * float("nan") if len(calls) == 151 else loss  # step 150 diverges
 
     def on_step(module: nn.Module) -> None:

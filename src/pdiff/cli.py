@@ -4,6 +4,8 @@
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator
     pdiff tasks                           the named tasks (and --keys: every config key)
+
+Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run ...` (README "Scaling out").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import distributed
 from .collect import TrainingError
 from .config import STAGES, Config, ConfigError, config_keys, load_config, task_names
 from .params import SelectionError
@@ -55,6 +58,8 @@ def _fail(error: Exception) -> None:
 
 
 def _print_table(run_root: Path) -> None:
+    if not distributed.is_main_process():
+        return
     results = load_json(run_root / "evaluate" / "results.json")
     header, rows = accuracy_table(results["summary"])
     table = Table(title=f"{results['task']}: test accuracy (%)")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .params import ParamSpec
 from .store import ArtifactError, load_tensors, save_tensors
 
@@ -68,18 +69,26 @@ class CheckpointSet:
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
                weight_decay: float = 5e-4, device: torch.device | str = "cpu", progress: bool = True) -> nn.Module:
-    """Train every parameter with SGD and a cosine lr decay (the paper's base recipe)."""
+    """Train every parameter with SGD and a cosine lr decay (the paper's base recipe).
+
+    Under a multi-process launch each process trains a DDP copy on its share of `loader`'s batches.
+    """
+    accelerator = distributed.accelerator()
+    loader = distributed.shard(loader)
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
-    for epoch in tqdm(range(epochs), desc="train base", disable=not progress):
+    ddp_model, optimizer = accelerator.prepare(model, optimizer)
+    for epoch in tqdm(range(epochs), desc="train base", disable=not (progress and distributed.is_main_process())):
         for x, y in loader:
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            loss = F.cross_entropy(ddp_model(x.to(device)), y.to(device))
             _check_finite(loss, f"base training, epoch {epoch}", "lower collect.lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
+    distributed.release(ddp_model)
+    distributed.broadcast_buffers(model)  # every process keeps the BatchNorm statistics the main one saves
     return model.eval()
 
 
@@ -89,12 +98,16 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
     """Train only `spec`'s parameters of a trained model and save them K times -> CheckpointSet.
 
     The model's other parameters and buffers are left untouched; its subset ends at the last checkpoint.
+    Under a multi-process launch DDP syncs the subset's gradients only (the frozen rest has none), each
+    process trains on its share of the batches, and every process holds the same checkpoints.
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r}: choose one of {', '.join(RECIPES)}")
     if k < 1:
         raise ValueError(f"k={k} must be at least 1")
     spec.check(model)
+    accelerator = distributed.accelerator()
+    loader = distributed.shard(loader)
     model.to(device).eval()  # eval: BatchNorm keeps the base model's running statistics
     params = dict(model.named_parameters())
     was_trainable = {name: p.requires_grad for name, p in params.items()}
@@ -105,16 +118,17 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
         optimizer = torch.optim.SGD(subset, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         optimizer = torch.optim.AdamW(subset, lr=lr, weight_decay=weight_decay)
+    ddp_model, optimizer = accelerator.prepare(model, optimizer)  # DDP wraps what requires grad: the subset
 
     checkpoints: list[torch.Tensor] = []
-    bar = tqdm(total=k, desc=f"collect ({recipe})", disable=not progress)
+    bar = tqdm(total=k, desc=f"collect ({recipe})", disable=not (progress and distributed.is_main_process()))
     try:
         for epoch in range(k if recipe == "epoch" else math.ceil(k / len(loader))):
             for x, y in loader:
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                loss = F.cross_entropy(ddp_model(x.to(device)), y.to(device))
                 _check_finite(loss, f"collection, epoch {epoch}", "lower collect.subset_lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                accelerator.backward(loss)
                 optimizer.step()
                 if recipe == "iteration" and len(checkpoints) < k:
                     checkpoints.append(spec.flatten(model).cpu())
@@ -124,11 +138,12 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
                 bar.update()
     finally:
         bar.close()
+        distributed.release(ddp_model)
         for name, p in params.items():
             p.requires_grad_(was_trainable[name])
     return CheckpointSet(torch.stack(checkpoints), spec)
 
 
 def _check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
-    if not torch.isfinite(loss):
+    if not distributed.all_finite(loss):
         raise TrainingError(f"loss became {loss.item()} during {where}: {fix}")

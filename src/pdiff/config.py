@@ -122,6 +122,7 @@ class Config:
     hardware: str = "cpu"  # what the preset is sized for
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"  # training: "no" (float32), "bf16", "fp16"; "auto": bf16 on a GPU with bf16, else no
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -136,7 +137,8 @@ _STAGE_SECTIONS = {"collect": ("seed", "data", "model", "collect"), "train": ("t
                    "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
 _NOT_HASHED = {"data": ("data_dir", "download")}  # where the data lives does not change the results
 CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": ("conv1d", "mlp"),
-           "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm")}
+           "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm"),
+           "precision": ("auto", "no", "bf16", "fp16")}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .autoencoder import build_autoencoder
 from .collect import CheckpointSet, TrainingError
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
@@ -60,8 +61,8 @@ class ParameterGenerator:
         x = self.normalizer.normalize(params).to(self.device)  # [K, D]
         cfg = self.config.autoencoder
 
-        def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return F.mse_loss(self.autoencoder(batch), batch)  # noise augmentation happens inside forward
+        def loss_fn(autoencoder: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return F.mse_loss(autoencoder(batch), batch)  # noise augmentation happens inside forward
 
         self._train(self.autoencoder, x, loss_fn, cfg, "autoencoder", progress)
         self.autoencoder.eval()
@@ -76,39 +77,51 @@ class ParameterGenerator:
         cfg = self.config.diffusion
         ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
 
-        def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return self.ddpm.loss(self.denoiser, batch, generator=generator)
+        def loss_fn(denoiser: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return self.ddpm.loss(denoiser, batch, generator=generator)
 
         self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters)
         self.denoiser = ema.module.eval()
 
     def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
                name: str, progress: bool, on_step=None) -> None:
-        """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics."""
-        generator = torch.Generator(self.device).manual_seed(self.seed)
-        torch.manual_seed(self.seed)  # the noise augmentation inside the networks
+        """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics.
+
+        Under a multi-process launch every process draws the same mini-batch, trains a DDP copy on its
+        1/n of it with its own noise, and DDP averages the gradients.
+        """
+        accelerator = distributed.accelerator()
+        rank, world = accelerator.process_index, accelerator.num_processes
+        generator = torch.Generator(self.device).manual_seed(self.seed)  # batch order: the same everywhere
+        noise = generator if world == 1 else torch.Generator(self.device).manual_seed(self.seed + 1 + rank)
+        torch.manual_seed(self.seed + rank)  # the noise augmentation inside the networks
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         net.train()
         batch_size = min(cfg.batch_size, len(data))
+        if batch_size < world:
+            raise TrainingError(f"{len(data)} checkpoints cannot be split over {world} processes: collect more")
+        ddp_net, optimizer = accelerator.prepare(net, optimizer)
         last_good, last_good_step = copy.deepcopy(net.state_dict()), 0  # weights whose loss was finite
-        for step in tqdm(range(cfg.steps), desc=f"train {name}", disable=not progress):
+        bar = tqdm(range(cfg.steps), desc=f"train {name}", disable=not (progress and distributed.is_main_process()))
+        for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg.lr)
             idx = torch.randperm(len(data), generator=generator, device=self.device)[:batch_size]
-            loss = loss_fn(data[idx], generator)
-            if not torch.isfinite(loss):
+            loss = loss_fn(ddp_net, data[idx[rank::world]], noise)
+            if not distributed.all_finite(loss):
                 net.load_state_dict(last_good)
                 raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower train.{name}.lr "
                                     f"(the weights of step {last_good_step}, the last good ones kept, were restored)")
             if step % 100 == 0:
                 last_good, last_good_step = copy.deepcopy(net.state_dict()), step
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             optimizer.step()
             if on_step is not None:
                 on_step(net)
             if step % 100 == 0 or step == cfg.steps - 1:
                 self.metrics.append({"network": name, "step": step, "loss": loss.item()})
+        distributed.release(ddp_net)
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -6,6 +6,8 @@ last, after every artifact) and every file it lists, so a rerun skips finished s
 crash. A stage writes into `.<folder>.partial/`, renamed onto its folder only once it succeeds (which
 un-marks the stages after it): a failure or a kill leaves the last complete state untouched. Every
 artifact records the config hash (and parameter spec) it was made for; loading checks it.
+Under a multi-process launch every process runs every stage (training and evaluation are shared, see
+`pdiff.distributed`), the main process alone writes, and all wait for each other after each stage.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from . import report as report_module
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .collect import CheckpointSet, collect, train_base
 from .config import CHOICES, STAGES, Config, ConfigError, resolve_device, stage_hash, to_dict, to_yaml
-from .evaluate import accuracy, labels_of, predict_many
+from .distributed import predict_many
+from .evaluate import accuracy, labels_of
 from .generator import ParameterGenerator
 from .params import Normalizer, ParamSpec, SelectionError
 from .runlock import run_lock
@@ -55,10 +59,10 @@ class Run:
     progress: bool = True
     seconds: dict[str, float] = field(default_factory=dict)
     writing: dict[str, Path] = field(default_factory=dict)  # stage -> its .partial folder while it runs
+    device: torch.device = field(init=False)  # this process's device (its own GPU under a multi-process launch)
 
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
+    def __post_init__(self) -> None:
+        self.device = distributed.setup(resolve_device(self.config.device), self.config.precision)
 
     def stage_dir(self, stage: str) -> Path:
         return self.writing.get(stage, self.root / STAGE_DIRS[stage])
@@ -130,17 +134,18 @@ class Run:
 
 def run_stage(run: Run, stage: str, force: bool = False) -> bool:
     """Run one stage unless it is already done for this config; returns whether it ran."""
-    if not force and run.is_done(stage):
+    if not force and distributed.main_decides(run.is_done(stage)):
         log.info("%s: already done for this config, skipped (--force %s reruns it)", stage, stage)
         return False
     for before in STAGES[: STAGES.index(stage)]:
         if not run.is_done(before):
             raise ArtifactError(f"stage {stage!r} needs {before!r} first: run `pdiff {before}` (or `pdiff run`)")
     final = run.stage_dir(stage)
-    partial, old = final.with_name(f".{final.name}.partial"), final.with_name(f".{final.name}.old")
-    for leftover in (partial, old):  # from an interrupted attempt
-        shutil.rmtree(leftover, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = final.with_name(f".{final.name}.partial")
+    main = distributed.is_main_process()  # the only process that touches files
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)  # from an interrupted attempt
+        partial.mkdir(parents=True)
     log.info("%s: running", stage)
     torch.manual_seed(run.config.seed)
     start = time.perf_counter()
@@ -148,23 +153,34 @@ def run_stage(run: Run, stage: str, force: bool = False) -> bool:
     try:
         extra = STAGE_FUNCTIONS[stage](run) or {}
         seconds = time.perf_counter() - start
-        files = sorted(p.name for p in partial.iterdir())
-        save_json(partial / "stage.json",
-                  {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), "files": files, **extra})
+        if main:
+            files = sorted(p.name for p in partial.iterdir())
+            save_json(partial / "stage.json",
+                      {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), "files": files, **extra})
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # the last complete state stays as it was
+        if main:
+            shutil.rmtree(partial, ignore_errors=True)  # the last complete state stays as it was
         raise
     finally:
         del run.writing[stage]
-    for after in STAGES[STAGES.index(stage) + 1:]:  # made from this stage's old output
+    if main:
+        _replace_stage_folder(run, stage, partial, final)
+    run.seconds[stage] = seconds
+    distributed.wait_for_everyone()  # the other processes read these files in the next stage
+    log.info("%s: done in %.1f s", stage, seconds)
+    return True
+
+
+def _replace_stage_folder(run: Run, stage: str, partial: Path, final: Path) -> None:
+    """Move a finished stage's folder into place; the stages after it were made from the old one."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    for after in STAGES[STAGES.index(stage) + 1:]:
         (run.stage_dir(after) / "stage.json").unlink(missing_ok=True)
     if final.exists():
         final.rename(old)
     partial.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-    run.seconds[stage] = seconds
-    log.info("%s: done in %.1f s", stage, seconds)
-    return True
 
 
 def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | None = None,
@@ -174,8 +190,9 @@ def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | Non
         raise ConfigError(f"--force {force!r}: choose one of {', '.join(STAGES)}")
     run = Run(config, Path(runs_dir) / config.task, progress)
     with run_lock(run.root):
-        for leftover in sorted(run.root.glob(".config.yaml.*.tmp")):  # from a process killed while writing
-            leftover.unlink()
+        if distributed.is_main_process():
+            for leftover in sorted(run.root.glob(".config.yaml.*.tmp")):  # from a process killed while writing
+                leftover.unlink()
         save_text(run.root / "config.yaml", f"# hash: {stage_hash(config, 'report')}\n{to_yaml(config)}")
         for stage in stages:
             forced = force is not None and STAGES.index(stage) >= STAGES.index(force)
@@ -350,6 +367,8 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 
 
 def report_stage(run: Run) -> dict:
+    if not distributed.is_main_process():
+        return {}  # the report only writes files: nothing for the other processes to do
     path = run.stage_dir("evaluate") / "results.json"
     results = load_json(path)
     run.check_made_for(path, results, "evaluate")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import distributed
 from .store import ArtifactError
 
 LOCK_FILE = ".lock"
@@ -19,8 +20,14 @@ LOCK_FILE = ".lock"
 
 @contextmanager
 def run_lock(root: str | Path) -> Iterator[Path]:
-    """Hold `root`/.lock for the duration of the block; creates `root` if needed."""
+    """Hold `root`/.lock for the duration of the block; creates `root` if needed.
+
+    Under a multi-process launch the main process holds it for all of them.
+    """
     root = Path(root)
+    if not distributed.is_main_process():
+        yield root / LOCK_FILE
+        return
     path = root / LOCK_FILE
     try:
         root.mkdir(parents=True, exist_ok=True)

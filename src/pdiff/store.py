@@ -2,7 +2,9 @@
 
 A file is written under a temporary name in its final folder and then renamed, so a crash never
 leaves a half-written artifact behind. Metadata travels inside the safetensors header as one JSON
-string, so every tensor file explains itself (spec, config hash, task) without pickle.
+string, so every tensor file explains itself (spec, config hash, task) without pickle. Under a
+multi-process launch only the main process writes (like accelerate's `Accelerator.save`); the others
+return at once, and the pipeline holds them at a barrier until the files are there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from .distributed import is_main_process
 
 METADATA_KEY = "pdiff"
 
@@ -43,6 +47,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Write `tensors` (made contiguous, on CPU) with JSON `metadata` to `path` atomically."""
+    if not is_main_process():
+        return
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
@@ -78,10 +84,14 @@ def load_json(path: str | Path) -> Any:
 
 
 def save_text(path: str | Path, text: str) -> None:
+    if not is_main_process():
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def save_bytes(path: str | Path, data: bytes) -> None:
+    if not is_main_process():
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
