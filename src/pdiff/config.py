@@ -29,6 +29,7 @@ class DataConfig:
     data_dir: str | None = None  # None: $PDIFF_DATA, else ~/.cache/pdiff/data
     download: bool = True  # fetch a missing torchvision dataset (needs internet)
     val_size: int = 1000  # held out of the training data; every choice is made on it, never on test
+    augment: bool = True  # the dataset's usual training augmentation (crop + flip for CIFAR/STL-10; none for MNIST)
     num_samples: int = 10000  # mnist1d only: samples generated (80% train, 20% test)
     batch_size: int = 128
     eval_batch_size: int = 1000
