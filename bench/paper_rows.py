@@ -145,13 +145,22 @@ def main() -> None:
     cpu = [t for t in task_names() if load_config(t).hardware.startswith("cpu")]
     gpu = [t for t in task_names() if t not in cpu]
     present = [t for t in cpu if data_present(t, args.data_dir)]
-    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for task in args.tasks if args.tasks is not None else present:
+    tasks = args.tasks if args.tasks is not None else present
+    for task in tasks:
         if task not in present:
             raise SystemExit(f"{task} is not a CPU preset with its data here: choose from {', '.join(present)}")
-        rows[task] = measure(task, args.runs_dir, args.data_dir)
+    for task in tasks:
+        row = measure(task, args.runs_dir, args.data_dir)
+        rows = load_results()  # reread: another invocation may have added rows meanwhile
+        rows[task] = row
         RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+        write_section(render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
+    rows = load_results()
     write_section(render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
+
+
+def load_results() -> dict[str, dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
 
 if __name__ == "__main__":
