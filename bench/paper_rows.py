@@ -113,7 +113,8 @@ def render(rows: dict[str, dict], missing: dict[str, bool], gpu_tasks: list[str]
             + "".join(f"| {spread([s[key] for s in seeds])} " for key in ("best", "val_best", "mean", "median"))
             + f"| {paper} | {r['collect_s']:.0f} | {spread([s['seconds'] for s in seeds])} |")
     lines += ["", "Timings: a shared 2-core CPU (other agents' jobs ran beside it; one torch thread), so they "
-              "are noisy upper bounds. *collect s* is 0-ish where the collection was cached from an earlier run.",
+              "are noisy upper bounds. *collect s*: base training + K checkpoints + their evaluation (near 0 where "
+              "an earlier run's collection was reused); *generator s*: fit + sample n + evaluate, per seed.",
               "", "No GPU was available for this table. Still unmeasured:"]
     lines += [f"- `{t}`: CPU preset, {'not run yet' if present else 'its dataset is not in the data folder here'}"
               for t, present in missing.items()]
