@@ -33,6 +33,7 @@ class DataConfig:
     data_dir: str | None = None  # None: $PDIFF_DATA, else ~/.cache/pdiff/data
     download: bool = True  # fetch a missing torchvision dataset (needs internet)
     val_size: int = 1000  # held out of the training data; every choice is made on it, never on test
+    augment: bool = True  # the dataset's usual training augmentation (crop + flip for CIFAR/STL-10; none for MNIST)
     num_samples: int = 10000  # mnist1d only: samples generated (80% train, 20% test)
     batch_size: int = 128
     eval_batch_size: int = 1000
@@ -268,7 +269,10 @@ def _check_registries(config: Config) -> None:
 
 def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewhere: tuple[str, ...]) -> None:
     """Raise ConfigError naming `key` if `kwargs` holds an argument that `factory` does not take from it."""
-    accepted = [name for name in inspect.signature(factory).parameters if name not in set_elsewhere]
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # the factory passes its kwargs on (timm models): the library it calls checks them
+    accepted = [name for name in parameters if name not in set_elsewhere]
     for name in kwargs:
         if name not in accepted:
             raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "

@@ -38,7 +38,7 @@ from .params import Normalizer, ParamSpec, SelectionError
 from .runlock import run_lock
 from .similarity import similarity_summary
 from .store import ArtifactError, load_json, load_tensors, save_json, save_tensors, save_text
-from .tasks.datasets import DataSplits, TensorLoader, load_dataset
+from .tasks.datasets import DataSplits, TensorLoader, augmentation, load_dataset
 from .tasks.models import build_model
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,9 @@ def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | Non
 def collect_stage(run: Run) -> dict:
     cfg = run.config.collect
     generator = torch.Generator().manual_seed(run.config.seed)
-    train_loader = TensorLoader(run.data.train, run.config.data.batch_size, shuffle=True, generator=generator)
+    augment = augmentation(run.config.data.name, run.data.input_shape) if run.config.data.augment else None
+    train_loader = TensorLoader(run.data.train, run.config.data.batch_size, shuffle=True, generator=generator,
+                                augment=augment)
     model = run.new_model()
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device, run.progress)

@@ -1,4 +1,10 @@
-"""Classifier architectures, each a one-line entry in `MODELS` (name -> factory)."""
+"""Classifier architectures, each a one-line entry in `MODELS` (name -> factory).
+
+Every factory takes the dataset's input shape [C, H, W] (or [C, L]) and number of classes. The paper's
+default subset of each is its last two normalization layers (`last_norm:2`), which are the layers the
+official code names: ResNet-18 `layer4.1.bn1/bn2`, ResNet-50 `layer4.2.bn2/bn3`, ViT the last block's
+`norm2` + the final `norm`, ConvNeXt the last block's `norm` + `head.norm` (tests/tasks/test_models.py).
+"""
 
 from __future__ import annotations
 
@@ -70,10 +76,68 @@ class ConvNet3(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv+BN, identity (or 1x1 conv+BN) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(x)).relu()
+        return (self.bn2(self.conv2(out)) + self.shortcut(x)).relu()
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 for small images: a 3x3 stride-1 stem without max-pool, then 4 stages of 2 basic blocks."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, 1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, c_in = [], width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            c_out = width * 2 ** i
+            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):  # x: [B, C, H, W]
+        x = self.bn1(self.conv1(x)).relu()
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean((2, 3)))  # global average pool -> [B, 8 * width]
+
+
+def timm_model(name: str) -> Callable[..., nn.Module]:
+    """A factory for timm architecture `name`, randomly initialised (no weight download), sized to the data."""
+
+    def build(input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
+        import timm  # slow to import: only when a timm model is built
+
+        if name.startswith("vit"):
+            kwargs.setdefault("img_size", tuple(input_shape[1:]))
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0],
+                                 **kwargs)
+
+    return build
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "convnet1d": ConvNet1d,
     "mlp": MLP,
     "convnet3": ConvNet3,
+    "cifar_resnet18": CifarResNet18,
+    "resnet18": timm_model("resnet18"),
+    "resnet50": timm_model("resnet50"),
+    "vit_tiny_patch16_224": timm_model("vit_tiny_patch16_224"),
+    "convnext_tiny": timm_model("convnext_tiny"),
 }
 
 
