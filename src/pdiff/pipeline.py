@@ -23,7 +23,7 @@ from torch import nn
 from . import report as report_module
 from .baselines import weight_average
 from .collect import CheckpointSet, collect, train_base
-from .config import STAGES, Config, ConfigError, stage_hash, to_dict, to_yaml
+from .config import STAGES, Config, ConfigError, base_hash, stage_hash, to_dict, to_yaml
 from .evaluate import accuracy, labels_of, predict_many
 from .generator import ParameterGenerator
 from .params import ParamSpec
@@ -148,10 +148,22 @@ def collect_stage(run: Run) -> dict:
     train_loader = TensorLoader(run.data.train, run.config.data.batch_size, shuffle=True, generator=generator)
     model = run.new_model()
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
-    train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device, run.progress)
     base_meta = {**run.metadata("collect"), "input_shape": list(run.data.input_shape),
-                 "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs}
-    save_tensors(run.stage_dir("collect") / "base.safetensors", model.state_dict(), base_meta)
+                 "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs,
+                 "base_hash": base_hash(run.config)}
+    base_path = run.stage_dir("collect") / "base.safetensors"
+    saved, saved_meta = load_tensors(base_path) if base_path.is_file() else ({}, {})
+    if saved_meta.get("base_hash") == base_meta["base_hash"]:
+        log.info("collect: reusing %s (same seed, data, model and base training)", base_path)
+        model.load_state_dict(saved)
+        model.to(run.device).eval()
+        for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in train_loader:
+                pass
+    else:
+        train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device,
+                   run.progress)
+        save_tensors(base_path, model.state_dict(), base_meta)
     ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, run.device, run.progress)
     val_pred = predict_many(model, spec, ckpts.params, run.loader("val"), run.config.evaluate.model_chunk, run.device)
