@@ -78,6 +78,8 @@ def test_k_study_collects_once(runs_dir) -> None:
     assert torch.equal(k3["params"], main["params"][:3]) and torch.equal(k3["val_accuracy"], main["val_accuracy"][:3])
     assert rows["k3"]["summary"]["original"]["count"] == 3
     assert "| k3 |" in out["report"] and "| k12 |" in out["report"]
+    again, _ = _study(runs_dir, "k", ["3", "12"])  # a rerun computes nothing and still tells what was reused
+    assert again["k3"]["ran"] == [] and again["k3"]["reused"] == rows["k3"]["reused"]
 
 
 def test_steps_study_trains_once(runs_dir) -> None:

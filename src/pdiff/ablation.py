@@ -57,7 +57,9 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
         run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
         run.root.mkdir(parents=True, exist_ok=True)
         save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
-        reused = reuse(main, run)
+        reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
+        reused = {**(load_json(reuse_file) if reuse_file.is_file() else {}), **reuse(main, run)}
+        save_json(reuse_file, reused)
         for stage in STAGES:
             run_stage(run, stage)
         rows.append(_row(variant, run, reused))
@@ -201,13 +203,15 @@ def _row(variant: Variant, run: Run, reused: dict[str, str]) -> dict:
 # ---- the study's report ---------------------------------------------------------------------------
 def ablation_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The paper's ablation columns (generated best / mean / median, in %) plus our val-chosen best and IoU."""
-    header = ["variant", "max", "mean", "median", "best (val)", "original mean", "max IoU to originals (mean)"]
+    header = ["variant", "max", "mean", "median", "best (val)", "original mean", "max IoU generated",
+              "max IoU original"]
     table = []
     for row in rows:
         g, o = row["summary"]["generated"], row["summary"]["original"]
-        iou = row["max_iou"].get("generated", {}).get("mean", float("nan"))
+        iou = [f"{row['max_iou'][group]['mean']:.3f}" if group in row["max_iou"] else "-"
+               for group in ("generated", "original")]
         table.append([row["label"], *(f"{100 * g[c]:.2f}" for c in ("max", "mean", "median", "best")),
-                      f"{100 * o['mean']:.2f}", f"{iou:.3f}"])
+                      f"{100 * o['mean']:.2f}", *iou])
     return header, table
 
 
@@ -217,17 +221,18 @@ def write_ablation_report(study_dir: Path, task: str, study: str, rows: list[dic
     plot_variant_accuracy(rows, study_dir / "accuracy.png")
     plot_variant_similarity(rows, study_dir / "max_similarity.png")
     plot_similarity_scatter(rows, study_dir / "accuracy_vs_similarity.png")
-    reuse_rows = [[r["label"], ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), ", ".join(r["ran"]) or "-",
+    reuse_rows = [[r["label"], ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), ", ".join(r["ran"]) or "none",
                    "; ".join(f"{s}: {how}" for s, how in r["reused"].items()) or "-"] for r in rows]
     sections = [
         Section("Test accuracy of generated models (%)", header=header, rows=table,
                 text=f"Study `{study}` of task `{task}`. *max*, *mean*, *median* are the paper's best / avg. / "
                      "median over the generated models; *best (val)* is the test accuracy of the generated model "
-                     "with the highest validation accuracy; the last column is the mean over generated models of "
-                     "their max wrong-prediction IoU to any original checkpoint."),
+                     "with the highest validation accuracy; *max IoU generated* is the mean over generated models "
+                     "of their max wrong-prediction IoU to any original checkpoint, *max IoU original* the same "
+                     "for each original against the other originals."),
         Section("Accuracy and similarity per variant", figures=["accuracy.png", "max_similarity.png",
                                                                  "accuracy_vs_similarity.png"]),
-        Section("Variants", header=["variant", "overrides", "stages run", "reused"], rows=reuse_rows,
+        Section("Variants", header=["variant", "overrides", "stages run by this call", "reused"], rows=reuse_rows,
                 text="Each variant is a run folder beside this report; reused work was hard-linked or sliced "
                      "from the main run, never recomputed."),
     ]
