@@ -3,6 +3,7 @@
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator
+    pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
 
 Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run ...` (README "Scaling out").
@@ -21,6 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import distributed
+from .ablation import STUDIES, ablation_table
+from .ablation import ablate as run_ablation
 from .collect import TrainingError
 from .config import STAGES, Config, ConfigError, config_keys, load_config, task_names
 from .params import SelectionError
@@ -123,6 +126,31 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, 
     except USER_ERRORS as e:
         _fail(e)
     console.print(f"wrote {len(paths)} state_dicts to {out}/")
+
+
+@app.command()
+def ablate(args: Annotated[list[str] | None, typer.Argument(
+               help="[TASK], key=value overrides, then the values to compare (default: the paper's)")] = None,
+           study: Annotated[str, typer.Option(help=f"what to vary: {', '.join(STUDIES)}")] = "k",
+           data_dir: DataDir = None, runs_dir: RunsDir = Path("runs"), quiet: Quiet = False) -> None:
+    """Run one ablation study of TASK; writes RUNS_DIR/<task>/ablation/<study>/report.html."""
+    args = list(args or [])
+    task = [args.pop(0)] if args and (args[0] in task_names() or args[0].endswith((".yaml", ".yml"))) else []
+    overrides = [a for a in args if "=" in a]
+    values = [a for a in args if "=" not in a] or None
+    try:
+        report = run_ablation(_config(task + overrides, data_dir), study, values, runs_dir, progress=not quiet)
+    except USER_ERRORS as e:
+        _fail(e)
+    rows = load_json(report.parent / "ablation.json")["variants"]
+    header, body = ablation_table(rows)
+    table = Table(title=f"ablation {study}: generated test accuracy (%)")
+    for name in header:
+        table.add_column(name, justify="right")
+    for row in body:
+        table.add_row(*row)
+    Console().print(table)
+    console.print(f"report: {report.with_suffix('.html')}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -137,6 +137,7 @@ STAGES = ("collect", "train", "generate", "evaluate", "report")
 _STAGE_SECTIONS = {"collect": ("seed", "data", "model", "collect"), "train": ("train",),
                    "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
 _NOT_HASHED = {"data": ("data_dir", "download")}  # where the data lives does not change the results
+_BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": ("conv1d", "mlp"),
            "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm"),
            "precision": ("auto", "no", "bf16", "fp16")}
@@ -302,13 +303,26 @@ def to_yaml(config: Config) -> str:
 def stage_hash(config: Config, stage: str) -> str:
     """Hash of every config value that `stage` and the stages before it depend on."""
     flat = to_dict(config)
-    chosen = {}
-    for name in STAGES[: STAGES.index(stage) + 1]:
-        for section in _STAGE_SECTIONS[name]:
-            value = flat[section]
-            if isinstance(value, dict):
-                value = {k: v for k, v in value.items() if k not in _NOT_HASHED.get(section, ())}
-            chosen[section] = value
+    sections = [s for name in STAGES[: STAGES.index(stage) + 1] for s in _STAGE_SECTIONS[name]]
+    return _digest({section: _hashed(flat, section) for section in sections})
+
+
+def base_hash(config: Config) -> str:
+    """Hash of what the trained base model depends on: seed, data, model and collect's base-training fields."""
+    flat = to_dict(config)
+    chosen = {section: _hashed(flat, section) for section in ("seed", "data", "model")}
+    chosen["collect"] = {key: flat["collect"][key] for key in _BASE_FIELDS}
+    return _digest(chosen)
+
+
+def _hashed(flat: dict, section: str) -> Any:
+    value = flat[section]
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in _NOT_HASHED.get(section, ())}
+    return value
+
+
+def _digest(chosen: dict) -> str:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 

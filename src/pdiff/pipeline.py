@@ -30,7 +30,7 @@ from . import distributed
 from . import report as report_module
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .collect import CheckpointSet, collect, train_base
-from .config import CHOICES, STAGES, Config, ConfigError, resolve_device, stage_hash, to_dict, to_yaml
+from .config import CHOICES, STAGES, Config, ConfigError, base_hash, resolve_device, stage_hash, to_dict, to_yaml
 from .distributed import predict_many
 from .evaluate import accuracy, labels_of
 from .generator import ParameterGenerator
@@ -209,9 +209,21 @@ def collect_stage(run: Run) -> dict:
                                 augment=augment)
     model = run.new_model()
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
-    train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device, run.progress)
     base_meta = {**run.metadata("collect"), "input_shape": list(run.data.input_shape),
-                 "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs}
+                 "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs,
+                 "base_hash": base_hash(run.config)}
+    previous = run.root / STAGE_DIRS["collect"] / "base.safetensors"  # from a crashed or other-subset collection
+    saved, saved_meta = load_tensors(previous) if previous.is_file() else ({}, {})
+    if saved_meta.get("base_hash") == base_meta["base_hash"]:
+        log.info("collect: reusing %s (same seed, data, model and base training)", previous)
+        model.load_state_dict(saved)
+        model.to(run.device).eval()
+        for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in train_loader:
+                pass
+    else:
+        train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, run.device,
+                   run.progress)
     save_tensors(run.stage_dir("collect") / "base.safetensors", model.state_dict(),
                  {**base_meta, "spec": spec.to_dict()})
     ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,

@@ -1,0 +1,275 @@
+"""Ablations: variants of one task's config, each taken through the pipeline, compared in one table.
+
+A study (k, location, noise, steps) turns a list of values into variants; variant `label` is its own
+run folder runs/<task>/ablation/<study>/<label>/. Work is reused wherever it gives the same files:
+- a stage whose config hash equals the main run's (runs/<task>/) is adopted from it (hard links);
+- a K variant takes the first K of the main collection: both recipes save a prefix of one trajectory;
+- a location variant starts from the main run's base model (collect_stage reuses a base with its base_hash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from omegaconf import OmegaConf
+
+from .collect import CheckpointSet
+from .config import STAGES, Config, ConfigError, base_hash, stage_hash, to_dict, to_yaml, validate
+from .params import NORM_LAYERS, ParamSpec
+from .pipeline import Run, run_pipeline, run_stage
+from .report import Section, _save_figure, render_html, render_markdown
+from .store import load_json, load_tensors, save_json, save_tensors, save_text
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger(__name__)
+STUDIES = ("k", "location", "noise", "steps")
+PAPER_K = (1, 10, 50, 200, 500)
+NOISE = {"none": (False, False), "input": (True, False), "latent": (False, True), "both": (True, True)}
+FEW_STEPS = (10, 20, 50, 100)  # DDIM steps compared against the full DDPM chain
+
+
+@dataclass
+class Variant:
+    label: str  # folder name and table row
+    overrides: dict[str, Any]  # dotted config key -> value, on top of the main config
+
+
+def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir: str | Path = "runs",
+           progress: bool = True) -> Path:
+    """Run every variant of `study` (default values: the paper's, scaled to the task); returns report.md."""
+    if study not in STUDIES:
+        raise ConfigError(f"unknown study {study!r}: choose one of {', '.join(STUDIES)}")
+    variants = study_variants(config, study, values)
+    main = run_pipeline(config, runs_dir, progress=progress)
+    study_dir = main.root / "ablation" / study
+    rows = []
+    for variant in variants:
+        log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
+        run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
+        reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
+        reused = {**(load_json(reuse_file) if reuse_file.is_file() else {}), **reuse(main, run)}
+        save_json(reuse_file, reused)
+        for stage in STAGES:
+            run_stage(run, stage)
+        rows.append(_row(variant, run, reused))
+    save_json(study_dir / "ablation.json", {"task": config.task, "study": study, "variants": rows})
+    return write_ablation_report(study_dir, config.task, study, rows)
+
+
+def study_variants(config: Config, study: str, values: list[str] | None = None) -> list[Variant]:
+    """The variants of a study: the given values, or the paper's scaled to what the task has."""
+    if study == "k":
+        collected = config.collect.k
+        ks = [int(v) for v in values] if values else sorted({k for k in PAPER_K if k <= collected} | {collected})
+        too_many = [k for k in ks if k > collected or k < 1]
+        if too_many:
+            raise ConfigError(f"K={too_many[0]} is not within the {collected} checkpoints collected: choose "
+                              f"1..{collected} or collect more with collect.k={max(ks)}")
+        return [Variant(f"k{k}", {"collect.k": k}) for k in ks]
+    if study == "location":
+        if values:
+            return [Variant(_slug(v), {"collect.subset": v.split(",")}) for v in values]
+        return norm_pair_variants(config)
+    if study == "noise":
+        unknown = [v for v in values or () if v not in NOISE]
+        if unknown:
+            raise ConfigError(f"noise variant {unknown[0]!r}: choose from {', '.join(NOISE)}")
+        ae = config.train.autoencoder
+        return [Variant(v, {"train.autoencoder.input_noise": ae.input_noise if NOISE[v][0] else 0.0,
+                            "train.autoencoder.latent_noise": ae.latent_noise if NOISE[v][1] else 0.0})
+                for v in values or NOISE]
+    total = config.train.diffusion.num_train_timesteps
+    values = values or [f"ddpm-{total}", *(f"ddim-{n}" for n in FEW_STEPS)]
+    variants = []
+    for value in values:
+        sampler, _, steps = value.partition("-")
+        if sampler not in ("ddpm", "ddim", "dpm") or not steps.isdigit() or not 0 < int(steps) <= total:
+            raise ConfigError(f"steps variant {value!r}: write SAMPLER-STEPS with SAMPLER ddpm, ddim or dpm and "
+                              f"1..{total} steps, e.g. ddim-50")
+        full = sampler == "ddpm" and int(steps) == total  # the plain config: steps=None means the whole chain
+        variants.append(Variant(value, {"generate.sampler": sampler, "generate.steps": None if full else int(steps)}))
+    return variants
+
+
+def norm_pair_variants(config: Config) -> list[Variant]:
+    """Pairs of consecutive normalization layers, first to last; the pair the config selects keeps its subset."""
+    model = Run(config, Path()).new_model()
+    chosen = ParamSpec.select(model, config.collect.subset).names
+    layers = [name for name, m in model.named_modules()
+              if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))]
+    if not layers:
+        raise ConfigError(f"{config.model.name} has no normalization layer with parameters: give the locations "
+                          "to compare as values, e.g. 'head.*'")
+    pairs = [layers[i:i + 2] for i in range(max(1, len(layers) - 1))]
+    variants = []
+    for pair in pairs:
+        first = layers.index(pair[0]) + 1
+        label = f"norm{first}-{first + len(pair) - 1}"
+        subset = [f"{name}.*" for name in pair]
+        same = ParamSpec.select(model, subset).names == chosen
+        variants.append(Variant(label, {"collect.subset": list(config.collect.subset) if same else subset}))
+    return variants
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of `config` with dotted keys set to new values, validated."""
+    node = OmegaConf.structured(config)
+    for key, value in overrides.items():
+        OmegaConf.update(node, key, value, merge=False)
+    variant: Config = OmegaConf.to_object(node)
+    validate(variant)
+    return variant
+
+
+# ---- reuse ----------------------------------------------------------------------------------------
+def reuse(main: Run, run: Run) -> dict[str, str]:
+    """Fill `run`'s stage folders from `main` where that gives the same files; returns {stage: how}."""
+    reused = {}
+    for stage in STAGES:
+        if run.is_done(stage) or stage_hash(main.config, stage) != stage_hash(run.config, stage):
+            break
+        adopt(main.stage_dir(stage), run.stage_dir(stage))
+        reused[stage] = "adopted from the main run"
+    if "collect" in reused or run.is_done("collect"):
+        return reused
+    if _differs_only_in(main.config, run.config, "collect", "k") and run.config.collect.k <= main.config.collect.k:
+        first_k_of(main, run)
+        reused["collect"] = f"first {run.config.collect.k} of the main run's {main.config.collect.k} checkpoints"
+    elif load_tensors(main.stage_dir("collect") / "base.safetensors")[1].get("base_hash") == base_hash(run.config):
+        adopt(main.stage_dir("collect"), run.stage_dir("collect"), only=("base.safetensors",))
+        reused["collect"] = "base model of the main run (subset collected anew)"
+    return reused
+
+
+def adopt(source: Path, target: Path, only: tuple[str, ...] | None = None) -> None:
+    """Hard-link (or copy, across file systems) the files of a finished stage folder into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and (only is None or path.name in only):
+            (target / path.name).unlink(missing_ok=True)
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copy2(path, target / path.name)
+
+
+def first_k_of(main: Run, run: Run) -> None:
+    """Write `run`'s collect stage as the first K checkpoints of `main`'s (a prefix of the same trajectory)."""
+    k = run.config.collect.k
+    ckpts, meta = CheckpointSet.load(main.stage_dir("collect") / "checkpoints.safetensors")
+    meta = {**meta, "config_hash": stage_hash(run.config, "collect")}
+    meta.pop("spec")
+    CheckpointSet(ckpts.params[:k], ckpts.spec, ckpts.val_accuracy[:k], ckpts.test_accuracy[:k]).save(
+        run.stage_dir("collect") / "checkpoints.safetensors", meta)
+    base, base_meta = load_tensors(main.stage_dir("collect") / "base.safetensors")
+    save_tensors(run.stage_dir("collect") / "base.safetensors", base, {**base_meta, "config_hash": meta["config_hash"]})
+    main_stage = load_json(main.stage_dir("collect") / "stage.json")
+    save_json(run.stage_dir("collect") / "stage.json",
+              {"hash": stage_hash(run.config, "collect"), "seconds": 0.0, "dim": main_stage["dim"],
+               "names": main_stage["names"], "first_k_of": str(main.stage_dir("collect"))})
+
+
+def _differs_only_in(a: Config, b: Config, section: str, key: str) -> bool:
+    da, db = to_dict(a), to_dict(b)
+    da[section].pop(key), db[section].pop(key)
+    return da == db
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", value).strip("_.") or "variant"
+
+
+def _row(variant: Variant, run: Run, reused: dict[str, str]) -> dict:
+    results = load_json(run.stage_dir("evaluate") / "results.json")
+    max_iou = results["similarity"]["max_iou_to_original"]
+    return {"label": variant.label, "overrides": variant.overrides, "run_dir": str(run.root),
+            "ran": list(run.seconds), "reused": reused, "seconds": run.seconds,
+            "summary": {g: results["summary"][g] for g in ("original", "ensemble", "generated")},
+            "max_iou": {g: max_iou[g] for g in ("original", "generated") if g in max_iou},
+            "generated_accuracy": [m["test_accuracy"] for m in results["models"] if m["group"] == "generated"]}
+
+
+# ---- the study's report ---------------------------------------------------------------------------
+def ablation_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The paper's ablation columns (generated best / mean / median, in %) plus our val-chosen best and IoU."""
+    header = ["variant", "max", "mean", "median", "best (val)", "original mean", "max IoU generated",
+              "max IoU original"]
+    table = []
+    for row in rows:
+        g, o = row["summary"]["generated"], row["summary"]["original"]
+        iou = [f"{row['max_iou'][group]['mean']:.3f}" if group in row["max_iou"] else "-"
+               for group in ("generated", "original")]
+        table.append([row["label"], *(f"{100 * g[c]:.2f}" for c in ("max", "mean", "median", "best")),
+                      f"{100 * o['mean']:.2f}", *iou])
+    return header, table
+
+
+def write_ablation_report(study_dir: Path, task: str, study: str, rows: list[dict]) -> Path:
+    """Table, figures, report.md and report.html of one study; returns report.md's path."""
+    header, table = ablation_table(rows)
+    plot_variant_accuracy(rows, study_dir / "accuracy.png")
+    plot_variant_similarity(rows, study_dir / "max_similarity.png")
+    plot_similarity_scatter(rows, study_dir / "accuracy_vs_similarity.png")
+    reuse_rows = [[r["label"], ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), ", ".join(r["ran"]) or "none",
+                   "; ".join(f"{s}: {how}" for s, how in r["reused"].items()) or "-"] for r in rows]
+    sections = [
+        Section("Test accuracy of generated models (%)", header=header, rows=table,
+                text=f"Study `{study}` of task `{task}`. *max*, *mean*, *median* are the paper's best / avg. / "
+                     "median over the generated models; *best (val)* is the test accuracy of the generated model "
+                     "with the highest validation accuracy; *max IoU generated* is the mean over generated models "
+                     "of their max wrong-prediction IoU to any original checkpoint, *max IoU original* the same "
+                     "for each original against the other originals."),
+        Section("Accuracy and similarity per variant", figures=["accuracy.png", "max_similarity.png",
+                                                                 "accuracy_vs_similarity.png"]),
+        Section("Variants", header=["variant", "overrides", "stages run by this call", "reused"], rows=reuse_rows,
+                text="Each variant is a run folder beside this report; reused work was hard-linked or sliced "
+                     "from the main run, never recomputed."),
+    ]
+    title = f"p-diff ablation: {study} ({task})"
+    save_text(study_dir / "report.md", render_markdown(title, sections))
+    save_text(study_dir / "report.html", render_html(title, sections, study_dir))
+    return study_dir / "report.md"
+
+
+def plot_variant_accuracy(rows: list[dict], path: Path) -> None:
+    """Generated models' test accuracies per variant (box), with the originals' mean (x)."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
+    labels = [r["label"] for r in rows]
+    ax.boxplot([[100 * a for a in r["generated_accuracy"]] for r in rows], showfliers=True)
+    ax.scatter(range(1, len(rows) + 1), [100 * r["summary"]["original"]["mean"] for r in rows], marker="x",
+               color="tab:blue", zorder=3, label="original mean")
+    ax.set_xticks(range(1, len(rows) + 1), labels)
+    ax.set(xlabel="variant", ylabel="generated test accuracy (%)")
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def plot_variant_similarity(rows: list[dict], path: Path) -> None:
+    """Each generated model's max IoU to any original, per variant (box)."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
+    ax.boxplot([r["max_iou"]["generated"]["values"] for r in rows], showfliers=True)
+    ax.set_xticks(range(1, len(rows) + 1), [r["label"] for r in rows])
+    ax.set(xlabel="variant", ylabel="max IoU to any original")
+    _save_figure(fig, path)
+
+
+def plot_similarity_scatter(rows: list[dict], path: Path) -> None:
+    """Accuracy against max similarity of every generated model, one colour per variant (the paper's K figure)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.scatter(r["max_iou"]["generated"]["values"], [100 * a for a in r["generated_accuracy"]], s=12,
+                   alpha=0.6, label=r["label"])
+    ax.set(xlabel="max IoU of wrong predictions to any original", ylabel="test accuracy (%)")
+    ax.legend()
+    _save_figure(fig, path)
