@@ -1,0 +1,1 @@
+"""Benchmarks that write BENCHMARKS.md: `python -m bench.<script>` from the repository root (see each docstring)."""

@@ -1,0 +1,61 @@
+"""What every benchmark shares: median timing, peak memory of a child process, and BENCHMARKS.md sections.
+
+Each script owns one section of BENCHMARKS.md, between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`,
+and rewrites only that section, so the scripts can be rerun in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+TITLE = "# pdiff benchmarks\n\nEvery section is written by the script named in it; rerun that script to refresh it.\n"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    """Median CPU seconds of `repeats` calls of fn (and every time, for the record).
+
+    CPU time, not wall time: on a machine shared with other jobs the wall clock mostly measures them.
+    With one torch thread it equals the wall time the same work takes on an idle core.
+    """
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times), times
+
+
+def machine() -> str:
+    """One line naming the hardware and thread count the numbers were taken on."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: "
+            f"timings are noisy), torch {torch.__version__} with {torch.get_num_threads()} thread(s); "
+            "times are CPU seconds of the benchmarking process")
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md with `body`."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = path.read_text() if path.is_file() else TITLE
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
