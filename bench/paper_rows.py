@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bench.markdown import write_section
 from pdiff.baselines import weight_average
 from pdiff.config import load_config, task_names
 from pdiff.evaluate import accuracy, labels_of, predict_many
@@ -27,8 +28,7 @@ from pdiff.tasks.datasets import DatasetError, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "paper_rows.json"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
-START, END = "<!-- paper_rows:start -->", "<!-- paper_rows:end -->"
+SECTION = "paper_rows"  # bench.markdown section name in BENCHMARKS.md
 SEEDS = (0, 1, 2)
 # The paper's Table 1 / small-MLP rows (original best, ensemble, p-diff best), where it has this row.
 PAPER = {"mnist-s1": (87.4, 87.4, 88.4), "mnist-s3": (96.7, 96.7, 96.7), "mnist-convnet3": (99.2, 99.2, 99.2),
@@ -93,7 +93,7 @@ def spread(values: list[float]) -> str:
 def render(rows: dict[str, dict], missing: dict[str, bool], gpu_tasks: list[str]) -> str:
     """The BENCHMARKS.md section; `missing`: unmeasured CPU task -> whether its data is here."""
     lines = [
-        START, "## The paper's rows (`python -m bench.paper_rows`)", "",
+        "## The paper's rows (`python -m bench.paper_rows`)", "",
         "Test accuracy in %. *original*: the K collected checkpoints; *ensemble*: their weight average; "
         "*p-diff*: the generator fitted with seeds 0, 1, 2, each sampling n models, given as mean ± std over "
         "the three seeds (the paper reports the average of three runs). *best* is the test-set maximum, as "
@@ -119,18 +119,7 @@ def render(rows: dict[str, dict], missing: dict[str, bool], gpu_tasks: list[str]
     lines += [f"- `{t}`: CPU preset, {'not run yet' if present else 'its dataset is not in the data folder here'}"
               for t, present in missing.items()]
     lines += [f"- `{t}`: GPU preset" for t in gpu_tasks]
-    lines.append(END)
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if START in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:
@@ -155,9 +144,9 @@ def main() -> None:
         rows = load_results()  # reread: another invocation may have added rows meanwhile
         rows[task] = row
         RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
-        write_section(render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
+        write_section(SECTION, render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
     rows = load_results()
-    write_section(render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
+    write_section(SECTION, render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
 
 
 def load_results() -> dict[str, dict]:

@@ -65,13 +65,18 @@ def _print_table(run_root: Path) -> None:
         return
     results = load_json(run_root / "evaluate" / "results.json")
     header, rows = accuracy_table(results["summary"])
-    table = Table(title=f"{results['task']}: test accuracy (%)")
+    _show_table(f"{results['task']}: test accuracy (%)", header, rows, run_root / "report" / "report.html")
+
+
+def _show_table(title: str, header: list[str], rows: list[list[str]], report: Path) -> None:
+    """Print a table to stdout and the report's path to stderr."""
+    table = Table(title=title)
     for name in header:
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    console.print(f"report: {run_root / 'report' / 'report.html'}", soft_wrap=True, highlight=False)
+    console.print(f"report: {report}", soft_wrap=True, highlight=False)
 
 
 @app.callback()
@@ -144,13 +149,7 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
         _fail(e)
     rows = load_json(report.parent / "ablation.json")["variants"]
     header, body = ablation_table(rows)
-    table = Table(title=f"ablation {study}: generated test accuracy (%)")
-    for name in header:
-        table.add_column(name, justify="right")
-    for row in body:
-        table.add_row(*row)
-    Console().print(table)
-    console.print(f"report: {report.with_suffix('.html')}", soft_wrap=True, highlight=False)
+    _show_table(f"ablation {study}: generated test accuracy (%)", header, body, report.with_suffix(".html"))
 
 
 @app.command()
