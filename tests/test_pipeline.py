@@ -122,3 +122,15 @@ def test_health_gate_stops_a_collapsed_autoencoder(finished: Run, tmp_path) -> N
     with pytest.raises(HealthError, match="collapsed"):
         run_stage(run, "train", force=True)
     assert run.is_done("collect")
+
+
+def test_collect_retrains_a_base_model_that_is_not_sound(tmp_path) -> None:
+    run = run_pipeline(tiny_config(), tmp_path, stages=("collect",), progress=False)
+    path = run.root / "collect/base.safetensors"
+    tensors, meta = load_tensors(path)
+    good = {name: t.clone() for name, t in tensors.items()}
+    tensors["head.weight"][0, 0] = float("inf")  # same base_hash, broken weights: must not be reused
+    save_tensors(path, tensors, meta)
+    assert run_stage(Run(tiny_config(), run.root, progress=False), "collect", force=True)
+    again, _ = load_tensors(path)
+    assert all(torch.equal(again[name], good[name]) for name in good)  # retrained, deterministically

@@ -20,11 +20,13 @@ from typing import Any
 import matplotlib
 from omegaconf import OmegaConf
 
+from . import distributed
 from .collect import CheckpointSet
 from .config import STAGES, Config, ConfigError, base_hash, stage_hash, to_dict, to_yaml, validate
 from .params import NORM_LAYERS, ParamSpec
 from .pipeline import Run, run_pipeline, run_stage
 from .report import Section, _save_figure, render_html, render_markdown
+from .runlock import run_lock
 from .store import load_json, load_tensors, save_json, save_tensors, save_text
 
 matplotlib.use("Agg")
@@ -55,16 +57,23 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
     for variant in variants:
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
         run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
-        reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
-        reused = {**(load_json(reuse_file) if reuse_file.is_file() else {}), **reuse(main, run)}
-        save_json(reuse_file, reused)
-        for stage in STAGES:
-            run_stage(run, stage)
+        with run_lock(run.root):
+            save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
+            reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
+            reused = load_json(reuse_file) if reuse_file.is_file() else {}
+            if distributed.is_main_process():  # file moves: the main process alone, the others wait
+                reused.update(reuse(main, run))
+            distributed.wait_for_everyone()
+            save_json(reuse_file, reused)
+            for stage in STAGES:
+                run_stage(run, stage)
         rows.append(_row(variant, run, reused))
-    save_json(study_dir / "ablation.json", {"task": config.task, "study": study, "variants": rows})
-    return write_ablation_report(study_dir, config.task, study, rows)
+    report = study_dir / "report.md"
+    if distributed.is_main_process():  # the report reads back the figures it writes
+        save_json(study_dir / "ablation.json", {"task": config.task, "study": study, "variants": rows})
+        write_ablation_report(study_dir, config.task, study, rows)
+    distributed.wait_for_everyone()
+    return report
 
 
 def study_variants(config: Config, study: str, values: list[str] | None = None) -> list[Variant]:
@@ -177,6 +186,7 @@ def first_k_of(main: Run, run: Run) -> None:
     main_stage = load_json(main.stage_dir("collect") / "stage.json")
     save_json(run.stage_dir("collect") / "stage.json",
               {"hash": stage_hash(run.config, "collect"), "seconds": 0.0, "dim": main_stage["dim"],
+               "files": ["base.safetensors", "checkpoints.safetensors", "stage.json"],
                "names": main_stage["names"], "first_k_of": str(main.stage_dir("collect"))})
 
 
@@ -195,7 +205,7 @@ def _row(variant: Variant, run: Run, reused: dict[str, str]) -> dict:
     max_iou = results["similarity"]["max_iou_to_original"]
     return {"label": variant.label, "overrides": variant.overrides, "run_dir": str(run.root),
             "ran": list(run.seconds), "reused": reused, "seconds": run.seconds,
-            "summary": {g: results["summary"][g] for g in ("original", "ensemble", "generated")},
+            "summary": {g: results["summary"][g] for g in ("original", "generated")},
             "max_iou": {g: max_iou[g] for g in ("original", "generated") if g in max_iou},
             "generated_accuracy": [m["test_accuracy"] for m in results["models"] if m["group"] == "generated"]}
 

@@ -69,7 +69,9 @@ def _print_table(run_root: Path) -> None:
 
 
 def _show_table(title: str, header: list[str], rows: list[list[str]], report: Path) -> None:
-    """Print a table to stdout and the report's path to stderr."""
+    """Print a table to stdout and the report's path to stderr (main process only)."""
+    if not distributed.is_main_process():
+        return
     table = Table(title=title)
     for name in header:
         table.add_column(name, justify="right")

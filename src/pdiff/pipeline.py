@@ -212,11 +212,9 @@ def collect_stage(run: Run) -> dict:
     base_meta = {**run.metadata("collect"), "input_shape": list(run.data.input_shape),
                  "num_classes": run.data.num_classes, "model_kwargs": run.config.model.kwargs,
                  "base_hash": base_hash(run.config)}
-    previous = run.root / STAGE_DIRS["collect"] / "base.safetensors"  # from a crashed or other-subset collection
-    saved, saved_meta = load_tensors(previous) if previous.is_file() else ({}, {})
-    if saved_meta.get("base_hash") == base_meta["base_hash"]:
+    previous = run.root / STAGE_DIRS["collect"] / "base.safetensors"  # of an earlier collection (other subset, K)
+    if _load_reusable_base(model, previous, base_meta["base_hash"]):
         log.info("collect: reusing %s (same seed, data, model and base training)", previous)
-        model.load_state_dict(saved)
         model.to(run.device).eval()
         for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
             for _ in train_loader:
@@ -237,6 +235,22 @@ def collect_stage(run: Run) -> dict:
     log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
              100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
     return {"dim": spec.dim, "names": list(spec.names)}
+
+
+def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
+    """Load a finished base model into `model` if it was trained the same way and is sound."""
+    if not path.is_file():
+        return False
+    try:
+        tensors, meta = load_tensors(path)
+    except ArtifactError:  # corrupt: train anew
+        return False
+    expected = {name: t.shape for name, t in model.state_dict().items()}
+    if (meta.get("base_hash") != wanted_hash or {n: t.shape for n, t in tensors.items()} != expected
+            or not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())):
+        return False
+    model.load_state_dict(tensors)
+    return True
 
 
 def train_stage(run: Run) -> dict:
