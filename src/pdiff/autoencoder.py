@@ -7,6 +7,7 @@ latents, so that the decoder maps a whole neighbourhood of each latent to good p
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from itertools import pairwise
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class ParameterAutoencoder(nn.Module):
+class ParameterAutoencoder(nn.Module, ABC):
     """Shared forward pass with noise augmentation; subclasses define `encode` and `decode`.
 
     In training mode, x + input_noise * N(0, 1) is encoded and z + latent_noise * N(0, 1) decoded
@@ -28,11 +29,13 @@ class ParameterAutoencoder(nn.Module):
         self.input_noise = input_noise
         self.latent_noise = latent_noise
 
+    @abstractmethod
     def encode(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Parameters [B, D] -> latents [B, latent_dim]."""
 
+    @abstractmethod
     def decode(self, z: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Latents [B, latent_dim] -> parameters [B, D]."""
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct x [B, D] -> [B, D], with noise augmentation in training mode."""

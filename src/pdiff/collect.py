@@ -81,11 +81,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
     for epoch in tqdm(range(epochs), desc="train base", disable=not (progress and distributed.is_main_process())):
         for x, y in loader:
-            loss = F.cross_entropy(ddp_model(x.to(device)), y.to(device))
-            _check_finite(loss, f"base training, epoch {epoch}", "lower collect.lr")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
+            _step(ddp_model, optimizer, x.to(device), y.to(device), f"base training, epoch {epoch}", "lower collect.lr")
             scheduler.step()
     distributed.release(ddp_model)
     distributed.broadcast_buffers(model)  # every process keeps the BatchNorm statistics the main one saves
@@ -125,11 +121,8 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
     try:
         for epoch in range(k if recipe == "epoch" else math.ceil(k / len(loader))):
             for x, y in loader:
-                loss = F.cross_entropy(ddp_model(x.to(device)), y.to(device))
-                _check_finite(loss, f"collection, epoch {epoch}", "lower collect.subset_lr")
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                optimizer.step()
+                _step(ddp_model, optimizer, x.to(device), y.to(device), f"collection, epoch {epoch}",
+                      "lower collect.subset_lr")
                 if recipe == "iteration" and len(checkpoints) < k:
                     checkpoints.append(spec.flatten(model).cpu())
                     bar.update()
@@ -142,6 +135,16 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
         for name, p in params.items():
             p.requires_grad_(was_trainable[name])
     return CheckpointSet(torch.stack(checkpoints), spec)
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, where: str,
+          fix: str) -> None:
+    """One cross-entropy step; a non-finite loss stops training with `fix` in the message."""
+    loss = F.cross_entropy(model(x), y)
+    _check_finite(loss, where, fix)
+    optimizer.zero_grad(set_to_none=True)
+    distributed.accelerator().backward(loss)
+    optimizer.step()
 
 
 def _check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
