@@ -92,7 +92,7 @@ class Run:
         path = self.stage_dir("collect") / "base.safetensors"
         tensors, meta = load_tensors(path)
         self.check_made_for(path, meta, "collect")
-        if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        if not _weights_finite(tensors):
             raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
         model = self.new_model()
         try:
@@ -237,6 +237,11 @@ def collect_stage(run: Run) -> dict:
     return {"dim": spec.dim, "names": list(spec.names)}
 
 
+def _weights_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state_dict is free of NaN and Inf (integer buffers pass)."""
+    return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
 def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
     """Load a finished base model into `model` if it was trained the same way and is sound."""
     if not path.is_file():
@@ -247,7 +252,7 @@ def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
         return False
     expected = {name: t.shape for name, t in model.state_dict().items()}
     if (meta.get("base_hash") != wanted_hash or {n: t.shape for n, t in tensors.items()} != expected
-            or not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())):
+            or not _weights_finite(tensors)):
         return False
     model.load_state_dict(tensors)
     return True
