@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark script starts, before its own work
 TITLE = "# pdiff benchmarks\n\nEvery section is written by the script named in it; rerun that script to refresh it.\n"
 
 
@@ -35,9 +36,9 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[
 
 def machine() -> str:
     """One line naming the hardware and thread count the numbers were taken on."""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: "
-            f"timings are noisy), torch {torch.__version__} with {torch.get_num_threads()} thread(s); "
-            "times are CPU seconds of the benchmarking process")
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (load average "
+            f"{LOAD_AT_START:.1f} at the start: above 0.5 other jobs shared them), torch {torch.__version__} "
+            f"with {torch.get_num_threads()} thread(s); times are CPU seconds of the benchmarking process")
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

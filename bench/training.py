@@ -1,12 +1,13 @@
 """Generator training: CPU seconds against step counts, and whether each setting keeps the accuracy goal.
 
-    python -m bench.training --run-dir runs/mnist1d-convnet [--steps 2000:3000 1000:1500 500:1000]
+    python -m bench.training --run-dir runs/mnist1d-convnet [--steps 2000:3000 1000:1500 500:1000] [--compile]
 
 For each `AE_STEPS:DIFFUSION_STEPS`, trains the run's generator afresh on its checkpoints (the run's
 other train settings), samples `generate.n` models with the run's sampler and checks the goal:
 generated mean test accuracy >= originals' mean - 0.5 points, and generated best >= originals' best
-(best = the test accuracy of the model with the best validation accuracy). One run per setting.
-Writes the "training" section of BENCHMARKS.md.
+(best = the test accuracy of the model with the best validation accuracy). One run per setting;
+--compile adds a row for the first setting with both networks under `torch.compile` (compilation
+included in the time, as a user pays it). Writes the "training" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/mnist1d-convnet"))
     parser.add_argument("--steps", nargs="*", default=["2000:3000", "1000:1500", "500:1000", "300:500"])
+    parser.add_argument("--compile", action="store_true", help="also time the first setting under torch.compile")
     args = parser.parse_args()
     config = load_config(args.run_dir / "config.yaml")
     run = Run(config, args.run_dir, progress=False)
@@ -42,11 +44,15 @@ def main() -> None:
     val_labels, test_labels = labels_of(val), labels_of(test)
     orig_best, orig_mean = best_and_mean(ckpts.val_accuracy, ckpts.test_accuracy)
     rows = []
-    for setting in args.steps:
+    settings = [(steps, False) for steps in args.steps] + ([(args.steps[0], True)] if args.compile else [])
+    for setting, compiled in settings:
         ae_steps, dm_steps = (int(s) for s in setting.split(":"))
         train = copy.deepcopy(config.train)
         train.autoencoder.steps, train.diffusion.steps = ae_steps, dm_steps
         gen = ParameterGenerator(spec, train, "cpu", config.seed)
+        if compiled:
+            gen.autoencoder.compile()
+            gen.denoiser.compile()
         start = time.process_time()
         gen.fit_autoencoder(ckpts, progress=False)
         ae_seconds = time.process_time() - start
@@ -57,14 +63,16 @@ def main() -> None:
         test_acc = accuracy(predict_many(model, spec, vectors, test, chunk), test_labels)
         best, mean = best_and_mean(val_acc, test_acc)
         goal = mean >= orig_mean - 0.5 and best >= orig_best
-        print(setting, ae_seconds, dm_seconds, best, mean, goal, flush=True)
-        rows.append([setting, f"{ae_seconds:.1f}", f"{dm_seconds:.1f}", f"{best:.2f}", f"{mean:.2f}",
+        label = f"{setting}, torch.compile" if compiled else setting
+        print(label, ae_seconds, dm_seconds, best, mean, goal, flush=True)
+        rows.append([label, f"{ae_seconds:.1f}", f"{dm_seconds:.1f}", f"{best:.2f}", f"{mean:.2f}",
                      "yes" if goal else "no"])
     header = ["AE:diffusion steps", "AE CPU s", "diffusion CPU s", "generated best %", "generated mean %",
               "goal met"]
     write_section("training", f"""## Generator training: steps vs time and the accuracy goal
 
-`python -m bench.training --run-dir {args.run_dir} --steps {' '.join(args.steps)}` on {machine()}.
+`python -m bench.training --run-dir {args.run_dir} --steps {' '.join(args.steps)}{' --compile' * args.compile}` on
+{machine()}.
 Task {config.task}: originals best {orig_best:.2f}%, mean {orig_mean:.2f}%; the goal is generated mean
 >= {orig_mean - 0.5:.2f}% and generated best >= {orig_best:.2f}%. One run per setting (seed {config.seed}),
 sampler {g.sampler} ({g.steps or 'all'} steps), {g.n} models; the mini-batch is min(batch_size, K) = the

@@ -95,7 +95,8 @@ class ParameterGenerator:
         generator = torch.Generator(self.device).manual_seed(self.seed)  # batch order: the same everywhere
         noise = generator if world == 1 else torch.Generator(self.device).manual_seed(self.seed + 1 + rank)
         torch.manual_seed(self.seed + rank)  # the noise augmentation inside the networks
-        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel per step for all tensors; 15-25% faster training on 2 CPU cores (bench/training.py)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         net.train()
         batch_size = min(cfg.batch_size, len(data))
         if batch_size < world:
