@@ -36,8 +36,8 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[
 
 def machine() -> str:
     """One line naming the hardware and thread count the numbers were taken on."""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (load average "
-            f"{LOAD_AT_START:.1f} at the start: above 0.5 other jobs shared them), torch {torch.__version__} "
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (1-minute load "
+            f"average {LOAD_AT_START:.1f} at the start), torch {torch.__version__} "
             f"with {torch.get_num_threads()} thread(s); times are CPU seconds of the benchmarking process")
 
 

@@ -59,10 +59,11 @@ def main() -> None:
     header = ["stage", "CPU s (median)", "wall s (median)", "peak RSS MiB (max)"]
     write_section("stages", f"""## Stages of `pdiff run {args.task}`
 
-`OMP_NUM_THREADS=1 python -m bench.stages --task {args.task} --repeats {args.repeats}
-{' '.join(args.overrides)}` on {machine()}. Medians of {args.repeats} runs; every stage is its own
-process, so its time includes starting Python and importing torch (about 2-3 CPU s) and its peak
-memory includes the interpreter and torch (about 300-400 MiB). Wall time counts other jobs on the machine.
+`python -m bench.stages --task {args.task} --repeats {args.repeats}{''.join(' ' + o for o in args.overrides)}` on
+{machine()}. Medians of {args.repeats} runs; every stage is its own process, so its time includes starting
+Python and importing torch (about 2-3 CPU s; generate also imports diffusers, which `pdiff run` has imported
+in train already) and its peak memory includes the interpreter and torch (about 300-400 MiB). Wall time counts
+other jobs on the machine; CPU time adds up the threads.
 
 {table(header, rows)}
 """)
