@@ -1,0 +1,53 @@
+"""The paper's ablations on a CPU task: K, parameter location, noise augmentation, sampling steps.
+
+    python -m bench.ablations [--task mnist1d-convnet] [--studies k location noise steps] [--runs-dir runs/bench]
+
+Runs `pdiff ablate TASK --study S` for each study (default values; finished variants are read back, not
+redone) and writes their tables into the "ablations" section of BENCHMARKS.md. Each study's figures are in
+RUNS_DIR/TASK/ablation/STUDY/report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from pdiff.ablation import STUDIES, ablate, ablation_table
+from pdiff.config import load_config
+
+from .markdown import table, write_section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mnist1d-convnet")
+    parser.add_argument("--studies", nargs="*", default=list(STUDIES))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    args = parser.parse_args()
+    config = load_config(args.task)
+    parts = []
+    for study in args.studies:
+        report = ablate(config, study, runs_dir=args.runs_dir, progress=False)
+        rows = json.loads((report.parent / "ablation.json").read_text())["variants"]
+        parts.append(f"**{study}** (`pdiff ablate {args.task} --study {study}`)\n\n{table(*ablation_table(rows))}")
+    body = "\n\n".join(parts)
+    write_section("ablations", f"""## Ablations of {args.task} (`python -m bench.ablations`)
+
+`python -m bench.ablations --task {args.task} --studies {' '.join(args.studies)}` ({platform.machine()},
+{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads). Test accuracy (%)
+of the generated models: *max* / *mean* / *median* are the paper's best / avg. / median, *best (val)* the test
+accuracy of the generated model with the best validation accuracy, *original mean* the checkpoints' mean;
+*max IoU generated*: the mean over generated models of their max wrong-prediction IoU to any original, *max IoU
+original* the same for each original against the others. The preset's own value of each study is its main run.
+
+{body}
+""")
+
+
+if __name__ == "__main__":
+    main()
