@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
-
-import torch
 
 from pdiff.ablation import STUDIES, ablate, ablation_table
 from pdiff.config import load_config
 
-from .markdown import table, write_section
+from .markdown import hardware, table, write_section
 
 
 def main() -> None:
@@ -38,8 +34,7 @@ def main() -> None:
     body = "\n\n".join(parts)
     write_section("ablations", f"""## Ablations of {args.task} (`python -m bench.ablations`)
 
-`python -m bench.ablations --task {args.task} --studies {' '.join(args.studies)}` ({platform.machine()},
-{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads). Test accuracy (%)
+`python -m bench.ablations --task {args.task} --studies {' '.join(args.studies)}` ({hardware()}). Test accuracy (%)
 of the generated models: *max* / *mean* / *median* are the paper's best / avg. / median, *best (val)* the test
 accuracy of the generated model with the best validation accuracy, *original mean* the checkpoints' mean;
 *max IoU generated*: the mean over generated models of their max wrong-prediction IoU to any original, *max IoU

@@ -34,11 +34,16 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[
     return statistics.median(times), times
 
 
+def hardware() -> str:
+    """The processor, core count, torch version and thread count, in one phrase."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+            f"with {torch.get_num_threads()} thread(s)")
+
+
 def machine() -> str:
-    """One line naming the hardware and thread count the numbers were taken on."""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (1-minute load "
-            f"average {LOAD_AT_START:.1f} at the start), torch {torch.__version__} "
-            f"with {torch.get_num_threads()} thread(s); times are CPU seconds of the benchmarking process")
+    """One line naming the hardware and thread count the numbers were taken on, and what the times are."""
+    return (f"{hardware()} (1-minute load average {LOAD_AT_START:.1f} at the start); times are CPU seconds of "
+            "the benchmarking process")
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
-
-import torch
 
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import run_pipeline
 
-from .markdown import table, write_section
+from .markdown import hardware, table, write_section
 
 
 def goal_row(label: str, seed: int, summary: dict, seconds: float) -> list:
@@ -57,8 +53,7 @@ def main() -> None:
     write_section("seeds", f"""## The accuracy goal over seeds (`python -m bench.seeds`)
 
 `python -m bench.seeds --task {args.task} --seeds {' '.join(map(str, args.seeds))}{''.join(
-        f" --variant '{v}'" for v in args.variant)}` ({platform.machine()}, {os.cpu_count()} CPU cores, torch
-{torch.__version__} with {torch.get_num_threads()} threads).
+        f" --variant '{v}'" for v in args.variant)}` ({hardware()}).
 Each seed is a whole `pdiff run` (base training, collection, generator, {args.task} preset otherwise); test
 accuracy in %, original / generated. The goal (pipeline issue): generated best >= original best and generated
 mean >= original mean - 0.5. *stages s*: the five stages' wall seconds as recorded in their stage.json files
