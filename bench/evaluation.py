@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from pdiff.config import load_config
-from pdiff.evaluate import predict, predict_many, split_model
+from pdiff.inference import predict, predict_many, split_model
 from pdiff.params import ParamSpec
 from pdiff.tasks.datasets import Split, TensorLoader, load_dataset
 from pdiff.tasks.models import build_model

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
+from pdiff import train
 from pdiff.collect import collect
+from pdiff.collect import load as load_collected
 from pdiff.config import load_config
-from pdiff.evaluate import accuracy, labels_of, predict_many
-from pdiff.generator import ParameterGenerator
-from pdiff.pipeline import Run
+from pdiff.inference import accuracy_many
+from pdiff.tasks import Task
 from pdiff.tasks.datasets import TensorLoader
 
 from .markdown import machine, table, write_section
@@ -50,13 +51,12 @@ def main() -> None:
     parser.add_argument("--sgd-sampler", default="dpm:20", help="the sampler used for the efficiency comparison")
     args = parser.parse_args()
     config = load_config(args.run_dir / "config.yaml")
-    run = Run(config, args.run_dir, progress=False)
-    model = run.base_model()
-    ckpts = run.checkpoints(model)
+    task = Task(config, progress=False)
+    collected = load_collected(task, args.run_dir)
+    model, ckpts = collected.model, collected.checkpoints
     spec, chunk = ckpts.spec, config.evaluate.model_chunk
-    gen = ParameterGenerator.load(run.stage_dir("train"), "cpu", spec)
-    test, val = run.loader("test"), run.loader("val")
-    test_labels, val_labels = labels_of(test), labels_of(val)
+    gen = train.load(task, args.run_dir, spec)
+    test, val = task.loader("test"), task.loader("val")
     original = 100 * ckpts.test_accuracy
 
     rows, reference = [], None
@@ -65,7 +65,7 @@ def main() -> None:
         draws = [cpu_seconds(lambda s=sampler, k=steps, seed=seed: gen.sample(args.n, s, k, seed=seed))
                  for seed in range(args.repeats)]  # a different seed per draw: outliers vary between draws
         seconds = statistics.median(t for _, t in draws)
-        acc = 100 * torch.cat([accuracy(predict_many(model, spec, v, test, chunk), test_labels) for v, _ in draws])
+        acc = 100 * torch.cat([accuracy_many(model, spec, v, test, chunk) for v, _ in draws])
         reference = reference or (seconds, acc.mean().item())
         print(sampler, steps, seconds, acc.mean().item(), flush=True)
         rows.append([f"{sampler}-{steps}", f"{seconds:.2f}", f"{reference[0] / seconds:.0f}x",
@@ -91,16 +91,16 @@ draw i with seed i for every sampler; accuracies are test accuracies of all {arg
 
     def by_generation():
         vectors = gen.sample(args.n, sampler, int(steps), seed=1)
-        return accuracy(predict_many(model, spec, vectors, val, chunk), val_labels)
+        return accuracy_many(model, spec, vectors, val, chunk)
 
     def by_sgd(recipe: str, k: int):
         trained = copy.deepcopy(model)
         spec.load_into(trained, ckpts.params[-1])  # go on from the last collected checkpoint
         generator = torch.Generator().manual_seed(1)
-        train = TensorLoader(run.data.train, config.data.batch_size, shuffle=True, generator=generator)
+        train = TensorLoader(task.data.train, config.data.batch_size, shuffle=True, generator=generator)
         more = collect(trained, train, spec, k, recipe, config.collect.subset_lr, config.collect.subset_weight_decay,
                        progress=False)
-        return accuracy(predict_many(model, spec, more.params, val, chunk), val_labels)
+        return accuracy_many(model, spec, more.params, val, chunk)
 
     ways = [(f"generation ({sampler}-{steps}, {args.n} sampled)", by_generation),
             (f"SGD, recipe {config.collect.recipe} ({args.n} checkpoints)", lambda: by_sgd(config.collect.recipe,

@@ -20,11 +20,13 @@ import torch
 
 from bench.markdown import write_section
 from pdiff.baselines import weight_average
+from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
 from pdiff.config import load_config, task_names
-from pdiff.evaluate import accuracy, labels_of, predict_many
+from pdiff.errors import DatasetError
 from pdiff.generator import ParameterGenerator
+from pdiff.inference import accuracy_many
 from pdiff.pipeline import run_pipeline
-from pdiff.tasks.datasets import DatasetError, load_dataset
+from pdiff.tasks.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "paper_rows.json"
@@ -49,15 +51,14 @@ def measure(task: str, runs_dir: Path, data_dir: str | None) -> dict:
     start = time.perf_counter()
     run = run_pipeline(config, runs_dir, stages=("collect",), progress=False)  # cached after the first time
     collect_s = time.perf_counter() - start
-    model = run.base_model()
-    ckpts = run.checkpoints(model)
-    val_loader, test_loader = run.loader("val"), run.loader("test")
-    val_labels, test_labels = labels_of(val_loader), labels_of(test_loader)
+    collected = load_collected(run.task, run.root)
+    model, ckpts = collected.model, collected.checkpoints
+    val_loader, test_loader = run.task.loader("val"), run.task.loader("test")
     chunk, device = config.evaluate.model_chunk, run.device
 
     def evaluate(vectors: torch.Tensor) -> dict[str, float]:
-        val = accuracy(predict_many(model, ckpts.spec, vectors, val_loader, chunk, device), val_labels)
-        test = accuracy(predict_many(model, ckpts.spec, vectors, test_loader, chunk, device), test_labels)
+        val = accuracy_many(model, ckpts.spec, vectors, val_loader, chunk, device)
+        test = accuracy_many(model, ckpts.spec, vectors, test_loader, chunk, device)
         return stats(val, test)
 
     row = {"task": task, "hardware": config.hardware, "dim": ckpts.spec.dim, "k": len(ckpts),

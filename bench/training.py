@@ -17,10 +17,11 @@ import copy
 import time
 from pathlib import Path
 
+from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
 from pdiff.config import load_config
-from pdiff.evaluate import accuracy, labels_of, predict_many
 from pdiff.generator import ParameterGenerator
-from pdiff.pipeline import Run
+from pdiff.inference import accuracy_many
+from pdiff.tasks import Task
 
 from .markdown import machine, table, write_section
 
@@ -36,12 +37,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the first setting under torch.compile")
     args = parser.parse_args()
     config = load_config(args.run_dir / "config.yaml")
-    run = Run(config, args.run_dir, progress=False)
-    model = run.base_model()
-    ckpts = run.checkpoints(model)
+    task = Task(config, progress=False)
+    collected = load_collected(task, args.run_dir)
+    model, ckpts = collected.model, collected.checkpoints
     spec, chunk, g = ckpts.spec, config.evaluate.model_chunk, config.generate
-    val, test = run.loader("val"), run.loader("test")
-    val_labels, test_labels = labels_of(val), labels_of(test)
+    val, test = task.loader("val"), task.loader("test")
     orig_best, orig_mean = best_and_mean(ckpts.val_accuracy, ckpts.test_accuracy)
     rows = []
     settings = [(steps, False) for steps in args.steps] + ([(args.steps[0], True)] if args.compile else [])
@@ -59,8 +59,8 @@ def main() -> None:
         gen.fit_diffusion(ckpts, progress=False)
         dm_seconds = time.process_time() - start - ae_seconds
         vectors = gen.sample(g.n, g.sampler, g.steps, seed=config.seed)
-        val_acc = accuracy(predict_many(model, spec, vectors, val, chunk), val_labels)
-        test_acc = accuracy(predict_many(model, spec, vectors, test, chunk), test_labels)
+        val_acc = accuracy_many(model, spec, vectors, val, chunk)
+        test_acc = accuracy_many(model, spec, vectors, test, chunk)
         best, mean = best_and_mean(val_acc, test_acc)
         goal = mean >= orig_mean - 0.5 and best >= orig_best
         label = f"{setting}, torch.compile" if compiled else setting

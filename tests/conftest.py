@@ -1,5 +1,6 @@
 """Shared test set-up: one thread (tiny models run fastest so), tiny configs, the repo's MNIST copy."""
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from pdiff.config import Config, load_config
+from pdiff.pipeline import run_pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -30,3 +32,16 @@ def one_thread() -> Iterator[None]:
 def tiny_config(*overrides: str, task: str = "mnist1d-convnet") -> Config:
     """The default task shrunk to seconds: a few hundred examples, 12 checkpoints, 150 steps each."""
     return load_config(task, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run of every stage (read it, or copy it before changing anything)."""
+    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("tiny_run"), progress=False).root
+
+
+def copy_stages(source: Path, target: Path, folders: tuple[str, ...]) -> Path:
+    """A run folder `target` holding copies of `source`'s finished stage `folders` (to run the next stage alone)."""
+    for folder in folders:
+        shutil.copytree(source / folder, target / folder)
+    return target

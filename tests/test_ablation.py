@@ -1,6 +1,7 @@
 """Ablation studies on the tiny config: each study's folder and table, reuse of the main run's work, errors."""
 
 import copy
+import importlib
 import json
 import os
 
@@ -9,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pdiff import pipeline
 from pdiff.ablation import ablate, study_variants
 from pdiff.cli import app
 from pdiff.collect import collect
-from pdiff.config import ConfigError, base_hash
+from pdiff.config import base_hash
+from pdiff.errors import ConfigError
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run, run_pipeline, run_stage
 from pdiff.tasks.datasets import TensorLoader, load_dataset
@@ -61,7 +62,8 @@ def test_collect_reuses_a_matching_base_model(tmp_path, monkeypatch) -> None:
     reused = Run(config, tmp_path / "reused", progress=False)
     reused.stage_dir("collect").mkdir(parents=True)
     os.link(fresh.stage_dir("collect") / "base.safetensors", reused.stage_dir("collect") / "base.safetensors")
-    monkeypatch.setattr(pipeline, "train_base", lambda *a, **k: pytest.fail("the base model was retrained"))
+    collect_module = importlib.import_module("pdiff.collect")  # `pdiff.collect` is also the function's name
+    monkeypatch.setattr(collect_module, "train_base", lambda *a, **k: pytest.fail("the base model was retrained"))
     run_stage(reused, "collect")
     a = load_file(fresh.stage_dir("collect") / "checkpoints.safetensors")
     b = load_file(reused.stage_dir("collect") / "checkpoints.safetensors")

@@ -3,12 +3,17 @@ import copy
 import pytest
 import torch
 
-from pdiff.collect import CheckpointSet, TrainingError, collect, train_base
-from pdiff.evaluate import accuracy, labels_of, predict
+from pdiff.checkpoints import CheckpointSet
+from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, train_base
+from pdiff.collect import run as collect_stage
+from pdiff.errors import ArtifactError, TrainingError
+from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
-from pdiff.store import ArtifactError, save_tensors
+from pdiff.store import save_tensors
+from pdiff.tasks import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
+from tests.conftest import tiny_config
 
 
 def blobs(n: int = 256, seed: int = 0) -> Split:
@@ -72,3 +77,30 @@ def test_checkpoint_set_round_trip_and_checks(tmp_path) -> None:
     save_tensors(tmp_path / "other.safetensors", {"params": torch.randn(5, 4)}, {"spec": spec.to_dict()})
     with pytest.raises(ArtifactError, match="columns"):
         CheckpointSet.load(tmp_path / "other.safetensors")
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+def test_stage_alone_writes_base_and_evaluated_checkpoints(tmp_path) -> None:
+    task = Task(tiny_config(), progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    summary = collect_stage(task, tmp_path, out)
+    assert sorted(p.name for p in out.iterdir()) == [BASE_FILE, CHECKPOINTS_FILE]
+    assert summary["dim"] == 128 and len(summary["names"]) == 4
+    collected = load(task, tmp_path)
+    ckpts = collected.checkpoints
+    assert ckpts.params.shape == (12, 128) and ckpts.test_predictions.shape == (12, len(task.labels("test")))
+    rebuilt = (ckpts.test_predictions == task.labels("test")).float().mean(1)  # the stored predictions are the
+    assert torch.equal(rebuilt, ckpts.test_accuracy)  # ones the accuracies were measured on
+    assert not collected.model.training
+
+
+def test_first_k_takes_a_prefix_under_the_new_hash(tiny_run, tmp_path) -> None:
+    task = Task(tiny_config("collect.k=5"), progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    assert first_k(task, tiny_run, out)["dim"] == 128
+    prefix = load(task, tmp_path).checkpoints  # checked against collect.k=5's hash
+    full = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
+    assert torch.equal(prefix.params, full.params[:5]) and torch.equal(prefix.test_predictions,
+                                                                       full.test_predictions[:5])

@@ -1,6 +1,7 @@
 import pytest
 
-from pdiff.config import ConfigError, load_config, stage_hash, task_names
+from pdiff.config import load_config, stage_hash, task_names
+from pdiff.errors import ConfigError
 
 
 @pytest.mark.parametrize("task", task_names())

@@ -15,8 +15,8 @@ from torch import nn
 
 from pdiff import distributed
 from pdiff.collect import train_base
-from pdiff.config import ConfigError
-from pdiff.evaluate import predict_many as predict_local
+from pdiff.errors import ConfigError
+from pdiff.inference import predict_many, predict_many_local
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run, run_stage
 from pdiff.tasks.datasets import Split, TensorLoader
@@ -51,8 +51,8 @@ def test_one_process_changes_nothing() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     spec = ParamSpec.select(model, "2.*")
     vectors = torch.randn(5, spec.dim)
-    assert torch.equal(distributed.predict_many(model, spec, vectors, loader, chunk=2),
-                       predict_local(model, spec, vectors, loader, chunk=2))
+    assert torch.equal(predict_many(model, spec, vectors, loader, chunk=2),
+                       predict_many_local(model, spec, vectors, loader, chunk=2))
 
 
 def test_bf16_training_leaves_a_float32_model() -> None:

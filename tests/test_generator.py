@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from pdiff.config import load_config
+from pdiff.errors import ArtifactError
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
-from pdiff.store import ArtifactError
 from tests.conftest import tiny_config
 
 SPEC = ParamSpec(("a.weight", "a.bias"), ((6,), (4,)))

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pdiff.pipeline import summarise
+from pdiff import report
+from pdiff.evaluate import summarise
 from pdiff.report import write_report
 from pdiff.similarity import similarity_summary
+from pdiff.tasks import Task
+from tests.conftest import copy_stages, tiny_config
 
 GROUPS = ["original"] * 8 + ["ensemble"] + [g for g in ("generated", "noise@0.01", "noise@0.1", "mean_of_k")
                                              for _ in range(6)]
@@ -36,7 +39,8 @@ def fake_results(groups: list[str], seed: int = 0) -> dict:
 def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     results = fake_results(GROUPS)
-    latents = np.random.default_rng(0).normal(size=(len(GROUPS), 4))
+    rng = np.random.default_rng(0)
+    latents = {"original": rng.normal(size=(8, 4)), "generated": rng.normal(size=(6, 4))}
     runs = [results, fake_results(["original"] * 4 + GROUPS[8:], seed=1)]  # a second run with K = 4
     write_report(out, results, CONFIG, {"collect": 1.0}, latents=latents, runs=runs)
     return out
@@ -65,3 +69,12 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path) -> None:
     assert pixels.shape[:2] == (2000, 1200)
     not_white = (pixels < 0.9).any(-1).mean()
     assert not_white > 0.02 and pixels.std() > 0.05, f"the page looks blank ({not_white:.1%} non-white pixels)"
+
+
+def test_stage_alone_writes_the_report(tiny_run, tmp_path) -> None:
+    root = copy_stages(tiny_run, tmp_path, ("collect", "generator", "generate", "evaluate"))
+    out = root / report.FOLDER
+    out.mkdir()
+    report.run(Task(tiny_config(), progress=False), root, out)
+    assert {"report.md", "report.html", "tsne.png", "accuracy_vs_similarity.png"} <= {p.name for p in out.iterdir()}
+    assert "| original | 12 |" in (out / "report.md").read_text()

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pdiff.store import ArtifactError, load_json, load_tensors, save_json, save_tensors
+from pdiff.errors import ArtifactError
+from pdiff.store import load_json, load_tensors, save_json, save_tensors
 
 
 def test_tensors_round_trip_with_metadata(tmp_path) -> None:

@@ -4,15 +4,14 @@ A study (k, location, noise, steps) turns a list of values into variants; varian
 run folder runs/<task>/ablation/<study>/<label>/. Work is reused wherever it gives the same files:
 - a stage whose config hash equals the main run's (runs/<task>/) is adopted from it (hard links);
 - a K variant takes the first K of the main collection: both recipes save a prefix of one trajectory;
-- a location variant starts from the main run's base model (collect_stage reuses a base with its base_hash).
+- a location variant starts from the main run's base model (collect reuses a base with its base_hash).
+The runner (`pdiff.pipeline`) keeps every variant's folder; this module only says what to reuse.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,17 @@ from typing import Any
 import matplotlib
 from omegaconf import OmegaConf
 
-from . import distributed
-from .collect import CheckpointSet
-from .config import STAGES, Config, ConfigError, base_hash, stage_hash, to_dict, to_yaml, validate
+from . import collect, distributed, evaluate
+from .config import STAGES, Config, base_hash, stage_hash, to_dict, validate
+from .diffusion import SAMPLERS
+from .errors import ConfigError
+from .figures import save_figure
 from .params import NORM_LAYERS, ParamSpec
-from .pipeline import Run, run_pipeline, run_stage
-from .report import Section, _save_figure, render_html, render_markdown
+from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages
+from .report import Section, render_html, render_markdown
 from .runlock import run_lock
-from .store import load_json, load_tensors, save_json, save_tensors, save_text
+from .store import load_json, load_tensors, save_json, save_text
+from .tasks import Task
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,16 +60,18 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
         run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
         with run_lock(run.root):
-            save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
             reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
             reused = load_json(reuse_file) if reuse_file.is_file() else {}
-            if distributed.is_main_process():  # file moves: the main process alone, the others wait
-                reused.update(reuse(main, run))
-            distributed.wait_for_everyone()
+            copied = reuse(main, run)
+            reused.update(copied)
+            if not run.is_done("collect") and _same_base(main, run):
+                base = main.stage_dir("collect") / collect.BASE_FILE
+                run_stage(run, "collect", entry=lambda out, run=run, base=base: collect.run(run.task, run.root, out,
+                                                                                             base=base))
+                reused["collect"] = "base model of the main run (subset collected anew)"
             save_json(reuse_file, reused)
-            for stage in STAGES:
-                run_stage(run, stage)
-        rows.append(_row(variant, run, reused))
+            run_stages(run)
+        rows.append(_row(variant, run, reused, ran=[s for s in run.seconds if s not in copied]))
     report = study_dir / "report.md"
     if distributed.is_main_process():  # the report reads back the figures it writes
         save_json(study_dir / "ablation.json", {"task": config.task, "study": study, "variants": rows})
@@ -103,7 +107,7 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
     variants = []
     for value in values:
         sampler, _, steps = value.partition("-")
-        if sampler not in ("ddpm", "ddim", "dpm") or not steps.isdigit() or not 0 < int(steps) <= total:
+        if sampler not in SAMPLERS or not steps.isdigit() or not 0 < int(steps) <= total:
             raise ConfigError(f"steps variant {value!r}: write SAMPLER-STEPS with SAMPLER ddpm, ddim or dpm and "
                               f"1..{total} steps, e.g. ddim-50")
         full = sampler == "ddpm" and int(steps) == total  # the plain config: steps=None means the whole chain
@@ -113,7 +117,7 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
 
 def norm_pair_variants(config: Config) -> list[Variant]:
     """Pairs of consecutive normalization layers, first to last; the pair the config selects keeps its subset."""
-    model = Run(config, Path()).new_model()
+    model = Task(config).new_model()
     chosen = ParamSpec.select(model, config.collect.subset).names
     layers = [name for name, m in model.named_modules()
               if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))]
@@ -143,51 +147,26 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
 
 # ---- reuse ----------------------------------------------------------------------------------------
 def reuse(main: Run, run: Run) -> dict[str, str]:
-    """Fill `run`'s stage folders from `main` where that gives the same files; returns {stage: how}."""
+    """Complete `run`'s stages from `main`'s files where that gives the same files; returns {stage: how}."""
     reused = {}
     for stage in STAGES:
         if run.is_done(stage) or stage_hash(main.config, stage) != stage_hash(run.config, stage):
             break
-        adopt(main.stage_dir(stage), run.stage_dir(stage))
+        adopt(run, stage, main)
         reused[stage] = "adopted from the main run"
     if "collect" in reused or run.is_done("collect"):
         return reused
-    if _differs_only_in(main.config, run.config, "collect", "k") and run.config.collect.k <= main.config.collect.k:
-        first_k_of(main, run)
-        reused["collect"] = f"first {run.config.collect.k} of the main run's {main.config.collect.k} checkpoints"
-    elif load_tensors(main.stage_dir("collect") / "base.safetensors")[1].get("base_hash") == base_hash(run.config):
-        adopt(main.stage_dir("collect"), run.stage_dir("collect"), only=("base.safetensors",))
-        reused["collect"] = "base model of the main run (subset collected anew)"
+    k, main_k = run.config.collect.k, main.config.collect.k
+    if _differs_only_in(main.config, run.config, "collect", "k") and k <= main_k:
+        run_stage(run, "collect", entry=lambda out: collect.first_k(run.task, main.root, out))
+        reused["collect"] = f"first {k} of the main run's {main_k} checkpoints"
     return reused
 
 
-def adopt(source: Path, target: Path, only: tuple[str, ...] | None = None) -> None:
-    """Hard-link (or copy, across file systems) the files of a finished stage folder into `target`."""
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and (only is None or path.name in only):
-            (target / path.name).unlink(missing_ok=True)
-            try:
-                os.link(path, target / path.name)
-            except OSError:
-                shutil.copy2(path, target / path.name)
-
-
-def first_k_of(main: Run, run: Run) -> None:
-    """Write `run`'s collect stage as the first K checkpoints of `main`'s (a prefix of the same trajectory)."""
-    k = run.config.collect.k
-    ckpts, meta = CheckpointSet.load(main.stage_dir("collect") / "checkpoints.safetensors")
-    meta = {**meta, "config_hash": stage_hash(run.config, "collect")}
-    meta.pop("spec")
-    CheckpointSet(ckpts.params[:k], ckpts.spec, ckpts.val_accuracy[:k], ckpts.test_accuracy[:k]).save(
-        run.stage_dir("collect") / "checkpoints.safetensors", meta)
-    base, base_meta = load_tensors(main.stage_dir("collect") / "base.safetensors")
-    save_tensors(run.stage_dir("collect") / "base.safetensors", base, {**base_meta, "config_hash": meta["config_hash"]})
-    main_stage = load_json(main.stage_dir("collect") / "stage.json")
-    save_json(run.stage_dir("collect") / "stage.json",
-              {"hash": stage_hash(run.config, "collect"), "seconds": 0.0, "dim": main_stage["dim"],
-               "files": ["base.safetensors", "checkpoints.safetensors", "stage.json"],
-               "names": main_stage["names"], "first_k_of": str(main.stage_dir("collect"))})
+def _same_base(main: Run, run: Run) -> bool:
+    """Whether the main run's base model was trained exactly as `run`'s config asks."""
+    meta = load_tensors(main.stage_dir("collect") / collect.BASE_FILE)[1]
+    return meta.get("base_hash") == base_hash(run.config)
 
 
 def _differs_only_in(a: Config, b: Config, section: str, key: str) -> bool:
@@ -200,11 +179,11 @@ def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", value).strip("_.") or "variant"
 
 
-def _row(variant: Variant, run: Run, reused: dict[str, str]) -> dict:
-    results = load_json(run.stage_dir("evaluate") / "results.json")
+def _row(variant: Variant, run: Run, reused: dict[str, str], ran: list[str]) -> dict:
+    results = evaluate.load(run.task, run.root)
     max_iou = results["similarity"]["max_iou_to_original"]
     return {"label": variant.label, "overrides": variant.overrides, "run_dir": str(run.root),
-            "ran": list(run.seconds), "reused": reused, "seconds": run.seconds,
+            "ran": ran, "reused": reused, "seconds": run.seconds,
             "summary": {g: results["summary"][g] for g in ("original", "generated")},
             "max_iou": {g: max_iou[g] for g in ("original", "generated") if g in max_iou},
             "generated_accuracy": [m["test_accuracy"] for m in results["models"] if m["group"] == "generated"]}
@@ -262,7 +241,7 @@ def plot_variant_accuracy(rows: list[dict], path: Path) -> None:
     ax.set_xticks(range(1, len(rows) + 1), labels)
     ax.set(xlabel="variant", ylabel="generated test accuracy (%)")
     ax.legend()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_variant_similarity(rows: list[dict], path: Path) -> None:
@@ -271,7 +250,7 @@ def plot_variant_similarity(rows: list[dict], path: Path) -> None:
     ax.boxplot([r["max_iou"]["generated"]["values"] for r in rows], showfliers=True)
     ax.set_xticks(range(1, len(rows) + 1), [r["label"] for r in rows])
     ax.set(xlabel="variant", ylabel="max IoU to any original")
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_similarity_scatter(rows: list[dict], path: Path) -> None:
@@ -282,4 +261,4 @@ def plot_similarity_scatter(rows: list[dict], path: Path) -> None:
                    alpha=0.6, label=r["label"])
     ax.set(xlabel="max IoU of wrong predictions to any original", ylabel="test accuracy (%)")
     ax.legend()
-    _save_figure(fig, path)
+    save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""The `pdiff` command line: a thin typer layer over `pdiff.pipeline` and the config loader.
+"""The `pdiff` command line: a thin typer layer over the library (`pdiff.pipeline`, `pdiff.ablation`, ...).
 
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
@@ -24,17 +24,15 @@ from rich.table import Table
 from . import distributed
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .collect import TrainingError
-from .config import STAGES, Config, ConfigError, config_keys, load_config, task_names
-from .params import SelectionError
-from .pipeline import HealthError, Run, run_pipeline, run_stage, sample_models
-from .report import accuracy_table
-from .runlock import run_lock
-from .store import ArtifactError, load_json
-from .tasks.datasets import DatasetError
+from .config import STAGES, Config, config_keys, load_config, task_names
+from .diffusion import SAMPLERS
+from .errors import PdiffError
+from .generate import sample_models
+from .pipeline import run_pipeline
+from .report import accuracy_table, generalization_table, verdict_lines
+from .store import load_json
 
 DEFAULT_TASK = "mnist1d-convnet"
-USER_ERRORS = (ConfigError, SelectionError, ArtifactError, DatasetError, TrainingError, HealthError)
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="p-diff: generate neural-network parameters with latent diffusion.")
@@ -46,13 +44,20 @@ RunsDir = Annotated[Path, typer.Option(help="where run folders go: RUNS_DIR/<tas
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
 
-def _config(args: list[str] | None, data_dir: Path | None) -> Config:
-    """Split [TASK] key=value ... and resolve them into a Config."""
+def _split_task(args: list[str] | None, takes_values: bool = False) -> tuple[str, list[str]]:
+    """[TASK] then the rest: the first argument is the task unless it is a key=value override, or (for a
+    command that also takes plain values, like `ablate`) a value that names no task and no YAML file."""
     args = list(args or [])
-    task = args.pop(0) if args and "=" not in args[0] else DEFAULT_TASK
+    first = args[0] if args and "=" not in args[0] else None
+    if first is None or (takes_values and first not in task_names() and not first.endswith((".yaml", ".yml"))):
+        return DEFAULT_TASK, args
+    return first, args[1:]
+
+
+def _config(task: str, overrides: list[str], data_dir: Path | None) -> Config:
     if data_dir is not None:
-        args.append(f"data.data_dir={data_dir}")
-    return load_config(task, args)
+        overrides = [*overrides, f"data.data_dir={data_dir}"]
+    return load_config(task, overrides)
 
 
 def _fail(error: Exception) -> None:
@@ -64,8 +69,17 @@ def _print_table(run_root: Path) -> None:
     if not distributed.is_main_process():
         return
     results = load_json(run_root / "evaluate" / "results.json")
-    header, rows = accuracy_table(results["summary"])
+    header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
     _show_table(f"{results['task']}: test accuracy (%)", header, rows, run_root / "report" / "report.html")
+    if "resolution" in results:
+        console.print(f"this test set resolves differences of about ±{100 * results['resolution']:.2f} points",
+                      highlight=False, markup=False)
+        for line in verdict_lines(results):  # the generated models' verdicts, and the accuracy-novelty plane
+            if line.startswith("generated vs") or "accuracy-novelty" in line:
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if "generalization" in results:
+        header, rows = generalization_table(results["generalization"])
+        _show_table("generalization to held-out checkpoints", header, rows, run_root / "report" / "report.html")
 
 
 def _show_table(title: str, header: list[str], rows: list[list[str]], report: Path) -> None:
@@ -92,8 +106,8 @@ def run(args: Args = None, data_dir: DataDir = None, runs_dir: RunsDir = Path("r
         quiet: Quiet = False) -> None:
     """Run every stage of TASK (default mnist1d-convnet): collect, train, generate, evaluate, report."""
     try:
-        result = run_pipeline(_config(args, data_dir), runs_dir, force=force, progress=not quiet)
-    except USER_ERRORS as e:
+        result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=force, progress=not quiet)
+    except PdiffError as e:
         _fail(e)
     _print_table(result.root)
 
@@ -103,11 +117,9 @@ def _stage_command(stage: str):
                 force: Annotated[bool, typer.Option(help="rerun even if done for this config")] = False,
                 quiet: Quiet = False) -> None:
         try:
-            config = _config(args, data_dir)
-            result = Run(config, runs_dir / config.task, progress=not quiet)
-            with run_lock(result.root):
-                run_stage(result, stage, force=force)
-        except USER_ERRORS as e:
+            result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=stage if force else None,
+                                  stages=(stage,), progress=not quiet)
+        except PdiffError as e:
             _fail(e)
         if stage == "report":
             _print_table(result.root)
@@ -125,12 +137,12 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, 
            n: Annotated[int, typer.Option("-n", help="how many models")] = 10,
            out: Annotated[Path, typer.Option(help="folder for model_000.safetensors, ...")] = Path("samples"),
            seed: int = 0,
-           sampler: Annotated[str, typer.Option(help="ddpm, ddim or dpm")] = "ddpm",
+           sampler: Annotated[str, typer.Option(help=", ".join(SAMPLERS))] = "ddpm",
            steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
         paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps)
-    except USER_ERRORS as e:
+    except PdiffError as e:
         _fail(e)
     console.print(f"wrote {len(paths)} state_dicts to {out}/")
 
@@ -141,13 +153,12 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
            study: Annotated[str, typer.Option(help=f"what to vary: {', '.join(STUDIES)}")] = "k",
            data_dir: DataDir = None, runs_dir: RunsDir = Path("runs"), quiet: Quiet = False) -> None:
     """Run one ablation study of TASK; writes RUNS_DIR/<task>/ablation/<study>/report.html."""
-    args = list(args or [])
-    task = [args.pop(0)] if args and (args[0] in task_names() or args[0].endswith((".yaml", ".yml"))) else []
-    overrides = [a for a in args if "=" in a]
-    values = [a for a in args if "=" not in a] or None
+    task, rest = _split_task(args, takes_values=True)
+    overrides = [a for a in rest if "=" in a]
+    values = [a for a in rest if "=" not in a] or None
     try:
-        report = run_ablation(_config(task + overrides, data_dir), study, values, runs_dir, progress=not quiet)
-    except USER_ERRORS as e:
+        report = run_ablation(_config(task, overrides, data_dir), study, values, runs_dir, progress=not quiet)
+    except PdiffError as e:
         _fail(e)
     rows = load_json(report.parent / "ablation.json")["variants"]
     header, body = ablation_table(rows)

@@ -1,13 +1,18 @@
-"""Train a base model, then keep training only the chosen subset and save K checkpoints of it.
+"""Stage 1, collect: train a base model, then keep training only the chosen subset and save K checkpoints of it.
 
 Two recipes from the official code (DESIGN.md section 4): "epoch" (v1) trains the subset with SGD at
 a small lr and saves once per epoch; "iteration" (v2) trains it with AdamW at a constant lr and saves
 after every step. Everything else stays frozen and the model stays in eval mode, so BatchNorm running
 statistics remain those of the base model.
+
+The stage (`run`) writes collect/base.safetensors (the whole trained base model) and
+collect/checkpoints.safetensors (params [K, D], their val / test accuracy [K] and test predictions
+[K, n_test]); `load` reads both back, checked against the config.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable
@@ -20,51 +25,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checkpoints import CheckpointSet
+from .config import RECIPES, base_hash, stage_hash
+from .errors import ArtifactError, SelectionError, TrainingError
+from .inference import accuracy, predict_many
 from .params import ParamSpec
-from .store import ArtifactError, load_tensors, save_tensors
+from .store import load_json, load_tensors, save_tensors
+from .tasks import Task
+from .tasks.datasets import TensorLoader, augmentation
 
 log = logging.getLogger(__name__)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-RECIPES = ("epoch", "iteration")
-
-
-class TrainingError(RuntimeError):
-    """Training diverged (a non-finite loss) or cannot start."""
-
-
-@dataclass
-class CheckpointSet:
-    """K checkpoints of a parameter subset: params [K, D] and, once evaluated, accuracies [K]."""
-
-    params: torch.Tensor
-    spec: ParamSpec
-    val_accuracy: torch.Tensor | None = None
-    test_accuracy: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def save(self, path: str | Path, metadata: dict | None = None) -> None:
-        tensors = {"params": self.params}
-        if self.val_accuracy is not None:
-            tensors["val_accuracy"] = self.val_accuracy
-        if self.test_accuracy is not None:
-            tensors["test_accuracy"] = self.test_accuracy
-        save_tensors(path, tensors, {**(metadata or {}), "spec": self.spec.to_dict()})
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[CheckpointSet, dict]:
-        tensors, metadata = load_tensors(path)
-        if "params" not in tensors or "spec" not in metadata:
-            raise ArtifactError(f"{path} holds no checkpoint set (no 'params' or spec): rerun `pdiff collect`")
-        spec = ParamSpec.from_dict(metadata["spec"])
-        if tensors["params"].shape[1] != spec.dim:
-            raise ArtifactError(f"{path}: params have {tensors['params'].shape[1]} columns but the spec needs "
-                                f"{spec.dim}; the file was edited or is corrupt: rerun `pdiff collect`")
-        if not torch.isfinite(tensors["params"]).all():
-            raise ArtifactError(f"{path} contains NaN or Inf parameters: rerun `pdiff collect --force`")
-        ckpts = cls(tensors["params"], spec, tensors.get("val_accuracy"), tensors.get("test_accuracy"))
-        return ckpts, metadata
+FOLDER = "collect"  # runs/<task>/collect/
+BASE_FILE, CHECKPOINTS_FILE = "base.safetensors", "checkpoints.safetensors"
 
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
@@ -150,3 +123,132 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y
 def _check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
     if not distributed.all_finite(loss):
         raise TrainingError(f"loss became {loss.item()} during {where}: {fix}")
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+@dataclass
+class Collected:
+    """What the collect stage leaves: the base model (on the task's device, eval mode) and its checkpoints."""
+
+    model: nn.Module
+    checkpoints: CheckpointSet
+
+
+def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
+    """Train (or reuse) the base model, collect K checkpoints, evaluate them once; write both files into `out`.
+
+    `base`: a base model file to reuse if it was trained exactly as this config asks (default: the one this
+    run folder already holds, from a collection of another subset or K).
+    """
+    cfg = task.config.collect
+    generator = torch.Generator().manual_seed(task.config.seed)
+    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
+    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
+                                augment=augment)
+    model = task.new_model()
+    spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
+    base_meta = {**task.metadata("collect"), "input_shape": list(task.data.input_shape),
+                 "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
+                 "base_hash": base_hash(task.config)}
+    base = base if base is not None else run_dir / FOLDER / BASE_FILE
+    if _load_reusable_base(model, base, base_meta["base_hash"]):
+        log.info("collect: reusing %s (same seed, data, model and base training)", base)
+        model.to(task.device).eval()
+        for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in train_loader:
+                pass
+    else:
+        train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
+                   task.progress)
+    save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
+    ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
+                    cfg.subset_weight_decay, task.device, task.progress)
+    chunk = task.config.evaluate.model_chunk
+    val_pred = predict_many(model, spec, ckpts.params, task.loader("val"), chunk, task.device)
+    test_pred = predict_many(model, spec, ckpts.params, task.loader("test"), chunk, task.device)
+    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
+    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
+    ckpts.test_predictions = test_pred.to(torch.int16)
+    ckpts.save(out / CHECKPOINTS_FILE, base_meta)
+    log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
+             100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
+    return {"dim": spec.dim, "names": list(spec.names)}
+
+
+def load(task: Task, run_dir: Path) -> Collected:
+    """The base model and checkpoints of `run_dir`, checked against the task's config, model and subset."""
+    model = load_base(task, run_dir)
+    return Collected(model, load_checkpoints(task, run_dir, model))
+
+
+def load_base(task: Task, run_dir: Path) -> nn.Module:
+    """The trained base model read from collect/base.safetensors, on the task's device in eval mode."""
+    path = run_dir / FOLDER / BASE_FILE
+    tensors, meta = load_tensors(path)
+    task.check_made_for(path, meta, "collect")
+    if not weights_finite(tensors):
+        raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
+    model = task.new_model()
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ArtifactError(f"base.safetensors was saved from model {meta.get('model')!r}, not from this "
+                            f"task's {task.config.model.name!r} ({str(e).splitlines()[0]}): rerun "
+                            "`pdiff collect --force`") from None
+    return model.to(task.device).eval()
+
+
+def load_checkpoints(task: Task, run_dir: Path, model: nn.Module) -> CheckpointSet:
+    """The collected checkpoints, checked against `model` (the base model) and the task's config."""
+    path = run_dir / FOLDER / CHECKPOINTS_FILE
+    ckpts, meta = CheckpointSet.load(path)
+    task.check_made_for(path, meta, "collect")
+    try:
+        ckpts.spec.check(model)
+    except SelectionError as e:
+        raise ArtifactError(f"{path.name}: {e}; rerun `pdiff collect --force`") from None
+    if ckpts.spec != ParamSpec.select(model, task.config.collect.subset):
+        raise ArtifactError(f"{path.name} holds another parameter subset than collect.subset="
+                            f"{task.config.collect.subset}: rerun `pdiff collect --force`")
+    if len(ckpts) != task.config.collect.k:
+        raise ArtifactError(f"{path.name} holds {len(ckpts)} checkpoints but collect.k={task.config.collect.k}: "
+                            "the file was edited or cut short; rerun `pdiff collect --force`")
+    if ckpts.test_predictions is None or ckpts.val_accuracy is None:
+        raise ArtifactError(f"{path.name} holds no evaluation of its checkpoints (an older pdiff made it): "
+                            "rerun `pdiff collect --force`")
+    return ckpts
+
+
+def first_k(task: Task, source: Path, out: Path) -> dict:
+    """Write into `out` the first collect.k checkpoints of the run folder `source` (a prefix of one trajectory:
+    both recipes save checkpoints in order), under this config's hash; returns the stage summary."""
+    k = task.config.collect.k
+    ckpts, meta = CheckpointSet.load(source / FOLDER / CHECKPOINTS_FILE)
+    meta = {**meta, "config_hash": stage_hash(task.config, "collect")}
+    meta.pop("spec")
+    ckpts.rows(slice(0, k)).save(out / CHECKPOINTS_FILE, meta)
+    base, base_meta = load_tensors(source / FOLDER / BASE_FILE)
+    save_tensors(out / BASE_FILE, base, {**base_meta, "config_hash": meta["config_hash"]})
+    summary = load_json(source / FOLDER / "stage.json")
+    return {"dim": summary["dim"], "names": summary["names"], "first_k_of": str(source / FOLDER)}
+
+
+def weights_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state_dict is free of NaN and Inf (integer buffers pass)."""
+    return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
+    """Load a finished base model into `model` if it was trained the same way and is sound."""
+    if not path.is_file():
+        return False
+    try:
+        tensors, meta = load_tensors(path)
+    except ArtifactError:  # corrupt: train anew
+        return False
+    expected = {name: t.shape for name, t in model.state_dict().items()}
+    if (meta.get("base_hash") != wanted_hash or {n: t.shape for n, t in tensors.items()} != expected
+            or not weights_finite(tensors)):
+        return False
+    model.load_state_dict(tensors)
+    return True

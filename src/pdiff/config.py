@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .autoencoder import AUTOENCODERS
+from .checkpoints import HOLDOUT_SPLITS
+from .diffusion import DENOISERS, SAMPLERS
+from .distributed import PRECISIONS, resolve_device
+from .errors import ConfigError
+
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
-
-
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message names the key and the fix."""
 
 
 @dataclass
@@ -90,6 +91,10 @@ class TrainConfig:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     health_tolerance: float = 0.05  # stop if reconstructions lose more mean val accuracy than this
+    # Checkpoints kept from the generator, to test whether it generalises (0: the paper's protocol, none):
+    # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
+    holdout: int = 0
+    holdout_split: str = "interleaved"
 
 
 @dataclass
@@ -134,18 +139,21 @@ class Config:
 
 STAGES = ("collect", "train", "generate", "evaluate", "report")
 # The config sections each stage's output depends on (with everything upstream of it).
-_STAGE_SECTIONS = {"collect": ("seed", "data", "model", "collect"), "train": ("train",),
+# precision changes training (bf16 autocast), so it is hashed with collect and reaches every later stage.
+_STAGE_SECTIONS = {"collect": ("seed", "precision", "data", "model", "collect"), "train": ("train",),
                    "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
-_NOT_HASHED = {"data": ("data_dir", "download")}  # where the data lives does not change the results
+# Where the data lives and how many models are evaluated together do not change the results.
+_NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
-CHOICES = {"collect.recipe": ("epoch", "iteration"), "train.autoencoder.arch": ("conv1d", "mlp"),
-           "train.diffusion.arch": ("conv1d", "mlp"), "generate.sampler": ("ddpm", "ddim", "dpm"),
-           "precision": ("auto", "no", "bf16", "fp16")}
+RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
+CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODERS),
+           "train.diffusion.arch": tuple(DENOISERS), "generate.sampler": SAMPLERS, "precision": PRECISIONS,
+           "train.holdout_split": HOLDOUT_SPLITS}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
             "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
-NON_NEGATIVE = ("collect.epochs", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
+NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
                 "evaluate.finetune_steps")
 
 
@@ -232,29 +240,17 @@ def validate(config: Config) -> None:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
                           "or null for all")
     _validate_baselines(config.evaluate)
+    if config.train.holdout > config.collect.k - 2:
+        raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
+                          f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")
     if not config.collect.subset:
         raise ConfigError("collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'")
     _check_registries(config)
     resolve_device(config.device)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available, else cpu; any other name must be a torch device that exists here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but torch sees no CUDA GPU here: use device=cpu or device=auto")
-    return device
-
-
 def _check_registries(config: Config) -> None:
     """Names and kwargs that pick a dataset, model or network must exist, so a typo fails before training."""
-    from .autoencoder import AUTOENCODERS
-    from .diffusion import DENOISERS
     from .tasks.datasets import DATASETS
     from .tasks.models import MODELS
 

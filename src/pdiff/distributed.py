@@ -2,9 +2,9 @@
 
 Under `accelerate launch` (or torchrun) every process runs the same code. Training wraps the model in
 DistributedDataParallel and feeds each process its own share of the batches; evaluation gives each process
-whole chunks of the parameter vectors and gathers the predictions, so every process holds the same
-results, equal to a single-process run. Only the main process writes files (see `pdiff.store`); the
-pipeline makes the others wait at a barrier after each stage.
+whole chunks of the parameter vectors and gathers the predictions (`pdiff.inference.predict_many`), so every
+process holds the same results, equal to a single-process run. Only the main process writes files (see
+`pdiff.store`); the pipeline makes the others wait at a barrier after each stage.
 """
 
 from __future__ import annotations
@@ -19,13 +19,24 @@ from accelerate.utils import broadcast
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import ConfigError, resolve_device
-from .evaluate import predict_many as predict_local
-from .params import ParamSpec
+from .errors import ConfigError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 _accelerator: Accelerator | None = None
 _settings: tuple[bool, str] | None = None  # (cpu, precision) the accelerator was made with
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; any other name must be a torch device that exists here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but torch sees no CUDA GPU here: use device=cpu or device=auto")
+    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -159,24 +170,3 @@ def chunk_bounds(m: int, chunk: int, num_processes: int) -> list[tuple[int, int]
     chunks = -(-m // chunk)
     cuts = [min(m, chunk * (chunks * r // num_processes)) for r in range(num_processes + 1)]
     return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
-def predict_many(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loader: Iterable,
-                 chunk: int = 50, device: torch.device | str = "cpu") -> torch.Tensor:
-    """`evaluate.predict_many` with the vectors [M, D] split across processes -> predictions [M, n] on each.
-
-    Each process evaluates whole chunks, exactly as a single process would, so the gathered rows are
-    bit-identical to a single-process run.
-    """
-    acc = accelerator()
-    if acc.num_processes == 1:
-        return predict_local(model, spec, vectors, loader, chunk, device)
-    bounds = chunk_bounds(len(vectors), chunk, acc.num_processes)
-    lo, hi = bounds[acc.process_index]
-    n = sum(len(y) for _, y in loader)
-    local = predict_local(model, spec, vectors[lo:hi], loader, chunk, device).reshape(hi - lo, n)
-    width = max(b - a for a, b in bounds)  # all_gather needs equal shapes: pad every share to the widest
-    padded = torch.zeros(width, n, dtype=torch.int64, device=acc.device)
-    padded[: hi - lo] = local
-    everyone = acc.gather(padded).cpu()  # [num_processes * width, n]
-    return torch.cat([everyone[r * width: r * width + b - a] for r, (a, b) in enumerate(bounds)])

@@ -1,184 +1,192 @@
-"""Predictions and accuracy of many parameter vectors for one model, computed together.
+"""Stage 4, evaluate: the accuracy of every model of every group, their predictions and their similarity.
 
-Generated parameters usually sit in the last layers, so everything the model computes before the
-first of them is the same for every vector. `split_model` cuts the model's torch.fx graph there:
-the prefix runs once per test batch and the suffix once per vector (`torch.func.functional_call`),
-for a chunk of vectors at once (`vmap`) where the memory budget allows more than one (GPUs).
-200 models cost one prefix plus 200 suffixes.
-Where the model cannot be traced, the prefix is empty and the whole model runs for each vector; where
-vmap fails, the vectors of a chunk run one by one. Each fallback is logged once per model class.
+Groups, in results.json order: original (the K checkpoints, measured once by the collection; with
+train.holdout, the K - H the generator was fitted on, then `heldout`: the H it never saw), ensemble,
+generated, then the baselines (config.BASELINES), all made from the generator's training checkpoints.
+Writes evaluate/results.json (one record per model, per-group summary, similarity, comparisons with
+CIs) and evaluate/predictions.safetensors (test predictions [M, n_test], row i = record i); `load` reads
+results.json back, checked against the config.
 """
 
 from __future__ import annotations
 
 import logging
-import operator
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from pathlib import Path
 
 import torch
-from torch import fx, nn
-from torch.func import functional_call, vmap
+from torch import nn
 
-from .params import ParamSpec
+from . import collect, generate, stats
+from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from .checkpoints import CheckpointSet
+from .config import stage_hash
+from .errors import ArtifactError
+from .inference import accuracy, accuracy_many, predict_many
+from .params import Normalizer
+from .similarity import max_iou_to, similarity_summary
+from .store import load_json, save_json, save_tensors
+from .tasks import Task
+from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-_logged: set[tuple[str, str]] = set()
-# Bytes of suffix input a vmapped chunk may hold. On CPU one vector at a time is fastest: the batched
-# suffix is memory-bound and vmap's BatchNorm with batched weights takes three passes (BENCHMARKS.md).
-MEMORY_BUDGET = {"cpu": 0, "cuda": 2 * 2**30}
-IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.iand, operator.ior}
+FOLDER = "evaluate"  # runs/<task>/evaluate/
+RESULTS_FILE, PREDICTIONS_FILE = "results.json", "predictions.safetensors"
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: Batches, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Predicted classes [n] of one model in eval mode."""
-    model.eval().to(device)
-    return torch.cat([model(x.to(device)).argmax(-1).cpu() for x, _ in loader])
+def run(task: Task, run_dir: Path, out: Path) -> dict:
+    """Evaluate the originals, the generated models and the baselines; write results and predictions into `out`."""
+    collected = collect.load(task, run_dir)
+    model = collected.model
+    ckpts, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
+    generated = generate.load(task, run_dir, ckpts.spec)
+    normalizer = Normalizer.fit(ckpts.params, ckpts.spec)  # the generator's: fitted on the same checkpoints
+    groups, settings = model_groups(task, model, ckpts, generated.params, normalizer)
+    if heldout is not None:  # evaluated like the originals, never seen by the generator
+        groups = {"original": groups.pop("original"), "heldout": heldout.params, **groups}
+    test_labels = task.labels("test")
+    measured = {"original": ckpts, "heldout": heldout}  # by the collection: not evaluated again
+    records, test_rows = [], []
+    for group, vectors in groups.items():
+        if group in measured:
+            records += _records(group, measured[group].val_accuracy, measured[group].test_accuracy)
+            test_rows.append(measured[group].test_predictions.long())
+            continue
+        chunk, device = task.config.evaluate.model_chunk, task.device
+        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device)
+        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device)
+        records += _records(group, val_acc, accuracy(test_pred, test_labels))
+        test_rows.append(test_pred)
+    predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
+    names = [r["group"] for r in records]
+    standardised = normalizer.normalize(vectors)
+    similarity = similarity_summary(predictions, test_labels, names, standardised)
+    results = {"task": task.config.task, "config_hash": stage_hash(task.config, "evaluate"),
+               "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
+               "summary": summarise(records), "baselines": settings, "similarity": similarity,
+               **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
+    save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
+                 {**task.metadata("evaluate"), "spec": ckpts.spec.to_dict()})
+    save_json(out / RESULTS_FILE, results)
+    return {}
 
 
-class ModelSplit(NamedTuple):
-    """suffix(*prefix(x)) == model(x); `overwrites_input`: the suffix may write into prefix(x) in place."""
+def load(task: Task, run_dir: Path) -> dict:
+    """results.json of `run_dir`, checked to be made under this config."""
+    path = run_dir / FOLDER / RESULTS_FILE
+    results = load_json(path)
+    if not isinstance(results, dict) or "summary" not in results:
+        raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
+    task.check_made_for(path, results, "evaluate")
+    return results
 
-    prefix: nn.Module
-    suffix: nn.Module
-    overwrites_input: bool
+
+def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor) -> list[dict]:
+    return [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
+            for i, (v, t) in enumerate(zip(val_accuracy.tolist(), test_accuracy.tolist(), strict=True))]
 
 
-def split_model(model: nn.Module, spec: ParamSpec) -> ModelSplit:
-    """Cut `model` at the first operation that reads one of `spec`'s parameters; only the suffix reads them.
+def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: torch.Tensor,
+                 normalizer: Normalizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every group's parameter vectors in results.json order (config.BASELINES), and the baselines' settings.
 
-    prefix(x) returns a tuple: every activation computed before the cut and still needed after it (the
-    last activation plus residual inputs). The suffix keeps the model's parameter names, so
-    `functional_call(suffix, subset, prefix(x))` works. Untraceable model: prefix = identity, suffix = model.
+    Order: original, ensemble, generated, noise@<strength> for each strength, finetune, mean_of_k, gaussian
+    (those asked for in evaluate.baselines). Each baseline draws from its own generator seeded with the run's
+    seed, so the noise groups start from the same checkpoints and differ only in strength.
     """
-    try:
-        graph = fx.Tracer().trace(model.eval())
-    except Exception as e:  # symbolic tracing fails in many ways (control flow on tensors, unsupported ops)
-        _log_once(model, "untraceable", "%s cannot be traced by torch.fx (%s): every model runs in full",
-                  type(model).__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return ModelSplit(_Identity(), model, overwrites_input=True)
-    generated = set(spec.names)
+    cfg, params = task.config.evaluate, ckpts.params
+    chosen, n = set(cfg.baselines), cfg.baseline_n or len(generated)
 
-    def reads_generated(node: fx.Node) -> bool:
-        if node.op not in ("call_module", "get_attr"):
-            return False
-        return any(name == node.target or name.startswith(node.target + ".") for name in generated)
+    def rng() -> torch.Generator:
+        return torch.Generator().manual_seed(task.config.seed)
 
-    nodes = list(graph.nodes)
-    first = next((i for i, node in enumerate(nodes) if reads_generated(node)), len(nodes) - 1)
-    before, after = nodes[:first], nodes[first:]
-    after_set = set(after)
-    frontier = [node for node in before if any(user in after_set for user in node.users)]
-
-    prefix_graph, env = fx.Graph(), {}
-    for node in before:
-        env[node] = prefix_graph.node_copy(node, env.__getitem__)
-    prefix_graph.output(tuple(env[node] for node in frontier))
-    suffix_graph = fx.Graph()
-    env = {node: suffix_graph.placeholder(node.name) for node in frontier}
-    varying: set[fx.Node] = set()  # nodes whose value depends on the generated parameters
-    overwrites = False
-    modules = dict(model.named_modules())
-    for node in after:
-        env[node] = suffix_graph.node_copy(node, env.__getitem__)
-        if reads_generated(node) or any(arg in varying for arg in node.all_input_nodes):
-            varying.add(node)
-        elif _in_place(node, modules):  # writes into a value computed from the prefix's output alone
-            overwrites = True
-    return ModelSplit(fx.GraphModule(model, prefix_graph), fx.GraphModule(model, suffix_graph), overwrites)
+    groups = {"original": params}
+    if "ensemble" in chosen:
+        groups["ensemble"] = weight_average(params)
+    groups["generated"] = generated
+    settings: dict = {"n": n}
+    if "noise" in chosen:
+        for strength in cfg.noise_strengths:
+            groups[f"noise@{strength:g}"] = noise_added(params, normalizer, strength, n, rng())
+        settings["noise_strengths"] = list(cfg.noise_strengths)
+    if "finetune" in chosen:
+        collect_cfg = task.config.collect
+        lr = cfg.finetune_lr or collect_cfg.subset_lr
+        loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=rng())
+        groups["finetune"] = fine_tuned(model, ckpts.spec, params, loader, cfg.finetune_steps, lr, n, rng(),
+                                        "adamw" if collect_cfg.recipe == "iteration" else "sgd",
+                                        collect_cfg.subset_weight_decay, task.device)
+        settings["finetune"] = {"steps": cfg.finetune_steps, "lr": lr}
+    if "mean_of_k" in chosen:
+        k = min(cfg.mean_of_k, len(params))
+        if k < cfg.mean_of_k:
+            log.info("evaluate: mean_of_k averages all %d checkpoints (evaluate.mean_of_k=%d > collect.k)",
+                     k, cfg.mean_of_k)
+        groups["mean_of_k"] = mean_of_k(params, k, n, rng())
+        settings["mean_of_k"] = k
+    if "gaussian" in chosen:
+        groups["gaussian"] = gaussian_fit(params, n, rng())
+    return groups, settings
 
 
-def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether `node` may write into its input: ReLU(inplace=True), F.relu(x, inplace=True), x += y, x.add_(y)."""
-    if node.op == "call_module":
-        return bool(getattr(modules[node.target], "inplace", False))
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    if node.op == "call_function" and node.target in IN_PLACE_OPERATORS:
-        return True
-    return bool(node.kwargs.get("inplace")) or (name.endswith("_") and not name.endswith("__"))
+def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standardised: torch.Tensor,
+           seed: int = 0) -> dict:
+    """The statistics of results.json: "resolution", "comparisons" and, with held-out checkpoints,
+    "generalization" (see `pdiff.stats`).
 
-
-@torch.no_grad()
-def predict_many(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loader: Batches,
-                 chunk: int = 50, device: torch.device | str = "cpu", memory_budget: int | None = None
-                 ) -> torch.Tensor:
-    """Predicted classes [M, n] of the model with each of `vectors` [M, D] loaded into `spec`'s subset.
-
-    At most `chunk` vectors run together, fewer where their copies of the suffix's input [chunk, batch, ...]
-    would exceed `memory_budget` bytes (default: MEMORY_BUDGET of the device type).
+    records: one per model (results.json order); correct [M, n_test] bool; similarity: `similarity_summary`'s;
+    standardised [M, D]: every model's parameters in the normaliser's units. Comparisons: every group against
+    the originals on accuracy (mean, median, val-chosen best) and novelty (median max IoU, median L2 to the
+    nearest original); every baseline against the generated models on the accuracy-novelty plane.
     """
-    spec.check(model)
-    if len(vectors) == 0:
-        return torch.empty(0, 0, dtype=torch.int64)
-    model.eval().to(device)
-    prefix, suffix, overwrites_input = split_model(model, spec)
-    suffix_logits = _batched(model, suffix)
-    if memory_budget is None:
-        memory_budget = MEMORY_BUDGET.get(torch.device(device).type, MEMORY_BUDGET["cuda"])
-    subsets, rows = [], []
-    for x, _ in loader:
-        frontier = prefix(x.to(device))  # computed once for every vector
-        if not subsets:  # chunk: as many vectors as the budget holds copies of the suffix's input
-            size = sum(t.nbytes for t in frontier if isinstance(t, torch.Tensor))
-            m = max(1, min(chunk, memory_budget // max(1, size)))
-            subsets = [spec.unflatten(vectors[start:start + m].to(device))  # name -> [m, *shape]
-                       for start in range(0, len(vectors), m)]
-            rows = [[] for _ in subsets]
-        for row, subset in zip(rows, subsets, strict=True):
-            # a suffix that writes into its input gets a copy: the next chunk needs the input intact
-            inputs = tuple(_copy(t) for t in frontier) if overwrites_input else frontier
-            row.append(suffix_logits(subset, inputs).argmax(-1).cpu())  # [m, batch]
-    return torch.cat([torch.cat(row, dim=1) for row in rows])
+    names = [r["group"] for r in records]
+    rows = {g: torch.tensor([i for i, name in enumerate(names) if name == g]) for g in dict.fromkeys(names)}
+    val = torch.tensor([r["val_accuracy"] for r in records])
+    iou = {g: torch.tensor(v["values"]) for g, v in similarity["max_iou_to_original"].items()}
+    l2 = {g: torch.tensor(v["values"]) for g, v in similarity["distance_to_original"].items()}
+
+    def accuracy(group: str, versus: str) -> list[stats.Comparison]:
+        a, b = rows[group], rows[versus]
+        return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus, seed=seed)
+
+    comparisons = []
+    for group in rows:
+        if group == "original":
+            continue
+        comparisons += [c.as_dict() for c in accuracy(group, "original")]
+        comparisons.append(stats.compare_values(iou[group], iou["original"], group, "original", "median_max_iou",
+                                                seed=seed).as_dict())
+        comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
+                                                "median_l2_to_original", seed=seed).as_dict())
+    for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
+        mean = accuracy("generated", baseline)[0]
+        novelty = stats.compare_values(iou["generated"], iou[baseline], "generated", baseline, "median_max_iou",
+                                       seed=seed)
+        comparisons.append(stats.dominance(mean, novelty, baseline))
+    decided = {"resolution": stats.resolution(correct[rows["original"]], seed=seed), "comparisons": comparisons}
+    if "heldout" in rows:
+        training, heldout = standardised[rows["original"]], standardised[rows["heldout"]]
+        wrong = ~correct
+        decided["generalization"] = {}
+        for group in [g for g in rows if g != "original"]:
+            figures = stats.generalization(standardised[rows[group]], training, heldout, seed=seed,
+                                           is_heldout=group == "heldout").as_dict()
+            figures["max_iou_to_training_median"] = iou[group].median().item()
+            figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
+                                                              exclude_self=group == "heldout").median().item()
+            decided["generalization"][group] = figures
+    return decided
 
 
-def _batched(model: nn.Module, suffix: nn.Module) -> Callable[[dict, tuple], torch.Tensor]:
-    """subset (name -> [m, *shape]), frontier -> logits [m, batch, classes]: vmap, or one by one if vmap fails."""
-
-    def logits(subset: dict[str, torch.Tensor], frontier: tuple) -> torch.Tensor:
-        return functional_call(suffix, subset, frontier)
-
-    vectorised = vmap(logits, in_dims=(0, None))
-    use_vmap = True
-
-    def run(subset: dict[str, torch.Tensor], frontier: tuple) -> torch.Tensor:
-        nonlocal use_vmap
-        if use_vmap and len(next(iter(subset.values()))) > 1:
-            try:
-                return vectorised(subset, frontier)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as e:  # an operation without a vmap rule, or data-dependent control flow
-                _log_once(model, "no-vmap", "%s cannot be vmapped (%s): models are evaluated one by one",
-                          type(model).__name__, str(e).splitlines()[0])
-                use_vmap = False
-        m = len(next(iter(subset.values())))
-        return torch.stack([logits({name: t[i] for name, t in subset.items()}, frontier) for i in range(m)])
-
-    return run
-
-
-def _copy(value):
-    return value.clone() if isinstance(value, torch.Tensor) else value
-
-
-class _Identity(nn.Module):
-    def forward(self, *inputs):
-        return inputs
-
-
-def _log_once(model: nn.Module, reason: str, message: str, *args) -> None:
-    key = (type(model).__name__, reason)
-    if key not in _logged:
-        _logged.add(key)
-        log.warning(message, *args)
-
-
-def labels_of(loader: Batches) -> torch.Tensor:
-    return torch.cat([y for _, y in loader])
-
-
-def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fraction correct per row: predictions [M, n] (or [n]), labels [n] -> [M] (or [])."""
-    return (predictions == labels).float().mean(-1)
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """Per group: 'best' = test accuracy of the model with the best val accuracy, plus max/mean/median/min."""
+    summary = {}
+    for group in dict.fromkeys(r["group"] for r in records):
+        rows = [r for r in records if r["group"] == group]
+        val = torch.tensor([r["val_accuracy"] for r in rows])
+        test = torch.tensor([r["test_accuracy"] for r in rows])
+        summary[group] = {"count": len(rows), "best": test[val.argmax()].item(), "max": test.max().item(),
+                          "mean": test.mean().item(), "median": test.median().item(), "min": test.min().item(),
+                          "std": test.std().item() if len(rows) > 1 else 0.0,
+                          "val_best": val.max().item(), "val_mean": val.mean().item(),
+                          "val_median": val.median().item()}
+    return summary

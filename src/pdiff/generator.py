@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .autoencoder import build_autoencoder
-from .collect import CheckpointSet, TrainingError
+from .checkpoints import CheckpointSet
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
 from .diffusion import DDPM, build_denoiser
+from .errors import ArtifactError, TrainingError
 from .params import Normalizer, ParamSpec
-from .store import ArtifactError, load_tensors, save_tensors
+from .store import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 AUTOENCODER_FILE, DIFFUSION_FILE = "autoencoder.safetensors", "diffusion.safetensors"

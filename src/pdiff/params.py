@@ -16,11 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import SelectionError
+
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-class SelectionError(ValueError):
-    """A parameter selection does not fit the model."""
 
 
 @dataclass(frozen=True)

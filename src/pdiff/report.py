@@ -1,4 +1,4 @@
-"""The report: tables and figures of one run, as report.md and a self-contained report.html.
+"""Stage 5, report: tables and figures of one run, as report.md and a self-contained report.html.
 
 Both files are rendered from the same list of sections, so they always say the same thing; the
 HTML embeds its figures (base64 PNG) and opens offline in any browser. The memorization study
@@ -11,23 +11,49 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+from . import collect, distributed, evaluate, generate, train
+from .config import STAGES, to_dict
+from .figures import (
+    plot_accuracy_histogram,
+    plot_accuracy_vs_similarity,
+    plot_forest,
+    plot_generalization,
+    plot_iou_bars,
+    plot_similarity_vs_k,
+    plot_tsne,
+)
+from .params import ParamSpec
+from .store import load_json, save_text
+from .tasks import Task
 
-from .store import save_bytes, save_text  # noqa: E402
-
-GROUP_COLORS = {"original": "tab:blue", "ensemble": "tab:green", "generated": "tab:red", "finetune": "tab:purple",
-                "mean_of_k": "tab:cyan", "gaussian": "tab:pink"}  # noise@<s>: shades of orange, see group_color
+FOLDER = "report"  # runs/<task>/report/
+ACCURACY_METRICS = {"mean_test_accuracy": "mean test accuracy", "median_test_accuracy": "median test accuracy",
+                    "best_val_chosen_test_accuracy": "test accuracy of the val-chosen best"}
+NOVELTY_METRICS = {"median_max_iou": "median max IoU to the originals",
+                   "median_l2_to_original": "median L2 to the nearest original"}
 ACCURACY_COLUMNS = ("best", "max", "mean", "median", "min")
+
+
+def run(task: Task, run_dir: Path, out: Path) -> dict:
+    """Write the report of `run_dir`'s evaluation into `out` (the main process alone: it only writes files)."""
+    if not distributed.is_main_process():
+        return {}
+    results = evaluate.load(task, run_dir)
+    folders = {"collect": collect.FOLDER, "train": train.FOLDER, "generate": generate.FOLDER,
+               "evaluate": evaluate.FOLDER}
+    seconds = {stage: load_json(run_dir / folders[stage] / "stage.json").get("seconds") for stage in STAGES[:-1]}
+    generated = generate.load(task, run_dir, ParamSpec.from_dict(results["spec"]))
+    latents = {"original": generated.original_latents.numpy(), "generated": generated.latents.numpy()}
+    if len(generated.heldout_latents):
+        latents["heldout"] = generated.heldout_latents.numpy()
+    write_report(out, results, to_dict(task.config), seconds, latents=latents)
+    return {}
 
 
 @dataclass
@@ -39,25 +65,67 @@ class Section:
     figures: list[str] = field(default_factory=list)  # PNG file names in the report folder
 
 
-def accuracy_table(summary: dict[str, dict], split: str = "test") -> tuple[list[str], list[list[str]]]:
-    """Rows of best/max/mean/median/min accuracy (in %) per group, for 'test' or 'val'."""
-    header = ["group", "models", *ACCURACY_COLUMNS]
+def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: list[dict] | None = None
+                   ) -> tuple[list[str], list[list[str]]]:
+    """Rows of best/max/mean/median/min accuracy (in %) per group, for 'test' or 'val'; given the comparisons of
+    results.json, two more columns: the mean's difference to the originals with its 95% CI, and the verdict."""
+    mean_vs_original = {c["group"]: c for c in comparisons or [] if c["metric"] == "mean_test_accuracy"
+                        and c["versus"] == "original"}
+    header = ["group", "models", *ACCURACY_COLUMNS] + (["mean - original [95% CI]", "verdict"] if comparisons else [])
     rows = []
     for group, s in summary.items():
         if split == "test":
             values = [s[c] for c in ACCURACY_COLUMNS]
         else:
             values = [s["val_best"], s["val_best"], s["val_mean"], s["val_median"], float("nan")]
-        rows.append([group, str(s["count"]), *(f"{100 * v:.2f}" if v == v else "" for v in values)])
+        row = [group, str(s["count"]), *(f"{100 * v:.2f}" if v == v else "" for v in values)]
+        if comparisons:
+            c = mean_vs_original.get(group)
+            row += [points_with_ci(c), c["verdict"]] if c else ["", ""]
+        rows.append(row)
+    return header, rows
+
+
+def points_with_ci(c: dict, scale: float = 100) -> str:
+    """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1)."""
+    low, difference, high = (f"{scale * c[key]:+.{2 if scale == 100 else 3}f}" for key in ("ci_low", "difference",
+                                                                                         "ci_high"))
+    return f"{difference} [{low}, {high}]"
+
+
+def verdict_lines(results: dict) -> list[str]:
+    """One line per comparison of results.json, e.g. 'generated vs original, mean test accuracy: +0.02 points
+    [-0.04, +0.08], no detectable difference'; dominance records read 'noise@0.05 vs generated: undecided'."""
+    lines = []
+    for c in results.get("comparisons", []):
+        if c["metric"] == "dominance":
+            lines.append(f"{c['group']} vs {c['versus']} (accuracy-novelty plane): {c['verdict']}")
+        elif c["metric"] in ACCURACY_METRICS:
+            lines.append(f"{c['group']} vs {c['versus']}, {ACCURACY_METRICS[c['metric']]}: "
+                         f"{points_with_ci(c).replace(' [', ' points [')}, {c['verdict']}")
+        else:
+            lines.append(f"{c['group']} vs {c['versus']}, {NOVELTY_METRICS[c['metric']]}: {points_with_ci(c, 1)}, "
+                         f"{c['verdict']}")
+    return lines
+
+
+def generalization_table(generalization: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per group: memorization ratio, coverage of the held-out checkpoints with its CI, max IoUs."""
+    header = ["group", "memorization ratio (median)", "coverage [95% CI]", "max IoU to training (median)",
+              "max IoU to held-out (median)"]
+    rows = [[group, f"{g['memorization_ratio_median']:.2f}",
+             f"{g['coverage']:.2f} [{g['coverage_ci_low']:.2f}, {g['coverage_ci_high']:.2f}]",
+             f"{g['max_iou_to_training_median']:.3f}", f"{g['max_iou_to_heldout_median']:.3f}"]
+            for group, g in generalization.items()]
     return header, rows
 
 
 def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict[str, float],
-                 latents: np.ndarray | None = None, runs: list[dict] | None = None) -> Path:
+                 latents: dict[str, np.ndarray] | None = None, runs: list[dict] | None = None) -> Path:
     """Write figures, report.md and report.html for one run's results.json; returns report.md's path.
 
-    `latents` [M, d] (row i = results["models"][i]) adds the t-SNE; `runs`, the results.json of several
-    runs of the task with different K, adds max similarity vs K.
+    `latents` (group -> autoencoder latents [n, d], e.g. original and generated) adds the t-SNE; `runs`, the
+    results.json of several runs of the task with different K, adds max similarity vs K.
     """
     out_dir = Path(out_dir)
     summary, similarity = results["summary"], results["similarity"]
@@ -65,7 +133,17 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
                         f"Seed {config['seed']}; {summary['original']['count']} checkpoints of the subset "
                         f"{', '.join(config['collect']['subset'])}; {summary['generated']['count']} generated "
                         f"models ({config['generate']['sampler']} sampler).")]
-    header, rows = accuracy_table(summary, "test")
+    comparisons = results.get("comparisons")
+    if comparisons:
+        plot_forest(comparisons, out_dir / "forest.png")
+        sections.append(Section(
+            "Verdicts", figures=["forest.png"],
+            text=f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points (the "
+                 "half-width of the 95% CI of the mean-accuracy difference between two halves of the originals). "
+                 "Each line: difference to the reference group with its 95% CI (two-level bootstrap over test "
+                 "examples and models) and the verdict it supports.\n\n"
+                 + "\n".join(f"- {line}" for line in verdict_lines(results))))
+    header, rows = accuracy_table(summary, "test", comparisons)
     sections.append(Section(
         "Test accuracy (%)", header=header, rows=rows,
         text="*best* is the test accuracy of the model with the highest validation accuracy (nothing is chosen "
@@ -86,15 +164,28 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
              "spread among checkpoints); both are means over the group. A group that copies checkpoints sits "
              "at max IoU near 1; one that generalises reaches the originals' accuracy at lower similarity. "
              + baseline_text(results.get("baselines", {}))))
+    if "generalization" in results:
+        plot_generalization(results["generalization"], out_dir / "generalization.png")
+        header, rows = generalization_table(results["generalization"])
+        sections.append(Section(
+            "Generalization to held-out checkpoints", header=header, rows=rows, figures=["generalization.png"],
+            text="The generator never saw the `heldout` checkpoints. *Memorization ratio*: each model's distance "
+                 "to its nearest training checkpoint over its distance to the nearest held-out one (standardised "
+                 "units; median over the group): near 0 for copies of training checkpoints, about 1 for new draws "
+                 "of the process that made the checkpoints. *Coverage*: the fraction of held-out checkpoints whose "
+                 "nearest model of the group is closer than their nearest training checkpoint. Copies of training "
+                 "checkpoints give coverage near 0; a generator that learned the distribution covers held-out "
+                 "checkpoints about as well as the held-out checkpoints cover each other (the `heldout` row, "
+                 "leave-one-out)."))
     sections.append(Section("Accuracy distributions", figures=["accuracy_hist.png"]))
     sim_rows = [[pair, f"{v:.3f}"] for pair, v in similarity["mean_iou"].items()]
     sections.append(Section("Mean IoU within and between groups", header=["pair", "IoU"], rows=sim_rows,
                             figures=["iou_bars.png"]))
     if latents is not None:
-        plot_tsne(results["models"], latents, out_dir / "tsne.png", seed=config.get("seed", 0))
+        plot_tsne(latents, out_dir / "tsne.png", seed=config.get("seed", 0))
         sections.append(Section("t-SNE of autoencoder latents", figures=["tsne.png"],
-                                text="Every model's parameters encoded by the trained autoencoder (no noise), "
-                                     "embedded in 2-D by t-SNE: originals, generated and noise-added models."))
+                                text="The originals' parameters encoded by the trained autoencoder (no noise) and "
+                                     "the generated models' latents, embedded together in 2-D by t-SNE."))
     if runs and len({r["summary"]["original"]["count"] for r in runs}) > 1:
         plot_similarity_vs_k(runs, out_dir / "similarity_vs_k.png")
         sections.append(Section("Max similarity vs number of checkpoints K", figures=["similarity_vs_k.png"],
@@ -107,14 +198,6 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
     save_text(out_dir / "report.md", render_markdown(title, sections))
     save_text(out_dir / "report.html", render_html(title, sections, out_dir))
     return out_dir / "report.md"
-
-
-def group_color(group: str, groups: list[str]) -> str:
-    """A fixed colour per group; the noise groups get darker shades of orange as their strength grows."""
-    if group.startswith("noise@"):
-        noise = [g for g in groups if g.startswith("noise@")]
-        return matplotlib.colors.to_hex(plt.cm.Oranges(0.35 + 0.55 * noise.index(group) / max(1, len(noise) - 1)))
-    return GROUP_COLORS.get(group, "tab:gray")
 
 
 def memorization_table(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -147,140 +230,6 @@ def baseline_text(settings: dict) -> str:
     return "; ".join(parts) + f" ({settings.get('n', '?')} models each)."
 
 
-def plot_accuracy_histogram(models: list[dict], path: Path) -> None:
-    """One panel per group of several models, sharing the accuracy axis; the ensemble as a dashed line."""
-    groups = list(dict.fromkeys(m["group"] for m in models))
-    panels = [g for g in groups if sum(m["group"] == g for m in models) > 1]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(6.5, 0.5 + 1.1 * len(panels)), sharex=True, squeeze=False)
-    accuracy = {g: [100 * m["test_accuracy"] for m in models if m["group"] == g] for g in groups}
-    bins = _accuracy_bins(np.concatenate([accuracy[g] for g in panels]))
-    for ax, group in zip(axes[:, 0], panels, strict=True):
-        ax.hist(accuracy[group], bins=bins, color=group_color(group, groups))
-        if "ensemble" in accuracy:
-            ax.axvline(accuracy["ensemble"][0], color=GROUP_COLORS["ensemble"], ls="--", lw=1)
-        ax.set_ylabel(f"{group}\n({len(accuracy[group])})", rotation=0, ha="right", va="center", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[-1, 0].set_xlabel("test accuracy (%)" + ("; dashed: ensemble" if "ensemble" in accuracy else ""))
-    _save_figure(fig, path)
-
-
-def _accuracy_bins(values: np.ndarray, most: int = 60) -> np.ndarray:
-    """Bin edges: one bin per possible accuracy (a multiple of 1/n_test) when there are few, else `most` bins."""
-    distinct = np.unique(values)
-    step = np.diff(distinct).min() if len(distinct) > 1 else 1.0
-    if (distinct[-1] - distinct[0]) / step > most:
-        return np.histogram_bin_edges(values, bins=most)
-    return np.arange(distinct[0] - step / 2, distinct[-1] + step, step)
-
-
-def plot_accuracy_vs_similarity(models: list[dict], similarity: dict, path: Path) -> None:
-    """Test accuracy against max IoU to any original (the paper's central scatter): every model on the left,
-    each group's mean ± std on the right.
-
-    The y axis spans the originals' and generated models' accuracies (with a margin); models far below it
-    are drawn on its lower edge as triangles, so a weak baseline does not flatten the interesting region.
-    """
-    groups = list(similarity["max_iou_to_original"])
-    iou = {g: np.array(similarity["max_iou_to_original"][g]["values"]) for g in groups}
-    accuracy = {g: np.array([100 * m["test_accuracy"] for m in models if m["group"] == g]) for g in groups}
-    focus = np.concatenate([accuracy[g] for g in ("original", "generated") if g in accuracy] or list(accuracy.values()))
-    low, high = focus.min(), focus.max()
-    bottom = low - 0.5 * max(high - low, 0.5)
-    fig, (ax, means) = plt.subplots(1, 2, figsize=(12, 5), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
-    on_top = [g for g in groups if g not in ("original", "generated")] + [g for g in ("original", "generated")
-                                                                         if g in groups]
-    for group in on_top:
-        x, y, color = iou[group], accuracy[group], group_color(group, groups)
-        single, main = len(x) == 1, group in ("original", "generated")
-        inside = y >= bottom
-        ax.scatter(x[inside], y[inside], s=150 if single else 18 if main else 10, marker="*" if single else "o",
-                   alpha=1 if single else 0.7 if main else 0.45, color=color, label=f"{group} ({len(x)})",
-                   edgecolors="k" if single else "none")
-        if (~inside).any():
-            ax.scatter(x[~inside], np.full((~inside).sum(), bottom), marker="v", s=16, alpha=0.6, color=color)
-        means.errorbar(x.mean(), y.mean(), xerr=x.std(), yerr=y.std(), fmt="*" if single else "o", ms=10,
-                       color=color, mec="k", capsize=3, label=group)
-    ax.set_ylim(bottom - 0.1 * (high - bottom), high + 0.1 * (high - bottom))
-    ax.set(xlabel="max IoU of wrong predictions to any original", ylabel="test accuracy (%)", title="every model")
-    means.set(xlabel="max IoU to any original", title="group mean ± std")
-    for a in (ax, means):
-        a.grid(alpha=0.3)
-    means.legend(*ax.get_legend_handles_labels(), fontsize=7, markerscale=1.5, loc="upper left")
-    _save_figure(fig, path)
-
-
-def plot_iou_bars(mean_iou: dict[str, float], path: Path) -> None:
-    """Mean IoU within each group (solid) and between each group and the originals (hatched)."""
-    pairs = [(pair, *_split_pair(pair)) for pair in mean_iou]  # (key, group, between)
-    groups = list(dict.fromkeys(group for _, group, _ in pairs))
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.32 * len(pairs)))
-    for row, (pair, group, between) in enumerate(pairs):
-        ax.barh(row, mean_iou[pair], color=group_color(group, groups), hatch="//" if between else None,
-                edgecolor="k", lw=0.5)
-        ax.text(mean_iou[pair] + 0.01, row, f"{mean_iou[pair]:.3f}", va="center", fontsize=7)
-    ax.set_yticks(range(len(pairs)), [f"{g} vs originals" if between else f"within {g}" for _, g, between in pairs],
-                  fontsize=8)
-    ax.invert_yaxis()
-    ax.set(xlim=(0, 1.1), xlabel="mean IoU of wrong-prediction sets")
-    _save_figure(fig, path)
-
-
-def _split_pair(pair: str) -> tuple[str, bool]:
-    """A similarity_summary key: 'g-g' -> (g, False), within g; 'original-g' -> (g, True), g vs originals."""
-    first, second = pair.split("-", 1)
-    return second, first != second
-
-
-def plot_tsne(models: list[dict], latents: np.ndarray, path: Path, seed: int = 0) -> None:
-    """t-SNE of the latents [M, d] of the original, generated and noise-added models."""
-    groups = list(dict.fromkeys(m["group"] for m in models))
-    noise = [g for g in groups if g.startswith("noise@")]
-    shown = noise[::-1] + [g for g in ("original", "generated") if g in groups]  # drawn in this order
-    rows = np.array([i for i, m in enumerate(models) if m["group"] in shown])
-    points = np.asarray(latents, dtype=np.float64)[rows]
-    perplexity = min(30.0, (len(points) - 1) / 3)
-    xy = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)  # [len(rows), 2]
-    labels = np.array([models[i]["group"] for i in rows])
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    for group in shown:
-        main = group in ("original", "generated")
-        ax.scatter(*xy[labels == group].T, s=14 if main else 8, alpha=0.8 if main else 0.4, label=group,
-                   color=group_color(group, groups), edgecolors="none")
-    ax.set(xticks=[], yticks=[], title="t-SNE of autoencoder latents")
-    handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], names[::-1], fontsize=7, markerscale=1.5)
-    _save_figure(fig, path)
-
-
-def plot_similarity_vs_k(runs: list[dict], path: Path) -> None:
-    """Each group's mean max IoU to the originals against the number of checkpoints K, one point per run."""
-    runs = sorted(runs, key=lambda r: r["summary"]["original"]["count"])
-    groups = list(dict.fromkeys(g for r in runs for g in r["similarity"]["max_iou_to_original"]))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for group in groups:
-        points = [(r["summary"]["original"]["count"], r["similarity"]["max_iou_to_original"][group]["mean"])
-                  for r in runs if group in r["similarity"]["max_iou_to_original"]]
-        ax.plot(*zip(*points, strict=True), marker="o", label=group, color=group_color(group, groups))
-    ax.set(xlabel="checkpoints K", ylabel="mean max IoU to originals", xscale="log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save_figure(fig, path)
-
-
-def _save_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    buffer = _png_bytes(fig)
-    plt.close(fig)
-    save_bytes(path, buffer)
-
-
-def _png_bytes(fig) -> bytes:
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=110)
-    return out.getvalue()
-
-
 def render_markdown(title: str, sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for s in sections:
@@ -310,7 +259,7 @@ def render_html(title: str, sections: list[Section], figure_dir: Path) -> str:
         if s.text.startswith("```"):
             parts.append(f"<pre>{html.escape(s.text.strip('`').removeprefix('json'))}</pre>")
         elif s.text:
-            parts.append(f"<p>{html.escape(s.text).replace('*', '')}</p>")
+            parts.append(f"<p>{html.escape(s.text).replace('*', '').replace(chr(10), '<br>')}</p>")
         if s.header:
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in s.header) + "</tr>")
             parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in s.rows]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import distributed
-from .store import ArtifactError
+from .errors import ArtifactError
 
 LOCK_FILE = ".lock"
 
@@ -22,13 +22,14 @@ LOCK_FILE = ".lock"
 def run_lock(root: str | Path) -> Iterator[Path]:
     """Hold `root`/.lock for the duration of the block; creates `root` if needed.
 
-    Under a multi-process launch the main process holds it for all of them.
+    Under a multi-process launch the main process holds it for all of them. A process that holds the lock
+    already (a nested call) holds it on, and releases it when the outer block ends.
     """
     root = Path(root)
-    if not distributed.is_main_process():
-        yield root / LOCK_FILE
-        return
     path = root / LOCK_FILE
+    if not distributed.is_main_process() or _owner(path) == os.getpid():
+        yield path
+        return
     try:
         root.mkdir(parents=True, exist_ok=True)
         while not _create(path):

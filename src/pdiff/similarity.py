@@ -22,6 +22,20 @@ def iou_matrix(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
 
 
+def max_iou_to(wrong: torch.Tensor, references: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+    """Each model's max wrong-prediction IoU to any of `references`: wrong [M, n], references [R, n] bool -> [M].
+
+    With `exclude_self` (the models are the references) a model is not compared with itself.
+    """
+    a, b = wrong.float(), references.float()
+    intersection = a @ b.T  # [M, R]
+    union = a.sum(1, keepdim=True) + b.sum(1) - intersection
+    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    if exclude_self:
+        iou.fill_diagonal_(-1.0)
+    return iou.max(1).values
+
+
 def max_similarity(iou: torch.Tensor, rows: torch.Tensor, references: torch.Tensor,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each model in `rows`, its max IoU to any model in `references` (never itself) and which one."""

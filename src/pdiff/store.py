@@ -22,12 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .distributed import is_main_process
+from .errors import ArtifactError
 
 METADATA_KEY = "pdiff"
-
-
-class ArtifactError(RuntimeError):
-    """An artifact on disk is missing, corrupt, or was made for something else."""
 
 
 @contextmanager

@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import DatasetError
+
 DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be found or read."""
 
 
 @dataclass

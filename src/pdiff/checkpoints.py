@@ -1,0 +1,80 @@
+"""CheckpointSet: K saved values of one parameter subset, with what the collection measured about them.
+
+It is what `collect` produces and what `ParameterGenerator.fit` consumes, so it lives below both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ArtifactError
+from .params import ParamSpec
+from .store import load_tensors, save_tensors
+
+HOLDOUT_SPLITS = ("interleaved", "last")
+
+
+@dataclass
+class CheckpointSet:
+    """K checkpoints of a parameter subset: params [K, D] and, once evaluated, their accuracies [K] and
+    test-set predictions [K, n_test] (kept so that the evaluation never runs the originals again)."""
+
+    params: torch.Tensor
+    spec: ParamSpec
+    val_accuracy: torch.Tensor | None = None
+    test_accuracy: torch.Tensor | None = None
+    test_predictions: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def rows(self, index: torch.Tensor | slice) -> CheckpointSet:
+        """The checkpoints at `index` (a slice or an index tensor), with their measurements."""
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+        return CheckpointSet(self.params[index], self.spec, pick(self.val_accuracy), pick(self.test_accuracy),
+                             pick(self.test_predictions))
+
+    def split(self, holdout: int, how: str = "interleaved") -> tuple[CheckpointSet, CheckpointSet | None]:
+        """(training checkpoints, held-out checkpoints or None): `holdout` rows kept from the generator.
+
+        "interleaved" holds out every (K/H)-th checkpoint in collection order (rows floor((i + 1) K / H) - 1),
+        so the held-out ones come from all along the trajectory; "last" holds out the final H.
+        """
+        if holdout == 0:
+            return self, None
+        k = len(self)
+        if how == "last":
+            heldout = torch.arange(k - holdout, k)
+        elif how == "interleaved":
+            heldout = torch.tensor([(i + 1) * k // holdout - 1 for i in range(holdout)])
+        else:
+            raise ValueError(f"holdout split {how!r}: choose one of {', '.join(HOLDOUT_SPLITS)}")
+        keep = torch.ones(k, dtype=torch.bool)
+        keep[heldout] = False
+        return self.rows(keep.nonzero().squeeze(1)), self.rows(heldout)
+
+    def save(self, path: str | Path, metadata: dict | None = None) -> None:
+        tensors = {"params": self.params}
+        for name in ("val_accuracy", "test_accuracy", "test_predictions"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name)
+        save_tensors(path, tensors, {**(metadata or {}), "spec": self.spec.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[CheckpointSet, dict]:
+        tensors, metadata = load_tensors(path)
+        if "params" not in tensors or "spec" not in metadata:
+            raise ArtifactError(f"{path} holds no checkpoint set (no 'params' or spec): rerun `pdiff collect`")
+        spec = ParamSpec.from_dict(metadata["spec"])
+        if tensors["params"].shape[1] != spec.dim:
+            raise ArtifactError(f"{path}: params have {tensors['params'].shape[1]} columns but the spec needs "
+                                f"{spec.dim}; the file was edited or is corrupt: rerun `pdiff collect`")
+        if not torch.isfinite(tensors["params"]).all():
+            raise ArtifactError(f"{path} contains NaN or Inf parameters: rerun `pdiff collect --force`")
+        ckpts = cls(tensors["params"], spec, tensors.get("val_accuracy"), tensors.get("test_accuracy"),
+                    tensors.get("test_predictions"))
+        return ckpts, metadata

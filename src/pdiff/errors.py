@@ -1,0 +1,33 @@
+"""The errors a user can cause and fix: each message names the problem and the fix in one line.
+
+The command line prints any `PdiffError` as that one line and exits with code 1; anything else is a bug
+and keeps its traceback. This module imports nothing of pdiff, so every layer can raise these.
+"""
+
+
+class PdiffError(Exception):
+    """Base class of every error caused by input, files or settings rather than by a bug."""
+
+
+class ConfigError(PdiffError, ValueError):
+    """A config value or key is wrong; the message names the key and the fix."""
+
+
+class SelectionError(PdiffError, ValueError):
+    """A parameter selection matches nothing, or a checkpoint's spec does not fit the model."""
+
+
+class DatasetError(PdiffError, RuntimeError):
+    """A dataset is missing, corrupt or too small for the requested splits."""
+
+
+class ArtifactError(PdiffError, RuntimeError):
+    """An artifact on disk is missing, corrupt, or was made for something else."""
+
+
+class TrainingError(PdiffError, RuntimeError):
+    """Training diverged (a non-finite loss) or cannot start."""
+
+
+class HealthError(PdiffError, RuntimeError):
+    """The autoencoder cannot reproduce the checkpoints it was trained on."""
