@@ -80,6 +80,9 @@ def test_k_study_collects_once(runs_dir) -> None:
     assert torch.equal(k3["params"], main["params"][:3]) and torch.equal(k3["val_accuracy"], main["val_accuracy"][:3])
     assert rows["k3"]["summary"]["original"]["count"] == 3
     assert "| k3 |" in out["report"] and "| k12 |" in out["report"]
+    assert [c["metric"] for c in rows["k3"]["versus_main"]] == ["mean_test_accuracy", "median_test_accuracy",
+                                                                "best_val_chosen_test_accuracy"]
+    assert rows["k12"]["versus_main"][0]["verdict"] == "no detectable difference"  # the main run against itself
     again, _ = _study(runs_dir, "k", ["3", "12"])  # a rerun computes nothing and still tells what was reused
     assert again["k3"]["ran"] == [] and again["k3"]["reused"] == rows["k3"]["reused"]
 

@@ -19,9 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from pdiff.cli import app
-from pdiff.pipeline import run_pipeline
 from pdiff.store import load_tensors, save_json, save_tensors
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY
 
 runner = CliRunner(env={"COLUMNS": "200"})
 TASK = "mnist1d-convnet"
@@ -255,11 +254,9 @@ if not torch.cuda.is_available():
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A finished tiny run that the `run=True` cases copy."""
-    runs = tmp_path_factory.mktemp("finished")
-    run_pipeline(tiny_config(), runs, progress=False)
-    return runs
+def finished(tiny_run: Path) -> Path:
+    """The runs folder of a finished tiny run, which the `run=True` cases copy."""
+    return tiny_run.parent
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -32,6 +32,26 @@ def test_stage_alone_writes_results_and_predictions(tiny_run, tmp_path, monkeypa
     assert [m["group"] for m in results["models"]][:19] == ["original"] * 12 + ["ensemble"] + ["generated"] * 6
 
 
+def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
+    results = evaluate.load(Task(tiny_config(), progress=False), tiny_run)
+    assert 0 < results["resolution"] < 0.2  # a fraction: +-x of accuracy
+    comparisons = results["comparisons"]
+    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict"}
+    assert all(set(c) == keys for c in comparisons)
+    versus_original = {(c["group"], c["metric"]) for c in comparisons if c["versus"] == "original"}
+    metrics = {"mean_test_accuracy", "median_test_accuracy", "best_val_chosen_test_accuracy", "median_max_iou",
+               "median_l2_to_original"}
+    assert versus_original == {(g, m) for g in results["summary"] if g != "original" for m in metrics}
+    for c in comparisons:
+        if c["metric"] == "dominance":
+            assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
+        else:
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["metric"] == "best_val_chosen_test_accuracy"
+            assert c["verdict"] in ("higher", "lower", "no detectable difference")
+    assert {c["group"] for c in comparisons if c["metric"] == "dominance"} == set(results["summary"]) - {
+        "original", "generated"}
+
+
 def test_load_refuses_a_malformed_results_file(tiny_run, tmp_path) -> None:
     task = Task(tiny_config(), progress=False)
     root = copy_stages(tiny_run, tmp_path, ("evaluate",))

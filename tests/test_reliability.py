@@ -29,9 +29,9 @@ TASK = "mnist1d-convnet"
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tiny_run: Path) -> Path:
     """An uninterrupted tiny run (in this process, one thread): the results every other run must match."""
-    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("reference"), progress=False).root
+    return tiny_run
 
 
 def assert_same_results(a: Path, b: Path) -> None:

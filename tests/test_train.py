@@ -2,8 +2,10 @@
 
 import pytest
 
-from pdiff import train
+from pdiff import evaluate, generate, train
+from pdiff.collect import load as load_collected
 from pdiff.errors import ArtifactError
+from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
 from pdiff.tasks import Task
 from tests.conftest import copy_stages, tiny_config
@@ -24,3 +26,31 @@ def test_stage_alone_writes_the_generator(tiny_run, tmp_path) -> None:
     assert train.load(task, root, spec).sample(2, "ddim", 5).shape == (2, 128)
     with pytest.raises(ArtifactError, match="trained under another config"):
         train.load(Task(tiny_config("train.diffusion.steps=10"), progress=False), root, spec)
+
+
+def test_held_out_rows_never_reach_the_generator_and_are_evaluated(tiny_run, tmp_path, monkeypatch) -> None:
+    task = Task(tiny_config("train.holdout=3"), progress=False)
+    root = copy_stages(tiny_run, tmp_path, ("collect",))
+    all_rows = load_collected(task, root).checkpoints.params
+    heldout = all_rows[[3, 7, 11]]  # interleaved: every (12 / 3)-th checkpoint
+    fitted = []
+    for name in ("fit_autoencoder", "fit_diffusion"):
+        real = getattr(ParameterGenerator, name)
+
+        def spy(self, checkpoints, progress=True, real=real):
+            fitted.append(checkpoints.params.clone())
+            return real(self, checkpoints, progress)
+
+        monkeypatch.setattr(ParameterGenerator, name, spy)
+    for module, folder in ((train, train.FOLDER), (generate, generate.FOLDER), (evaluate, evaluate.FOLDER)):
+        (root / folder).mkdir()
+        module.run(task, root, root / folder)
+    assert len(fitted) == 2 and all(len(params) == 9 for params in fitted)
+    assert not any((params[:, None] == heldout[None]).all(-1).any() for params in fitted)
+    results = evaluate.load(task, root)
+    groups = [m["group"] for m in results["models"]]
+    assert groups[:13] == ["original"] * 9 + ["heldout"] * 3 + ["ensemble"]
+    assert set(results["generalization"]) == set(results["summary"]) - {"original"}
+    figures = results["generalization"]["generated"]
+    assert 0 <= figures["coverage_ci_low"] <= figures["coverage"] <= figures["coverage_ci_high"] <= 1
+    assert len(figures["distance_to_heldout"]) == 6

@@ -19,14 +19,14 @@ from typing import Any
 import matplotlib
 from omegaconf import OmegaConf
 
-from . import collect, distributed, evaluate
+from . import collect, distributed, evaluate, stats
 from .config import STAGES, Config, base_hash, stage_hash, to_dict, validate
 from .diffusion import SAMPLERS
 from .errors import ConfigError
 from .figures import save_figure
 from .params import NORM_LAYERS, ParamSpec
 from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages
-from .report import Section, render_html, render_markdown
+from .report import Section, points_with_ci, render_html, render_markdown
 from .runlock import run_lock
 from .store import load_json, load_tensors, save_json, save_text
 from .tasks import Task
@@ -72,6 +72,7 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
             save_json(reuse_file, reused)
             run_stages(run)
         rows.append(_row(variant, run, reused, ran=[s for s in run.seconds if s not in copied]))
+        rows[-1]["versus_main"] = versus_main(main, run, variant.label)
     report = study_dir / "report.md"
     if distributed.is_main_process():  # the report reads back the figures it writes
         save_json(study_dir / "ablation.json", {"task": config.task, "study": study, "variants": rows})
@@ -189,18 +190,28 @@ def _row(variant: Variant, run: Run, reused: dict[str, str], ran: list[str]) -> 
             "generated_accuracy": [m["test_accuracy"] for m in results["models"] if m["group"] == "generated"]}
 
 
+def versus_main(main: Run, run: Run, label: str) -> list[dict]:
+    """The variant's generated models against the main run's: mean, median and val-chosen best test accuracy,
+    each with its 95% CI and verdict (`pdiff.stats.compare_accuracy`; both runs share the test set)."""
+    correct, val = evaluate.load_correct(run.task, run.root, "generated")
+    main_correct, main_val = evaluate.load_correct(main.task, main.root, "generated")
+    return [c.as_dict() for c in stats.compare_accuracy(correct, val, main_correct, main_val, label, "main run",
+                                                        seed=run.config.seed)]
+
+
 # ---- the study's report ---------------------------------------------------------------------------
 def ablation_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The paper's ablation columns (generated best / mean / median, in %) plus our val-chosen best and IoU."""
     header = ["variant", "max", "mean", "median", "best (val)", "original mean", "max IoU generated",
-              "max IoU original"]
+              "max IoU original", "mean - main run [95% CI]", "verdict"]
     table = []
     for row in rows:
         g, o = row["summary"]["generated"], row["summary"]["original"]
         iou = [f"{row['max_iou'][group]['mean']:.3f}" if group in row["max_iou"] else "-"
                for group in ("generated", "original")]
+        mean = next(c for c in row["versus_main"] if c["metric"] == "mean_test_accuracy")
         table.append([row["label"], *(f"{100 * g[c]:.2f}" for c in ("max", "mean", "median", "best")),
-                      f"{100 * o['mean']:.2f}", *iou])
+                      f"{100 * o['mean']:.2f}", *iou, points_with_ci(mean), mean["verdict"]])
     return header, table
 
 
@@ -218,7 +229,9 @@ def write_ablation_report(study_dir: Path, task: str, study: str, rows: list[dic
                      "median over the generated models; *best (val)* is the test accuracy of the generated model "
                      "with the highest validation accuracy; *max IoU generated* is the mean over generated models "
                      "of their max wrong-prediction IoU to any original checkpoint, *max IoU original* the same "
-                     "for each original against the other originals."),
+                     "for each original against the other originals. *mean - main run*: the variant's generated "
+                     "mean test accuracy minus the main run's, in points, with its 95% CI (two-level bootstrap over "
+                     "test examples and models) and the verdict it supports."),
         Section("Accuracy and similarity per variant", figures=["accuracy.png", "max_similarity.png",
                                                                  "accuracy_vs_similarity.png"]),
         Section("Variants", header=["variant", "overrides", "stages run by this call", "reused"], rows=reuse_rows,

@@ -24,7 +24,7 @@ from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
 from .similarity import max_iou_to, similarity_summary
-from .store import load_json, save_json, save_tensors
+from .store import load_json, load_tensors, save_json, save_tensors
 from .tasks import Task
 from .tasks.datasets import TensorLoader
 
@@ -78,6 +78,15 @@ def load(task: Task, run_dir: Path) -> dict:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
     task.check_made_for(path, results, "evaluate")
     return results
+
+
+def load_correct(task: Task, run_dir: Path, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One group's test correctness [M, n_test] (bool) and val accuracies [M] from `run_dir`'s evaluation."""
+    results = load(task, run_dir)
+    tensors, _ = load_tensors(run_dir / FOLDER / PREDICTIONS_FILE)
+    rows = [i for i, m in enumerate(results["models"]) if m["group"] == group]
+    val = torch.tensor([results["models"][i]["val_accuracy"] for i in rows])
+    return tensors["predictions"][rows] == tensors["labels"], val
 
 
 def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor) -> list[dict]:
