@@ -20,17 +20,27 @@ LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark script starts, befo
 TITLE = "# pdiff benchmarks\n\nEvery section is written by the script named in it; rerun that script to refresh it.\n"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    """Median CPU seconds of `repeats` calls of fn (and every time, for the record).
+def clock(device: torch.device | str = "cpu") -> float:
+    """Seconds now: CPU time of this process for the CPU, wall time after `torch.cuda.synchronize()` for a GPU.
 
-    CPU time, not wall time: on a machine shared with other jobs the wall clock mostly measures them.
-    With one torch thread it equals the wall time the same work takes on an idle core.
+    CPU time on the CPU: on a machine shared with other jobs the wall clock mostly measures them, and with one
+    torch thread CPU time equals the wall time the same work takes on an idle core. On a GPU the work runs after
+    the Python call that queued it returns, so the clock is read only once every queued kernel has finished.
     """
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu"
+                   ) -> tuple[float, list[float]]:
+    """Median seconds (see `clock`) of `repeats` calls of fn (and every time, for the record)."""
     times = []
     for _ in range(repeats):
-        start = time.process_time()
+        start = clock(device)
         fn()
-        times.append(time.process_time() - start)
+        times.append(clock(device) - start)
     return statistics.median(times), times
 
 

@@ -144,8 +144,12 @@ class ParameterGenerator:
     @torch.no_grad()
     def sample_latents(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
                        progress: bool = False) -> torch.Tensor:
-        """Latents [n, d] drawn from the diffusion model."""
-        generator = torch.Generator(self.device).manual_seed(self.seed if seed is None else seed)
+        """Latents [n, d] drawn from the diffusion model.
+
+        The noise is drawn on the CPU and moved to the device, so a seed gives the same latents on any device
+        (up to float rounding): a generator trained on a GPU samples the same vectors when loaded on a CPU.
+        """
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         z = self.ddpm.sample(self.denoiser, n, self.config.autoencoder.latent_dim, sampler=sampler, steps=steps,
                              generator=generator, device=self.device, progress=progress)
         return z.cpu() * self.latent_scale + self.latent_mean
