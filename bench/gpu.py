@@ -218,8 +218,8 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     from pdiff import distributed
     from pdiff.collect import collect, train_base
     from pdiff.config import load_config
-    from pdiff.evaluate import predict_many
     from pdiff.generator import ParameterGenerator
+    from pdiff.inference import predict_many
     from pdiff.params import ParamSpec
     from pdiff.tasks.datasets import Split, TensorLoader, augmentation
     from pdiff.tasks.models import build_model
