@@ -5,14 +5,14 @@
 # Needs bench/gpu_wheels/ and bench/gpu_data/mnist.tar.gz, made by `bash bench/gpu_pack.sh` (carry both).
 # Writes into $OUT (default /tmp/pdiff-gpu-out): gpu.json, gpu_section.md, steps.log and gpu.log.
 # Environment: INSTALL=auto (default: install the wheels only where diffusers, omegaconf or mnist1d is
-# missing), yes or no; BUDGET (seconds for bench.gpu's steps, default 450; the hard timeout is 20 s more).
+# missing), yes or no; BUDGET (seconds for bench.gpu's steps, default 440; the hard timeout is 20 s more).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/pdiff-gpu-out}
 python=${PYTHON:-python3}
 site=/tmp/pdiff-gpu-site
 data=/tmp/pdiff-gpu-data
-budget=${BUDGET:-450}
+budget=${BUDGET:-440}
 mkdir -p "$out"
 exec > >(tee "$out/gpu.log") 2>&1
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
@@ -30,4 +30,6 @@ fi
 rm -rf "$data" && mkdir -p "$data" && tar -xzf bench/gpu_data/mnist.tar.gz -C "$data" || echo "gpu_run: no MNIST unpacked"
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 timeout --kill-after 10 $((budget + 20)) "$python" -m bench.gpu --out "$out" --data-dir "$data" --budget-s "$budget" "$@"
-echo "gpu_run: bench.gpu exited with $?"
+code=$?
+echo "gpu_run: bench.gpu exited with $code"
+exit $code
