@@ -30,3 +30,21 @@ def one_thread() -> Iterator[None]:
 def tiny_config(*overrides: str, task: str = "mnist1d-convnet") -> Config:
     """The default task shrunk to seconds: a few hundred examples, 12 checkpoints, 150 steps each."""
     return load_config(task, [*TINY, *overrides])
+
+
+def write_image_folder(root: Path, counts: dict[str, dict[str, int]], size: tuple[int, int] = (8, 8)) -> None:
+    """An ImageFolder tree root/<split>/<class>/<i>.png|.jpg (even i PNG, odd i JPEG) of random colours.
+
+    `counts` maps split -> class -> images, e.g. {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "dog": 2}}.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in counts.items():
+        for name, n in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)  # PIL arrays are [H, W, C]
+                Image.fromarray(pixels).save(folder / f"{i:03d}.{'png' if i % 2 == 0 else 'jpg'}")

@@ -78,7 +78,8 @@ class Run:
     @cached_property
     def data(self) -> DataSplits:
         d = self.config.data
-        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download)
+        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
+                            d.image_size, self.progress)
 
     def loader(self, split: str) -> TensorLoader:
         return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)
