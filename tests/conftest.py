@@ -45,3 +45,21 @@ def copy_stages(source: Path, target: Path, folders: tuple[str, ...]) -> Path:
     for folder in folders:
         shutil.copytree(source / folder, target / folder)
     return target
+
+
+def write_image_folder(root: Path, counts: dict[str, dict[str, int]], size: tuple[int, int] = (8, 8)) -> None:
+    """An ImageFolder tree root/<split>/<class>/<i>.png|.jpg (even i PNG, odd i JPEG) of random colours.
+
+    `counts` maps split -> class -> images, e.g. {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "dog": 2}}.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in counts.items():
+        for name, n in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)  # PIL arrays are [H, W, C]
+                Image.fromarray(pixels).save(folder / f"{i:03d}.{'png' if i % 2 == 0 else 'jpg'}")

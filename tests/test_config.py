@@ -58,6 +58,12 @@ def test_stage_hash_changes_only_downstream() -> None:
     assert stage_hash(base, "report") == stage_hash(moved, "report")
 
 
+def test_an_image_folder_is_part_of_the_hash() -> None:
+    """For data.name=imagefolder the folder is the dataset: another folder must rerun every stage."""
+    here, there = (load_config("mnist1d-convnet", ["data.name=imagefolder", f"data.data_dir={d}"]) for d in "ab")
+    assert stage_hash(here, "collect") != stage_hash(there, "collect")
+
+
 def test_baseline_settings_are_checked() -> None:
     config = load_config("mnist1d-convnet", ["evaluate.baselines=[noise,mean_of_k]", "evaluate.mean_of_k=8"])
     assert config.evaluate.baselines == ["noise", "mean_of_k"]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from pdiff.cli import app
 from pdiff.store import load_tensors, save_json, save_tensors
-from tests.conftest import TINY
+from tests.conftest import TINY, write_image_folder
 
 runner = CliRunner(env={"COLUMNS": "200"})
 TASK = "mnist1d-convnet"
@@ -120,6 +120,16 @@ def _truncated_mnist(root: Path, tmp: Path) -> None:
         write_file(f"data/MNIST/raw/{name}", b"\x00\x00\x08\x03" + b"\x00" * 60, under_tmp=True)(root, tmp)
 
 
+def _image_folder(damage: Callable[[Path], object] | None = None) -> Setup:
+    """A setup that writes a tiny image folder at {tmp}/images, then lets `damage(folder)` spoil it."""
+    def setup(root: Path, tmp: Path) -> None:
+        write_image_folder(tmp / "images", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}})
+        if damage is not None:
+            damage(tmp / "images")
+    return setup
+
+
+IMAGES = ["collect", "data.name=imagefolder", "data.val_size=2", "--data-dir", "{tmp}/images", "-q"]
 FORCE = ["--force", "-q"]
 CASES = [
     # ---- config: keys, types, values -------------------------------------------------------------
@@ -171,6 +181,22 @@ CASES = [
          "MNIST is not in", "pass --data-dir / set PDIFF_DATA"),
     Case("corrupt-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/data"],
          "MNIST in", "is incomplete or corrupt", _truncated_mnist),
+    Case("imagefolder-missing", IMAGES, "images/train is missing", "pass the folder holding them as --data-dir"),
+    Case("imagefolder-no-test-split", IMAGES, "images/test is missing", "test/<class>/ folders",
+         _image_folder(lambda folder: shutil.rmtree(folder / "test"))),
+    Case("imagefolder-classes-differ", IMAGES, "only in train/: dog; only in test/: dogs",
+         "give both splits the same class folders",
+         _image_folder(lambda folder: (folder / "test" / "dog").rename(folder / "test" / "dogs"))),
+    Case("imagefolder-unreadable-image", IMAGES, "cannot read the image", "train/dog/001.jpg",
+         _image_folder(lambda folder: (folder / "train" / "dog" / "001.jpg").write_bytes(b"\xff\xd8 truncated"))),
+    Case("imagefolder-empty-class", IMAGES, "train/bird holds no images", "add images to it or remove the folder",
+         _image_folder(lambda folder: (folder / "train" / "bird").mkdir())),
+    Case("imagefolder-no-class-folders", IMAGES, "holds no class folders", "put each class's images in",
+         _image_folder(lambda folder: shutil.rmtree(folder / "train") or (folder / "train").mkdir())),
+    Case("imagefolder-sizes-differ", IMAGES, "the images differ in size", "set data.image_size=N",
+         _image_folder(lambda folder: write_image_folder(folder, {"test": {"cat": 3}}, size=(6, 6)))),
+    Case("image-size-zero", ["run", "data.image_size=0"], "data.image_size=0 must be positive",
+         "or null to keep the images' size"),
     # ---- the run folder -----------------------------------------------------------------------------
     Case("stage-before-its-input", ["train", *TINY], "stage 'train' needs 'collect' first", "run `pdiff collect`"),
     Case("runs-dir-under-a-file", ["run", *TINY, "--runs-dir", "{tmp}/task.yaml/runs"],

@@ -36,6 +36,7 @@ class DataConfig:
     val_size: int = 1000  # held out of the training data; every choice is made on it, never on test
     augment: bool = True  # the dataset's usual training augmentation (crop + flip for CIFAR/STL-10; none for MNIST)
     num_samples: int = 10000  # mnist1d only: samples generated (80% train, 20% test)
+    image_size: int | None = None  # imagefolder only: resize + centre-crop to N x N; None: keep the size
     batch_size: int = 128
     eval_batch_size: int = 1000
 
@@ -236,6 +237,9 @@ def validate(config: Config) -> None:
     for key in NON_NEGATIVE:
         if _get(flat, key) < 0:
             raise ConfigError(f"{key}={_get(flat, key)} must be zero or more: set it to 0 or above")
+    if config.data.image_size is not None and config.data.image_size <= 0:
+        raise ConfigError(f"data.image_size={config.data.image_size} must be positive: set it to 1 or more, "
+                          "or null to keep the images' size")
     if config.generate.steps is not None and config.generate.steps <= 0:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
                           "or null for all")
@@ -314,7 +318,10 @@ def base_hash(config: Config) -> str:
 def _hashed(flat: dict, section: str) -> Any:
     value = flat[section]
     if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if k not in _NOT_HASHED.get(section, ())}
+        skipped = _NOT_HASHED.get(section, ())
+        if section == "data" and value["name"] == "imagefolder":
+            skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
+        value = {k: v for k, v in value.items() if k not in skipped}
     return value
 
 

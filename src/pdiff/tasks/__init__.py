@@ -30,7 +30,8 @@ class Task:
     @cached_property
     def data(self) -> DataSplits:
         d = self.config.data
-        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download)
+        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
+                            d.image_size, self.progress)
 
     def loader(self, split: str) -> TensorLoader:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
