@@ -65,9 +65,7 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
             copied = reuse(main, run)
             reused.update(copied)
             if not run.is_done("collect") and _same_base(main, run):
-                base = main.stage_dir("collect") / collect.BASE_FILE
-                run_stage(run, "collect", entry=lambda out, run=run, base=base: collect.run(run.task, run.root, out,
-                                                                                             base=base))
+                collect_from_base(main, run)
                 reused["collect"] = "base model of the main run (subset collected anew)"
             save_json(reuse_file, reused)
             run_stages(run)
@@ -148,7 +146,7 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
 
 # ---- reuse ----------------------------------------------------------------------------------------
 def reuse(main: Run, run: Run) -> dict[str, str]:
-    """Complete `run`'s stages from `main`'s files where that gives the same files; returns {stage: how}."""
+    """Complete `run`'s stages by copying `main`'s files where that gives the same files; returns {stage: how}."""
     reused = {}
     for stage in STAGES:
         if run.is_done(stage) or stage_hash(main.config, stage) != stage_hash(run.config, stage):
@@ -162,6 +160,16 @@ def reuse(main: Run, run: Run) -> dict[str, str]:
         run_stage(run, "collect", entry=lambda out: collect.first_k(run.task, main.root, out))
         reused["collect"] = f"first {k} of the main run's {main_k} checkpoints"
     return reused
+
+
+def collect_from_base(main: Run, run: Run) -> None:
+    """Run `run`'s collect stage starting from the main run's base model (no base training)."""
+    base = main.stage_dir("collect") / collect.BASE_FILE
+
+    def entry(out: Path) -> dict:
+        return collect.run(run.task, run.root, out, base=base)
+
+    run_stage(run, "collect", entry=entry)
 
 
 def _same_base(main: Run, run: Run) -> bool:
