@@ -163,6 +163,8 @@ CASES = [
     Case("task-file-unknown-key", ["run", "{tmp}/task.yaml"], "unknown config key 'colect.k' in", "did you mean",
          write_file("task.yaml", b"colect: {k: 3}\n", under_tmp=True)),
     Case("bad-force", ["run", "--force", "trian"], "--force 'trian'", "choose one of collect, train"),
+    Case("holdout-too-large", ["run", "train.holdout=199"], "train.holdout=199 leaves fewer than 2",
+         "hold out at most 198"),
     Case("bad-device", ["run", "device=tpu"], "device='tpu' is not a torch device", "use auto, cpu"),
     # ---- parameter selection -----------------------------------------------------------------------
     Case("empty-subset", ["run", "collect.subset=[]"], "collect.subset is empty", "give glob patterns"),
