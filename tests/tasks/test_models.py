@@ -16,7 +16,7 @@ OFFICIAL_SUBSETS = {
     "convnet1d": ["features.1.1", "features.2.1"], "mlp": ["net.5", "net.2"],
 }
 DATA_SHAPES = {"mnist1d": (1, 40), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-               "cifar100": (3, 32, 32)}
+               "cifar100": (3, 32, 32), "imagefolder": (3, 32, 32)}  # imagefolder: the cifar10-jpeg preset
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
