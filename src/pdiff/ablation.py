@@ -83,6 +83,10 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
     """The variants of a study: the given values, or the paper's scaled to what the task has."""
     if study == "k":
         collected = config.collect.k
+        not_whole = [v for v in values or () if not v.isdigit()]
+        if not_whole:
+            raise ConfigError(f"K value {not_whole[0]!r} is not a whole number: give the K values to compare as "
+                              f"numbers in 1..{collected}, e.g. 10 50")
         ks = [int(v) for v in values] if values else sorted({k for k in PAPER_K if k <= collected} | {collected})
         too_many = [k for k in ks if k > collected or k < 1]
         if too_many:
@@ -91,6 +95,9 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
         return [Variant(f"k{k}", {"collect.k": k}) for k in ks]
     if study == "location":
         if values:
+            model = Task(config).new_model()
+            for value in values:  # a pattern that matches nothing fails here, before the main run
+                ParamSpec.select(model, value.split(","))
             return [Variant(_slug(v), {"collect.subset": v.split(",")}) for v in values]
         return norm_pair_variants(config)
     if study == "noise":

@@ -21,6 +21,7 @@ from torch import fx, nn
 from torch.func import functional_call, vmap
 
 from . import distributed
+from .errors import DatasetError
 from .params import ParamSpec
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ def predict_many_local(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor,
             # a suffix that writes into its input gets a copy: the next chunk needs the input intact
             inputs = tuple(_copy(t) for t in frontier) if overwrites_input else frontier
             row.append(suffix_logits(subset, inputs).argmax(-1).cpu())  # [m, batch]
+    if not rows:
+        raise DatasetError("the loader yielded no batches, so there is nothing to predict: pass a loader over "
+                           "at least one example")
     return torch.cat([torch.cat(row, dim=1) for row in rows])
 
 
