@@ -207,7 +207,7 @@ CASES = [
          ["run", "train.autoencoder.arch=conv1d", "train.autoencoder.kwargs={channels: []}"],
          "train.autoencoder.kwargs={'channels': []} cannot build the network", "fix train.autoencoder.kwargs"),
     Case("generate-n-beyond-memory", ["run", *TINY, "generate.n=1000000000"],
-         "generate.n=1000000000 needs at least", "lower generate.n"),
+         "generate.n=1000000000 needs at least", "ask for fewer models"),
     # ---- task names are folder names ----------------------------------------------------------------
     Case("task-dot-dot", ["run", "task=.."], "task='..' is not a plain name", "use letters, digits"),
     Case("task-absolute-path", ["run", "task={tmp}/elsewhere"], "is not a plain name", "e.g. task=my-run"),
@@ -324,6 +324,8 @@ CASES = [
     Case("sample-bad-sampler", ["sample", "{root}", "--sampler", "euler"], "--sampler 'euler'",
          "choose one of ddpm", run=True),
     Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
+    Case("sample-beyond-memory", ["sample", "{root}", "-n", "100000000000", "--out", "{tmp}/out"],
+         "-n 100000000000 needs at least", "ask for fewer models", run=True),
     Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty", "pass --force", run=True),
     Case("sample-out-is-a-file", ["sample", "{root}", "--out", "{root}/config.yaml"], "is a file, not a folder",
          "pass a folder", run=True),

@@ -340,12 +340,13 @@ def _check_registries(config: Config) -> None:
 
 
 def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:
-    """`build()`, with a constructor's own error (a bad size in `kwargs`, say) as a ConfigError naming `key`.
+    """`build()` on `device` (None: the default), with a constructor's own error (a bad size in `kwargs`, say)
+    as a ConfigError naming `key`. On "meta" it is a dry run that allocates nothing.
 
-    Without kwargs an error is pdiff's own bug, and keeps its traceback.
+    Without kwargs there is nothing of the user's to check, and an error is pdiff's own bug (a traceback).
     """
     if not kwargs:
-        return None if device == "meta" else build()
+        return build() if device is None else None
     try:
         with torch.device(device) if device else contextlib.nullcontext():
             return build()

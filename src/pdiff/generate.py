@@ -104,6 +104,7 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     if missing:
         raise ArtifactError(f"the generator in {run_dir} makes {missing[0]!r}, which the base model lacks: "
                             "the run folder mixes two models; rerun `pdiff train --force`")
+    check_memory(n, gen.spec.dim, 0, f"-n {n}")
     vectors = gen.sample(n, sampler=sampler, steps=steps, seed=seed)
     if not torch.isfinite(vectors).all():
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
@@ -131,6 +132,32 @@ def _move_models(partial: Path, out_dir: Path, n: int) -> list[Path]:
             raise
         raise storage_error(out_dir, e) from None
     return [out_dir / _model_file(i) for i in range(n)]
+
+
+def check_memory(n: int, dim: int, examples: int, setting: str) -> None:
+    """Refuse `n` models of D=`dim` that cannot fit in this machine's free memory, naming `setting`.
+
+    A lower bound: the vectors [n, D] float32 three times (sampled, decoded, saved) and the evaluation's
+    predictions [n, examples] int64 of the generated models alone (the baselines add more).
+    """
+    need = n * dim * 4 * 3 + n * examples * 8
+    have = available_memory()
+    if have is not None and need > have:
+        on = f" and their predictions on {examples} examples" if examples else ""
+        raise ConfigError(f"{setting} needs at least {need / 2**30:.1f} GiB of memory ({n} models of D={dim}{on}) "
+                          f"but {have / 2**30:.1f} GiB are free: ask for fewer models (pdiff sample can add more "
+                          "later, in batches)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _model_file(i: int) -> str:

@@ -159,7 +159,7 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
         to_run = [s for s in stages if (force is not None and STAGES.index(s) >= STAGES.index(force))
                   or not run.is_done(s)]
         if "generate" in to_run or "evaluate" in to_run:
-            check_memory(run)
+            check_memory(run)  # before collect: a too large generate.n must not wait for training
         try:
             for stage in stages:
                 run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
@@ -171,34 +171,13 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
 
 
 def check_memory(run: Run) -> None:
-    """Refuse, before any work, a generate.n whose models cannot fit in this machine's memory.
-
-    A lower bound: the vectors [n, D] float32 three times (sampled, decoded, saved) and the evaluation's
-    predictions [n, n_val + n_test] int64 of the generated models alone (the baselines add more).
-    """
+    """Refuse, before any work, a generate.n whose models cannot fit in memory (`pdiff.generate.check_memory`)."""
     if run.is_done("collect"):
         dim = load_json(run.stage_dir("collect") / "stage.json")["dim"]
     else:
         dim = ParamSpec.select(run.task.new_model(), run.config.collect.subset).dim
-    n = run.config.generate.n
     examples = len(run.task.data.val) + len(run.task.data.test)
-    need = n * dim * 4 * 3 + n * examples * 8
-    have = available_memory()
-    if have is not None and need > have:
-        raise ConfigError(f"generate.n={n} needs at least {need / 2**30:.1f} GiB of memory ({n} models of "
-                          f"D={dim} and their predictions on {examples} examples) but {have / 2**30:.1f} GiB are "
-                          "free: lower generate.n, or sample more models later with `pdiff sample`")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory free for a new allocation (Linux MemAvailable), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    generate.check_memory(run.config.generate.n, dim, examples, f"generate.n={run.config.generate.n}")
 
 
 def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | None = None,
