@@ -46,10 +46,11 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; open() would honour the umask
         os.close(fd)
         tmp = Path(name)
         yield tmp
+        # mkstemp (and safetensors, which writes the file anew) make it 0600; open() would honour the umask
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         if isinstance(e, StorageError) or e.errno not in STORAGE_ERRNOS:
