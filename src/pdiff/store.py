@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,13 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         return
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     with atomic_path(path, size=sum(t.nbytes for t in tensors.values())) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+        try:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+        except SafetensorError as e:  # its I/O errors ("... (os error 28)") are no OSErrors: make them one
+            code = re.search(r"\(os error (\d+)\)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from e
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
