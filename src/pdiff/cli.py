@@ -2,7 +2,7 @@
 
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
-    pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator
+    pdiff sample RUN_DIR -n 10 --out DIR [--force]  ready-to-load state_dicts from a trained generator
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
 
