@@ -96,6 +96,7 @@ class TrainConfig:
     # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
     holdout: int = 0
     holdout_split: str = "interleaved"
+    seed: int | None = None  # the generator's initialisation and training noise; None: the run's seed
 
 
 @dataclass
@@ -322,6 +323,8 @@ def _hashed(flat: dict, section: str) -> Any:
         if section == "data" and value["name"] == "imagefolder":
             skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
         value = {k: v for k, v in value.items() if k not in skipped}
+        if section == "train" and value["seed"] is None:  # the run's seed, hashed already: older runs keep their hash
+            value = {k: v for k, v in value.items() if k != "seed"}
     return value
 
 

@@ -52,8 +52,10 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
             test_rows.append(measured[group].test_predictions.long())
             continue
         chunk, device = task.config.evaluate.model_chunk, task.device
-        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device)
-        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device)
+        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device,
+                                desc=task.bar(f"evaluate {group} (val)"))
+        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device,
+                                 desc=task.bar(f"evaluate {group} (test)"))
         records += _records(group, val_acc, accuracy(test_pred, test_labels))
         test_rows.append(test_pred)
     predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
