@@ -6,9 +6,9 @@ Runs (finished runs are read back, not redone):
 - the main run, `pdiff run TASK`: Table 1 with generator seed 0, the similarity study, the critique's plane;
 - two more generators (train.seed=1, 2) on the same checkpoints: Table 1 averages three runs, as the paper;
 - `pdiff ablate TASK --study k / location / noise`;
-- a held-out run (train.holdout=40): the generalization test.
-Every run but the main one evaluates only its generated models (evaluate.baselines=[]): the claims compare
-those with the originals or with the main run's, and the baselines would cost as much again.
+- a held-out run (train.holdout=K/5, 40 of 200): the generalization test.
+Every run but the main one evaluates only 50 generated models (evaluate.baselines=[], generate.n=50): the
+claims compare those with the originals or with the main run's; more would cost CPU time, not decide more.
 
 Each claim is a difference with the paper's (or the critique's) number beside ours and a verdict:
 - a claimed gain (loss) is `reproduced` when our CI lies above (below) 0, `refuted` when it excludes the
@@ -40,8 +40,8 @@ from .markdown import machine, table, write_section
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "claims.json"
 MATCH = 0.005  # a claimed match holds within +-0.5 points (the pipeline issue's margin for the mean)
-HOLDOUT = 40
-ONLY_GENERATED = {"evaluate.baselines": []}
+HOLDOUT_EVERY = 5  # train.holdout = K / 5: 40 of 200 checkpoints, as in the decisive-answers issue
+VARIANT = {"evaluate.baselines": [], "generate.n": 50}  # every run but the main one: what its claims need
 VERDICTS = ("reproduced", "refuted", "not resolvable here")
 log = logging.getLogger("claims")
 
@@ -78,7 +78,7 @@ def points(c: dict) -> str:
 # ---- the runs ---------------------------------------------------------------------------------------
 def variant(main: Run, overrides: dict, folder: str) -> Run:
     """A run of the main config with `overrides`, reusing what it can of the main run's stages."""
-    run = Run(with_overrides(main.config, {**ONLY_GENERATED, **overrides}), main.root / "claims" / folder,
+    run = Run(with_overrides(main.config, {**VARIANT, **overrides}), main.root / "claims" / folder,
               progress=False)
     reuse(main, run)
     return run_stages(run)
@@ -105,9 +105,9 @@ def iou_values(run: Run, group: str) -> torch.Tensor:
 
 def study_runs(config: Config, study: str, runs_dir: Path) -> dict[str, Run]:
     """label -> the finished run of each variant of `pdiff ablate TASK --study STUDY`."""
-    report = ablate(config, study, runs_dir=runs_dir, progress=False, shared=ONLY_GENERATED)
+    report = ablate(config, study, runs_dir=runs_dir, progress=False, shared=VARIANT)
     rows = json.loads((report.parent / "ablation.json").read_text())["variants"]
-    return {row["label"]: Run(with_overrides(config, {**ONLY_GENERATED, **row["overrides"]}), Path(row["run_dir"]),
+    return {row["label"]: Run(with_overrides(config, {**VARIANT, **row["overrides"]}), Path(row["run_dir"]),
                               progress=False) for row in rows}
 
 
@@ -234,7 +234,7 @@ def generalization(run: Run) -> list[Claim]:
                 f"{generated['coverage_ci_high']:.2f}] vs held-out's own {heldout['coverage']:.2f}")
     verdict = VERDICTS[0] if c["ci_high"] < 0 else VERDICTS[1] if c["ci_low"] >= 0 else VERDICTS[2]
     return [Claim("critique", "generated models sit nearer the training checkpoints than unseen checkpoints do "
-                  f"(memorization; train.holdout={HOLDOUT})", "Zeng et al. 2025: p-diff memorizes",
+                  f"(memorization; train.holdout={run.config.train.holdout})", "Zeng et al. 2025: p-diff memorizes",
                   f"median ratio generated - held-out: {points_with_ci(c, 1)}", verdict, coverage)]
 
 
@@ -243,14 +243,16 @@ def main() -> None:
     parser.add_argument("--task", default="cifar10-convnet3-cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "claims")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides of the task (e.g. a tiny trial)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_config(args.task, [f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    config = load_config(args.task, [*args.overrides, *([f"data.data_dir={args.data_dir}"] if args.data_dir else [])])
     main_run = run_pipeline(config, args.runs_dir, progress=False)
     log.info("main run done")
     seeds = [variant(main_run, {"train.seed": seed}, f"seed{seed}") for seed in (1, 2)]
     log.info("generator seeds done")
-    held = variant(main_run, {"train.holdout": HOLDOUT}, f"holdout{HOLDOUT}")
+    holdout = config.collect.k // HOLDOUT_EVERY
+    held = variant(main_run, {"train.holdout": holdout}, f"holdout{holdout}")
     log.info("held-out run done")
     claims = table_one(main_run, seeds) + similarity_study(main_run) + generalization(held)
     for study, decide in (("k", k_study), ("noise", noise_study), ("location", location_study)):

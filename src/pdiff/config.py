@@ -245,7 +245,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
                           "or null for all")
     _validate_baselines(config.evaluate)
-    if config.train.holdout > config.collect.k - 2:
+    if config.train.holdout and config.train.holdout > config.collect.k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
                           f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")
     if not config.collect.subset:
