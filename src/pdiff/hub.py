@@ -4,7 +4,7 @@ An exported generator is one folder that is a valid hub model repository:
 
     config.json               what it is: pdiff version, task and its train-stage config hash, parameter spec,
                               the generator's config (autoencoder, diffusion), the base model's architecture
-    autoencoder.safetensors   the run's generator/ files, unchanged in content
+    autoencoder.safetensors   the run's generator/ weights (the same tensors)
     diffusion.safetensors
     base.safetensors          the base model (optional), so that samples become full, ready-to-load models
     README.md                 the model card (`huggingface_hub.ModelCard`, `library_name: pdiff`)
@@ -208,13 +208,14 @@ def generator_card(config: dict, results: dict | None = None, command: str | Non
     saying what the subset is, the run's results with their CIs, the command that made it and how to sample."""
     spec = ParamSpec.from_dict(config["spec"])
     task, model, dataset = config.get("task", "custom"), config.get("model"), config.get("dataset")
+    network = f"a `{model}` trained on `{dataset}`" if model and dataset else "a network"
     data = ModelCardData(library_name=LIBRARY, tags=_tags(model, dataset), datasets=[dataset] if dataset else None)
     repo = repo_id or "USER/REPO"
     base = config.get("base")
     lines = [f"# p-diff parameter generator: {task}", "",
              f"A latent diffusion model over trained network parameters ([p-diff]({PAPER}), Wang et al. 2024), "
              f"made with pdiff {config['pdiff_version']}. It generates {len(spec.names)} parameter tensors "
-             f"(D = {spec.dim} numbers) of a `{model}` trained on `{dataset}`; "
+             f"(D = {spec.dim} numbers) of {network}; "
              + ("every other weight comes from the base model in `base.safetensors`." if base else
                 "the base model was not exported, so bring your own with the other weights."),
              "", "## The generated subset", "", "| tensor | shape |", "|---|---|",
@@ -244,11 +245,12 @@ def checkpoints_card(ckpts: CheckpointSet, config: dict, command: str | None = N
                      repo_id: str | None = None) -> DatasetCard:
     """The dataset card of an exported checkpoint set: what the checkpoints are, their accuracies, how to load them."""
     model, dataset = config.get("model"), config.get("dataset")
+    network = f"a `{model}` trained on `{dataset}`" if model and dataset else "a network"
     data = DatasetCardData(tags=[*_tags(model, dataset), "model-checkpoints"], library_name=LIBRARY,
                            pretty_name=f"p-diff checkpoints: {config.get('task', 'custom')}")
     lines = [f"# p-diff checkpoints: {config.get('task', 'custom')}", "",
-             f"K = {len(ckpts)} checkpoints of {len(ckpts.spec.names)} parameter tensors (D = {ckpts.spec.dim}) of a "
-             f"`{model}` trained on `{dataset}`, saved along one training trajectory of that subset "
+             f"K = {len(ckpts)} checkpoints of {len(ckpts.spec.names)} parameter tensors (D = {ckpts.spec.dim}) of "
+             f"{network}, saved along one training trajectory of that subset "
              f"([p-diff]({PAPER})), made with pdiff {config['pdiff_version']}: `checkpoints.safetensors` holds "
              "`params` [K, D]" + (", `val_accuracy`, `test_accuracy` [K] and `test_predictions` [K, n_test]"
                                   if ckpts.test_accuracy is not None else "") + ".", ""]
