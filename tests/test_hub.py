@@ -67,7 +67,8 @@ def test_the_model_card_has_pdiff_metadata_results_and_the_command_that_made_it(
     card = ModelCard.load(exported / "README.md")
     assert card.data.library_name == "pdiff" and card.data.datasets == ["mnist1d"] and "pdiff" in card.data.tags
     assert "| generated | 6 |" in card.text and "mean - original [95% CI]" in card.text
-    assert "pdiff run mnist1d-convnet collect.k=12" in card.text and "from_pretrained" in card.text
+    assert "pdiff run mnist1d-convnet data.val_size=200" in card.text and " collect.k=12 " in card.text
+    assert 'ParameterGenerator.from_pretrained("USER/REPO")' in card.text
     config = load_config(tiny_run / "config.yaml")
     task, *overrides = hub.run_arguments(config)  # the card's command reproduces the run's config exactly
     assert stage_hash(load_config(task, overrides), "report") == stage_hash(config, "report")

@@ -34,8 +34,10 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardDa
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from . import collect, evaluate, train
+from . import evaluate, train
 from .checkpoints import CheckpointSet
+from .collect import BASE_FILE, CHECKPOINTS_FILE, weights_finite
+from .collect import FOLDER as COLLECT_FOLDER  # `from . import collect` gives pdiff.collect, the function
 from .config import Config, load_config, stage_hash, task_names, to_dict
 from .errors import ArtifactError, HubError
 from .generator import ParameterGenerator
@@ -106,7 +108,7 @@ def save_checkpoints(ckpts: CheckpointSet, directory: str | Path, metadata: dict
     """Write `ckpts` as a hub dataset repository into `directory`: checkpoints.safetensors, config.json, README.md."""
     directory = Path(directory)
     metadata = dict(metadata or {})
-    ckpts.save(directory / collect.CHECKPOINTS_FILE, metadata)
+    ckpts.save(directory / CHECKPOINTS_FILE, metadata)
     config = {"library_name": LIBRARY, "kind": "checkpoints", "pdiff_version": version(), **metadata,
               "k": len(ckpts), "spec": ckpts.spec.to_dict()}
     save_json(directory / CONFIG_FILE, config)
@@ -118,7 +120,7 @@ def load_checkpoints(name_or_path: str | Path, revision: str | None = None) -> C
     """A checkpoint set from an exported folder or a hub dataset repo id (see `download`)."""
     folder = download(name_or_path, "dataset", revision)
     _read_config(folder, "checkpoints")
-    ckpts, _ = CheckpointSet.load(folder / collect.CHECKPOINTS_FILE)
+    ckpts, _ = CheckpointSet.load(folder / CHECKPOINTS_FILE)
     return ckpts
 
 
@@ -128,7 +130,7 @@ def export_checkpoints(run_dir: str | Path, out_dir: str | Path, base: bool = Tr
     hub dataset repository with a dataset card; returns `out_dir`."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    path = run_dir / collect.FOLDER / collect.CHECKPOINTS_FILE
+    path = run_dir / COLLECT_FOLDER / CHECKPOINTS_FILE
     ckpts, meta = CheckpointSet.load(path)
     _check_hash(path, meta, config, "collect")
     metadata = {"task": config.task, "config_hash": meta["config_hash"], "model": config.model.name,
@@ -333,20 +335,20 @@ def _current_results(run_dir: Path, config: Config) -> dict | None:
     results = load_json(path)
     if results.get("config_hash") != stage_hash(config, "evaluate"):
         return None
-    ckpts, _ = CheckpointSet.load(run_dir / collect.FOLDER / collect.CHECKPOINTS_FILE)
+    ckpts, _ = CheckpointSet.load(run_dir / COLLECT_FOLDER / CHECKPOINTS_FILE)
     n_test = None if ckpts.test_predictions is None else ckpts.test_predictions.shape[1]
     return {**results, "n_test": n_test}
 
 
 def _copy_base(run_dir: Path, config: Config, out: Path) -> dict:
     """Copy the run's base model into `out`; returns what config.json records about its architecture."""
-    path = run_dir / collect.FOLDER / collect.BASE_FILE
+    path = run_dir / COLLECT_FOLDER / BASE_FILE
     tensors, meta = load_tensors(path)
     _check_hash(path, meta, config, "collect")
-    if not collect.weights_finite(tensors):
+    if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
-    save_tensors(out / collect.BASE_FILE, tensors, meta)
-    return {"file": collect.BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
+    save_tensors(out / BASE_FILE, tensors, meta)
+    return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
             "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
 
 
