@@ -275,7 +275,7 @@ def _tags(model: str | None, dataset: str | None) -> list[str]:
 
 def _results_lines(results: dict | None) -> list[str]:
     if results is None:
-        return ["The run that made this generator was not evaluated (`pdiff evaluate`)."]
+        return ["The run folder holds no evaluation of this generator's models (`pdiff evaluate` makes one)."]
     header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
     n_test = results.get("n_test")
     lines = [f"Test accuracy (%) of the run's models{f' on {n_test} test examples' if n_test else ''}: "
