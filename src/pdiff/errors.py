@@ -31,3 +31,7 @@ class TrainingError(PdiffError, RuntimeError):
 
 class HealthError(PdiffError, RuntimeError):
     """The autoencoder cannot reproduce the checkpoints it was trained on."""
+
+
+class HubError(PdiffError, RuntimeError):
+    """A Hugging Face hub repository cannot be found, downloaded or uploaded (offline, no token, no such repo)."""

@@ -70,16 +70,15 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
 
 def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0, sampler: str = "ddpm",
                   steps: int | None = None) -> list[Path]:
-    """Write `n` full-model state_dicts (base weights + generated subset) from a trained run."""
+    """Write `n` full-model state_dicts (base weights + generated subset) from a trained run, a folder written by
+    `pdiff export` or a hub repo id."""
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
-    run_dir = Path(run_dir)
-    base, meta = load_tensors(run_dir / collect.FOLDER / collect.BASE_FILE)
-    gen = ParameterGenerator.load(run_dir / train.FOLDER)
+    gen, base, meta = _generator_and_base(run_dir)
     missing = [name for name in gen.spec.names if name not in base]
     if missing:
         raise ArtifactError(f"the generator in {run_dir} makes {missing[0]!r}, which the base model lacks: "
@@ -92,3 +91,20 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
                      {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed})
         paths.append(path)
     return paths
+
+
+def _generator_and_base(source: str | Path) -> tuple[ParameterGenerator, dict[str, torch.Tensor], dict]:
+    """The generator and the base model's tensors and metadata of a run folder, an export or a hub repo id."""
+    from . import hub  # hub builds on the stages, this one included
+
+    path = Path(source)
+    exported = (path / hub.CONFIG_FILE).is_file() if path.is_dir() else hub.is_repo_id(str(source))
+    if not exported:  # a run folder
+        base, meta = load_tensors(path / collect.FOLDER / collect.BASE_FILE)
+        return ParameterGenerator.load(path / train.FOLDER), base, meta
+    folder = hub.download(source)
+    if not (folder / collect.BASE_FILE).is_file():
+        raise ArtifactError(f"{source} was exported without its base model, so it makes only the subset: sample "
+                            "vectors with ParameterGenerator.from_pretrained, or export the run again with its base")
+    base, meta = load_tensors(folder / collect.BASE_FILE)
+    return ParameterGenerator.from_pretrained(folder), base, meta
