@@ -58,6 +58,13 @@ def test_stage_hash_changes_only_downstream() -> None:
     assert stage_hash(base, "report") == stage_hash(moved, "report")
 
 
+def test_train_seed_makes_another_generator_from_the_same_checkpoints() -> None:
+    base = load_config("mnist1d-convnet")
+    other = load_config("mnist1d-convnet", ["train.seed=1"])
+    assert stage_hash(base, "collect") == stage_hash(other, "collect")
+    assert stage_hash(base, "train") != stage_hash(other, "train")
+
+
 def test_an_image_folder_is_part_of_the_hash() -> None:
     """For data.name=imagefolder the folder is the dataset: another folder must rerun every stage."""
     here, there = (load_config("mnist1d-convnet", ["data.name=imagefolder", f"data.data_dir={d}"]) for d in "ab")
@@ -74,3 +81,8 @@ def test_baseline_settings_are_checked() -> None:
         load_config("mnist1d-convnet", ["evaluate.noise_strengths=[0.1,-0.1]"])
     with pytest.raises(ConfigError, match="evaluate.mean_of_k=0 must be positive"):
         load_config("mnist1d-convnet", ["evaluate.mean_of_k=0"])
+
+
+def test_one_checkpoint_is_a_valid_config() -> None:
+    """The paper's K = 1 ablation: nothing held out, one checkpoint to copy."""
+    assert load_config("mnist1d-convnet", ["collect.k=1"]).collect.k == 1

@@ -48,8 +48,12 @@ class Variant:
 
 
 def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir: str | Path = "runs",
-           progress: bool = True) -> Path:
-    """Run every variant of `study` (default values: the paper's, scaled to the task); returns report.md."""
+           progress: bool = True, shared: dict[str, Any] | None = None) -> Path:
+    """Run every variant of `study` (default values: the paper's, scaled to the task); returns report.md.
+
+    `shared`: overrides for every variant but not the main run, e.g. {"evaluate.baselines": []} to evaluate
+    only each variant's generated models (the comparisons with the main run need nothing else).
+    """
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}: choose one of {', '.join(STUDIES)}")
     variants = study_variants(config, study, values)
@@ -58,7 +62,7 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
     rows = []
     for variant in variants:
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
-        run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
+        run = Run(with_overrides(config, {**(shared or {}), **variant.overrides}), study_dir / variant.label, progress)
         with run_lock(run.root):
             reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
             reused = load_json(reuse_file) if reuse_file.is_file() else {}

@@ -2,7 +2,9 @@
 
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
-    pdiff sample RUN_DIR -n 10 --out DIR [--force]  ready-to-load state_dicts from a trained generator
+    pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
+    pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
+    pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
 
@@ -23,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import distributed
+from . import distributed, hub
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
 from .config import STAGES, Config, config_keys, load_config, task_names
@@ -138,7 +140,8 @@ for _stage in STAGES:
 
 
 @app.command()
-def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+def sample(run_dir: Annotated[Path, typer.Argument(
+               help="a finished run folder (runs/mnist1d-convnet), a folder from `pdiff export` or a hub repo id")],
            n: Annotated[int, typer.Option("-n", help="how many models")] = 10,
            out: Annotated[Path, typer.Option(help="folder for model_000.safetensors, ...")] = Path("samples"),
            seed: int = 0,
@@ -151,6 +154,36 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, 
     except PdiffError as e:
         _fail(e)
     console.print(f"wrote {len(paths)} state_dicts to {out}/", highlight=False, markup=False, soft_wrap=True)
+
+
+Base = Annotated[bool, typer.Option("--base/--no-base", help="include the base model (base.safetensors)")]
+Checkpoints = Annotated[bool, typer.Option("--checkpoints", help="the checkpoint set (a dataset repo) instead")]
+
+
+@app.command()
+def export(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+           out_dir: Annotated[Path, typer.Argument(help="the folder to write (replaced if it holds an export)")],
+           base: Base = True, checkpoints: Checkpoints = False) -> None:
+    """Write the run's generator as a Hugging Face hub model repository folder: config.json, weights, model card."""
+    try:
+        (hub.export_checkpoints if checkpoints else hub.export)(run_dir, out_dir, base)
+    except PdiffError as e:
+        _fail(e)
+    console.print(f"wrote {out_dir}/", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def push(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+         repo_id: Annotated[str, typer.Argument(help="the hub repository, user/name (created if missing)")],
+         private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+         base: Base = True, checkpoints: Checkpoints = False) -> None:
+    """Export the run's generator (or checkpoints) and upload it to the Hugging Face hub (needs a network and a
+    token: `hf auth login` or HF_TOKEN)."""
+    try:
+        url = hub.push(run_dir, repo_id, private=private, checkpoints=checkpoints, base=base)
+    except PdiffError as e:
+        _fail(e)
+    console.print(f"uploaded to {url}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

@@ -100,6 +100,7 @@ class TrainConfig:
     # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
     holdout: int = 0
     holdout_split: str = "interleaved"
+    seed: int | None = None  # the generator's initialisation and training noise; None: the run's seed
 
 
 @dataclass
@@ -261,7 +262,7 @@ def validate(config: Config) -> None:
                           "or null for all")
     _check_ranges(config, flat)
     _validate_baselines(config.evaluate)
-    if config.train.holdout > config.collect.k - 2:
+    if config.train.holdout and config.train.holdout > config.collect.k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
                           f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")
     if not config.collect.subset:
@@ -410,6 +411,8 @@ def _hashed(flat: dict, section: str) -> Any:
         if section == "data" and value["name"] == "imagefolder":
             skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
         value = {k: v for k, v in value.items() if k not in skipped}
+        if section == "train" and value["seed"] is None:  # the run's seed, hashed already: older runs keep their hash
+            value = {k: v for k, v in value.items() if k != "seed"}
     return value
 
 

@@ -39,3 +39,7 @@ class StorageError(PdiffError, OSError):
 
 class NotFittedError(PdiffError, RuntimeError):
     """A generator was asked to sample, encode or save before it was fitted or loaded."""
+
+
+class HubError(PdiffError, RuntimeError):
+    """A Hugging Face hub repository cannot be found, downloaded or uploaded (offline, no token, no such repo)."""

@@ -76,11 +76,12 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
 
 def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0, sampler: str = "ddpm",
                   steps: int | None = None, force: bool = False) -> list[Path]:
-    """Write `n` full-model state_dicts (base weights + generated subset) from a trained run into `out_dir`.
+    """Write `n` full-model state_dicts (base weights + generated subset) into `out_dir`, from a trained run, a
+    folder written by `pdiff export` or a hub repo id.
 
-    The base model and the generator's two files must come from the run's config.yaml (their config hashes).
-    A non-empty `out_dir` is refused unless `force`; then its model_NNN files are replaced by the new ones
-    (written into a folder beside it first, so a failure leaves the old ones, and none of them stays behind).
+    In a run folder the base model and the generator's two files must come from its config.yaml (their config
+    hashes). A non-empty `out_dir` is refused unless `force`; then its model_NNN files are replaced by the new
+    ones (written into a folder beside it first, so a failure leaves the old ones, and none of them stays behind).
     """
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
@@ -88,15 +89,9 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
         raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)
-    base, meta = load_tensors(run_dir / collect.FOLDER / collect.BASE_FILE)
-    config = read_run_config(run_dir)
-    if meta.get("config_hash") != stage_hash(config, "collect"):
-        raise ArtifactError(f"the base model in {run_dir} was made under another config (hash "
-                            f"{meta.get('config_hash')}) than its config.yaml (hash {stage_hash(config, 'collect')}): "
-                            "rerun `pdiff collect --force`")
-    gen = ParameterGenerator.load(run_dir / train.FOLDER, config_hash=stage_hash(config, "train"))
+    gen, base, meta = _generator_and_base(run_dir)
     if meta.get("spec") not in (None, gen.spec.to_dict()):
         raise ArtifactError(f"the generator in {run_dir} makes another parameter subset than the base model's: "
                             "rerun `pdiff train --force`")
@@ -182,3 +177,25 @@ def read_run_config(run_dir: Path) -> Config:
     except (yaml.YAMLError, OmegaConfBaseException) as e:
         raise ArtifactError(f"{path} is not a pdiff config ({str(e).strip().splitlines()[0]}): rerun "
                             "`pdiff run` to rewrite it") from None
+
+
+def _generator_and_base(source: str | Path) -> tuple[ParameterGenerator, dict[str, torch.Tensor], dict]:
+    """The generator and the base model's tensors and metadata of a run folder, an export or a hub repo id."""
+    from . import hub  # hub builds on the stages, this one included
+
+    path = Path(source)
+    exported = (path / hub.CONFIG_FILE).is_file() if path.is_dir() else hub.is_repo_id(str(source))
+    if not exported:  # a run folder: its base model and generator must be of the config in its config.yaml
+        base, meta = load_tensors(path / collect.FOLDER / collect.BASE_FILE)
+        config = read_run_config(path)
+        if meta.get("config_hash") != stage_hash(config, "collect"):
+            raise ArtifactError(f"the base model in {path} was made under another config (hash "
+                                f"{meta.get('config_hash')}) than its config.yaml (hash {stage_hash(config, 'collect')}"
+                                "): rerun `pdiff collect --force`")
+        return ParameterGenerator.load(path / train.FOLDER, config_hash=stage_hash(config, "train")), base, meta
+    folder = hub.download(source)
+    if not (folder / collect.BASE_FILE).is_file():
+        raise ArtifactError(f"{source} was exported without its base model, so it makes only the subset: sample "
+                            "vectors with ParameterGenerator.from_pretrained, or export the run again with its base")
+    base, meta = load_tensors(folder / collect.BASE_FILE)
+    return ParameterGenerator.from_pretrained(folder), base, meta

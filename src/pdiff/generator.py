@@ -234,6 +234,22 @@ class ParameterGenerator:
         gen.latent_mean, gen.latent_scale = dm_tensors["latent_mean"], dm_tensors["latent_scale"]
         return gen
 
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        """Write a Hugging Face hub model repository into `directory`: config.json, the two weight files and a
+        model card (README.md); `pdiff export` adds a run's base model and results (see `pdiff.hub`)."""
+        from .hub import save_generator  # hub builds on this module
+
+        return save_generator(self, directory, metadata)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str = "cpu",
+                        revision: str | None = None) -> ParameterGenerator:
+        """A generator from a folder written by `save_pretrained` / `pdiff export`, or from a hub repo id
+        (downloaded once, then read from the cache; with HF_HUB_OFFLINE=1 only from the cache)."""
+        from .hub import load_generator  # hub builds on this module
+
+        return load_generator(name_or_path, device, revision)
+
 
 def lr_at(step: int, total: int, peak: float) -> float:
     """Cosine decay from `peak` to zero over `total` steps."""

@@ -37,6 +37,10 @@ class Task:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
         return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)
 
+    def bar(self, label: str) -> str | None:
+        """A progress bar's label where this run shows progress, else None (what `predict_many`'s desc takes)."""
+        return label if self.progress else None
+
     def labels(self, split: str) -> torch.Tensor:
         """The labels [n] of a split, in the loader's order."""
         return getattr(self.data, split).y
