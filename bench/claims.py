@@ -244,25 +244,28 @@ def main() -> None:
     parser.add_argument("--task", default="cifar10-convnet3-cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "claims")
-    parser.add_argument("--studies", nargs="*", default=["noise", "k", "location"],
-                        help="the ablation studies, in order, each STUDY or STUDY=V1,V2 (default: the paper's values)")
+    parser.add_argument("--studies", nargs="*", default=["holdout", "seeds", "noise", "k", "location"],
+                        help="what to run after the main run, in order: holdout, seeds, and ablation studies as "
+                             "STUDY or STUDY=V1,V2 (default: the paper's values)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides of the task (e.g. a tiny trial)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = load_config(args.task, [*args.overrides, *([f"data.data_dir={args.data_dir}"] if args.data_dir else [])])
     main_run = run_pipeline(config, args.runs_dir, progress=False)
     log.info("main run done")
-    seeds = [variant(main_run, {"train.seed": seed}, f"seed{seed}") for seed in (1, 2)]
-    log.info("generator seeds done")
-    holdout = config.collect.k // HOLDOUT_EVERY
-    held = variant(main_run, {"train.holdout": holdout}, f"holdout{holdout}")
-    log.info("held-out run done")
-    claims = table_one(main_run, seeds) + similarity_study(main_run) + generalization(held)
+    claims, seeds = similarity_study(main_run), []
     decide = {"k": k_study, "noise": noise_study, "location": location_study}
     for spec in args.studies:
         study, _, values = spec.partition("=")
-        claims += decide[study](study_runs(config, study, values.split(",") if values else None, args.runs_dir))
-        log.info("study %s done", spec)
+        if study == "seeds":
+            seeds = [variant(main_run, {"train.seed": seed}, f"seed{seed}") for seed in (1, 2)]
+        elif study == "holdout":
+            holdout = config.collect.k // HOLDOUT_EVERY
+            claims += generalization(variant(main_run, {"train.holdout": holdout}, f"holdout{holdout}"))
+        else:
+            claims += decide[study](study_runs(config, study, values.split(",") if values else None, args.runs_dir))
+        log.info("%s done", spec)
+    claims = table_one(main_run, seeds) + claims
     resolution = evaluate.load(main_run.task, main_run.root)["resolution"]
     numbers = table_one_rows(main_run, seeds)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
