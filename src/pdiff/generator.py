@@ -203,7 +203,7 @@ class ParameterGenerator:
         if accuracies is None:
             raise TrainingError("train.diffusion.condition=accuracy needs each checkpoint's validation accuracy: "
                                 "fit on a CheckpointSet with val_accuracy (what `pdiff collect` writes)")
-        if accuracies.std() == 0:
+        if accuracies.max() == accuracies.min():
             raise TrainingError(f"all {len(accuracies)} checkpoints have the same validation accuracy "
                                 f"({100 * accuracies[0]:.2f}%): there is nothing to condition on; "
                                 "set train.diffusion.condition=none")
