@@ -90,14 +90,18 @@ def main() -> None:
     parser.add_argument("--task", default="mnist1d-convnet")
     parser.add_argument("--guidance", nargs="*", type=float, default=[0.0, 1.0, 3.0])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench-conditioning"))
+    parser.add_argument("--no-reference", action="store_true", help="skip the unconditioned generator's row")
     args = parser.parse_args()
     conditioned = Run(load_config(args.task, ["train.diffusion.condition=accuracy"]), args.runs_dir / "accuracy",
                       progress=False)
     run_stages(conditioned, ("collect", "train"))
-    plain = Run(load_config(args.task), args.runs_dir / "none", progress=False)
-    if not plain.is_done("collect"):
-        adopt(plain, "collect", conditioned)  # the same checkpoints for both generators
-    run_stages(plain, ("collect", "train"))
+    generators = {"conditioned, no target": None}
+    if not args.no_reference:
+        plain = Run(load_config(args.task), args.runs_dir / "none", progress=False)
+        if not plain.is_done("collect"):
+            adopt(plain, "collect", conditioned)  # the same checkpoints for both generators
+        run_stages(plain, ("collect", "train"))
+        generators = {"p-diff, condition=none": plain, **generators}
 
     ev = Evaluator(conditioned)
     spec, cfg = ev.ckpts.spec, conditioned.config.generate
@@ -112,9 +116,9 @@ def main() -> None:
 
     rows = [reference_row("originals (K checkpoints)", *ev.original, ev, exclude_self=True),
             reference_row("ensemble (weight average)", *ev.ensemble, ev)]
-    for label, generator in (("p-diff, condition=none", train.load(plain.task, plain.root, spec)),
-                             ("conditioned, no target", gen)):
-        rows.append(group_row(label, "", "", *sample(generator), ev)[0])
+    for label, run in generators.items():
+        rows.append(group_row(label, "", "", *sample(gen if run is None else train.load(run.task, run.root, spec)),
+                              ev)[0])
         print(*rows[-1], sep=" | ", flush=True)
     achieved = {}  # (w, target name) -> (target accuracy, achieved val mean, comparisons)
     for w in args.guidance:
@@ -129,15 +133,18 @@ def main() -> None:
     header = ["generator", "target (val %)", "w", "val mean %", "test mean %", "mean - original [95% CI]",
               "mean - ensemble [95% CI]", "best (val-chosen) %", "best - original [95% CI]",
               "best - ensemble [95% CI]", "median max IoU"]
+    reference = "" if args.no_reference else (", and for reference the paper's unconditioned generator on the "
+                                              "same checkpoints")
     write_section("conditioning", f"""## Accuracy-conditioned generation (`python -m bench.conditioning`)
 
-`python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}` on
+`python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}{
+        ' --no-reference' if args.no_reference else ''}` on
 {machine()}.
 
 One collection of {len(ev.ckpts)} checkpoints (seed {conditioned.config.seed}); one generator conditioned on
 validation accuracy (`train.diffusion.condition=accuracy`, p_uncond {conditioned.config.train.diffusion.p_uncond:g}),
-trained once and sampled {cfg.n} models per row ({cfg.sampler} sampler, the same noise seed for every row), and
-for reference the paper's unconditioned generator on the same checkpoints. Targets: the min, median and max of
+trained once and sampled {cfg.n} models per row ({cfg.sampler} sampler, the same noise seed for every row){reference}.
+Targets: the min, median and max of
 the training checkpoints' validation accuracies and one validation step ({100 * step:.2f} points, 1 / n_val)
 beyond the max; *w* is the classifier-free guidance weight. Differences are in points with their 95% CI
 (two-level bootstrap over the {len(ev.test_labels)} test examples and the models; `pdiff.stats`) and the verdict.
