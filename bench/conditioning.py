@@ -1,6 +1,7 @@
 """Accuracy-conditioned generation: does the accuracy of the generated models follow the one asked for?
 
     python -m bench.conditioning [--task mnist1d-convnet] [--guidance 0 1 3] [--runs-dir runs/bench-conditioning]
+                                 [--no-reference] [key=value ...]
 
 Collects once and trains one generator conditioned on validation accuracy (train.diffusion.condition=accuracy,
 RUNS_DIR/accuracy) and, on the same collection, the paper's unconditioned one (RUNS_DIR/none, for reference);
@@ -18,14 +19,15 @@ from pathlib import Path
 
 import torch
 
-from pdiff import collect, train
 from pdiff.baselines import weight_average
+from pdiff.collect import load as load_collected
 from pdiff.config import load_config
 from pdiff.inference import accuracy_many, predict_many
 from pdiff.pipeline import Run, adopt, run_stages
 from pdiff.report import points_with_ci
 from pdiff.similarity import max_iou_to
 from pdiff.stats import compare_accuracy
+from pdiff.train import load as load_generator
 
 from .markdown import machine, table, write_section
 
@@ -37,7 +39,7 @@ class Evaluator:
     the ensemble."""
 
     def __init__(self, run: Run):
-        collected = collect.load(run.task, run.root)
+        collected = load_collected(run.task, run.root)
         self.run, self.model, self.ckpts = run, collected.model, collected.checkpoints
         self.test_labels = run.task.labels("test")
         self.original = (self.ckpts.test_predictions.long() == self.test_labels, self.ckpts.val_accuracy)
@@ -91,13 +93,14 @@ def main() -> None:
     parser.add_argument("--guidance", nargs="*", type=float, default=[0.0, 1.0, 3.0])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench-conditioning"))
     parser.add_argument("--no-reference", action="store_true", help="skip the unconditioned generator's row")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. generate.sampler=ddim generate.n=100")
     args = parser.parse_args()
-    conditioned = Run(load_config(args.task, ["train.diffusion.condition=accuracy"]), args.runs_dir / "accuracy",
-                      progress=False)
+    conditioned = Run(load_config(args.task, ["train.diffusion.condition=accuracy", *args.overrides]),
+                      args.runs_dir / "accuracy", progress=False)
     run_stages(conditioned, ("collect", "train"))
     generators = {"conditioned, no target": None}
     if not args.no_reference:
-        plain = Run(load_config(args.task), args.runs_dir / "none", progress=False)
+        plain = Run(load_config(args.task, args.overrides), args.runs_dir / "none", progress=False)
         if not plain.is_done("collect"):
             adopt(plain, "collect", conditioned)  # the same checkpoints for both generators
         run_stages(plain, ("collect", "train"))
@@ -105,7 +108,7 @@ def main() -> None:
 
     ev = Evaluator(conditioned)
     spec, cfg = ev.ckpts.spec, conditioned.config.generate
-    gen = train.load(conditioned.task, conditioned.root, spec)
+    gen = load_generator(conditioned.task, conditioned.root, spec)
     step = 1 / len(conditioned.task.labels("val"))
     targets = {"min": "min", "median": "median", "max": "max", "max + 1 step": gen.target_accuracy("max") + step}
 
@@ -117,7 +120,7 @@ def main() -> None:
     rows = [reference_row("originals (K checkpoints)", *ev.original, ev, exclude_self=True),
             reference_row("ensemble (weight average)", *ev.ensemble, ev)]
     for label, run in generators.items():
-        rows.append(group_row(label, "", "", *sample(gen if run is None else train.load(run.task, run.root, spec)),
+        rows.append(group_row(label, "", "", *sample(gen if run is None else load_generator(run.task, run.root, spec)),
                               ev)[0])
         print(*rows[-1], sep=" | ", flush=True)
     achieved = {}  # (w, target name) -> (target accuracy, achieved val mean, comparisons)
@@ -138,7 +141,7 @@ def main() -> None:
     write_section("conditioning", f"""## Accuracy-conditioned generation (`python -m bench.conditioning`)
 
 `python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}{
-        ' --no-reference' if args.no_reference else ''}` on
+        ' --no-reference' if args.no_reference else ''}{''.join(' ' + o for o in args.overrides)}` on
 {machine()}.
 
 One collection of {len(ev.ckpts)} checkpoints (seed {conditioned.config.seed}); one generator conditioned on
