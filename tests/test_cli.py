@@ -24,6 +24,7 @@ def test_keys_lists_config_keys() -> None:
     (["run", "no-such-task"], "unknown task"),
     (["collect", "collect.subset=[nothing.*]"], "matches no parameter"),
     (["train"], "needs 'collect' first"),
+    (["run", "generate.target=max"], "generate.target=max needs a generator conditioned on accuracy"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message) -> None:
     result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path)])
@@ -48,3 +49,9 @@ def test_run_and_sample(tmp_path) -> None:
                                  "--sampler", "ddim", "--steps", "5"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors"]
+
+
+def test_sample_a_target_from_an_unconditioned_generator_is_one_line(tiny_run, tmp_path) -> None:
+    result = runner.invoke(app, ["sample", str(tiny_run), "--target", "max", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--target=max: this generator was trained without a condition" in result.output

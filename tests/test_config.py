@@ -86,3 +86,41 @@ def test_baseline_settings_are_checked() -> None:
 def test_one_checkpoint_is_a_valid_config() -> None:
     """The paper's K = 1 ablation: nothing held out, one checkpoint to copy."""
     assert load_config("mnist1d-convnet", ["collect.k=1"]).collect.k == 1
+
+
+def test_conditioning_keys_leave_unconditioned_hashes_as_they_were() -> None:
+    """Runs made before conditioning existed stay done: their hashes (pinned here) do not move."""
+    base = load_config("mnist1d-convnet")
+    assert stage_hash(base, "train") == "b572d32a1e4232f5" and stage_hash(base, "report") == "7f02b9603b31645c"
+    assert stage_hash(load_config("mnist1d-convnet", ["train.diffusion.p_uncond=0.5"]), "report") == \
+        stage_hash(base, "report")  # p_uncond does nothing unconditioned
+
+
+def test_a_target_reruns_only_generate_and_after() -> None:
+    conditioned = load_config("mnist1d-convnet", ["train.diffusion.condition=accuracy"])
+    assert stage_hash(conditioned, "train") != stage_hash(load_config("mnist1d-convnet"), "train")
+    asked = load_config("mnist1d-convnet", ["train.diffusion.condition=accuracy", "generate.target=max"])
+    assert asked.generate.target == "max"
+    assert stage_hash(asked, "train") == stage_hash(conditioned, "train")
+    assert stage_hash(asked, "generate") != stage_hash(conditioned, "generate")
+    guided = load_config("mnist1d-convnet", ["train.diffusion.condition=accuracy", "generate.target=max",
+                                             "generate.guidance=2"])
+    assert stage_hash(guided, "generate") != stage_hash(asked, "generate")
+    assert load_config("mnist1d-convnet", ["train.diffusion.condition=accuracy", "generate.target=0.98"]
+                       ).generate.target == "0.98"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["generate.target=max"], "generate.target=max needs a generator conditioned.*condition=accuracy"),
+    (["train.diffusion.condition=accuracy", "generate.target=1.5"], r"generate.target=1.5 is outside \[0, 1\]"),
+    (["train.diffusion.condition=accuracy", "generate.target=best"], "'best' is not a target"),
+    (["train.diffusion.condition=accuracy", "generate.guidance=2"], "generate.guidance=2.0 steers.*set a target"),
+    (["train.diffusion.condition=accuracy", "generate.target=max", "generate.guidance=-1"], "generate.guidance"),
+    (["train.diffusion.condition=accuracy", "train.diffusion.p_uncond=0", "generate.target=max",
+      "generate.guidance=1"], "p_uncond=0 never trains"),
+    (["train.diffusion.p_uncond=1.5"], r"p_uncond=1.5 is a probability"),
+    (["train.diffusion.condition=loss"], "train.diffusion.condition='loss' is not valid.*accuracy"),
+])
+def test_bad_conditioning_settings(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("mnist1d-convnet", overrides)

@@ -2,7 +2,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pdiff.diffusion import DDPM, DENOISERS, SAMPLERS, MLPDenoiser, build_denoiser, timestep_embedding
+from pdiff.diffusion import (
+    DDPM,
+    DENOISERS,
+    SAMPLERS,
+    MLPDenoiser,
+    build_denoiser,
+    guide,
+    predict_noise,
+    timestep_embedding,
+)
 
 SMALL = {"mlp": {"width": 32, "depth": 2, "time_dim": 16}, "conv1d": {"channels": (4, 8), "time_dim": 16}}
 
@@ -12,9 +21,11 @@ def ddpm() -> DDPM:
     return DDPM()
 
 
-def train(ddpm: DDPM, denoiser: nn.Module, data: Tensor, steps: int, batch: int = 128) -> list[float]:
+def train(ddpm: DDPM, denoiser: nn.Module, data: Tensor, steps: int, batch: int = 128,
+          conditions: Tensor | None = None, p_uncond: float = 0.0) -> list[float]:
     """Fit `denoiser` to rows of `data` [N, d] with the DDPM loss; returns the loss of every step.
 
+    With `conditions` [N] each row's condition goes with it (dropped with probability p_uncond).
     The learning rate decays linearly to 0: near t = T, eps must be predicted precisely, since DDIM
     divides its error by sqrt(alpha_bar_t) ~ 0.006 when it estimates x0.
     """
@@ -23,8 +34,9 @@ def train(ddpm: DDPM, denoiser: nn.Module, data: Tensor, steps: int, batch: int 
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
     losses = []
     for _ in range(steps):
-        x0 = data[torch.randint(0, len(data), (batch,), generator=gen)]
-        loss = ddpm.loss(denoiser, x0, generator=gen)
+        rows = torch.randint(0, len(data), (batch,), generator=gen)
+        c = None if conditions is None else conditions[rows]
+        loss = ddpm.loss(denoiser, data[rows], generator=gen, c=c, p_uncond=p_uncond)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -157,3 +169,89 @@ def test_samples_land_near_the_training_points(
     nearest = torch.cdist(x, data).min(dim=1).values  # [100]
     assert nearest.mean() < 0.1 * data[0].norm()  # |c| ~ 5.7 is the distance of the data from the origin
     assert 20 < (x.mean(dim=1) > 0).sum() < 80  # both points are generated
+
+
+# ---- conditioning (classifier-free guidance) ----------------------------------------------------------------------
+@pytest.mark.parametrize("arch", sorted(DENOISERS))
+def test_conditioned_denoiser_uses_its_condition(arch: str) -> None:
+    torch.manual_seed(0)
+    plain = build_denoiser(arch, 16, **SMALL[arch])
+    torch.manual_seed(0)
+    conditioned = build_denoiser(arch, 16, conditioned=True, **SMALL[arch])
+    # The condition's layers come last: every other weight starts as in the unconditioned network.
+    shared = conditioned.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in plain.state_dict().items())
+    assert [k for k in shared if k not in plain.state_dict()] == [k for k in shared if k.startswith("condition.")]
+    with torch.no_grad():
+        for p in conditioned.condition.parameters():
+            p.normal_()  # a trained-looking embedding: the untrained null is zero
+        x, t = torch.randn(3, 16), torch.tensor([5, 5, 5])
+        out = conditioned(x, t, torch.tensor([-1.0, 1.0, torch.nan]))
+        assert not torch.allclose(out[0], out[1])  # the condition changes the prediction
+        assert torch.allclose(out[2], conditioned(x[2:], t[2:])[0], atol=1e-6)  # NaN = no condition = None
+    with pytest.raises(ValueError, match="conditioned=True"):
+        plain(x, t, torch.zeros(3))
+
+
+def test_guidance_formula_on_known_eps() -> None:
+    assert torch.equal(guide(torch.tensor([2.0]), torch.tensor([0.5]), 3.0), torch.tensor([6.5]))  # 4*2 - 3*0.5
+
+    class Known(nn.Module):
+        """eps = 1 given a condition, 3 without one (NaN)."""
+
+        def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+            assert c is not None and len(c) == len(x)
+            return torch.where(c.isnan()[:, None], 3.0, 1.0).expand_as(x)
+
+    x, t = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    for w, expected in [(0.0, 1.0), (1.0, -1.0), (2.0, -3.0)]:  # (1 + w) * 1 - w * 3
+        assert torch.equal(predict_noise(Known(), x, t, c=0.5, guidance=w), torch.full((4, 2), expected))
+
+
+def test_p_uncond_one_reproduces_the_unconditional_loss(ddpm: DDPM) -> None:
+    """Every condition dropped: the same loss and gradients as the unconditional model (c=None), for the same t
+    and eps; the condition's MLP gets no gradient."""
+    torch.manual_seed(0)
+    denoiser = MLPDenoiser(8, **SMALL["mlp"], conditioned=True)
+    x0, c = torch.randn(32, 8), torch.randn(32)
+    for seed in range(3):
+        losses, grads = [], []
+        for kwargs in ({"c": c, "p_uncond": 1.0}, {}):
+            denoiser.zero_grad()
+            loss = ddpm.loss(denoiser, x0, generator=torch.Generator().manual_seed(seed), **kwargs)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append({k: p.grad.clone() for k, p in denoiser.named_parameters() if p.grad is not None})
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+        assert all(torch.allclose(g, grads[0][k], atol=1e-7) for k, g in grads[1].items())
+        assert not grads[0]["condition.mlp.0.weight"].any()
+    kept, plain = (ddpm.loss(denoiser, x0, generator=torch.Generator().manual_seed(0), **kwargs).item()
+                   for kwargs in ({"c": c, "p_uncond": 0.0}, {}))
+    assert kept != pytest.approx(plain)  # with the condition kept the loss differs
+
+
+@pytest.fixture(scope="module")
+def two_clusters(ddpm: DDPM) -> tuple[MLPDenoiser, Tensor]:
+    """A conditioned MLPDenoiser trained on two labelled clusters: near c (label +1) and near -c (label -1)."""
+    torch.manual_seed(0)
+    c = torch.full((8,), 2.0)
+    labels = torch.tensor([1.0, -1.0]).repeat_interleave(32)  # [64]
+    data = labels[:, None] * c + 0.05 * torch.randn(64, 8)  # [64, 8]
+    denoiser = MLPDenoiser(8, width=64, depth=2, time_dim=32, conditioned=True)
+    train(ddpm, denoiser, data, steps=1500, conditions=labels, p_uncond=0.2)
+    return denoiser, c
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 50), ("dpm", 25), ("ddpm", 1000)])
+@pytest.mark.parametrize("guidance", [0.0, 2.0])
+def test_conditioning_on_a_label_draws_from_its_cluster(
+    ddpm: DDPM, two_clusters: tuple[MLPDenoiser, Tensor], sampler: str, steps: int, guidance: float
+) -> None:
+    denoiser, c = two_clusters
+    for label in (1.0, -1.0):
+        x = ddpm.sample(denoiser, 50, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0),
+                        c=label, guidance=guidance)
+        assert (x - label * c).norm(dim=1).median() < 0.05 * c.norm()  # near the cluster asked for
+        assert (x.mean(dim=1) * label > 0).float().mean() >= 0.95  # (the deterministic samplers' rare outlier)
+    x = ddpm.sample(denoiser, 100, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+    assert 20 < (x.mean(dim=1) > 0).sum() < 80  # unconditioned, the same network draws both clusters

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
-from pdiff.errors import ArtifactError
+from pdiff.errors import ArtifactError, ConfigError, TrainingError
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
 from tests.conftest import tiny_config
@@ -57,3 +58,82 @@ def test_wrong_width_is_refused() -> None:
     gen = ParameterGenerator(SPEC, load_config("mnist1d-convnet").train)
     with pytest.raises(ValueError, match=r"\[K, 10\]"):
         gen.fit(torch.zeros(4, 7), progress=False)
+
+
+# ---- conditioned on accuracy ------------------------------------------------------------------------------------
+def labelled_clusters(k: int = 32) -> CheckpointSet:
+    """Two clusters of checkpoints: those near +1 have val accuracy 0.95, those near -1 have 0.90."""
+    g = torch.Generator().manual_seed(0)
+    good = torch.arange(k) % 2 == 0
+    params = torch.where(good[:, None], 1.0, -1.0) + 0.05 * torch.randn(k, 10, generator=g)
+    return CheckpointSet(params, SPEC, val_accuracy=torch.where(good, 0.95, 0.90))
+
+
+@pytest.fixture(scope="module")
+def conditioned() -> ParameterGenerator:
+    config = tiny_config("train.diffusion.condition=accuracy", "train.diffusion.p_uncond=0.2",
+                         "train.autoencoder.steps=300", "train.diffusion.steps=1500",
+                         "train.diffusion.kwargs={width: 64, depth: 2}").train
+    return ParameterGenerator(SPEC, config).fit(labelled_clusters(), progress=False)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 2.0])
+def test_a_target_accuracy_draws_from_the_checkpoints_that_had_it(conditioned, guidance: float) -> None:
+    for target, side in (("max", 1.0), ("min", -1.0), (0.95, 1.0)):
+        samples = conditioned.sample(20, "ddim", 20, target=target, guidance=guidance)
+        assert (samples.mean(1) * side > 0).float().mean() >= 0.8, target  # in the cluster of that accuracy
+    both = conditioned.sample(40, "ddim", 20).mean(1)  # no target: the unconditional model
+    assert (both > 0.5).sum() > 5 and (both < -0.5).sum() > 5
+
+
+def test_targets_resolve_against_the_training_accuracies(conditioned) -> None:
+    accuracies = labelled_clusters().val_accuracy
+    assert torch.equal(conditioned.accuracies, accuracies)
+    assert conditioned.target_accuracy("max") == pytest.approx(0.95)
+    assert conditioned.target_accuracy("min") == pytest.approx(0.90)
+    assert conditioned.target_accuracy("median") == pytest.approx(0.925)  # q50 interpolates: 16 of each
+    assert conditioned.target_accuracy("q75") == pytest.approx(torch.quantile(accuracies.double(), 0.75).item())
+    assert conditioned.target_accuracy("0.97") == conditioned.target_accuracy(0.97) == 0.97
+    assert conditioned.standardise_accuracy(torch.tensor([0.925])).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_conditioned_save_load_round_trip(conditioned, tmp_path) -> None:
+    conditioned.save(tmp_path)
+    loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
+    assert loaded.conditioned and torch.equal(loaded.accuracies, conditioned.accuracies)
+    assert torch.equal(loaded.sample(4, "ddim", 10, seed=1, target="max", guidance=1.0),
+                       conditioned.sample(4, "ddim", 10, seed=1, target="max", guidance=1.0))
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("best", r"'best' is not a target.*min, median, max, qNN"),
+    (1.5, r"outside \[0, 1\].*fraction"),
+    ("-0.1", r"outside \[0, 1\]"),
+    ("q101", "q0 to q100"),
+])
+def test_bad_targets_are_refused(conditioned, target, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        conditioned.sample(2, "ddim", 5, target=target)
+
+
+def test_guidance_needs_a_target(conditioned) -> None:
+    with pytest.raises(ConfigError, match="give a target"):
+        conditioned.sample(2, "ddim", 5, guidance=1.0)
+    with pytest.raises(ConfigError, match="0 or more"):
+        conditioned.sample(2, "ddim", 5, target="max", guidance=-1.0)
+
+
+def test_a_target_on_an_unconditioned_generator_is_refused(fitted) -> None:
+    assert not fitted.conditioned and fitted.accuracies is None
+    assert not any(k.startswith("condition.") for k in fitted.denoiser.state_dict())  # the paper's network
+    with pytest.raises(ConfigError, match="trained without a condition.*condition=accuracy"):
+        fitted.sample(2, "ddim", 5, target="max")
+
+
+def test_conditioning_needs_accuracies() -> None:
+    config = tiny_config("train.diffusion.condition=accuracy").train
+    with pytest.raises(TrainingError, match="validation accuracy"):
+        ParameterGenerator(SPEC, config).fit(checkpoints(), progress=False)  # bare vectors: no accuracies
+    same = CheckpointSet(checkpoints(), SPEC, val_accuracy=torch.full((16,), 0.9))
+    with pytest.raises(TrainingError, match="same validation accuracy.*condition=none"):
+        ParameterGenerator(SPEC, config).fit(same, progress=False)

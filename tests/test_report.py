@@ -78,3 +78,18 @@ def test_stage_alone_writes_the_report(tiny_run, tmp_path) -> None:
     report.run(Task(tiny_config(), progress=False), root, out)
     assert {"report.md", "report.html", "tsne.png", "accuracy_vs_similarity.png"} <= {p.name for p in out.iterdir()}
     assert "| original | 12 |" in (out / "report.md").read_text()
+
+
+def test_a_conditioned_run_shows_its_target_beside_the_accuracy_reached(tmp_path) -> None:
+    results = fake_results(GROUPS)
+    val = [m["val_accuracy"] for m in results["models"] if m["group"] == "generated"]
+    target = sorted(val)[3]  # the 3 generated models above it and any tied with it reach it
+    write_report(tmp_path, results, CONFIG, {"collect": 1.0},
+                 conditioning={"target": "q60", "target_accuracy": target, "guidance": 2.0})
+    text = (tmp_path / "report.md").read_text()
+    assert f"| target (q60) | {100 * target:.2f} |  |" in text
+    mean = results["summary"]["generated"]
+    assert f"| generated mean | {100 * mean['val_mean']:.2f} | {100 * mean['mean']:.2f} |" in text
+    reached = sum(v >= target for v in val)
+    assert f"guidance w = 2: {reached} of 6 generated models reach it" in text
+    assert "Target accuracy" not in (write_report(tmp_path / "plain", results, CONFIG, {}).read_text())

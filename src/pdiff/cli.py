@@ -3,6 +3,7 @@
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
+                 [--target max --guidance 2]  ... at a validation accuracy (a generator conditioned on it)
     pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
     pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
@@ -78,6 +79,12 @@ def _print_table(run_root: Path) -> None:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
     header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
     _show_table(f"{results['task']}: test accuracy (%)", header, rows, run_root / "report" / "report.html")
+    asked = load_json(run_root / "generate" / "stage.json")
+    if "target" in asked:  # a conditioned generator: what was asked for, beside what was reached
+        generated = results["summary"]["generated"]
+        console.print(f"target {asked['target']} = {100 * asked['target_accuracy']:.2f}% val accuracy (guidance "
+                      f"{asked['guidance']:g}): the generated models reach {100 * generated['val_mean']:.2f}% val, "
+                      f"{100 * generated['mean']:.2f}% test on average", highlight=False, markup=False)
     if "resolution" in results:
         console.print(f"this test set resolves differences of about ±{100 * results['resolution']:.2f} points",
                       highlight=False, markup=False)
@@ -147,10 +154,15 @@ def sample(run_dir: Annotated[Path, typer.Argument(
            seed: int = 0,
            sampler: Annotated[str, typer.Option(help=", ".join(SAMPLERS))] = "ddpm",
            steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None,
+           target: Annotated[str | None, typer.Option(
+               help="validation accuracy to ask for: a fraction (0.98) or max, median, min, qNN of the training "
+                    "checkpoints' (needs train.diffusion.condition=accuracy)")] = None,
+           guidance: Annotated[float, typer.Option(help="classifier-free guidance weight w (with --target)")] = 0.0,
            force: Annotated[bool, typer.Option(help="replace the models of a non-empty --out")] = False) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
-        paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force)
+        paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force, target=target,
+                              guidance=guidance)
     except PdiffError as e:
         _fail(e)
     console.print(f"wrote {len(paths)} state_dicts to {out}/", highlight=False, markup=False, soft_wrap=True)

@@ -89,6 +89,10 @@ class DiffusionConfig:
     lr: float = 1e-3
     weight_decay: float = 2e-6
     ema_decay: float = 0.999
+    # "none" (the paper's) or "accuracy": condition the denoiser on each checkpoint's validation accuracy,
+    # dropped with probability p_uncond so the same network is also unconditional (classifier-free guidance).
+    condition: str = "none"
+    p_uncond: float = 0.1
 
 
 @dataclass
@@ -108,6 +112,10 @@ class GenerateConfig:
     n: int = 200
     sampler: str = "ddpm"  # "ddpm", "ddim" or "dpm"
     steps: int | None = None  # sampling steps; None: the full num_train_timesteps
+    # With train.diffusion.condition=accuracy: the validation accuracy to ask for, a fraction ("0.98") or
+    # max, median, min or qNN (the NN-th percentile) of the training checkpoints'; None: unconditional.
+    target: str | None = None
+    guidance: float = 0.0  # classifier-free guidance w: eps = (1 + w) eps_cond - w eps_uncond
 
 
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
@@ -152,15 +160,17 @@ _STAGE_SECTIONS = {"collect": ("seed", "precision", "data", "model", "collect"),
 _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
+CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
+TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
 CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODERS),
            "train.diffusion.arch": tuple(DENOISERS), "generate.sampler": SAMPLERS, "precision": PRECISIONS,
-           "train.holdout_split": HOLDOUT_SPLITS}
+           "train.holdout_split": HOLDOUT_SPLITS, "train.diffusion.condition": CONDITIONS}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
             "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
 NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
-                "evaluate.finetune_steps")
+                "evaluate.finetune_steps", "generate.guidance")
 # Real-valued keys and the interval each must lie in: (low, high, whether low itself is allowed, whether high is).
 INF = float("inf")
 POSITIVE_REAL, AT_LEAST_0 = (0, INF, False, False), (0, INF, True, False)
@@ -262,6 +272,7 @@ def validate(config: Config) -> None:
                           "or null for all")
     _check_ranges(config, flat)
     _validate_baselines(config.evaluate)
+    _validate_conditioning(config.train.diffusion, config.generate)
     if config.train.holdout and config.train.holdout > config.collect.k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
                           f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")
@@ -333,7 +344,7 @@ def _check_registries(config: Config) -> None:
     ae, dm = config.train.autoencoder, config.train.diffusion
     check_kwargs(AUTOENCODERS[ae.arch], ae.kwargs, "train.autoencoder.kwargs",
                  ("dim", "latent_dim", "input_noise", "latent_noise"))
-    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim",))
+    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim", "conditioned"))
     # Built on the meta device (no memory); the autoencoder at a nominal D, since D needs the model.
     try_build(lambda: build_autoencoder(ae.arch, 64, latent_dim=ae.latent_dim, **ae.kwargs),
               "train.autoencoder.kwargs", ae.kwargs)
@@ -367,6 +378,44 @@ def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewh
         if name not in accepted:
             raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "
                               f"choose from {', '.join(accepted)}")
+
+
+def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:
+    """A target accuracy as ("accuracy", fraction in [0, 1]) or ("percentile", 0 to 100) of the training
+    checkpoints' validation accuracies: "0.98" or 0.98, "max" (q100), "median" (q50), "min" (q0), "q90"."""
+    text = str(target).strip().lower()
+    if text in TARGET_PERCENTILES:
+        return "percentile", TARGET_PERCENTILES[text]
+    if match := re.fullmatch(r"q(\d+(?:\.\d*)?)", text):
+        percentile = float(match.group(1))
+        if percentile > 100:
+            raise ConfigError(f"{key}={target}: a percentile runs from q0 to q100")
+        return "percentile", percentile
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}={target!r} is not a target: give a validation accuracy as a fraction (0.98) or "
+                          f"one of {', '.join(TARGET_PERCENTILES)}, qNN (the NN-th percentile)") from None
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"{key}={target} is outside [0, 1]: give the accuracy as a fraction, e.g. 0.98 for 98%")
+    return "accuracy", fraction
+
+
+def _validate_conditioning(dm: DiffusionConfig, cfg: GenerateConfig) -> None:
+    if not 0 <= dm.p_uncond <= 1:
+        raise ConfigError(f"train.diffusion.p_uncond={dm.p_uncond} is a probability: set it in [0, 1]")
+    if cfg.target is None:
+        if cfg.guidance != 0:
+            raise ConfigError(f"generate.guidance={cfg.guidance} steers towards generate.target: set a target too "
+                              "(e.g. generate.target=max)")
+        return
+    parse_target(cfg.target)
+    if dm.condition == "none":
+        raise ConfigError(f"generate.target={cfg.target} needs a generator conditioned on accuracy: add "
+                          "train.diffusion.condition=accuracy")
+    if cfg.guidance != 0 and dm.p_uncond == 0:
+        raise ConfigError(f"generate.guidance={cfg.guidance} needs the unconditional model, which "
+                          "train.diffusion.p_uncond=0 never trains: set p_uncond above 0 or guidance=0")
 
 
 def _validate_baselines(cfg: EvaluateConfig) -> None:
@@ -413,6 +462,12 @@ def _hashed(flat: dict, section: str) -> Any:
         value = {k: v for k, v in value.items() if k not in skipped}
         if section == "train" and value["seed"] is None:  # the run's seed, hashed already: older runs keep their hash
             value = {k: v for k, v in value.items() if k != "seed"}
+        # Unconditioned, the conditioning keys are left out: such runs keep the hashes they had before the keys existed.
+        if section == "train" and value["diffusion"]["condition"] == "none":
+            value = {**value, "diffusion": {k: v for k, v in value["diffusion"].items()
+                                            if k not in ("condition", "p_uncond")}}
+        if section == "generate" and value["target"] is None:
+            value = {k: v for k, v in value.items() if k not in ("target", "guidance")}
     return value
 
 

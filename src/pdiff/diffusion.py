@@ -1,7 +1,10 @@
 """The latent diffusion model: denoiser networks and the DDPM (training loss and sampling).
 
 The noise schedule and the samplers are diffusers' schedulers, kept apart from the network: a denoiser
-maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] and knows nothing about the schedule.
+maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] and knows nothing about the schedule. A
+conditioned denoiser (`conditioned=True`) also takes c [B], a scalar condition per sample (pdiff: the
+checkpoint's standardised validation accuracy), where NaN marks a dropped condition: one network is then
+both the conditional and the unconditional model of classifier-free guidance (Ho & Salimans 2022).
 """
 
 from __future__ import annotations
@@ -42,6 +45,37 @@ class TimeMLP(nn.Module):
         return self.mlp(timestep_embedding(t, self.time_dim))
 
 
+class ConditionEmbedding(nn.Module):
+    """A scalar condition c [B] -> [B, time_dim], added to the time embedding; NaN rows get a learned null.
+
+    The null embedding stands for "no condition": training drops conditions to it with probability p_uncond,
+    so the same weights also model the unconditional distribution (classifier-free guidance).
+    """
+
+    def __init__(self, time_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.null = nn.Parameter(torch.zeros(time_dim))
+
+    def forward(self, c: Tensor | None, batch: int) -> Tensor:
+        """c [B] (NaN: dropped) or None (all dropped) -> [B, time_dim]"""
+        if c is None:
+            return self.null.expand(batch, -1)
+        dropped = c.isnan()[:, None]  # [B, 1]
+        # NaN must not enter the MLP: it would poison the gradients of the rows that are kept.
+        return torch.where(dropped, self.null, self.mlp(c.nan_to_num(0.0)[:, None]))
+
+
+def embed(time: TimeMLP, condition: ConditionEmbedding | None, t: Tensor, c: Tensor | None) -> Tensor:
+    """The embedding every block of a denoiser receives: time, plus the condition's if it is conditioned."""
+    emb = time(t)  # [B, time_dim]
+    if condition is not None:
+        return emb + condition(c, len(t))
+    if c is not None:
+        raise ValueError("this denoiser was built without conditioned=True: it takes no condition")
+    return emb
+
+
 class ResidualBlock(nn.Module):
     """h + W2 act(W1 LN(h) + W_t emb): a pre-norm residual MLP block with the time embedding added."""
 
@@ -59,16 +93,18 @@ class ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """Residual MLP denoiser: dim -> width, `depth` residual blocks with the time embedding, -> dim."""
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 3, time_dim: int = 128):
+    def __init__(self, dim: int, width: int = 256, depth: int = 3, time_dim: int = 128, conditioned: bool = False):
         super().__init__()
         self.time = TimeMLP(time_dim)
         self.proj_in = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, time_dim) for _ in range(depth))
         self.proj_out = nn.Linear(width, dim)
+        # Built last, so that the other layers start from the same weights with or without it.
+        self.condition = ConditionEmbedding(time_dim) if conditioned else None
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x [B, d], t [B] int64 timesteps -> predicted noise [B, d]"""
-        emb = self.time(t)  # [B, time_dim]
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """x [B, d], t [B] int64 timesteps, c [B] conditions (conditioned only) -> predicted noise [B, d]"""
+        emb = embed(self.time, self.condition, t, c)  # [B, time_dim]
         h = self.proj_in(x)  # [B, width]
         for block in self.blocks:
             h = block(h, emb)
@@ -85,7 +121,8 @@ class ConvDenoiser(nn.Module):
     the same length; a Conv1d head maps back to one channel, cropped to d, plus a gated skip from x.
     """
 
-    def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128):
+    def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128,
+                 conditioned: bool = False):
         super().__init__()
         self.dim = dim
         scale = 2 ** len(channels)
@@ -103,10 +140,11 @@ class ConvDenoiser(nn.Module):
         # A linear skip from x with a time-dependent gain: the normalised blocks cannot make the prediction
         # scale with x_t (eps ~ x_t near t = T), which throws far-out samples off.
         self.skip_gain = nn.Linear(time_dim, 1)
+        self.condition = ConditionEmbedding(time_dim) if conditioned else None  # last: see MLPDenoiser
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x [B, d], t [B] int64 timesteps -> predicted noise [B, d]"""
-        emb = self.time(t)  # [B, time_dim]
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """x [B, d], t [B] int64 timesteps, c [B] conditions (conditioned only) -> predicted noise [B, d]"""
+        emb = embed(self.time, self.condition, t, c)  # [B, time_dim]
         h = F.pad(x, (0, self.padded_dim - self.dim)).unsqueeze(1)  # [B, 1, dpad]
         skips = []
         for block, time in zip(self.down, self.time_down, strict=True):
@@ -128,6 +166,32 @@ def build_denoiser(arch: str, dim: int, **kwargs) -> nn.Module:
     if arch not in DENOISERS:
         raise ValueError(f"unknown denoiser arch {arch!r}; choose one of {sorted(DENOISERS)}")
     return DENOISERS[arch](dim, **kwargs)
+
+
+def guide(eps_cond: Tensor, eps_uncond: Tensor, guidance: float) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022, Eq. 6): (1 + w) eps_cond - w eps_uncond.
+
+    w = 0 is the plain conditional model; w > 0 pushes the samples further towards the condition.
+    """
+    return (1 + guidance) * eps_cond - guidance * eps_uncond
+
+
+def predict_noise(denoiser: nn.Module, x_t: Tensor, t: Tensor, c: float | None = None,
+                  guidance: float = 0.0) -> Tensor:
+    """The noise a sampler steps with: x_t [B, d], t [B] -> eps [B, d].
+
+    c None: the denoiser as it is (unconditioned). Else the conditional prediction for condition c, guided by
+    w = `guidance`; for w != 0 the conditional and the unconditional (NaN: null condition) predictions come
+    from one batched pass over [x_t; x_t].
+    """
+    if c is None:
+        return denoiser(x_t, t)
+    cond = torch.full((len(x_t),), float(c), device=x_t.device)  # [B]
+    if guidance == 0:
+        return denoiser(x_t, t, cond)
+    both = denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, torch.full_like(cond, torch.nan)]))
+    eps_cond, eps_uncond = both.chunk(2)
+    return guide(eps_cond, eps_uncond, guidance)
 
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
@@ -170,10 +234,13 @@ class DDPM:
         """[T], alpha_bar_t = prod_{s <= t} (1 - beta_s)"""
         return self.scheduler.alphas_cumprod
 
-    def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t).
+    def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None,
+             c: Tensor | None = None, p_uncond: float = 0.0) -> Tensor:
+        """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t[, c]).
 
-        x0 [B, d]; t is drawn uniformly from {0, ..., T-1} for each sample.
+        x0 [B, d]; t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B] (a
+        conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
+        and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
         """
         # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
         rng_device = generator.device if generator is not None else x0.device
@@ -181,7 +248,10 @@ class DDPM:
         eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
         t, eps = t.to(x0.device), eps.to(x0.device)
         x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
-        return F.mse_loss(denoiser(x_t, t), eps)
+        if c is None:
+            return F.mse_loss(denoiser(x_t, t), eps)
+        dropped = torch.rand(x0.shape[0], generator=generator, device=rng_device).to(x0.device) < p_uncond
+        return F.mse_loss(denoiser(x_t, t, torch.where(dropped, torch.nan, c)), eps)
 
     def make_scheduler(self, sampler: str):
         """A fresh diffusers scheduler for `sampler` ("ddpm", "ddim" with eta = 0, or "dpm": DPM-Solver++)."""
@@ -210,11 +280,15 @@ class DDPM:
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        c: float | None = None,
+        guidance: float = 0.0,
     ) -> Tensor:
         """Draw n latents [n, dim] by running `sampler` from pure noise for `steps` steps.
 
         steps defaults to num_train_timesteps for "ddpm" and to DEFAULT_STEPS otherwise. The same
         generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
+        c (a conditioned denoiser): the condition of every sample, with classifier-free guidance w = `guidance`
+        (see `predict_noise`); None samples the denoiser as it is.
         """
         scheduler = self.make_scheduler(sampler)
         scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
@@ -226,7 +300,7 @@ class DDPM:
         try:
             for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
                 t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
-                eps = denoiser(scheduler.scale_model_input(x, t), t_batch)  # [n, dim]
+                eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # [n, dim]
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
         finally:
             denoiser.train(was_training)

@@ -2,13 +2,15 @@
 
 The stage writes generate/generated.safetensors: the generated params [N, D] and latents [N, d], and the
 latents of the original checkpoints [K, d] beside them, so that later stages never open the generator.
+With generate.target (a generator conditioned on accuracy) its metadata and stage.json also record the
+target, the validation accuracy it stands for, and the guidance.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,12 +34,14 @@ GENERATED_FILE = "generated.safetensors"
 @dataclass
 class Generated:
     """The generated parameter vectors [N, D] with their latents [N, d], the latents of the checkpoints the
-    generator was trained on [K - H, d] and of the held-out ones [H, d] (empty without train.holdout)."""
+    generator was trained on [K - H, d] and of the held-out ones [H, d] (empty without train.holdout), and
+    what they were conditioned on: {"target", "target_accuracy", "guidance"}, or {} when unconditioned."""
 
     params: torch.Tensor
     latents: torch.Tensor
     original_latents: torch.Tensor
     heldout_latents: torch.Tensor
+    conditioning: dict = field(default_factory=dict)
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -47,15 +51,19 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     training, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
     gen = train.load(task, run_dir, spec)
     cfg = task.config.generate
-    latents = gen.sample_latents(cfg.n, cfg.sampler, cfg.steps, seed=task.config.seed, progress=task.progress)
+    latents = gen.sample_latents(cfg.n, cfg.sampler, cfg.steps, seed=task.config.seed, progress=task.progress,
+                                 target=cfg.target, guidance=cfg.guidance)
     params = gen.decode(latents)
     if not torch.isfinite(params).all():
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
     tensors = {"params": params, "latents": latents, "original_latents": gen.encode(training.params)}
     if heldout is not None:
         tensors["heldout_latents"] = gen.encode(heldout.params)
-    save_tensors(out / GENERATED_FILE, tensors, {**task.metadata("generate"), "spec": spec.to_dict()})
-    return {}
+    conditioning = {} if cfg.target is None else {
+        "target": cfg.target, "target_accuracy": gen.target_accuracy(cfg.target, "generate.target"),
+        "guidance": cfg.guidance}
+    save_tensors(out / GENERATED_FILE, tensors, {**task.metadata("generate"), "spec": spec.to_dict(), **conditioning})
+    return conditioning
 
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
@@ -70,18 +78,22 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
     if "latents" not in tensors or "original_latents" not in tensors:
         raise ArtifactError(f"{path} holds no latents (an older pdiff made it): rerun `pdiff generate --force`")
     empty = torch.empty(0, tensors["latents"].shape[1])
+    conditioning = {key: meta[key] for key in ("target", "target_accuracy", "guidance") if key in meta}
     return Generated(tensors["params"], tensors["latents"], tensors["original_latents"],
-                     tensors.get("heldout_latents", empty))
+                     tensors.get("heldout_latents", empty), conditioning)
 
 
 def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0, sampler: str = "ddpm",
-                  steps: int | None = None, force: bool = False) -> list[Path]:
+                  steps: int | None = None, force: bool = False, target: str | None = None, guidance: float = 0.0
+                  ) -> list[Path]:
     """Write `n` full-model state_dicts (base weights + generated subset) into `out_dir`, from a trained run, a
     folder written by `pdiff export` or a hub repo id.
 
     In a run folder the base model and the generator's two files must come from its config.yaml (their config
     hashes). A non-empty `out_dir` is refused unless `force`; then its model_NNN files are replaced by the new
     ones (written into a folder beside it first, so a failure leaves the old ones, and none of them stays behind).
+    target / guidance (a generator conditioned on accuracy): the validation accuracy to ask for and the
+    classifier-free guidance weight, as `ParameterGenerator.sample_latents` takes them.
     """
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
@@ -89,6 +101,8 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
         raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
+    if guidance < 0 or (guidance != 0 and target is None):
+        raise ConfigError(f"--guidance {guidance}: give a weight of 0 or more, with --target")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)
     gen, base, meta = _generator_and_base(run_dir)
@@ -100,7 +114,9 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
         raise ArtifactError(f"the generator in {run_dir} makes {missing[0]!r}, which the base model lacks: "
                             "the run folder mixes two models; rerun `pdiff train --force`")
     check_memory(n, gen.spec.dim, 0, f"-n {n}")
-    vectors = gen.sample(n, sampler=sampler, steps=steps, seed=seed)
+    conditioning = {} if target is None else {
+        "target": target, "target_accuracy": gen.target_accuracy(target, "--target"), "guidance": guidance}
+    vectors = gen.sample(n, sampler=sampler, steps=steps, seed=seed, target=target, guidance=guidance)
     if not torch.isfinite(vectors).all():
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
     partial = out_dir.with_name(f".{out_dir.name}.partial")
@@ -108,7 +124,7 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     try:
         for i, vector in enumerate(vectors):  # a full disk fails here, before anything in out_dir is touched
             save_tensors(partial / _model_file(i), gen.spec.to_state_dict(vector, base),
-                         {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed})
+                         {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed, **conditioning})
         return _move_models(partial, out_dir, n)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

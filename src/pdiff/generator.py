@@ -3,6 +3,8 @@
 fit(checkpoints): standardise each tensor -> train the autoencoder (with noise augmentation) ->
 encode the checkpoints -> train a DDPM on the latents (EMA weights for sampling).
 sample(n): noise -> denoiser -> decoder -> de-standardise -> parameter vectors [n, D].
+With train.diffusion.condition=accuracy the denoiser also learns each checkpoint's validation accuracy
+(standardised over the training checkpoints), and sample(n, target=..., guidance=...) asks for one.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from tqdm.auto import tqdm
 from . import distributed
 from .autoencoder import build_autoencoder
 from .checkpoints import CheckpointSet
-from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
+from .config import AutoencoderConfig, DiffusionConfig, TrainConfig, parse_target
 from .diffusion import DDPM, build_denoiser
-from .errors import ArtifactError, NotFittedError, TrainingError
+from .errors import ArtifactError, ConfigError, NotFittedError, TrainingError
 from .params import Normalizer, ParamSpec
 from .store import load_tensors, save_tensors
 
@@ -42,16 +44,22 @@ class ParameterGenerator:
         ae, dm = self.config.autoencoder, self.config.diffusion
         self.autoencoder = build_autoencoder(ae.arch, spec.dim, latent_dim=ae.latent_dim, input_noise=ae.input_noise,
                                              latent_noise=ae.latent_noise, **ae.kwargs).to(self.device)
-        self.denoiser = build_denoiser(dm.arch, ae.latent_dim, **dm.kwargs).to(self.device)
+        self.conditioned = dm.condition == "accuracy"
+        self.denoiser = build_denoiser(dm.arch, ae.latent_dim, conditioned=self.conditioned,
+                                       **dm.kwargs).to(self.device)
         self.ddpm = DDPM(dm.num_train_timesteps, dm.beta_start, dm.beta_end)
         self.normalizer: Normalizer | None = None
         self.latent_mean = torch.zeros(ae.latent_dim)  # latents are standardised before diffusion
         self.latent_scale = torch.ones(())
+        self.accuracies: torch.Tensor | None = None  # conditioned: the training checkpoints' val accuracies [K]
         self.metrics: list[dict] = []
 
     # ---- training -------------------------------------------------------------------------------
     def fit(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> ParameterGenerator:
-        """Train the autoencoder, then the diffusion model, on checkpoints [K, D]."""
+        """Train the autoencoder, then the diffusion model, on checkpoints [K, D] (with their val accuracies
+        when conditioned)."""
+        if self.conditioned:
+            self._accuracies_of(checkpoints)  # fail before training anything
         self.fit_autoencoder(checkpoints, progress)
         self.fit_diffusion(checkpoints, progress)
         return self
@@ -78,8 +86,15 @@ class ParameterGenerator:
         cfg = self.config.diffusion
         ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
 
+        if self.conditioned:
+            self.accuracies = self._accuracies_of(checkpoints)
+            c = self.standardise_accuracy(self.accuracies).to(self.device)  # [K]
+            z = torch.cat([z, c[:, None]], dim=1)  # [K, d + 1]: each latent's condition rides in its last column
+
         def loss_fn(denoiser: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return self.ddpm.loss(denoiser, batch, generator=generator)
+            if not self.conditioned:
+                return self.ddpm.loss(denoiser, batch, generator=generator)
+            return self.ddpm.loss(denoiser, batch[:, :-1], generator=generator, c=batch[:, -1], p_uncond=cfg.p_uncond)
 
         self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters)
         self.denoiser = ema.module.eval()
@@ -145,22 +160,57 @@ class ParameterGenerator:
 
     @torch.no_grad()
     def sample_latents(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
-                       progress: bool = False) -> torch.Tensor:
-        """Latents [n, d] drawn from the diffusion model.
+                       progress: bool = False, target: str | float | None = None, guidance: float = 0.0
+                       ) -> torch.Tensor:
+        """Latents [n, d] drawn from the diffusion model; with `target`, conditioned on that validation accuracy.
 
-        The noise is drawn on the CPU and moved to the device, so a seed gives the same latents on any device
-        (up to float rounding): a generator trained on a GPU samples the same vectors when loaded on a CPU.
+        target (a conditioned generator): a fraction, or "max", "median", "min", "qNN" of the training
+        checkpoints' accuracies (see `target_accuracy`); guidance: classifier-free guidance w. Without a target
+        a conditioned generator samples its unconditional model. The noise is drawn on the CPU and moved to the
+        device, so a seed gives the same latents on any device (up to float rounding): a generator trained on
+        a GPU samples the same vectors when loaded on a CPU.
         """
         self._check_fitted("sample")
+        if guidance < 0:
+            raise ConfigError(f"guidance={guidance}: give a guidance weight of 0 or more")
+        if target is None and guidance != 0:
+            raise ConfigError(f"guidance={guidance} steers towards a target: give a target too (e.g. target='max')")
+        c = None if target is None else self.standardise_accuracy(torch.tensor(self.target_accuracy(target))).item()
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         z = self.ddpm.sample(self.denoiser, n, self.config.autoencoder.latent_dim, sampler=sampler, steps=steps,
-                             generator=generator, device=self.device, progress=progress)
+                             generator=generator, device=self.device, progress=progress, c=c, guidance=guidance)
         return z.cpu() * self.latent_scale + self.latent_mean
 
     def sample(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
-               progress: bool = False) -> torch.Tensor:
-        """New parameter vectors [n, D]."""
-        return self.decode(self.sample_latents(n, sampler, steps, seed, progress))
+               progress: bool = False, target: str | float | None = None, guidance: float = 0.0) -> torch.Tensor:
+        """New parameter vectors [n, D] (`target`, `guidance`: see `sample_latents`)."""
+        return self.decode(self.sample_latents(n, sampler, steps, seed, progress, target, guidance))
+
+    def target_accuracy(self, target: str | float, key: str = "target") -> float:
+        """The validation accuracy (a fraction) that `target` asks for: a fraction as it is, a percentile
+        ("max" = q100, "median" = q50, "min" = q0, "q90") of the training checkpoints' accuracies."""
+        if not self.conditioned:
+            raise ConfigError(f"{key}={target}: this generator was trained without a condition; retrain it with "
+                              "train.diffusion.condition=accuracy (`pdiff train --force`) to ask for an accuracy")
+        kind, value = parse_target(target, key)
+        if kind == "accuracy":
+            return value
+        return torch.quantile(self.accuracies.double(), value / 100).item()
+
+    def standardise_accuracy(self, accuracy: torch.Tensor) -> torch.Tensor:
+        """Validation accuracies (fractions) in units of the training checkpoints' mean and std: the condition."""
+        return ((accuracy.double() - self.accuracies.double().mean()) / self.accuracies.double().std()).float()
+
+    def _accuracies_of(self, checkpoints: CheckpointSet | torch.Tensor) -> torch.Tensor:
+        accuracies = checkpoints.val_accuracy if isinstance(checkpoints, CheckpointSet) else None
+        if accuracies is None:
+            raise TrainingError("train.diffusion.condition=accuracy needs each checkpoint's validation accuracy: "
+                                "fit on a CheckpointSet with val_accuracy (what `pdiff collect` writes)")
+        if accuracies.max() == accuracies.min():
+            raise TrainingError(f"all {len(accuracies)} checkpoints have the same validation accuracy "
+                                f"({100 * accuracies[0]:.2f}%): there is nothing to condition on; "
+                                "set train.diffusion.condition=none")
+        return accuracies.float().cpu()
 
     def _check_fitted(self, what: str) -> None:
         if self.normalizer is None:
@@ -191,6 +241,8 @@ class ParameterGenerator:
         save_tensors(directory / AUTOENCODER_FILE, {**ae_tensors, **self.normalizer.state_dict()},
                      {**common, "autoencoder": asdict(self.config.autoencoder)})
         dm_tensors = {f"model.{k}": v for k, v in self.denoiser.state_dict().items()}
+        if self.conditioned:
+            dm_tensors["accuracies"] = self.accuracies
         save_tensors(directory / DIFFUSION_FILE,
                      {**dm_tensors, "latent_mean": self.latent_mean, "latent_scale": self.latent_scale},
                      {**common, "diffusion": asdict(self.config.diffusion)})
@@ -232,6 +284,10 @@ class ParameterGenerator:
         gen.denoiser.eval()
         gen.normalizer = Normalizer.from_state_dict(ae_tensors)
         gen.latent_mean, gen.latent_scale = dm_tensors["latent_mean"], dm_tensors["latent_scale"]
+        gen.accuracies = dm_tensors.get("accuracies")
+        if gen.conditioned and gen.accuracies is None:
+            raise ArtifactError(f"{directory}: a conditioned generator without its checkpoints' accuracies: "
+                                "rerun `pdiff train --force`")
         return gen
 
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:

@@ -52,7 +52,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     latents = {"original": generated.original_latents.numpy(), "generated": generated.latents.numpy()}
     if len(generated.heldout_latents):
         latents["heldout"] = generated.heldout_latents.numpy()
-    write_report(out, results, to_dict(task.config), seconds, latents=latents)
+    write_report(out, results, to_dict(task.config), seconds, latents=latents, conditioning=generated.conditioning)
     return {}
 
 
@@ -121,11 +121,13 @@ def generalization_table(generalization: dict) -> tuple[list[str], list[list[str
 
 
 def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict[str, float],
-                 latents: dict[str, np.ndarray] | None = None, runs: list[dict] | None = None) -> Path:
+                 latents: dict[str, np.ndarray] | None = None, runs: list[dict] | None = None,
+                 conditioning: dict | None = None) -> Path:
     """Write figures, report.md and report.html for one run's results.json; returns report.md's path.
 
     `latents` (group -> autoencoder latents [n, d], e.g. original and generated) adds the t-SNE; `runs`, the
-    results.json of several runs of the task with different K, adds max similarity vs K.
+    results.json of several runs of the task with different K, adds max similarity vs K; `conditioning` (the
+    generate stage's target, target_accuracy and guidance) adds the target beside the accuracy achieved.
     """
     out_dir = Path(out_dir)
     summary, similarity = results["summary"], results["similarity"]
@@ -144,6 +146,10 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
             text=resolution + "Each line: difference to the reference group with its 95% CI (two-level bootstrap "
                  "over test examples and models) and the verdict it supports.\n\n"
                  + "\n".join(f"- {line}" for line in verdict_lines(results))))
+    if conditioning:
+        header, rows = conditioning_table(results, conditioning)
+        sections.append(Section("Target accuracy (%)", header=header, rows=rows, text=conditioning_text(
+            results, conditioning)))
     header, rows = accuracy_table(summary, "test", comparisons)
     sections.append(Section(
         "Test accuracy (%)", header=header, rows=rows,
@@ -199,6 +205,30 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
     save_text(out_dir / "report.md", render_markdown(title, sections))
     save_text(out_dir / "report.html", render_html(title, sections, out_dir))
     return out_dir / "report.md"
+
+
+def conditioning_table(results: dict, conditioning: dict) -> tuple[list[str], list[list[str]]]:
+    """The validation accuracy asked for beside the validation and test accuracy of the generated and original
+    models (mean, median, val-chosen best)."""
+    summary = results["summary"]
+    rows = [[f"target ({conditioning['target']})", f"{100 * conditioning['target_accuracy']:.2f}", ""]]
+    for group in ("generated", "original"):
+        s = summary[group]
+        rows += [[f"{group} mean", f"{100 * s['val_mean']:.2f}", f"{100 * s['mean']:.2f}"],
+                 [f"{group} median", f"{100 * s['val_median']:.2f}", f"{100 * s['median']:.2f}"],
+                 [f"{group} best (val-chosen)", f"{100 * s['val_best']:.2f}", f"{100 * s['best']:.2f}"]]
+    return ["", "val accuracy", "test accuracy"], rows
+
+
+def conditioning_text(results: dict, conditioning: dict) -> str:
+    """What was asked for, and how many generated models reached it on validation."""
+    val = [m["val_accuracy"] for m in results["models"] if m["group"] == "generated"]
+    reached = sum(v >= conditioning["target_accuracy"] - 1e-9 for v in val)
+    return (f"The generator is conditioned on validation accuracy (`train.diffusion.condition=accuracy`) and was "
+            f"asked for `generate.target={conditioning['target']}`, {100 * conditioning['target_accuracy']:.2f}% "
+            f"validation accuracy, with classifier-free guidance w = {conditioning['guidance']:g}: {reached} of "
+            f"{len(val)} generated models reach it on validation. Whether the generated models beat the originals "
+            "beyond chance is in the Verdicts section (test set).")
 
 
 def memorization_table(results: dict) -> tuple[list[str], list[list[str]]]:
