@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdiff import generate, train
+from pdiff import generate
 from pdiff.collect import load as load_collected
 from pdiff.errors import ConfigError
 from pdiff.generate import sample_models
+from pdiff.pipeline import Run, run_stages
 from pdiff.store import load_tensors
 from pdiff.tasks import Task
 from tests.conftest import copy_stages, tiny_config
@@ -35,8 +36,7 @@ def conditioned_run(tiny_run, tmp_path_factory) -> tuple[Task, Path]:
     task = Task(tiny_config("train.diffusion.condition=accuracy", "generate.target=max", "generate.guidance=1"),
                 progress=False)
     root = copy_stages(tiny_run, tmp_path_factory.mktemp("conditioned"), ("collect",))
-    (root / train.FOLDER).mkdir()
-    train.run(task, root, root / train.FOLDER)
+    run_stages(Run(task.config, root, progress=False), ("train",))  # writes config.yaml, as `pdiff sample` needs
     return task, root
 
 
