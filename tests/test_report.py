@@ -10,6 +10,7 @@ import torch
 
 from pdiff import report
 from pdiff.evaluate import summarise
+from pdiff.figures import plot_tsne
 from pdiff.report import write_report
 from pdiff.similarity import similarity_summary
 from pdiff.tasks import Task
@@ -93,3 +94,9 @@ def test_a_conditioned_run_shows_its_target_beside_the_accuracy_reached(tmp_path
     reached = sum(v >= target for v in val)
     assert f"guidance w = 2: {reached} of 6 generated models reach it" in text
     assert "Target accuracy" not in (write_report(tmp_path / "plain", results, CONFIG, {}).read_text())
+
+
+def test_tsne_of_identical_latents(tmp_path) -> None:
+    """K = 1: every latent is the same point; PCA's start would be NaN (a segfault in scikit-learn's t-SNE)."""
+    plot_tsne({"original": np.ones((1, 8)), "generated": np.ones((40, 8))}, tmp_path / "tsne.png")
+    assert (tmp_path / "tsne.png").stat().st_size > 0

@@ -116,7 +116,10 @@ def plot_tsne(latents: dict[str, np.ndarray], path: Path, seed: int = 0) -> None
     points = np.concatenate([np.asarray(latents[g], dtype=np.float64) for g in groups])
     labels = np.concatenate([[g] * len(latents[g]) for g in groups])
     perplexity = min(30.0, (len(points) - 1) / 3)
-    xy = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)  # [len(points), 2]
+    # identical points (K = 1: every latent the same) have no principal axes: PCA's start would be NaN, and NaN
+    # crashes scikit-learn's Barnes-Hut code (a segfault, not an error)
+    init = "pca" if points.std(0).max() > 1e-9 * max(1.0, np.abs(points).max()) else "random"
+    xy = TSNE(perplexity=perplexity, init=init, random_state=seed).fit_transform(points)  # [len(points), 2]
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     for group in groups:
         ax.scatter(*xy[labels == group].T, s=14, alpha=0.8, label=group, color=group_color(group, groups),
