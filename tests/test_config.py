@@ -74,3 +74,13 @@ def test_baseline_settings_are_checked() -> None:
         load_config("mnist1d-convnet", ["evaluate.noise_strengths=[0.1,-0.1]"])
     with pytest.raises(ConfigError, match="evaluate.mean_of_k=0 must be positive"):
         load_config("mnist1d-convnet", ["evaluate.mean_of_k=0"])
+
+
+def test_token_latents_need_a_token_denoiser() -> None:
+    load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer"])
+    for overrides in (["train.autoencoder.arch=tokens"], ["train.diffusion.arch=transformer"]):
+        with pytest.raises(ConfigError, match="token denoiser"):
+            load_config("mnist1d-convnet", overrides)
+    with pytest.raises(ConfigError, match="numels|token_size"):
+        load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                                        "train.autoencoder.kwargs={channels: [4]}"])

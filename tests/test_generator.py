@@ -57,3 +57,22 @@ def test_wrong_width_is_refused() -> None:
     gen = ParameterGenerator(SPEC, load_config("mnist1d-convnet").train)
     with pytest.raises(ValueError, match=r"\[K, 10\]"):
         gen.fit(torch.zeros(4, 7), progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted_tokens() -> ParameterGenerator:
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2", "train.autoencoder.kwargs={hidden: 32, token_size: 4}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}")
+    return ParameterGenerator(SPEC, config.train).fit(checkpoints(), progress=False)
+
+
+def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> None:
+    assert fitted_tokens.latent_shape == (3, 2)  # 6 + 4 numbers in tokens of 4: 2 + 1 tokens
+    assert fitted_tokens.encode(checkpoints()).shape == (16, 3, 2)
+    samples = fitted_tokens.sample(8, sampler="ddim", steps=10)
+    assert samples.shape == (8, 10) and torch.isfinite(samples).all()
+    assert (samples - checkpoints().mean(0)).abs().mean() < 0.5
+    fitted_tokens.save(tmp_path)
+    loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
+    assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), fitted_tokens.sample(4, "ddim", 10, seed=1))

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS
+from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 
@@ -62,8 +62,8 @@ class CollectConfig:
 
 @dataclass
 class AutoencoderConfig:
-    arch: str = "conv1d"  # "conv1d" (the paper's) or "mlp"
-    latent_dim: int = 64
+    arch: str = "conv1d"  # "conv1d" (the paper's), "mlp" or "tokens" (large D; pair it with diffusion "transformer")
+    latent_dim: int = 64  # tokens: the latent channels per token
     input_noise: float = 0.001
     latent_noise: float = 0.1
     kwargs: dict[str, Any] = field(default_factory=dict)  # arch-specific: mlp hidden, conv1d channels
@@ -264,8 +264,11 @@ def _check_registries(config: Config) -> None:
     check_kwargs(MODELS[config.model.name], config.model.kwargs, "model.kwargs", ("input_shape", "num_classes"))
     ae, dm = config.train.autoencoder, config.train.diffusion
     check_kwargs(AUTOENCODERS[ae.arch], ae.kwargs, "train.autoencoder.kwargs",
-                 ("dim", "latent_dim", "input_noise", "latent_noise"))
-    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim",))
+                 ("dim", "latent_dim", "input_noise", "latent_noise", "numels"))
+    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim", "tokens"))
+    if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
+        raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
+                          "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
 
 
 def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewhere: tuple[str, ...]) -> None:

@@ -40,12 +40,15 @@ class ParameterGenerator:
         self.spec, self.config = spec, config or TrainConfig()
         self.device, self.seed = torch.device(device), seed
         ae, dm = self.config.autoencoder, self.config.diffusion
-        self.autoencoder = build_autoencoder(ae.arch, spec.dim, latent_dim=ae.latent_dim, input_noise=ae.input_noise,
-                                             latent_noise=ae.latent_noise, **ae.kwargs).to(self.device)
-        self.denoiser = build_denoiser(dm.arch, ae.latent_dim, **dm.kwargs).to(self.device)
+        self.autoencoder = build_autoencoder(ae.arch, spec.dim, spec.numels, latent_dim=ae.latent_dim,
+                                             input_noise=ae.input_noise, latent_noise=ae.latent_noise,
+                                             **ae.kwargs).to(self.device)
+        self.latent_shape = self.autoencoder.latent_shape  # (d,), or (T, c) for token latents
+        tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else None
+        self.denoiser = build_denoiser(dm.arch, self.latent_shape[-1], tokens, **dm.kwargs).to(self.device)
         self.ddpm = DDPM(dm.num_train_timesteps, dm.beta_start, dm.beta_end)
         self.normalizer: Normalizer | None = None
-        self.latent_mean = torch.zeros(ae.latent_dim)  # latents are standardised before diffusion
+        self.latent_mean = torch.zeros(self.latent_shape)  # latents are standardised before diffusion
         self.latent_scale = torch.ones(())
         self.metrics: list[dict] = []
 
@@ -71,7 +74,7 @@ class ParameterGenerator:
     def fit_diffusion(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
         if self.normalizer is None:
             raise RuntimeError("fit_autoencoder must run before fit_diffusion")
-        z = self.encode(self._params_of(checkpoints))  # [K, d]
+        z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
         self.latent_mean = z.mean(0)
         self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
         z = self._standardise_latents(z)
@@ -128,13 +131,13 @@ class ParameterGenerator:
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, params: torch.Tensor) -> torch.Tensor:
-        """Parameter vectors [N, D] -> latents [N, d] (no noise)."""
+        """Parameter vectors [N, D] -> latents [N, *latent_shape] (no noise)."""
         self.autoencoder.eval()
         return self.autoencoder.encode(self.normalizer.normalize(params.to(self.device))).cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [N, d] -> parameter vectors [N, D]."""
+        """Latents [N, *latent_shape] -> parameter vectors [N, D]."""
         self.autoencoder.eval()
         return self.normalizer.denormalize(self.autoencoder.decode(latents.to(self.device))).cpu()
 
@@ -144,13 +147,13 @@ class ParameterGenerator:
     @torch.no_grad()
     def sample_latents(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
                        progress: bool = False) -> torch.Tensor:
-        """Latents [n, d] drawn from the diffusion model.
+        """Latents [n, *latent_shape] drawn from the diffusion model.
 
         The noise is drawn on the CPU and moved to the device, so a seed gives the same latents on any device
         (up to float rounding): a generator trained on a GPU samples the same vectors when loaded on a CPU.
         """
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        z = self.ddpm.sample(self.denoiser, n, self.config.autoencoder.latent_dim, sampler=sampler, steps=steps,
+        z = self.ddpm.sample(self.denoiser, n, self.latent_shape, sampler=sampler, steps=steps,
                              generator=generator, device=self.device, progress=progress)
         return z.cpu() * self.latent_scale + self.latent_mean
 

@@ -174,3 +174,41 @@ class Normalizer:
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> Normalizer:
         return cls(tensors["normalizer.mean"], tensors["normalizer.std"])
+
+
+class TokenLayout:
+    """Cuts vectors [..., D] into T tokens of `size` numbers along tensor boundaries, and joins them back.
+
+    Each tensor (of `numels[i]` numbers) is zero-padded to whole tokens, so no token mixes two tensors and a
+    token's position is its (tensor index, offset). `mask` [T, size] marks the real numbers; `join` reads
+    only those, so whatever sits in the padding never reaches the parameters (nor a loss on them).
+    """
+
+    def __init__(self, numels: Sequence[int], size: int):
+        if size < 1:
+            raise ValueError(f"token size must be positive, got {size}")
+        self.numels, self.size = tuple(numels), size
+        counts = [-(-n // size) for n in self.numels]  # tokens per tensor
+        self.num_tokens = sum(counts)
+        self.tensor_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))  # [T]
+        self.offset = torch.cat([torch.arange(c) for c in counts])  # [T], token index within its tensor
+        starts = [0, *torch.tensor(counts).cumsum(0).tolist()[:-1]]  # first token of each tensor
+        # index[j]: where number j of the vector sits in the padded token sequence, flattened to [T * size]
+        self.index = torch.cat([start * size + torch.arange(n) for start, n in zip(starts, self.numels, strict=True)])
+        mask = torch.zeros(self.num_tokens * size, dtype=torch.bool)
+        mask[self.index] = True
+        self.mask = mask.view(self.num_tokens, size)  # [T, size]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.numels)
+
+    def cut(self, vector: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> tokens [..., T, size], zeros in the padding."""
+        flat = vector.new_zeros(*vector.shape[:-1], self.num_tokens * self.size)
+        flat[..., self.index.to(vector.device)] = vector
+        return flat.view(*vector.shape[:-1], self.num_tokens, self.size)
+
+    def join(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens [..., T, size] -> [..., D], the padding dropped."""
+        return tokens.flatten(-2).index_select(-1, self.index.to(tokens.device))
