@@ -78,3 +78,15 @@ def test_stage_alone_writes_the_report(tiny_run, tmp_path) -> None:
     report.run(Task(tiny_config(), progress=False), root, out)
     assert {"report.md", "report.html", "tsne.png", "accuracy_vs_similarity.png"} <= {p.name for p in out.iterdir()}
     assert "| original | 12 |" in (out / "report.md").read_text()
+
+
+def test_collapse_section_and_token_latents(tmp_path) -> None:
+    """A collapsed run says so with the fix, and token latents [n, T, c] still make the t-SNE (flattened)."""
+    results = fake_results(GROUPS)
+    results["collapse"] = {"worst_original": 0.88, "resolution": 0.01, "share_below": 0.83, "collapsed": True}
+    rng = np.random.default_rng(0)
+    latents = {"original": rng.normal(size=(8, 5, 3)), "generated": rng.normal(size=(6, 5, 3))}
+    write_report(tmp_path, results, CONFIG, {"collect": 1.0}, latents=latents)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Collapse" in text and "83% of the generated models" in text
+    assert (tmp_path / "tsne.png").stat().st_size > 1000
