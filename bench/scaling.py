@@ -12,8 +12,10 @@ Each (arch, D) point runs in its own process (`--point ARCH D`): it trains the a
 denoiser for --steps steps each (seconds per step = the fit's CPU time / steps, so the set-up is included),
 then samples 100 models by DDIM: --sample-steps denoiser steps are timed and the time of DDIM's default 50
 steps is extrapolated from them (plus one decode). Peak RSS is that of the point's process (os.wait4).
-Before a point runs, its seconds and memory are extrapolated linearly in D from the arch's previous point;
-a point that would exceed --max-gb or --max-point-seconds is not run and is reported as such. "Full training"
+Before a point runs, its memory above a child that only imports the same modules (the baseline) and its timed
+work (steps and sampling; the rest of its wall time is taken as fixed) are extrapolated linearly in D from the
+arch's previous point; a point that would exceed --max-gb or --max-point-seconds is not run and is reported so.
+"Full training"
 extrapolates the step time to the presets' 2000 autoencoder + 3000 diffusion steps.
 Each point's result (with the 1-minute load average when it started) is kept in --cache and reused by later
 calls with the same --steps, --k and --sample-steps, so the table can be built over several short calls.
@@ -98,9 +100,22 @@ def point(arch: str, target: int, steps: int, k: int, sample_steps: int) -> dict
             "latent": list(gen.latent_shape)}
 
 
+def cache_key(arch: str, target: int, args: argparse.Namespace) -> str:
+    return f"{arch} {target} steps={args.steps} k={args.k} sample_steps={args.sample_steps}"
+
+
+def is_cached(arch: str, target: int, args: argparse.Namespace) -> bool:
+    return args.cache.is_file() and cache_key(arch, target, args) in json.loads(args.cache.read_text())
+
+
+def baseline(args: argparse.Namespace) -> dict:
+    """Peak RSS (MiB) and wall seconds of a child that imports what a point imports and stops."""
+    return run_point("none", 0, args)
+
+
 def run_point(arch: str, target: int, args: argparse.Namespace) -> dict:
     """Run `point` in a child process (or take it from --cache); adds its peak RSS (MiB), wall seconds, load."""
-    key = f"{arch} {target} steps={args.steps} k={args.k} sample_steps={args.sample_steps}"
+    key = cache_key(arch, target, args)
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     if key in cache:
         return cache[key]
@@ -120,6 +135,11 @@ def run_point(arch: str, target: int, args: argparse.Namespace) -> dict:
     return cache[key]
 
 
+def compute_seconds(r: dict, args: argparse.Namespace) -> float:
+    """The timed work of a point: its training steps and its sampling steps."""
+    return (r["ae_step"] + r["dm_step"]) * args.steps + r["sample100"] * args.sample_steps / DDIM_STEPS
+
+
 def slope(xs: list[float], ys: list[float]) -> str:
     """The least-squares slope of log y on log x ("-" with fewer than two points)."""
     if len(xs) < 2:
@@ -137,23 +157,32 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=16.0)
     parser.add_argument("--max-point-seconds", type=float, default=3600.0)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/scaling.json"))
+    parser.add_argument("--cached-only", action="store_true",
+                        help="run nothing: write the table from --cache, points missing from it marked so")
+    parser.add_argument("--note", default="", help="a paragraph written below the table")
     parser.add_argument("--point", nargs=2, metavar=("ARCH", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
-        print(json.dumps(point(args.point[0], int(args.point[1]), args.steps, args.k, args.sample_steps)))
+        arch, target = args.point[0], int(args.point[1])
+        print(json.dumps({} if arch == "none" else point(arch, target, args.steps, args.k, args.sample_steps)))
         return
+    base = baseline(args)
     rows, slopes = [], []
     for arch in args.archs:
         done: list[dict] = []
         for target in sorted(args.dims):
             if done:  # extrapolate linearly in D from the previous point
                 ratio = target / done[-1]["dim"]
-                gb, seconds = done[-1]["rss"] * ratio / 1024, done[-1]["wall"] * ratio
+                gb = (base["rss"] + (done[-1]["rss"] - base["rss"]) * ratio) / 1024
+                seconds = done[-1]["wall"] + compute_seconds(done[-1], args) * (ratio - 1)
                 if gb > args.max_gb or seconds > args.max_point_seconds:
                     rows.append([arch, f"~{target:.0e}", "-", f"not run: estimated {gb:.0f} GB, {seconds:.0f} s",
                                  "", "", "", "", ""])
                     print(arch, target, "skipped", gb, seconds, flush=True)
                     continue
+            if args.cached_only and not is_cached(arch, target, args):
+                rows.append([arch, f"~{target:.0e}", "-", "not measured (see the note)", "", "", "", "", ""])
+                continue
             r = run_point(arch, target, args)
             done.append(r)
             print(r, flush=True)
@@ -164,7 +193,8 @@ def main() -> None:
         dims = [r["dim"] for r in done]
         slopes.append([arch, slope(dims, [r["ae_step"] + r["dm_step"] for r in done]),
                        slope(dims, [r["rss"] for r in done]), slope(dims, [r["sample100"] for r in done]),
-                       slope(dims[-2:], [r["rss"] for r in done[-2:]])])
+                       slope(dims[-2:], [r["ae_step"] + r["dm_step"] for r in done[-2:]]),
+                       slope(dims[-2:], [max(r["rss"] - base["rss"], 1.0) for r in done[-2:]])])
     header = ["arch (AE / denoiser)", "D", "latent per model", "AE s/step", "denoiser s/step",
               "sample 100 models s", "peak RSS MiB", "full training min (est.)", "load at start"]
     write_section("scaling", f"""## Scaling in D: the generator archs (`python -m bench.scaling`)
@@ -177,14 +207,18 @@ K = {args.k}, the batch the whole set), not trained checkpoints: time and memory
 Pairs: mlp / mlp, conv1d / conv1d, tokens / transformer, at the sizes in `bench/scaling.py`. Seconds per step
 are the fit's CPU seconds over {args.steps} steps (set-up included); sampling is DDIM-50 for 100 models,
 extrapolated from {args.sample_steps} timed steps plus one decode; peak RSS is the whole point's process
-(Python and torch alone hold about 300 MiB). Full training extrapolates to 2000 AE + 3000 diffusion steps.
+(a child that only imports the same modules peaks at {base['rss']:.0f} MiB, the baseline). Full training
+extrapolates to 2000 AE + 3000 diffusion steps.
 
 {table(header, rows)}
 
-Growth exponents (least-squares slope of log value on log D over the measured points; memory also between the
-two largest, where the fixed ~300 MiB matters least):
+{args.note}
 
-{table(["arch", "time per step", "peak RSS", "sampling", "peak RSS, last two points"], slopes)}
+Growth exponents (least-squares slope of log value on log D over the measured points; time per step and memory
+above the baseline also between the two largest points, where the fixed set-up in a 3-step fit matters least):
+
+{table(["arch", "time per step", "peak RSS", "sampling", "time per step, last two points",
+                 "RSS above baseline, last two points"], slopes)}
 """)
 
 
