@@ -200,7 +200,8 @@ def main() -> None:
     write_section("scaling", f"""## Scaling in D: the generator archs (`python -m bench.scaling`)
 
 `python -m bench.scaling --dims {' '.join(map(str, args.dims))} --archs {' '.join(args.archs)} --steps {args.steps}
---k {args.k} --sample-steps {args.sample_steps} --max-gb {args.max_gb:g} --max-point-seconds {args.max_point_seconds:g}`
+--k {args.k} --sample-steps {args.sample_steps} --max-gb {args.max_gb:g} --max-point-seconds {args.max_point_seconds:g}\
+{' --cached-only' * args.cached_only}`
 on {machine()}.
 Random-walk checkpoint sets shaped like real ones (every parameter of MNIST ConvNet-3 with channels (w, 2w, 2w),
 K = {args.k}, the batch the whole set), not trained checkpoints: time and memory do not depend on the values.
