@@ -97,6 +97,14 @@ def test_steps_study_trains_once(runs_dir) -> None:
 
 def test_noise_study_switches_the_noise_off(runs_dir) -> None:
     rows, out = _study(runs_dir, "noise", ["none", "both"])
+    assert rows["none"]["ran"] == ["train", "generate", "evaluate", "report"]
+    shared = ablate(tiny_config(), "noise", ["none"], runs_dir, progress=False,
+                    shared={"evaluate.baselines": []})  # the variant alone evaluates no baselines, nothing retrains
+    row = json.loads((shared.parent / "ablation.json").read_text())["variants"][0]
+    groups = {m["group"] for m in json.loads((out["dir"] / "none/evaluate/results.json").read_text())["models"]}
+    main = json.loads((runs_dir / "mnist1d-convnet/evaluate/results.json").read_text())["models"]
+    assert groups == {"original", "generated"} and "ensemble" in {m["group"] for m in main}
+    assert row["ran"] == ["evaluate", "report"]
     assert rows["none"]["overrides"] == {"train.autoencoder.input_noise": 0.0, "train.autoencoder.latent_noise": 0.0}
     assert "collect" not in rows["none"]["ran"] and "train" in rows["none"]["ran"]
     assert rows["both"]["ran"] == []

@@ -58,6 +58,13 @@ def test_stage_hash_changes_only_downstream() -> None:
     assert stage_hash(base, "report") == stage_hash(moved, "report")
 
 
+def test_train_seed_makes_another_generator_from_the_same_checkpoints() -> None:
+    base = load_config("mnist1d-convnet")
+    other = load_config("mnist1d-convnet", ["train.seed=1"])
+    assert stage_hash(base, "collect") == stage_hash(other, "collect")
+    assert stage_hash(base, "train") != stage_hash(other, "train")
+
+
 def test_an_image_folder_is_part_of_the_hash() -> None:
     """For data.name=imagefolder the folder is the dataset: another folder must rerun every stage."""
     here, there = (load_config("mnist1d-convnet", ["data.name=imagefolder", f"data.data_dir={d}"]) for d in "ab")
@@ -84,3 +91,8 @@ def test_token_latents_need_a_token_denoiser() -> None:
     with pytest.raises(ConfigError, match="numels|token_size"):
         load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
                                         "train.autoencoder.kwargs={channels: [4]}"])
+
+
+def test_one_checkpoint_is_a_valid_config() -> None:
+    """The paper's K = 1 ablation: nothing held out, one checkpoint to copy."""
+    assert load_config("mnist1d-convnet", ["collect.k=1"]).collect.k == 1

@@ -111,6 +111,16 @@ def _read_only(root: Path, tmp: Path) -> None:
     root.chmod(0o500)
 
 
+def _collect_again_with_another_seed(root: Path, tmp: Path) -> None:
+    """`pdiff collect seed=1 --force` in a finished run: the generator stays, made for the old base model."""
+    result = runner.invoke(app, ["collect", *TINY, "seed=1", "--force", "-q", "--runs-dir", str(root.parent)])
+    assert result.exit_code == 0, result.output
+
+
+def _write_results(data: bytes) -> Setup:
+    return write_file("evaluate/results.json", data)
+
+
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte"]
 
@@ -166,6 +176,46 @@ CASES = [
     Case("holdout-too-large", ["run", "train.holdout=199"], "train.holdout=199 leaves fewer than 2",
          "hold out at most 198"),
     Case("bad-device", ["run", "device=tpu"], "device='tpu' is not a torch device", "use auto, cpu"),
+    Case("device-meta", ["run", "device=meta"], "device='meta' cannot train or run models", "use auto, cpu"),
+    Case("lr-negative", ["run", "collect.lr=-0.1"], "collect.lr=-0.1 is out of range", "give a finite value in (0,"),
+    Case("autoencoder-lr-zero", ["run", "train.autoencoder.lr=0"], "train.autoencoder.lr=0.0 is out of range",
+         "give a finite value in (0,"),
+    Case("diffusion-lr-infinite", ["run", "train.diffusion.lr=.inf"], "train.diffusion.lr=inf is out of range",
+         "give a finite value"),
+    Case("momentum-negative", ["run", "collect.momentum=-0.5"], "collect.momentum=-0.5 is out of range",
+         "in [0, 1]"),
+    Case("ema-decay-above-1", ["run", "train.diffusion.ema_decay=1.5"], "train.diffusion.ema_decay=1.5 is out",
+         "in [0, 1]"),
+    Case("beta-end-above-1", ["run", "train.diffusion.beta_end=1.5"], "train.diffusion.beta_end=1.5 is out",
+         "in (0, 1)"),
+    Case("beta-start-above-end", ["run", "train.diffusion.beta_start=0.5"], "beta_start=0.5 is above beta_end",
+         "swap them"),
+    Case("one-timestep", ["run", "train.diffusion.num_train_timesteps=1"], "num_train_timesteps=1 is too few",
+         "set it to 2 or more"),
+    Case("sampling-steps-above-timesteps", ["run", "generate.steps=2000"],
+         "generate.steps=2000 is more than the 1000 timesteps", "set it to 1..1000"),
+    Case("latent-dim-one", ["run", "train.autoencoder.latent_dim=1"], "latent_dim=1 is too small",
+         "set it to 2 or more"),
+    Case("seed-beyond-64-bits", ["run", "seed=18446744073709551616"], "seed=18446744073709551616 is not a 64-bit",
+         "give a whole number in 0.."),
+    Case("seed-negative", ["run", "seed=-1"], "seed=-1 is not a 64-bit seed", "give a whole number in 0.."),
+    Case("model-kwargs-negative", ["run", "model.kwargs={channels: [16, -32, 32]}"],
+         "model.kwargs.channels.1=-32 is negative", "give sizes of 1 or more"),
+    Case("model-kwargs-rejected", ["collect", *TINY, "model.kwargs={channels: [16, 32]}"],
+         "model.kwargs={'channels': [16, 32]} cannot build the network", "fix model.kwargs"),
+    Case("autoencoder-kwargs-rejected", ["run", "train.autoencoder.kwargs={hidden: [1, 2]}"],
+         "train.autoencoder.kwargs={'hidden': [1, 2]} cannot build the network", "fix train.autoencoder.kwargs"),
+    Case("denoiser-kwargs-rejected", ["run", "train.diffusion.kwargs={depth: 2.5}"],
+         "train.diffusion.kwargs={'width': 256, 'depth': 2.5} cannot build the network",
+         "fix train.diffusion.kwargs"),
+    Case("generate-n-beyond-memory", ["run", *TINY, "generate.n=1000000000"],
+         "generate.n=1000000000 needs at least", "ask for fewer models"),
+    # ---- task names are folder names ----------------------------------------------------------------
+    Case("task-dot-dot", ["run", "task=.."], "task='..' is not a plain name", "use letters, digits"),
+    Case("task-absolute-path", ["run", "task={tmp}/elsewhere"], "is not a plain name", "e.g. task=my-run"),
+    Case("task-empty", ["run", "task=''"], "task='' is not a plain name", "use letters, digits"),
+    Case("task-file-names-a-path", ["run", "{tmp}/task.yaml"], "task='../escape' is not a plain name",
+         "use letters, digits", write_file("task.yaml", b"task: ../escape\n", under_tmp=True)),
     # ---- parameter selection -----------------------------------------------------------------------
     Case("empty-subset", ["run", "collect.subset=[]"], "collect.subset is empty", "give glob patterns"),
     Case("pattern-matches-nothing", ["collect", *TINY, "collect.subset=[nothing.*]"],
@@ -254,6 +304,10 @@ CASES = [
          "rerun `pdiff generate --force`", edit_tensors("generate/generated.safetensors", _other_spec), run=True),
     Case("nan-in-generated", ["evaluate", *TINY, *FORCE], "holds no finite 'params'", "rerun `pdiff generate --force`",
          edit_tensors("generate/generated.safetensors", _nan("params", (2, 7))), run=True),
+    Case("results-not-an-object", ["report", *TINY], "results.json holds no evaluation summary",
+         "rerun `pdiff evaluate --force`", _write_results(b"[1, 2]\n"), run=True),
+    Case("results-without-summary", ["report", *TINY], "results.json holds no evaluation summary",
+         "rerun `pdiff evaluate --force`", _write_results(b'{"task": "mnist1d-convnet"}\n'), run=True),
     Case("results-of-another-config", ["report", *TINY, *FORCE], "results.json was made under another config",
          "rerun `pdiff evaluate --force`", _results_of_another_config, run=True),
     # ---- training that diverges or collapses -----------------------------------------------------------
@@ -272,12 +326,37 @@ CASES = [
     Case("sample-bad-sampler", ["sample", "{root}", "--sampler", "euler"], "--sampler 'euler'",
          "choose one of ddpm", run=True),
     Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
+    Case("sample-beyond-memory", ["sample", "{root}", "-n", "100000000000", "--out", "{tmp}/out"],
+         "-n 100000000000 needs at least", "ask for fewer models", run=True),
+    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty", "pass --force", run=True),
+    Case("sample-out-is-a-file", ["sample", "{root}", "--out", "{root}/config.yaml"], "is a file, not a folder",
+         "pass a folder", run=True),
+    Case("sample-generator-files-of-two-runs", ["sample", "{root}", "--out", "{tmp}/out"],
+         "trained under another config (hash 1111111111111111, this config", "rerun `pdiff train --force`",
+         edit_tensors("generator/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
+    Case("sample-after-collect-with-another-seed", ["sample", "{root}", "--out", "{tmp}/out"],
+         "trained under another config", "rerun `pdiff train --force`", _collect_again_with_another_seed, run=True),
+    # ---- pdiff ablate ------------------------------------------------------------------------------------
+    Case("ablate-misspelt-task", ["ablate", "mnist1d-convnt", "--study", "location"],
+         "'mnist1d-convnt' is not a task (did you mean mnist1d-convnet?)", "give the task first"),
+    Case("ablate-k-not-a-number", ["ablate", "--study", "k", "ten"], "K value 'ten' is not a whole number",
+         "give the K values to compare as numbers"),
+    Case("ablate-location-matches-nothing", ["ablate", *TINY, "--study", "location", "nothing.*"],
+         "pattern 'nothing.*' matches no parameter", "parameter names look like"),
 ]
 if os.geteuid() != 0:  # root writes anywhere, so a read-only folder cannot be tested as root
     CASES.append(Case("read-only-run-folder", ["run", *TINY], "cannot write to the run folder",
                       "fix its permissions", _read_only, run=False))
+    CASES.append(Case("sample-out-read-only", ["sample", "{root}", "--out", "{tmp}/out"], "cannot write",
+                      "fix the folder's permissions", lambda root, tmp: (tmp / "out").mkdir(mode=0o500), run=True))
 if not torch.cuda.is_available():
     CASES.append(Case("cuda-without-gpu", ["collect", *TINY, "device=cuda"], "torch sees no CUDA GPU",
+                      "use device=cpu"))
+else:
+    CASES.append(Case("cuda-index-not-there", ["collect", *TINY, "device=cuda:99"], "device='cuda:99' but torch sees",
+                      "use cuda:0.."))
+if not torch.backends.mps.is_available():
+    CASES.append(Case("mps-not-there", ["run", "device=mps"], "device='mps' but this machine has no usable Apple GPU",
                       "use device=cpu"))
 
 

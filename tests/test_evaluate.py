@@ -3,9 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError
+from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
 from pdiff.tasks import Task
 from tests.conftest import copy_stages, tiny_config
@@ -71,3 +73,17 @@ def test_collapse_is_most_generated_models_below_the_worst_original() -> None:
     assert not check([0.10, 0.895, 0.93, 0.94])["collapsed"]  # 0.895 is within the resolution of 0.90
     assert "collapsed" in evaluate.collapse_message(check([0.1, 0.1]))
     assert "train.autoencoder.arch=tokens" in evaluate.collapse_message(check([0.1, 0.1]))
+
+
+def test_one_original_is_compared_on_accuracy_only() -> None:
+    """K = 1 (the paper's smallest K ablation): no other original to be similar to, no halves to resolve."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (200,))
+    predictions = torch.where(torch.rand(5, 200) < 0.8, labels, (labels + 1) % 3)  # 1 original, 4 generated
+    groups = ["original"] + ["generated"] * 4
+    records = [{"group": g, "val_accuracy": 0.8, "test_accuracy": 0.8} for g in groups]
+    similarity = similarity_summary(predictions, labels, groups, torch.randn(5, 8))
+    decided = evaluate.decide(records, predictions == labels, similarity, torch.randn(5, 8))
+    assert "resolution" not in decided
+    assert {c["metric"] for c in decided["comparisons"]} == {"mean_test_accuracy", "median_test_accuracy",
+                                                             "best_val_chosen_test_accuracy"}

@@ -48,8 +48,12 @@ class Variant:
 
 
 def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir: str | Path = "runs",
-           progress: bool = True) -> Path:
-    """Run every variant of `study` (default values: the paper's, scaled to the task); returns report.md."""
+           progress: bool = True, shared: dict[str, Any] | None = None) -> Path:
+    """Run every variant of `study` (default values: the paper's, scaled to the task); returns report.md.
+
+    `shared`: overrides for every variant but not the main run, e.g. {"evaluate.baselines": []} to evaluate
+    only each variant's generated models (the comparisons with the main run need nothing else).
+    """
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}: choose one of {', '.join(STUDIES)}")
     variants = study_variants(config, study, values)
@@ -58,7 +62,7 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
     rows = []
     for variant in variants:
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
-        run = Run(with_overrides(config, variant.overrides), study_dir / variant.label, progress)
+        run = Run(with_overrides(config, {**(shared or {}), **variant.overrides}), study_dir / variant.label, progress)
         with run_lock(run.root):
             reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
             reused = load_json(reuse_file) if reuse_file.is_file() else {}
@@ -83,6 +87,10 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
     """The variants of a study: the given values, or the paper's scaled to what the task has."""
     if study == "k":
         collected = config.collect.k
+        not_whole = [v for v in values or () if not v.isdigit()]
+        if not_whole:
+            raise ConfigError(f"K value {not_whole[0]!r} is not a whole number: give the K values to compare as "
+                              f"numbers in 1..{collected}, e.g. 10 50")
         ks = [int(v) for v in values] if values else sorted({k for k in PAPER_K if k <= collected} | {collected})
         too_many = [k for k in ks if k > collected or k < 1]
         if too_many:
@@ -91,6 +99,9 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
         return [Variant(f"k{k}", {"collect.k": k}) for k in ks]
     if study == "location":
         if values:
+            model = Task(config).new_model()
+            for value in values:  # a pattern that matches nothing fails here, before the main run
+                ParamSpec.select(model, value.split(","))
             return [Variant(_slug(v), {"collect.subset": v.split(",")}) for v in values]
         return norm_pair_variants(config)
     if study == "noise":

@@ -174,7 +174,7 @@ class TokenAutoencoder(ParameterAutoencoder):
         # Buffers, not saved: the layout is rebuilt from the spec.
         self.register_buffer("tensor_index", self.layout.tensor_index, persistent=False)  # [T]
         self.register_buffer("offset", self.layout.offset, persistent=False)  # [T]
-        num_tensors, longest = len(numels), int(self.layout.offset.max()) + 1
+        num_tensors, longest = len(numels), self.layout.longest
         self.encoder_in = nn.Linear(token_size, hidden)
         self.encoder_tensor, self.encoder_offset = nn.Embedding(num_tensors, hidden), nn.Embedding(longest, hidden)
         self.encoder_out = nn.Sequential(nn.LayerNorm(hidden), nn.LeakyReLU(), nn.Linear(hidden, latent_dim))

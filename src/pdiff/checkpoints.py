@@ -78,3 +78,17 @@ class CheckpointSet:
         ckpts = cls(tensors["params"], spec, tensors.get("val_accuracy"), tensors.get("test_accuracy"),
                     tensors.get("test_predictions"))
         return ckpts, metadata
+
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        """Write a Hugging Face hub dataset repository into `directory`: checkpoints.safetensors, config.json and
+        a dataset card (README.md); `pdiff export --checkpoints` adds a run's base model (see `pdiff.hub`)."""
+        from .hub import save_checkpoints  # hub builds on this module
+
+        return save_checkpoints(self, directory, metadata)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None) -> CheckpointSet:
+        """A checkpoint set from a folder written by `save_pretrained`, or from a hub dataset repo id."""
+        from .hub import load_checkpoints  # hub builds on this module
+
+        return load_checkpoints(name_or_path, revision)

@@ -2,7 +2,9 @@
 
     pdiff run [TASK] [key=value ...]      every stage, skipping those already done
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
-    pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator
+    pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
+    pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
+    pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
 
@@ -11,6 +13,7 @@ Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -20,13 +23,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from . import distributed
+from . import distributed, hub
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
 from .config import STAGES, Config, config_keys, load_config, task_names
 from .diffusion import SAMPLERS
-from .errors import PdiffError
+from .errors import ArtifactError, ConfigError, PdiffError
 from .generate import sample_models
 from .pipeline import run_pipeline
 from .report import accuracy_table, generalization_table, verdict_lines
@@ -68,7 +72,10 @@ def _fail(error: Exception) -> None:
 def _print_table(run_root: Path) -> None:
     if not distributed.is_main_process():
         return
-    results = load_json(run_root / "evaluate" / "results.json")
+    path = run_root / "evaluate" / "results.json"
+    results = load_json(path)
+    if not isinstance(results, dict) or not isinstance(results.get("summary"), dict):
+        raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
     header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
     _show_table(f"{results['task']}: test accuracy (%)", header, rows, run_root / "report" / "report.html")
     if "resolution" in results:
@@ -86,13 +93,13 @@ def _show_table(title: str, header: list[str], rows: list[list[str]], report: Pa
     """Print a table to stdout and the report's path to stderr (main process only)."""
     if not distributed.is_main_process():
         return
-    table = Table(title=title)
+    table = Table(title=Text(title))  # Text: names and paths are shown as they are, never read as markup
     for name in header:
-        table.add_column(name, justify="right")
+        table.add_column(Text(name), justify="right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     Console().print(table)
-    console.print(f"report: {report}", soft_wrap=True, highlight=False)
+    console.print(f"report: {report}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.callback()
@@ -107,9 +114,9 @@ def run(args: Args = None, data_dir: DataDir = None, runs_dir: RunsDir = Path("r
     """Run every stage of TASK (default mnist1d-convnet): collect, train, generate, evaluate, report."""
     try:
         result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=force, progress=not quiet)
+        _print_table(result.root)
     except PdiffError as e:
         _fail(e)
-    _print_table(result.root)
 
 
 def _stage_command(stage: str):
@@ -119,10 +126,10 @@ def _stage_command(stage: str):
         try:
             result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=stage if force else None,
                                   stages=(stage,), progress=not quiet)
+            if stage == "report":
+                _print_table(result.root)
         except PdiffError as e:
             _fail(e)
-        if stage == "report":
-            _print_table(result.root)
 
     command.__doc__ = f"Run the {stage} stage of TASK only (the stages before it must be done)."
     return command
@@ -133,18 +140,50 @@ for _stage in STAGES:
 
 
 @app.command()
-def sample(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+def sample(run_dir: Annotated[Path, typer.Argument(
+               help="a finished run folder (runs/mnist1d-convnet), a folder from `pdiff export` or a hub repo id")],
            n: Annotated[int, typer.Option("-n", help="how many models")] = 10,
            out: Annotated[Path, typer.Option(help="folder for model_000.safetensors, ...")] = Path("samples"),
            seed: int = 0,
            sampler: Annotated[str, typer.Option(help=", ".join(SAMPLERS))] = "ddpm",
-           steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None) -> None:
+           steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None,
+           force: Annotated[bool, typer.Option(help="replace the models of a non-empty --out")] = False) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
-        paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps)
+        paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force)
     except PdiffError as e:
         _fail(e)
-    console.print(f"wrote {len(paths)} state_dicts to {out}/")
+    console.print(f"wrote {len(paths)} state_dicts to {out}/", highlight=False, markup=False, soft_wrap=True)
+
+
+Base = Annotated[bool, typer.Option("--base/--no-base", help="include the base model (base.safetensors)")]
+Checkpoints = Annotated[bool, typer.Option("--checkpoints", help="the checkpoint set (a dataset repo) instead")]
+
+
+@app.command()
+def export(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+           out_dir: Annotated[Path, typer.Argument(help="the folder to write (replaced if it holds an export)")],
+           base: Base = True, checkpoints: Checkpoints = False) -> None:
+    """Write the run's generator as a Hugging Face hub model repository folder: config.json, weights, model card."""
+    try:
+        (hub.export_checkpoints if checkpoints else hub.export)(run_dir, out_dir, base)
+    except PdiffError as e:
+        _fail(e)
+    console.print(f"wrote {out_dir}/", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def push(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
+         repo_id: Annotated[str, typer.Argument(help="the hub repository, user/name (created if missing)")],
+         private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+         base: Base = True, checkpoints: Checkpoints = False) -> None:
+    """Export the run's generator (or checkpoints) and upload it to the Hugging Face hub (needs a network and a
+    token: `hf auth login` or HF_TOKEN)."""
+    try:
+        url = hub.push(run_dir, repo_id, private=private, checkpoints=checkpoints, base=base)
+    except PdiffError as e:
+        _fail(e)
+    console.print(f"uploaded to {url}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
@@ -153,16 +192,26 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
            study: Annotated[str, typer.Option(help=f"what to vary: {', '.join(STUDIES)}")] = "k",
            data_dir: DataDir = None, runs_dir: RunsDir = Path("runs"), quiet: Quiet = False) -> None:
     """Run one ablation study of TASK; writes RUNS_DIR/<task>/ablation/<study>/report.html."""
-    task, rest = _split_task(args, takes_values=True)
-    overrides = [a for a in rest if "=" in a]
-    values = [a for a in rest if "=" not in a] or None
     try:
+        task, rest = _split_task(args, takes_values=True)
+        _check_not_a_misspelt_task(rest)
+        overrides = [a for a in rest if "=" in a]
+        values = [a for a in rest if "=" not in a] or None
         report = run_ablation(_config(task, overrides, data_dir), study, values, runs_dir, progress=not quiet)
     except PdiffError as e:
         _fail(e)
     rows = load_json(report.parent / "ablation.json")["variants"]
     header, body = ablation_table(rows)
     _show_table(f"ablation {study}: generated test accuracy (%)", header, body, report.with_suffix(".html"))
+
+
+def _check_not_a_misspelt_task(rest: list[str]) -> None:
+    """A first value that is nearly a task name is a misspelt task, not a study value."""
+    if rest and "=" not in rest[0]:
+        close = difflib.get_close_matches(rest[0], task_names(), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"{rest[0]!r} is not a task (did you mean {close[0]}?): give the task first, "
+                              "spelt as `pdiff tasks` lists it, then the values")
 
 
 @app.command()

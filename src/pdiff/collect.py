@@ -164,8 +164,9 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, task.device, task.progress)
     chunk = task.config.evaluate.model_chunk
-    val_pred = predict_many(model, spec, ckpts.params, task.loader("val"), chunk, task.device)
-    test_pred = predict_many(model, spec, ckpts.params, task.loader("test"), chunk, task.device)
+    val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
+                                        desc=task.bar(f"evaluate {cfg.k} checkpoints ({split})"))
+                           for split in ("val", "test"))
     ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
     ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
     ckpts.test_predictions = test_pred.to(torch.int16)

@@ -6,22 +6,26 @@ overrides what its dataset and hardware need, and the command line overrides bot
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import inspect
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .autoencoder import AUTOENCODERS
+from .autoencoder import AUTOENCODERS, build_autoencoder
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS
+from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS, build_denoiser
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 
@@ -96,6 +100,7 @@ class TrainConfig:
     # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
     holdout: int = 0
     holdout_split: str = "interleaved"
+    seed: int | None = None  # the generator's initialisation and training noise; None: the run's seed
 
 
 @dataclass
@@ -156,6 +161,18 @@ POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_b
             "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
 NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
                 "evaluate.finetune_steps")
+# Real-valued keys and the interval each must lie in: (low, high, whether low itself is allowed, whether high is).
+INF = float("inf")
+POSITIVE_REAL, AT_LEAST_0 = (0, INF, False, False), (0, INF, True, False)
+FRACTION, OPEN_FRACTION = (0, 1, True, True), (0, 1, False, False)
+RANGES = {"collect.lr": POSITIVE_REAL, "collect.subset_lr": POSITIVE_REAL, "train.autoencoder.lr": POSITIVE_REAL,
+          "train.diffusion.lr": POSITIVE_REAL, "collect.momentum": FRACTION, "collect.weight_decay": AT_LEAST_0,
+          "collect.subset_weight_decay": AT_LEAST_0, "train.autoencoder.weight_decay": AT_LEAST_0,
+          "train.diffusion.weight_decay": AT_LEAST_0, "train.diffusion.ema_decay": FRACTION,
+          "train.diffusion.beta_start": OPEN_FRACTION, "train.diffusion.beta_end": OPEN_FRACTION,
+          "train.autoencoder.input_noise": AT_LEAST_0, "train.autoencoder.latent_noise": AT_LEAST_0}
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
+TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 
 
 def task_names() -> list[str]:
@@ -243,14 +260,65 @@ def validate(config: Config) -> None:
     if config.generate.steps is not None and config.generate.steps <= 0:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
                           "or null for all")
+    _check_ranges(config, flat)
     _validate_baselines(config.evaluate)
-    if config.train.holdout > config.collect.k - 2:
+    if config.train.holdout and config.train.holdout > config.collect.k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
                           f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")
     if not config.collect.subset:
         raise ConfigError("collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'")
     _check_registries(config)
     resolve_device(config.device)
+
+
+def check_task_name(task: str) -> None:
+    """A task name is one folder name (RUNS_DIR/<task>/): not empty, not hidden, no path separator."""
+    if not TASK_NAME.fullmatch(task) or task.strip() != task:
+        raise ConfigError(f"task={task!r} is not a plain name (it names the run folder RUNS_DIR/<task>/): use "
+                          "letters, digits, '-', '_' and '.', not starting with '.', e.g. task=my-run")
+
+
+def _check_ranges(config: Config, flat: dict) -> None:
+    """Values the types cannot bound: learning rates, decays, betas, timesteps, latent size, seed."""
+    check_task_name(config.task)
+    for key, (low, high, low_ok, high_ok) in RANGES.items():
+        value = _get(flat, key)
+        above = value >= low if low_ok else value > low
+        below = value <= high if high_ok else value < high
+        if not (above and below and math.isfinite(value)):
+            interval = f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+            raise ConfigError(f"{key}={value} is out of range: give a finite value in {interval}")
+    dm = config.train.diffusion
+    if dm.beta_start > dm.beta_end:
+        raise ConfigError(f"train.diffusion.beta_start={dm.beta_start} is above beta_end={dm.beta_end}: the noise "
+                          "schedule must rise; swap them (the paper: 1e-4 to 2e-2)")
+    if dm.num_train_timesteps < 2:
+        raise ConfigError(f"train.diffusion.num_train_timesteps={dm.num_train_timesteps} is too few for a noise "
+                          "schedule: set it to 2 or more (the paper: 1000)")
+    steps = config.generate.steps
+    if steps is not None and steps > dm.num_train_timesteps:
+        raise ConfigError(f"generate.steps={steps} is more than the {dm.num_train_timesteps} timesteps the "
+                          f"diffusion model is trained on: set it to 1..{dm.num_train_timesteps}, or null for all")
+    if config.train.autoencoder.latent_dim < 2:
+        raise ConfigError(f"train.autoencoder.latent_dim={config.train.autoencoder.latent_dim} is too small: set "
+                          "it to 2 or more (the report projects the latents onto two axes; the paper: 64)")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"seed={config.seed} is not a 64-bit seed: give a whole number in 0..{MAX_SEED}")
+    for key in ("model.kwargs", "train.autoencoder.kwargs", "train.diffusion.kwargs"):
+        for name, value in _numbers(_get(flat, key)):
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"{key}.{name}={value} is negative or not finite: give sizes of 1 or more "
+                                  "(and rates of 0 or more)")
+
+
+def _numbers(value: Any, name: str = "") -> list[tuple[str, float]]:
+    """(dotted name, number) of every number inside a kwargs dict, lists and nested dicts included."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [(name, value)]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [pair for key, child in items for pair in _numbers(child, f"{name}.{key}" if name else str(key))]
 
 
 def _check_registries(config: Config) -> None:
@@ -269,6 +337,28 @@ def _check_registries(config: Config) -> None:
     if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
         raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
                           "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
+    # Built on the meta device (no memory); the autoencoder at a nominal D, since D needs the model.
+    try_build(lambda: build_autoencoder(ae.arch, 64, latent_dim=ae.latent_dim, **ae.kwargs),
+              "train.autoencoder.kwargs", ae.kwargs)
+    tokens = 4 if dm.arch in TOKEN_DENOISERS else None  # a nominal T, like the nominal D
+    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+
+
+def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:
+    """`build()` on `device` (None: the default), with a constructor's own error (a bad size in `kwargs`, say)
+    as a ConfigError naming `key`. On "meta" it is a dry run that allocates nothing.
+
+    Without kwargs there is nothing of the user's to check, and an error is pdiff's own bug (a traceback).
+    """
+    if not kwargs:
+        return build() if device is None else None
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return build()
+    except NotImplementedError:  # an op the meta device lacks: nothing learnt, the real build will tell
+        return None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
+        raise ConfigError(f"{key}={kwargs} cannot build the network ({_first_line(e)}): fix {key}") from None
 
 
 def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewhere: tuple[str, ...]) -> None:
@@ -325,6 +415,8 @@ def _hashed(flat: dict, section: str) -> Any:
         if section == "data" and value["name"] == "imagefolder":
             skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
         value = {k: v for k, v in value.items() if k not in skipped}
+        if section == "train" and value["seed"] is None:  # the run's seed, hashed already: older runs keep their hash
+            value = {k: v for k, v in value.items() if k != "seed"}
     return value
 
 

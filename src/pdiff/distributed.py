@@ -36,6 +36,13 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but torch sees no CUDA GPU here: use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s) here: use "
+                          f"cuda:0..cuda:{torch.cuda.device_count() - 1} or device=auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r} but this machine has no usable Apple GPU: use device=cpu or device=auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} cannot train or run models: use auto, cpu, cuda or cuda:N")
     return device
 
 

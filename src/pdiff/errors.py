@@ -31,3 +31,15 @@ class TrainingError(PdiffError, RuntimeError):
 
 class HealthError(PdiffError, RuntimeError):
     """The autoencoder cannot reproduce the checkpoints it was trained on."""
+
+
+class StorageError(PdiffError, OSError):
+    """A file cannot be written: the disk is full, or the folder is read-only or not ours."""
+
+
+class NotFittedError(PdiffError, RuntimeError):
+    """A generator was asked to sample, encode or save before it was fitted or loaded."""
+
+
+class HubError(PdiffError, RuntimeError):
+    """A Hugging Face hub repository cannot be found, downloaded or uploaded (offline, no token, no such repo)."""

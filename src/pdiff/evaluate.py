@@ -52,8 +52,10 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
             test_rows.append(measured[group].test_predictions.long())
             continue
         chunk, device = task.config.evaluate.model_chunk, task.device
-        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device)
-        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device)
+        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device,
+                                desc=task.bar(f"evaluate {group} (val)"))
+        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device,
+                                 desc=task.bar(f"evaluate {group} (test)"))
         records += _records(group, val_acc, accuracy(test_pred, test_labels))
         test_rows.append(test_pred)
     predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
@@ -64,7 +66,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
-    results["collapse"] = collapse(records, results["resolution"])
+    results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
     if results["collapse"]["collapsed"]:
         log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
@@ -165,6 +167,8 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         if group == "original":
             continue
         comparisons += [c.as_dict() for c in accuracy(group, "original")]
+        if "original" not in iou:  # one original (K = 1) has no other to be similar to
+            continue
         comparisons.append(stats.compare_values(iou[group], iou["original"], group, "original", "median_max_iou",
                                                 seed=seed).as_dict())
         comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
@@ -174,7 +178,9 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         novelty = stats.compare_values(iou["generated"], iou[baseline], "generated", baseline, "median_max_iou",
                                        seed=seed)
         comparisons.append(stats.dominance(mean, novelty, baseline))
-    decided = {"resolution": stats.resolution(correct[rows["original"]], seed=seed), "comparisons": comparisons}
+    decided = {"comparisons": comparisons}
+    if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals
+        decided = {"resolution": stats.resolution(correct[rows["original"]], seed=seed), **decided}
     if "heldout" in rows:
         training, heldout = standardised[rows["original"]], standardised[rows["heldout"]]
         wrong = ~correct

@@ -7,17 +7,23 @@ open the generator.
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from . import collect, train
+from .config import Config, stage_hash
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError
 from .generator import ParameterGenerator
 from .params import ParamSpec
-from .store import load_tensors, save_tensors
+from .store import STORAGE_ERRNOS, load_tensors, save_tensors, storage_error
 from .tasks import Task
 
 FOLDER = "generate"  # runs/<task>/generate/
@@ -70,26 +76,127 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
 
 
 def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0, sampler: str = "ddpm",
-                  steps: int | None = None) -> list[Path]:
-    """Write `n` full-model state_dicts (base weights + generated subset) from a trained run."""
+                  steps: int | None = None, force: bool = False) -> list[Path]:
+    """Write `n` full-model state_dicts (base weights + generated subset) into `out_dir`, from a trained run, a
+    folder written by `pdiff export` or a hub repo id.
+
+    In a run folder the base model and the generator's two files must come from its config.yaml (their config
+    hashes). A non-empty `out_dir` is refused unless `force`; then its model_NNN files are replaced by the new
+    ones (written into a folder beside it first, so a failure leaves the old ones, and none of them stays behind).
+    """
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
-    run_dir = Path(run_dir)
-    base, meta = load_tensors(run_dir / collect.FOLDER / collect.BASE_FILE)
-    gen = ParameterGenerator.load(run_dir / train.FOLDER)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, force)
+    gen, base, meta = _generator_and_base(run_dir)
+    if meta.get("spec") not in (None, gen.spec.to_dict()):
+        raise ArtifactError(f"the generator in {run_dir} makes another parameter subset than the base model's: "
+                            "rerun `pdiff train --force`")
     missing = [name for name in gen.spec.names if name not in base]
     if missing:
         raise ArtifactError(f"the generator in {run_dir} makes {missing[0]!r}, which the base model lacks: "
                             "the run folder mixes two models; rerun `pdiff train --force`")
+    check_memory(n, gen.spec.dim, 0, f"-n {n}")
     vectors = gen.sample(n, sampler=sampler, steps=steps, seed=seed)
-    paths = []
-    for i, vector in enumerate(vectors):
-        path = Path(out_dir) / f"model_{i:03d}.safetensors"
-        save_tensors(path, gen.spec.to_state_dict(vector, base),
-                     {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed})
-        paths.append(path)
-    return paths
+    if not torch.isfinite(vectors).all():
+        raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        for i, vector in enumerate(vectors):  # a full disk fails here, before anything in out_dir is touched
+            save_tensors(partial / _model_file(i), gen.spec.to_state_dict(vector, base),
+                         {**meta, "spec": gen.spec.to_dict(), "sample_index": i, "seed": seed})
+        return _move_models(partial, out_dir, n)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _move_models(partial: Path, out_dir: Path, n: int) -> list[Path]:
+    """Replace out_dir's model_NNN files with the `n` in `partial` (renames: no copy, no partial file)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in sorted(out_dir.glob("model_*.safetensors")):
+            old.unlink()
+        for i in range(n):
+            os.replace(partial / _model_file(i), out_dir / _model_file(i))
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        raise storage_error(out_dir, e) from None
+    return [out_dir / _model_file(i) for i in range(n)]
+
+
+def check_memory(n: int, dim: int, examples: int, setting: str) -> None:
+    """Refuse `n` models of D=`dim` that cannot fit in this machine's free memory, naming `setting`.
+
+    A lower bound: the vectors [n, D] float32 three times (sampled, decoded, saved) and the evaluation's
+    predictions [n, examples] int64 of the generated models alone (the baselines add more).
+    """
+    need = n * dim * 4 * 3 + n * examples * 8
+    have = available_memory()
+    if have is not None and need > have:
+        on = f" and their predictions on {examples} examples" if examples else ""
+        raise ConfigError(f"{setting} needs at least {need / 2**30:.1f} GiB of memory ({n} models of D={dim}{on}) "
+                          f"but {have / 2**30:.1f} GiB are free: ask for fewer models (pdiff sample can add more "
+                          "later, in batches)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _model_file(i: int) -> str:
+    return f"model_{i:03d}.safetensors"
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder: pass a folder for the models")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ConfigError(f"--out {out_dir} is not empty: pass --force to replace its models, or another --out")
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The config that made what `run_dir` holds (its config.yaml), read as written: not validated, since a run
+    made on a GPU machine must still be readable on a CPU one."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist: {run_dir} is not a finished run; run `pdiff run` first")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ArtifactError(f"{path} is not a pdiff config ({str(e).strip().splitlines()[0]}): rerun "
+                            "`pdiff run` to rewrite it") from None
+
+
+def _generator_and_base(source: str | Path) -> tuple[ParameterGenerator, dict[str, torch.Tensor], dict]:
+    """The generator and the base model's tensors and metadata of a run folder, an export or a hub repo id."""
+    from . import hub  # hub builds on the stages, this one included
+
+    path = Path(source)
+    exported = (path / hub.CONFIG_FILE).is_file() if path.is_dir() else hub.is_repo_id(str(source))
+    if not exported:  # a run folder: its base model and generator must be of the config in its config.yaml
+        base, meta = load_tensors(path / collect.FOLDER / collect.BASE_FILE)
+        config = read_run_config(path)
+        if meta.get("config_hash") != stage_hash(config, "collect"):
+            raise ArtifactError(f"the base model in {path} was made under another config (hash "
+                                f"{meta.get('config_hash')}) than its config.yaml (hash {stage_hash(config, 'collect')}"
+                                "): rerun `pdiff collect --force`")
+        return ParameterGenerator.load(path / train.FOLDER, config_hash=stage_hash(config, "train")), base, meta
+    folder = hub.download(source)
+    if not (folder / collect.BASE_FILE).is_file():
+        raise ArtifactError(f"{source} was exported without its base model, so it makes only the subset: sample "
+                            "vectors with ParameterGenerator.from_pretrained, or export the run again with its base")
+    base, meta = load_tensors(folder / collect.BASE_FILE)
+    return ParameterGenerator.from_pretrained(folder), base, meta

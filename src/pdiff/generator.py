@@ -24,7 +24,7 @@ from .autoencoder import build_autoencoder
 from .checkpoints import CheckpointSet
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
 from .diffusion import DDPM, build_denoiser
-from .errors import ArtifactError, TrainingError
+from .errors import ArtifactError, NotFittedError, TrainingError
 from .params import Normalizer, ParamSpec
 from .store import load_tensors, save_tensors
 
@@ -73,7 +73,7 @@ class ParameterGenerator:
 
     def fit_diffusion(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
         if self.normalizer is None:
-            raise RuntimeError("fit_autoencoder must run before fit_diffusion")
+            raise NotFittedError("fit_autoencoder must run before fit_diffusion: call fit(), which runs both")
         z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
         self.latent_mean = z.mean(0)
         self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
@@ -132,12 +132,14 @@ class ParameterGenerator:
     @torch.no_grad()
     def encode(self, params: torch.Tensor) -> torch.Tensor:
         """Parameter vectors [N, D] -> latents [N, *latent_shape] (no noise)."""
+        self._check_fitted("encode")
         self.autoencoder.eval()
         return self.autoencoder.encode(self.normalizer.normalize(params.to(self.device))).cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [N, *latent_shape] -> parameter vectors [N, D]."""
+        self._check_fitted("decode")
         self.autoencoder.eval()
         return self.normalizer.denormalize(self.autoencoder.decode(latents.to(self.device))).cpu()
 
@@ -152,6 +154,7 @@ class ParameterGenerator:
         The noise is drawn on the CPU and moved to the device, so a seed gives the same latents on any device
         (up to float rounding): a generator trained on a GPU samples the same vectors when loaded on a CPU.
         """
+        self._check_fitted("sample")
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         z = self.ddpm.sample(self.denoiser, n, self.latent_shape, sampler=sampler, steps=steps,
                              generator=generator, device=self.device, progress=progress)
@@ -162,6 +165,11 @@ class ParameterGenerator:
         """New parameter vectors [n, D]."""
         return self.decode(self.sample_latents(n, sampler, steps, seed, progress))
 
+    def _check_fitted(self, what: str) -> None:
+        if self.normalizer is None:
+            raise NotFittedError(f"cannot {what} with a generator that was never trained: call fit(checkpoints) "
+                                 "or ParameterGenerator.load(run_dir / 'generator') first")
+
     def _standardise_latents(self, z: torch.Tensor) -> torch.Tensor:
         return ((z - self.latent_mean) / self.latent_scale).to(self.device)
 
@@ -169,13 +177,17 @@ class ParameterGenerator:
         params = checkpoints.params if isinstance(checkpoints, CheckpointSet) else checkpoints
         if params.ndim != 2 or params.shape[1] != self.spec.dim:
             raise ValueError(f"checkpoints must be [K, {self.spec.dim}] for this spec, got {tuple(params.shape)}")
+        finite = torch.isfinite(params).all(dim=1)
+        if not finite.all():
+            row = int((~finite).nonzero()[0])
+            raise TrainingError(f"checkpoint {row} (of {len(params)}) holds NaN or Inf values, so training cannot "
+                                "start: drop those rows or collect the checkpoints again")
         return params.float()
 
     # ---- files ----------------------------------------------------------------------------------
     def save(self, directory: str | Path, metadata: dict | None = None) -> None:
         """Write autoencoder.safetensors and diffusion.safetensors into `directory`."""
-        if self.normalizer is None:
-            raise RuntimeError("nothing to save: call fit first")
+        self._check_fitted("save")
         directory = Path(directory)
         common = {**(metadata or {}), "spec": self.spec.to_dict(), "seed": self.seed}
         ae_tensors = {f"model.{k}": v for k, v in self.autoencoder.state_dict().items()}
@@ -195,10 +207,14 @@ class ParameterGenerator:
         dm_tensors, dm_meta = load_tensors(directory / DIFFUSION_FILE)
         if "autoencoder" not in ae_meta or "diffusion" not in dm_meta:
             raise ArtifactError(f"{directory} does not hold a pdiff generator: rerun `pdiff train`")
-        if config_hash is not None and not ae_meta.get("config_hash") == dm_meta.get("config_hash") == config_hash:
-            raise ArtifactError(f"the generator in {directory} was trained under another config (hash "
-                                f"{ae_meta.get('config_hash')}, this config {config_hash}): "
-                                "rerun `pdiff train --force`")
+        hashes = (ae_meta.get("config_hash"), dm_meta.get("config_hash"))
+        if config_hash is not None and any(h != config_hash for h in hashes):
+            other = next(h for h in hashes if h != config_hash)
+            raise ArtifactError(f"the generator in {directory} was trained under another config (hash {other}, "
+                                f"this config {config_hash}): rerun `pdiff train --force`")
+        if hashes[0] != hashes[1]:
+            raise ArtifactError(f"{directory} mixes an autoencoder (config hash {hashes[0]}) and a diffusion model "
+                                f"(config hash {hashes[1]}) of different runs: rerun `pdiff train --force`")
         if ae_meta.get("spec") != dm_meta.get("spec"):
             raise ArtifactError(f"{directory} mixes an autoencoder and a diffusion model trained for different "
                                 "parameter subsets: rerun `pdiff train --force`")
@@ -220,6 +236,22 @@ class ParameterGenerator:
         gen.normalizer = Normalizer.from_state_dict(ae_tensors)
         gen.latent_mean, gen.latent_scale = dm_tensors["latent_mean"], dm_tensors["latent_scale"]
         return gen
+
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        """Write a Hugging Face hub model repository into `directory`: config.json, the two weight files and a
+        model card (README.md); `pdiff export` adds a run's base model and results (see `pdiff.hub`)."""
+        from .hub import save_generator  # hub builds on this module
+
+        return save_generator(self, directory, metadata)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str = "cpu",
+                        revision: str | None = None) -> ParameterGenerator:
+        """A generator from a folder written by `save_pretrained` / `pdiff export`, or from a hub repo id
+        (downloaded once, then read from the cache; with HF_HUB_OFFLINE=1 only from the cache)."""
+        from .hub import load_generator  # hub builds on this module
+
+        return load_generator(name_or_path, device, revision)
 
 
 def lr_at(step: int, total: int, peak: float) -> float:

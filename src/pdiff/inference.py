@@ -19,8 +19,10 @@ from typing import NamedTuple
 import torch
 from torch import fx, nn
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
 from . import distributed
+from .errors import DatasetError
 from .params import ParamSpec
 
 log = logging.getLogger(__name__)
@@ -102,21 +104,23 @@ def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def predict_many(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loader: Batches,
-                 chunk: int = 50, device: torch.device | str = "cpu", memory_budget: int | None = None
-                 ) -> torch.Tensor:
+                 chunk: int = 50, device: torch.device | str = "cpu", memory_budget: int | None = None,
+                 desc: str | None = None) -> torch.Tensor:
     """Predicted classes [M, n] of the model with each of `vectors` [M, D] loaded into `spec`'s subset.
 
     Under a multi-process launch the vectors are split across the processes in whole chunks, each evaluates
     its share exactly as a single process would (`predict_many_local`), and every process gets all the rows:
-    bit-identical to a single-process run. `memory_budget`: see `predict_many_local`.
+    bit-identical to a single-process run. `memory_budget`, `desc`: see `predict_many_local`.
     """
     acc = distributed.accelerator()
     if acc.num_processes == 1:
-        return predict_many_local(model, spec, vectors, loader, chunk, device, memory_budget)
+        return predict_many_local(model, spec, vectors, loader, chunk, device, memory_budget, desc)
     bounds = distributed.chunk_bounds(len(vectors), chunk, acc.num_processes)
     lo, hi = bounds[acc.process_index]
     n = sum(len(y) for _, y in loader)
-    local = predict_many_local(model, spec, vectors[lo:hi], loader, chunk, device, memory_budget).reshape(hi - lo, n)
+    desc = desc if acc.is_main_process else None
+    local = predict_many_local(model, spec, vectors[lo:hi], loader, chunk, device, memory_budget, desc
+                               ).reshape(hi - lo, n)
     width = max(b - a for a, b in bounds)  # all_gather needs equal shapes: pad every share to the widest
     padded = torch.zeros(width, n, dtype=torch.int64, device=acc.device)
     padded[: hi - lo] = local
@@ -126,13 +130,14 @@ def predict_many(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loade
 
 @torch.no_grad()
 def predict_many_local(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loader: Batches,
-                       chunk: int = 50, device: torch.device | str = "cpu", memory_budget: int | None = None
-                       ) -> torch.Tensor:
+                       chunk: int = 50, device: torch.device | str = "cpu", memory_budget: int | None = None,
+                       desc: str | None = None) -> torch.Tensor:
     """Predicted classes [M, n] of the model with each of `vectors` [M, D] loaded into `spec`'s subset, in this
     process alone.
 
     At most `chunk` vectors run together, fewer where their copies of the suffix's input [chunk, batch, ...]
-    would exceed `memory_budget` bytes (default: MEMORY_BUDGET of the device type).
+    would exceed `memory_budget` bytes (default: MEMORY_BUDGET of the device type). `desc`: the label of a
+    progress bar over the batches (None: no bar).
     """
     spec.check(model)
     if len(vectors) == 0:
@@ -143,7 +148,7 @@ def predict_many_local(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor,
     if memory_budget is None:
         memory_budget = MEMORY_BUDGET.get(torch.device(device).type, MEMORY_BUDGET["cuda"])
     subsets, rows = [], []
-    for x, _ in loader:
+    for x, _ in tqdm(loader, desc=desc, disable=desc is None, leave=False):
         frontier = prefix(x.to(device))  # computed once for every vector
         if not subsets:  # chunk: as many vectors as the budget holds copies of the suffix's input
             size = sum(t.nbytes for t in frontier if isinstance(t, torch.Tensor))
@@ -155,6 +160,9 @@ def predict_many_local(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor,
             # a suffix that writes into its input gets a copy: the next chunk needs the input intact
             inputs = tuple(_copy(t) for t in frontier) if overwrites_input else frontier
             row.append(suffix_logits(subset, inputs).argmax(-1).cpu())  # [m, batch]
+    if not rows:
+        raise DatasetError("the loader yielded no batches, so there is nothing to predict: pass a loader over "
+                           "at least one example")
     return torch.cat([torch.cat(row, dim=1) for row in rows])
 
 
@@ -210,6 +218,6 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy_many(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor, loader: Batches, chunk: int = 50,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+                  device: torch.device | str = "cpu", desc: str | None = None) -> torch.Tensor:
     """Accuracy [M] of the model with each of `vectors` [M, D] loaded, on the examples of `loader`."""
-    return accuracy(predict_many(model, spec, vectors, loader, chunk, device), labels_of(loader))
+    return accuracy(predict_many(model, spec, vectors, loader, chunk, device, desc=desc), labels_of(loader))

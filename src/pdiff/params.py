@@ -190,12 +190,15 @@ class TokenLayout:
         self.numels, self.size = tuple(numels), size
         counts = [-(-n // size) for n in self.numels]  # tokens per tensor
         self.num_tokens = sum(counts)
-        self.tensor_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))  # [T]
-        self.offset = torch.cat([torch.arange(c) for c in counts])  # [T], token index within its tensor
-        starts = [0, *torch.tensor(counts).cumsum(0).tolist()[:-1]]  # first token of each tensor
+        # Built from Python lists on the CPU, so that a dry-run build on the meta device still gets a real layout.
+        self.tensor_index = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], device="cpu")  # [T]
+        self.offset = torch.tensor([j for c in counts for j in range(c)], device="cpu")  # [T], index in its tensor
+        self.longest = max(counts)  # tokens of the longest tensor
+        starts = [sum(counts[:i]) for i in range(len(counts))]  # first token of each tensor
         # index[j]: where number j of the vector sits in the padded token sequence, flattened to [T * size]
-        self.index = torch.cat([start * size + torch.arange(n) for start, n in zip(starts, self.numels, strict=True)])
-        mask = torch.zeros(self.num_tokens * size, dtype=torch.bool)
+        self.index = torch.tensor([start * size + k for start, n in zip(starts, self.numels, strict=True)
+                                   for k in range(n)], device="cpu")
+        mask = torch.zeros(self.num_tokens * size, dtype=torch.bool, device="cpu")
         mask[self.index] = True
         self.mask = mask.view(self.num_tokens, size)  # [T, size]
 

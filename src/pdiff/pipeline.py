@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from . import collect, distributed, evaluate, generate, report, train
-from .config import STAGES, Config, stage_hash, to_yaml
-from .errors import ArtifactError, ConfigError
+from .config import STAGES, Config, check_task_name, stage_hash, to_yaml
+from .errors import ArtifactError, ConfigError, StorageError
+from .params import ParamSpec
 from .runlock import run_lock
-from .store import load_json, save_json, save_text
+from .store import STORAGE_ERRNOS, load_json, save_json, save_text, storage_error
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -155,12 +156,32 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
         if distributed.is_main_process():
             for leftover in sorted(run.root.glob(".config.yaml.*.tmp")):  # from a process killed while writing
                 leftover.unlink()
-        for stage in stages:
-            run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
+        to_run = [s for s in stages if (force is not None and STAGES.index(s) >= STAGES.index(force))
+                  or not run.is_done(s)]
+        if "generate" in to_run or "evaluate" in to_run:
+            check_memory(run)  # before collect: a too large generate.n must not wait for training
+        try:
+            for stage in stages:
+                run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
+        except OSError as e:  # a full disk or a folder we may not write, outside pdiff.store's writes
+            if isinstance(e, StorageError) or e.errno not in STORAGE_ERRNOS:
+                raise
+            raise storage_error(Path(e.filename or run.root), e) from None
     return run
+
+
+def check_memory(run: Run) -> None:
+    """Refuse, before any work, a generate.n whose models cannot fit in memory (`pdiff.generate.check_memory`)."""
+    if run.is_done("collect"):
+        dim = load_json(run.stage_dir("collect") / "stage.json")["dim"]
+    else:
+        dim = ParamSpec.select(run.task.new_model(), run.config.collect.subset).dim
+    examples = len(run.task.data.val) + len(run.task.data.test)
+    generate.check_memory(run.config.generate.n, dim, examples, f"generate.n={run.config.generate.n}")
 
 
 def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | None = None,
                  stages: tuple[str, ...] = STAGES, progress: bool = True) -> Run:
     """Take a task through `stages` in RUNS_DIR/<task>/; `force` reruns that stage and every stage after it."""
+    check_task_name(config.task)  # a name, never a path: nothing is written outside runs_dir
     return run_stages(Run(config, Path(runs_dir) / config.task, progress), stages, force)

@@ -138,12 +138,13 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
     comparisons = results.get("comparisons")
     if comparisons:
         plot_forest(comparisons, out_dir / "forest.png")
+        resolution = (f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points (the "
+                      "half-width of the 95% CI of the mean-accuracy difference between two halves of the "
+                      "originals). " if "resolution" in results else "")  # one original (K = 1) has no halves
         sections.append(Section(
             "Verdicts", figures=["forest.png"],
-            text=f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points (the "
-                 "half-width of the 95% CI of the mean-accuracy difference between two halves of the originals). "
-                 "Each line: difference to the reference group with its 95% CI (two-level bootstrap over test "
-                 "examples and models) and the verdict it supports.\n\n"
+            text=resolution + "Each line: difference to the reference group with its 95% CI (two-level bootstrap "
+                 "over test examples and models) and the verdict it supports.\n\n"
                  + "\n".join(f"- {line}" for line in verdict_lines(results))))
     header, rows = accuracy_table(summary, "test", comparisons)
     sections.append(Section(

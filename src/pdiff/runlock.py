@@ -7,13 +7,14 @@ and is taken over.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import distributed
-from .errors import ArtifactError
+from .errors import ArtifactError, StorageError
 
 LOCK_FILE = ".lock"
 
@@ -39,6 +40,9 @@ def run_lock(root: str | Path) -> Iterator[Path]:
                                     f"finish, or delete {path} if that process is not pdiff")
             path.unlink(missing_ok=True)  # a stale lock: its process is gone
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(f"cannot write to the run folder {root}: no space left on the device (the lock "
+                               "needs a few bytes): free some space or pass another --runs-dir") from None
         raise ArtifactError(f"cannot write to the run folder {root} ({e.strerror or e}): fix its permissions "
                             "or pass another --runs-dir") from None
     try:
@@ -55,13 +59,13 @@ def _create(path: Path) -> bool:
     the lock exists), so no other process ever sees an empty lock.
     """
     mine = path.with_name(f"{path.name}.{os.getpid()}")
-    mine.write_text(f"{os.getpid()}\n")
     try:
+        mine.write_text(f"{os.getpid()}\n")  # a full disk fails here: the finally removes the empty file
         os.link(mine, path)
     except FileExistsError:
         return False
     finally:
-        mine.unlink()
+        mine.unlink(missing_ok=True)
     return True
 
 

@@ -37,7 +37,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     collected = collect.load(task, run_dir)
     cfg = task.config.train
     ckpts, _ = collected.checkpoints.split(cfg.holdout, cfg.holdout_split)  # the held-out rows are never seen
-    gen = ParameterGenerator(ckpts.spec, task.config.train, task.device, task.config.seed)
+    seed = task.config.seed if cfg.seed is None else cfg.seed  # train.seed: other generators, same checkpoints
+    gen = ParameterGenerator(ckpts.spec, cfg, task.device, seed)
     gen.fit_autoencoder(ckpts, task.progress)
     health = check_reconstructions(gen, collected.model, ckpts, task.loader("val"), task.config.train.health_tolerance,
                                    task.config.evaluate.model_chunk, task.device)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..config import Config, stage_hash
+from ..config import Config, stage_hash, try_build
 from ..errors import ArtifactError
 from .datasets import DataSplits, TensorLoader, load_dataset
 from .models import build_model
@@ -37,13 +37,20 @@ class Task:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
         return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)
 
+    def bar(self, label: str) -> str | None:
+        """A progress bar's label where this run shows progress, else None (what `predict_many`'s desc takes)."""
+        return label if self.progress else None
+
     def labels(self, split: str) -> torch.Tensor:
         """The labels [n] of a split, in the loader's order."""
         return getattr(self.data, split).y
 
     def new_model(self) -> nn.Module:
-        return build_model(self.config.model.name, self.data.input_shape, self.data.num_classes,
-                           **self.config.model.kwargs)
+        """A freshly initialised model; an error of its constructor is a ConfigError naming model.kwargs."""
+        m = self.config.model
+        shape, classes = self.data.input_shape, self.data.num_classes
+        return try_build(lambda: build_model(m.name, shape, classes, **m.kwargs), "model.kwargs", m.kwargs,
+                         device=None)
 
     def metadata(self, stage: str) -> dict:
         """What every artifact of `stage` records about the config that made it."""
