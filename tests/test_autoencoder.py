@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdiff.autoencoder import AUTOENCODERS, ConvAutoencoder, MLPAutoencoder, build_autoencoder
+from pdiff.autoencoder import AUTOENCODERS, ConvAutoencoder, MLPAutoencoder, TokenAutoencoder, build_autoencoder
 
-SMALL = {"mlp": {"hidden": 32, "latent_dim": 8}, "conv1d": {"channels": (4, 8), "latent_dim": 8}}
+SMALL = {"mlp": {"hidden": 32, "latent_dim": 8}, "conv1d": {"channels": (4, 8), "latent_dim": 8},
+         "tokens": {"token_size": 4, "hidden": 16, "latent_dim": 8}}
 
 
 @pytest.mark.parametrize("arch", sorted(AUTOENCODERS))
@@ -13,7 +14,7 @@ def test_shapes(arch: str, dim: int) -> None:
     ae = build_autoencoder(arch, dim, **SMALL[arch])
     x = torch.randn(3, dim)
     z = ae.encode(x)
-    assert z.shape == (3, 8)
+    assert z.shape == (3, *ae.latent_shape) and ae.latent_shape[-1] == 8
     assert ae.decode(z).shape == (3, dim)
     assert ae(x).shape == (3, dim)
     ae.eval()
@@ -28,6 +29,9 @@ def test_default_sizes_and_registry() -> None:
     assert build_autoencoder("conv1d", 130).padded_dim == 136  # next multiple of 2**3
     with pytest.raises(ValueError, match="conv1d"):
         build_autoencoder("transformer", 16)
+    tokens = build_autoencoder("tokens", 10, numels=(3, 7), token_size=4)
+    assert isinstance(tokens, TokenAutoencoder) and tokens.latent_shape == (3, 16)  # 1 + 2 tokens
+    assert build_autoencoder("tokens", 10, token_size=4).latent_shape == (3, 16)  # one tensor: ceil(10 / 4)
 
 
 @pytest.mark.parametrize("arch", sorted(AUTOENCODERS))
@@ -52,6 +56,7 @@ def test_noise_is_additive_with_configured_scales() -> None:
     [
         ("mlp", {}, 300, 0.01),
         ("conv1d", {"channels": (16, 32)}, 400, 0.05),
+        ("tokens", {"numels": (20, 3, 41), "token_size": 8, "hidden": 64, "latent_dim": 8}, 400, 0.01),
     ],
 )
 def test_overfits_a_few_vectors(arch: str, kwargs: dict, steps: int, bound: float) -> None:
@@ -67,3 +72,31 @@ def test_overfits_a_few_vectors(arch: str, kwargs: dict, steps: int, bound: floa
     ae.eval()
     with torch.no_grad():
         assert F.mse_loss(ae(x), x).item() < bound
+
+
+def test_tokens_keep_the_padding_out_of_the_loss() -> None:
+    """The loss on decode's [B, D] gives the padded slots of the decoded tokens no gradient at all."""
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3)  # 4 padded slots
+    x = torch.randn(6, 14)
+    tokens = ae.decode_tokens(ae.encode(x)).detach().requires_grad_()  # [6, T, 4]
+    loss = F.mse_loss(ae.layout.join(tokens), x)
+    loss.backward()
+    pad = ~ae.layout.mask
+    assert (tokens.grad[:, pad] == 0).all() and (tokens.grad[:, ~pad] != 0).all()
+    moved = tokens.detach().clone()
+    moved[:, pad] = 1e6  # whatever the padding holds, the loss is the same
+    assert F.mse_loss(ae.layout.join(moved), x).item() == loss.item()
+    # The encoder sees zeros there even with noise augmentation: the noise is added before the cut.
+    seen = []
+    ae.encoder_in.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    ae.train()(x)
+    assert (seen[0][:, pad] == 0).all() and (seen[0][:, ~pad] != ae.layout.cut(x)[:, ~pad]).all()
+
+
+def test_tokens_state_dict_holds_no_layout() -> None:
+    """The layout is rebuilt from the spec, so the weights file holds only learned tensors."""
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4)
+    keys = set(ae.state_dict())
+    assert "token_bias" in keys and not {"tensor_index", "offset"} & keys
+    assert ae.state_dict()["token_bias"].shape == (5, 4)

@@ -83,6 +83,16 @@ def test_baseline_settings_are_checked() -> None:
         load_config("mnist1d-convnet", ["evaluate.mean_of_k=0"])
 
 
+def test_token_latents_need_a_token_denoiser() -> None:
+    load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer"])
+    for overrides in (["train.autoencoder.arch=tokens"], ["train.diffusion.arch=transformer"]):
+        with pytest.raises(ConfigError, match="token denoiser"):
+            load_config("mnist1d-convnet", overrides)
+    with pytest.raises(ConfigError, match="numels|token_size"):
+        load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                                        "train.autoencoder.kwargs={channels: [4]}"])
+
+
 def test_one_checkpoint_is_a_valid_config() -> None:
     """The paper's K = 1 ablation: nothing held out, one checkpoint to copy."""
     assert load_config("mnist1d-convnet", ["collect.k=1"]).collect.k == 1

@@ -6,14 +6,19 @@ from pdiff.diffusion import (
     DDPM,
     DENOISERS,
     SAMPLERS,
+    TOKEN_DENOISERS,
     MLPDenoiser,
+    TransformerDenoiser,
+    WindowAttention,
     build_denoiser,
     guide,
     predict_noise,
     timestep_embedding,
 )
 
-SMALL = {"mlp": {"width": 32, "depth": 2, "time_dim": 16}, "conv1d": {"channels": (4, 8), "time_dim": 16}}
+SMALL = {"mlp": {"width": 32, "depth": 2, "time_dim": 16}, "conv1d": {"channels": (4, 8), "time_dim": 16},
+         "transformer": {"width": 16, "depth": 2, "heads": 2, "window": 4, "time_dim": 16}}
+FLAT = sorted(set(DENOISERS) - set(TOKEN_DENOISERS))  # denoisers of flat latents [B, d]
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +65,14 @@ def test_timestep_embedding_is_per_sample() -> None:
     assert torch.equal(pair[1], timestep_embedding(torch.tensor([700]), 32)[0])
 
 
-@pytest.mark.parametrize("arch", sorted(DENOISERS))
+@pytest.mark.parametrize("arch", FLAT)
 @pytest.mark.parametrize("dim", [5, 64, 131])
 def test_denoiser_shapes(arch: str, dim: int) -> None:
     denoiser = build_denoiser(arch, dim, **SMALL[arch])
     assert denoiser(torch.randn(3, dim), torch.tensor([0, 10, 999])).shape == (3, dim)
 
 
-@pytest.mark.parametrize("arch", sorted(DENOISERS))
+@pytest.mark.parametrize("arch", FLAT)
 def test_denoiser_uses_each_samples_timestep(arch: str) -> None:
     denoiser = build_denoiser(arch, 16, **SMALL[arch])
     x = torch.randn(1, 16).expand(2, 16)
@@ -81,6 +86,34 @@ def test_default_denoisers_and_registry() -> None:
     assert build_denoiser("conv1d", 64)(torch.randn(2, 64), torch.tensor([1, 2])).shape == (2, 64)
     with pytest.raises(ValueError, match="mlp"):
         build_denoiser("unet", 64)
+    assert build_denoiser("transformer", 8, 20)(torch.randn(2, 20, 8), torch.tensor([1, 2])).shape == (2, 20, 8)
+    with pytest.raises(ValueError, match="number of tokens"):
+        build_denoiser("transformer", 8)
+
+
+@pytest.mark.parametrize("tokens", [1, 4, 9, 13])
+def test_transformer_shapes_and_per_sample_timestep(tokens: int) -> None:
+    torch.manual_seed(0)
+    denoiser = TransformerDenoiser(3, tokens, **SMALL["transformer"])  # window 4: 9 and 13 tokens are windowed
+    x = torch.randn(1, tokens, 3).expand(2, -1, -1)
+    out = denoiser(x, torch.tensor([5, 900]))
+    assert out.shape == (2, tokens, 3)
+    assert not torch.allclose(out[0], out[1])
+    assert torch.allclose(out[1], denoiser(x[:1], torch.tensor([900]))[0], atol=1e-5)
+
+
+def test_window_attention_stays_in_its_windows() -> None:
+    """Unshifted, a token only sees its own window (of 4); shifted by 2, windows straddle the old edges,
+    and padding (10 tokens in 3 windows) never changes the real tokens' outputs."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 10, 8)
+    x2 = x.clone()
+    x2[:, 9] += 1.0  # a change in the last, padded window
+    plain, shifted = WindowAttention(8, 2, window=4), WindowAttention(8, 2, window=4, shift=2)
+    assert torch.allclose(plain(x)[:, :8], plain(x2)[:, :8]) and not torch.allclose(plain(x)[:, 8:], plain(x2)[:, 8:])
+    # Shifted windows are tokens 2-5, 6-9 and 0-1 + the padding slots: token 9 reaches tokens 6-8 only.
+    changed = (shifted(x) - shifted(x2)).abs().amax(-1)[0] > 1e-6
+    assert changed.tolist() == [False] * 6 + [True] * 4
 
 
 def test_schedule_matches_paper(ddpm: DDPM) -> None:
@@ -114,6 +147,18 @@ def test_loss_decreases_on_toy_data(ddpm: DDPM) -> None:
     losses = train(ddpm, MLPDenoiser(8, width=64, depth=2, time_dim=32), data, steps=300)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.5 * first
+
+
+def test_transformer_loss_decreases_on_toy_token_data(ddpm: DDPM) -> None:
+    torch.manual_seed(0)
+    centres = 3 * torch.randn(4, 6, 2)  # 4 "models" of 6 tokens with 2 channels each
+    data = (centres[:, None] + 0.05 * torch.randn(4, 64, 6, 2)).reshape(-1, 6, 2)  # [256, 6, 2]
+    denoiser = TransformerDenoiser(2, 6, width=32, depth=2, heads=2, window=4, time_dim=32)
+    losses = train(ddpm, denoiser, data, steps=300, batch=64)
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.5 * first
+    x = ddpm.sample(denoiser, 4, (6, 2), "ddim", steps=10, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 6, 2) and torch.isfinite(x).all()
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

@@ -62,6 +62,19 @@ def test_load_refuses_a_malformed_results_file(tiny_run, tmp_path) -> None:
         evaluate.load(task, root)
 
 
+def test_collapse_is_most_generated_models_below_the_worst_original() -> None:
+    originals = [{"group": "original", "test_accuracy": a} for a in (0.90, 0.92, 0.95)]
+
+    def check(generated: list[float]) -> dict:
+        return evaluate.collapse(originals + [{"group": "generated", "test_accuracy": a} for a in generated], 0.01)
+
+    assert check([0.10, 0.11, 0.12, 0.93]) == {"worst_original": 0.90, "resolution": 0.01, "share_below": 0.75,
+                                                "collapsed": True}
+    assert not check([0.10, 0.895, 0.93, 0.94])["collapsed"]  # 0.895 is within the resolution of 0.90
+    assert "collapsed" in evaluate.collapse_message(check([0.1, 0.1]))
+    assert "train.autoencoder.arch=tokens" in evaluate.collapse_message(check([0.1, 0.1]))
+
+
 def test_one_original_is_compared_on_accuracy_only() -> None:
     """K = 1 (the paper's smallest K ablation): no other original to be similar to, no halves to resolve."""
     torch.manual_seed(0)

@@ -137,3 +137,22 @@ def test_conditioning_needs_accuracies() -> None:
     same = CheckpointSet(checkpoints(), SPEC, val_accuracy=torch.full((16,), 0.9))
     with pytest.raises(TrainingError, match="same validation accuracy.*condition=none"):
         ParameterGenerator(SPEC, config).fit(same, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted_tokens() -> ParameterGenerator:
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2", "train.autoencoder.kwargs={hidden: 32, token_size: 4}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}")
+    return ParameterGenerator(SPEC, config.train).fit(checkpoints(), progress=False)
+
+
+def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> None:
+    assert fitted_tokens.latent_shape == (3, 2)  # 6 + 4 numbers in tokens of 4: 2 + 1 tokens
+    assert fitted_tokens.encode(checkpoints()).shape == (16, 3, 2)
+    samples = fitted_tokens.sample(8, sampler="ddim", steps=10)
+    assert samples.shape == (8, 10) and torch.isfinite(samples).all()
+    assert (samples - checkpoints().mean(0)).abs().mean() < 0.5
+    fitted_tokens.save(tmp_path)
+    loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
+    assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), fitted_tokens.sample(4, "ddim", 10, seed=1))

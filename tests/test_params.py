@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from pdiff.params import Normalizer, ParamSpec, SelectionError, last_norm_layers
+from pdiff.params import Normalizer, ParamSpec, SelectionError, TokenLayout, last_norm_layers
 from pdiff.tasks.models import MLP
 
 
@@ -104,3 +104,30 @@ def test_normalizer_constant_tensor_stays_finite() -> None:
     norm = Normalizer.fit(params, spec)
     assert torch.isfinite(norm.normalize(params)).all()
     assert torch.allclose(norm.denormalize(norm.normalize(params)), params)
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 50])
+def test_token_cut_and_join_round_trip_across_tensor_boundaries(size: int) -> None:
+    numels = (10, 3, 25, 1)
+    layout = TokenLayout(numels, size)
+    assert layout.num_tokens == sum(-(-n // size) for n in numels)
+    x = torch.randn(2, 5, sum(numels))
+    tokens = layout.cut(x)  # [2, 5, T, size]
+    assert tokens.shape == (2, 5, layout.num_tokens, size)
+    assert torch.equal(layout.join(tokens), x)
+    assert (tokens[..., ~layout.mask] == 0).all()  # the padding is zeros
+    # No token holds numbers of two tensors: each token's numbers come from its own tensor.
+    owner = layout.cut(torch.repeat_interleave(torch.arange(len(numels)), torch.tensor(numels)).float() + 1)
+    for t in range(layout.num_tokens):
+        real = owner[t][layout.mask[t]]
+        assert torch.equal(real, torch.full_like(real, layout.tensor_index[t].item() + 1))
+    assert layout.offset.tolist() == [i for n in numels for i in range(-(-n // size))]
+
+
+def test_token_join_never_reads_the_padding() -> None:
+    layout = TokenLayout((5, 9), 4)  # 2 + 3 tokens, 1 + 3 padded slots
+    x = torch.randn(3, 14)
+    tokens = layout.cut(x)
+    tokens[:, ~layout.mask] = float("nan")  # whatever a decoder puts in the padding
+    assert torch.equal(layout.join(tokens), x)
+    assert layout.mask.sum().item() == 14

@@ -11,7 +11,7 @@ from pdiff.generate import sample_models
 from pdiff.pipeline import Run, run_pipeline, run_stage
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
-from tests.conftest import tiny_config
+from tests.conftest import copy_stages, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,17 @@ def test_collect_retrains_a_base_model_that_is_not_sound(tmp_path) -> None:
     assert run_stage(Run(tiny_config(), run.root, progress=False), "collect", force=True)
     again, _ = load_tensors(path)
     assert all(torch.equal(again[name], good[name]) for name in good)  # retrained, deterministically
+
+
+def test_tokens_generator_runs_train_to_report(tiny_run, tmp_path) -> None:
+    """tokens / transformer through the health gate, generate (latents [N, T, c]), evaluate and the report."""
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=4", "train.autoencoder.kwargs={hidden: 32, token_size: 16}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2, window: 4}")
+    copy_stages(tiny_run, tmp_path / config.task, ("collect",))
+    root = run_pipeline(config, tmp_path, progress=False).root
+    generated = load_file(root / "generate/generated.safetensors")
+    assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 8, 4)  # 4 tensors of 32
+    assert generated["original_latents"].shape == (12, 8, 4)
+    assert "collapse" in json.loads((root / "evaluate/results.json").read_text())
+    assert (root / "report/tsne.png").stat().st_size > 1000

@@ -100,3 +100,15 @@ def test_tsne_of_identical_latents(tmp_path) -> None:
     """K = 1: every latent is the same point; PCA's start would be NaN (a segfault in scikit-learn's t-SNE)."""
     plot_tsne({"original": np.ones((1, 8)), "generated": np.ones((40, 8))}, tmp_path / "tsne.png")
     assert (tmp_path / "tsne.png").stat().st_size > 0
+
+
+def test_collapse_section_and_token_latents(tmp_path) -> None:
+    """A collapsed run says so with the fix, and token latents [n, T, c] still make the t-SNE (flattened)."""
+    results = fake_results(GROUPS)
+    results["collapse"] = {"worst_original": 0.88, "resolution": 0.01, "share_below": 0.83, "collapsed": True}
+    rng = np.random.default_rng(0)
+    latents = {"original": rng.normal(size=(8, 5, 3)), "generated": rng.normal(size=(6, 5, 3))}
+    write_report(tmp_path, results, CONFIG, {"collect": 1.0}, latents=latents)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Collapse" in text and "83% of the generated models" in text
+    assert (tmp_path / "tsne.png").stat().st_size > 1000

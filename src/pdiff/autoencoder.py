@@ -1,4 +1,5 @@
-"""The parameter autoencoder: compresses standardised parameter vectors [B, D] to latents [B, latent_dim].
+"""The parameter autoencoder: compresses standardised parameter vectors [B, D] to latents [B, latent_dim]
+(mlp, conv1d) or, for long vectors, to a sequence of token latents [B, T, latent_dim] (tokens).
 
 p-diff trains the diffusion model in this latent space. The autoencoder is trained with noise
 augmentation (paper, Sec. 3): additive Gaussian noise on the input parameters and, much stronger, on the
@@ -8,11 +9,14 @@ latents, so that the decoder maps a whole neighbourhood of each latent to good p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .params import TokenLayout
 
 
 class ParameterAutoencoder(nn.Module, ABC):
@@ -28,6 +32,11 @@ class ParameterAutoencoder(nn.Module, ABC):
         self.latent_dim = latent_dim
         self.input_noise = input_noise
         self.latent_noise = latent_noise
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one model's latent: (latent_dim,) here, (T, latent_dim) for tokens."""
+        return (self.latent_dim,)
 
     @abstractmethod
     def encode(self, x: Tensor) -> Tensor:
@@ -135,11 +144,79 @@ class ConvAutoencoder(ParameterAutoencoder):
         return self.decoder(h).squeeze(1)[:, : self.dim]  # [B, Dpad] -> [B, D]
 
 
-AUTOENCODERS: dict[str, type[ParameterAutoencoder]] = {"mlp": MLPAutoencoder, "conv1d": ConvAutoencoder}
+class TokenAutoencoder(ParameterAutoencoder):
+    """Cuts the vector into tokens along tensor boundaries and codes every token with one shared small network.
+
+    A token is `token_size` numbers of one tensor (each tensor zero-padded to whole tokens, see TokenLayout);
+    its position is a learned embedding of (tensor index, offset in the tensor), added after the first layer.
+    Encoder per token: token_size -> hidden (+ position) -> LayerNorm, LeakyReLU -> latent_dim; the decoder
+    mirrors it and adds a learned per-token bias [T, token_size], which holds the mean vector so that the
+    shared network only codes how checkpoints differ. Parameters and cost grow linearly with D (the bias
+    and the T tokens), not with D x hidden. Latents are [B, T, latent_dim]; the padding never reaches the
+    output, so a loss on decode's [B, D] keeps it out.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        latent_dim: int = 16,
+        token_size: int = 256,
+        hidden: int = 256,
+        input_noise: float = 0.001,
+        latent_noise: float = 0.1,
+        numels: Sequence[int] | None = None,
+    ):
+        super().__init__(dim, latent_dim, input_noise, latent_noise)
+        numels = tuple(numels or (dim,))  # the tensors' sizes; one tensor when not given
+        if sum(numels) != dim:
+            raise ValueError(f"tensor sizes {numels} add up to {sum(numels)}, not to dim={dim}")
+        self.layout = TokenLayout(numels, token_size)
+        # Buffers, not saved: the layout is rebuilt from the spec.
+        self.register_buffer("tensor_index", self.layout.tensor_index, persistent=False)  # [T]
+        self.register_buffer("offset", self.layout.offset, persistent=False)  # [T]
+        num_tensors, longest = len(numels), self.layout.longest
+        self.encoder_in = nn.Linear(token_size, hidden)
+        self.encoder_tensor, self.encoder_offset = nn.Embedding(num_tensors, hidden), nn.Embedding(longest, hidden)
+        self.encoder_out = nn.Sequential(nn.LayerNorm(hidden), nn.LeakyReLU(), nn.Linear(hidden, latent_dim))
+        self.decoder_in = nn.Linear(latent_dim, hidden)
+        self.decoder_tensor, self.decoder_offset = nn.Embedding(num_tensors, hidden), nn.Embedding(longest, hidden)
+        self.decoder_out = nn.Sequential(nn.LayerNorm(hidden), nn.LeakyReLU(), nn.Linear(hidden, token_size))
+        self.token_bias = nn.Parameter(torch.zeros(self.layout.num_tokens, token_size))  # [T, token_size]
+        for table in (self.encoder_tensor, self.encoder_offset, self.decoder_tensor, self.decoder_offset):
+            nn.init.normal_(table.weight, std=0.02)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.layout.num_tokens, self.latent_dim)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """[B, D] -> [B, T, latent_dim]"""
+        tokens = self.layout.cut(x)  # [B, T, token_size]
+        position = self.encoder_tensor(self.tensor_index) + self.encoder_offset(self.offset)  # [T, hidden]
+        return self.encoder_out(self.encoder_in(tokens) + position)
+
+    def decode_tokens(self, z: Tensor) -> Tensor:
+        """[B, T, latent_dim] -> tokens [B, T, token_size], padding included (decode drops it)."""
+        position = self.decoder_tensor(self.tensor_index) + self.decoder_offset(self.offset)  # [T, hidden]
+        return self.decoder_out(self.decoder_in(z) + position) + self.token_bias
+
+    def decode(self, z: Tensor) -> Tensor:
+        """[B, T, latent_dim] -> [B, D]"""
+        return self.layout.join(self.decode_tokens(z))
 
 
-def build_autoencoder(arch: str, dim: int, **kwargs) -> ParameterAutoencoder:
-    """Build the autoencoder named `arch` (a key of AUTOENCODERS) for vectors of length `dim`."""
+AUTOENCODERS: dict[str, type[ParameterAutoencoder]] = {
+    "mlp": MLPAutoencoder, "conv1d": ConvAutoencoder, "tokens": TokenAutoencoder}
+
+
+def build_autoencoder(arch: str, dim: int, numels: Sequence[int] | None = None, **kwargs) -> ParameterAutoencoder:
+    """Build the autoencoder named `arch` (a key of AUTOENCODERS) for vectors of length `dim`.
+
+    `numels` (the sizes of the tensors that make up the vector, ParamSpec.numels) is what tokens cuts along;
+    the other archs read the vector as one signal and ignore it.
+    """
     if arch not in AUTOENCODERS:
         raise ValueError(f"unknown autoencoder arch {arch!r}; choose one of {sorted(AUTOENCODERS)}")
+    if AUTOENCODERS[arch] is TokenAutoencoder:
+        kwargs["numels"] = numels
     return AUTOENCODERS[arch](dim, **kwargs)

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .autoencoder import AUTOENCODERS, build_autoencoder
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS, build_denoiser
+from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS, build_denoiser
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 
@@ -66,8 +66,8 @@ class CollectConfig:
 
 @dataclass
 class AutoencoderConfig:
-    arch: str = "conv1d"  # "conv1d" (the paper's) or "mlp"
-    latent_dim: int = 64
+    arch: str = "conv1d"  # "conv1d" (the paper's), "mlp" or "tokens" (large D; pair it with diffusion "transformer")
+    latent_dim: int = 64  # tokens: the latent channels per token
     input_noise: float = 0.001
     latent_noise: float = 0.1
     kwargs: dict[str, Any] = field(default_factory=dict)  # arch-specific: mlp hidden, conv1d channels
@@ -343,12 +343,19 @@ def _check_registries(config: Config) -> None:
     check_kwargs(MODELS[config.model.name], config.model.kwargs, "model.kwargs", ("input_shape", "num_classes"))
     ae, dm = config.train.autoencoder, config.train.diffusion
     check_kwargs(AUTOENCODERS[ae.arch], ae.kwargs, "train.autoencoder.kwargs",
-                 ("dim", "latent_dim", "input_noise", "latent_noise"))
-    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim", "conditioned"))
+                 ("dim", "latent_dim", "input_noise", "latent_noise", "numels"))
+    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim", "tokens", "conditioned"))
+    if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
+        raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
+                          "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
+    if dm.condition != "none" and dm.arch in TOKEN_DENOISERS:
+        raise ConfigError(f"train.diffusion.condition={dm.condition} with train.diffusion.arch={dm.arch}: the "
+                          "transformer denoiser takes no condition yet; use the mlp or conv1d denoiser")
     # Built on the meta device (no memory); the autoencoder at a nominal D, since D needs the model.
     try_build(lambda: build_autoencoder(ae.arch, 64, latent_dim=ae.latent_dim, **ae.kwargs),
               "train.autoencoder.kwargs", ae.kwargs)
-    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+    tokens = 4 if dm.arch in TOKEN_DENOISERS else None  # a nominal T, like the nominal D
+    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
 
 
 def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:

@@ -1,10 +1,11 @@
 """The latent diffusion model: denoiser networks and the DDPM (training loss and sampling).
 
 The noise schedule and the samplers are diffusers' schedulers, kept apart from the network: a denoiser
-maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] and knows nothing about the schedule. A
-conditioned denoiser (`conditioned=True`) also takes c [B], a scalar condition per sample (pdiff: the
-checkpoint's standardised validation accuracy), where NaN marks a dropped condition: one network is then
-both the conditional and the unconditional model of classifier-free guidance (Ho & Salimans 2022).
+maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] (the transformer: x_t [B, T, c] to [B, T, c])
+and knows nothing about the schedule. A conditioned denoiser (`conditioned=True`, mlp and conv1d) also takes
+c [B], a scalar condition per sample (pdiff: the checkpoint's standardised validation accuracy), where NaN
+marks a dropped condition: one network is then both the conditional and the unconditional model of
+classifier-free guidance (Ho & Salimans 2022).
 """
 
 from __future__ import annotations
@@ -158,13 +159,109 @@ class ConvDenoiser(nn.Module):
         return self.head(h).squeeze(1)[:, : self.dim] + self.skip_gain(emb) * x  # [B, dpad] -> [B, d]
 
 
-DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoiser}
+class WindowAttention(nn.Module):
+    """Multi-head self-attention within windows of `window` tokens, optionally shifted by `shift` tokens.
+
+    Full attention over T tokens costs T^2; within windows it costs T x window, linear in T (and in D).
+    A sequence no longer than the window gets full attention. Shifting every other block by half a window
+    (as Swin does) lets information cross window edges. Attention runs through
+    F.scaled_dot_product_attention (its memory-efficient kernels); padding keys are masked out.
+    """
+
+    def __init__(self, width: int, heads: int, window: int, shift: int = 0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}")
+        self.heads, self.window, self.shift = heads, window, shift
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, T, width] -> [B, T, width]"""
+        B, T, C = x.shape
+        if T <= self.window:
+            return self.proj(self._attend(x, None))
+        n_windows = -(-T // self.window)
+        pad = n_windows * self.window - T  # < window, so no window is padding only
+        valid = torch.arange(T + pad, device=x.device) < T  # [Tp]
+        x = F.pad(x, (0, 0, 0, pad))  # [B, Tp, C]
+        if self.shift:
+            x, valid = x.roll(-self.shift, dims=1), valid.roll(-self.shift)
+        windows = x.reshape(B * n_windows, self.window, C)
+        keys = valid.view(1, n_windows, 1, 1, self.window).expand(B, -1, -1, -1, -1)
+        h = self._attend(windows, keys.reshape(B * n_windows, 1, 1, self.window)).reshape(B, -1, C)
+        if self.shift:
+            h = h.roll(self.shift, dims=1)
+        return self.proj(h[:, :T])
+
+    def _attend(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        """[N, L, C] -> [N, L, C]; key_mask [N, 1, 1, L] is True where a key takes part."""
+        N, L, C = x.shape
+        q, k, v = self.qkv(x).view(N, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [N, nh, L, hs]
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # [N, nh, L, hs]
+        return h.transpose(1, 2).reshape(N, L, C)
 
 
-def build_denoiser(arch: str, dim: int, **kwargs) -> nn.Module:
-    """Build the denoiser named `arch` (a key of DENOISERS) for latents of length `dim`."""
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: the time embedding added to every token, windowed attention, then an MLP."""
+
+    def __init__(self, width: int, heads: int, window: int, shift: int, time_dim: int):
+        super().__init__()
+        self.time = nn.Linear(time_dim, width)
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = WindowAttention(width, heads, window, shift)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        """h [B, T, width], emb [B, time_dim] -> [B, T, width]"""
+        h = h + self.time(emb)[:, None]
+        h = h + self.attention(self.norm1(h))
+        return h + self.mlp(self.norm2(h))
+
+
+class TransformerDenoiser(nn.Module):
+    """A small transformer over the token latents [B, T, c] of the tokens autoencoder.
+
+    Each latent token is projected to `width` and given a learned position embedding (one per token) and
+    the time embedding; `depth` blocks of windowed attention (every other block shifted by half a window)
+    follow, then a linear head and a gated skip from x_t, as in ConvDenoiser (eps ~ x_t near t = T).
+    Cost grows with T x window, so linearly in D for a fixed token size.
+    """
+
+    def __init__(self, dim: int, tokens: int, width: int = 128, depth: int = 4, heads: int = 4, window: int = 256,
+                 time_dim: int = 128):
+        super().__init__()
+        self.time = TimeMLP(time_dim)
+        self.proj_in = nn.Linear(dim, width)
+        self.position = nn.Parameter(0.02 * torch.randn(tokens, width))  # [T, width]
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, heads, window, window // 2 if i % 2 else 0, time_dim) for i in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, dim)
+        self.skip_gain = nn.Linear(time_dim, 1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x [B, T, c], t [B] int64 timesteps -> predicted noise [B, T, c]"""
+        emb = self.time(t)  # [B, time_dim]
+        h = self.proj_in(x) + self.position  # [B, T, width]
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.proj_out(self.norm(h)) + self.skip_gain(emb)[:, :, None] * x
+
+
+DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoiser,
+                                         "transformer": TransformerDenoiser}
+TOKEN_DENOISERS = ("transformer",)  # denoisers of token latents [B, T, c]; the others take flat latents [B, d]
+
+
+def build_denoiser(arch: str, dim: int, tokens: int | None = None, **kwargs) -> nn.Module:
+    """Build the denoiser named `arch` (a key of DENOISERS) for latents [dim] or, token denoisers, [tokens, dim]."""
     if arch not in DENOISERS:
         raise ValueError(f"unknown denoiser arch {arch!r}; choose one of {sorted(DENOISERS)}")
+    if arch in TOKEN_DENOISERS:
+        if tokens is None:
+            raise ValueError(f"the {arch} denoiser works on token latents [T, c]: give the number of tokens T")
+        kwargs["tokens"] = tokens
     return DENOISERS[arch](dim, **kwargs)
 
 
@@ -238,8 +335,8 @@ class DDPM:
              c: Tensor | None = None, p_uncond: float = 0.0) -> Tensor:
         """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t[, c]).
 
-        x0 [B, d]; t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B] (a
-        conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
+        x0 [B, d] (or [B, T, c]); t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B]
+        (a conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
         and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
         """
         # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
@@ -274,7 +371,7 @@ class DDPM:
         self,
         denoiser: nn.Module,
         n: int,
-        dim: int,
+        dim: int | tuple[int, ...],
         sampler: str = "ddpm",
         steps: int | None = None,
         generator: torch.Generator | None = None,
@@ -283,7 +380,7 @@ class DDPM:
         c: float | None = None,
         guidance: float = 0.0,
     ) -> Tensor:
-        """Draw n latents [n, dim] by running `sampler` from pure noise for `steps` steps.
+        """Draw n latents [n, dim] (or [n, *dim], dim a shape such as (T, c)) by `steps` steps of `sampler`.
 
         steps defaults to num_train_timesteps for "ddpm" and to DEFAULT_STEPS otherwise. The same
         generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
@@ -293,14 +390,15 @@ class DDPM:
         scheduler = self.make_scheduler(sampler)
         scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
         rng_device = generator.device if generator is not None else device
-        x = torch.randn((n, dim), generator=generator, device=rng_device).to(device)  # x_T
+        shape = (n, *dim) if isinstance(dim, tuple) else (n, dim)
+        x = torch.randn(shape, generator=generator, device=rng_device).to(device)  # x_T
         x = x * scheduler.init_noise_sigma
         was_training = denoiser.training
         denoiser.eval()
         try:
             for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
                 t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
-                eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # [n, dim]
+                eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # like x
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
         finally:
             denoiser.train(was_training)

@@ -66,6 +66,9 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
+    results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
+    if results["collapse"]["collapsed"]:
+        log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
                  {**task.metadata("evaluate"), "spec": ckpts.spec.to_dict()})
     save_json(out / RESULTS_FILE, results)
@@ -190,6 +193,27 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
                                                               exclude_self=group == "heldout").median().item()
             decided["generalization"][group] = figures
     return decided
+
+
+def collapse(records: list[dict], resolution: float) -> dict:
+    """Whether generation collapsed: most generated models below the worst original by more than the resolution.
+
+    Returns the worst original's test accuracy, the share of generated models below it by more than
+    `resolution` (a fraction, like the accuracies) and `collapsed` (that share above one half).
+    """
+    worst = min(r["test_accuracy"] for r in records if r["group"] == "original")
+    generated = [r["test_accuracy"] for r in records if r["group"] == "generated"]
+    below = sum(a < worst - resolution for a in generated) / len(generated)
+    return {"worst_original": worst, "resolution": resolution, "share_below": below, "collapsed": below > 0.5}
+
+
+def collapse_message(figures: dict) -> str:
+    """One line for the terminal and the report: what collapsed and what to try."""
+    return (f"{100 * figures['share_below']:.0f}% of the generated models fall below the worst original "
+            f"({100 * figures['worst_original']:.2f}%) by more than the resolution "
+            f"({100 * figures['resolution']:.2f} points): generation has collapsed. Try "
+            "train.autoencoder.arch=tokens with train.diffusion.arch=transformer for long vectors, more "
+            "train.diffusion.steps, or a lower train.autoencoder.latent_noise")
 
 
 def summarise(records: list[dict]) -> dict[str, dict]:

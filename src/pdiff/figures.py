@@ -111,9 +111,9 @@ def _split_pair(pair: str) -> tuple[str, bool]:
 
 
 def plot_tsne(latents: dict[str, np.ndarray], path: Path, seed: int = 0) -> None:
-    """t-SNE of the latents (group -> [n, d]) of all groups together, one colour per group."""
+    """t-SNE of the latents (group -> [n, d], or [n, T, c], flattened) of all groups together, one colour per group."""
     groups = list(latents)
-    points = np.concatenate([np.asarray(latents[g], dtype=np.float64) for g in groups])
+    points = np.concatenate([np.asarray(latents[g], dtype=np.float64).reshape(len(latents[g]), -1) for g in groups])
     labels = np.concatenate([[g] * len(latents[g]) for g in groups])
     perplexity = min(30.0, (len(points) - 1) / 3)
     # identical points (K = 1: every latent the same) have no principal axes: PCA's start would be NaN, and NaN

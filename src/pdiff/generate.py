@@ -1,9 +1,9 @@
 """Stage 3, generate: noise -> diffusion -> decoder -> parameter vectors; and ready-to-load models (`pdiff sample`).
 
-The stage writes generate/generated.safetensors: the generated params [N, D] and latents [N, d], and the
-latents of the original checkpoints [K, d] beside them, so that later stages never open the generator.
-With generate.target (a generator conditioned on accuracy) its metadata and stage.json also record the
-target, the validation accuracy it stands for, and the guidance.
+The stage writes generate/generated.safetensors: the generated params [N, D] and latents [N, d] ([N, T, c]
+for token latents), and the latents of the original checkpoints [K, d] beside them, so that later stages never
+open the generator. With generate.target (a generator conditioned on accuracy) its metadata and stage.json
+also record the target, the validation accuracy it stands for, and the guidance.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
         raise ArtifactError(f"{path} holds no finite 'params': rerun `pdiff generate --force`")
     if "latents" not in tensors or "original_latents" not in tensors:
         raise ArtifactError(f"{path} holds no latents (an older pdiff made it): rerun `pdiff generate --force`")
-    empty = torch.empty(0, tensors["latents"].shape[1])
+    empty = torch.empty(0, *tensors["latents"].shape[1:])
     conditioning = {key: meta[key] for key in ("target", "target_accuracy", "guidance") if key in meta}
     return Generated(tensors["params"], tensors["latents"], tensors["original_latents"],
                      tensors.get("heldout_latents", empty), conditioning)

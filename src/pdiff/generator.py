@@ -42,14 +42,18 @@ class ParameterGenerator:
         self.spec, self.config = spec, config or TrainConfig()
         self.device, self.seed = torch.device(device), seed
         ae, dm = self.config.autoencoder, self.config.diffusion
-        self.autoencoder = build_autoencoder(ae.arch, spec.dim, latent_dim=ae.latent_dim, input_noise=ae.input_noise,
-                                             latent_noise=ae.latent_noise, **ae.kwargs).to(self.device)
+        self.autoencoder = build_autoencoder(ae.arch, spec.dim, spec.numels, latent_dim=ae.latent_dim,
+                                             input_noise=ae.input_noise, latent_noise=ae.latent_noise,
+                                             **ae.kwargs).to(self.device)
+        self.latent_shape = self.autoencoder.latent_shape  # (d,), or (T, c) for token latents
+        tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else None
         self.conditioned = dm.condition == "accuracy"
-        self.denoiser = build_denoiser(dm.arch, ae.latent_dim, conditioned=self.conditioned,
+        conditioning = {"conditioned": True} if self.conditioned else {}  # config refuses it for the transformer
+        self.denoiser = build_denoiser(dm.arch, self.latent_shape[-1], tokens, **conditioning,
                                        **dm.kwargs).to(self.device)
         self.ddpm = DDPM(dm.num_train_timesteps, dm.beta_start, dm.beta_end)
         self.normalizer: Normalizer | None = None
-        self.latent_mean = torch.zeros(ae.latent_dim)  # latents are standardised before diffusion
+        self.latent_mean = torch.zeros(self.latent_shape)  # latents are standardised before diffusion
         self.latent_scale = torch.ones(())
         self.accuracies: torch.Tensor | None = None  # conditioned: the training checkpoints' val accuracies [K]
         self.metrics: list[dict] = []
@@ -79,7 +83,7 @@ class ParameterGenerator:
     def fit_diffusion(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
         if self.normalizer is None:
             raise NotFittedError("fit_autoencoder must run before fit_diffusion: call fit(), which runs both")
-        z = self.encode(self._params_of(checkpoints))  # [K, d]
+        z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
         self.latent_mean = z.mean(0)
         self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
         z = self._standardise_latents(z)
@@ -143,14 +147,14 @@ class ParameterGenerator:
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, params: torch.Tensor) -> torch.Tensor:
-        """Parameter vectors [N, D] -> latents [N, d] (no noise)."""
+        """Parameter vectors [N, D] -> latents [N, *latent_shape] (no noise)."""
         self._check_fitted("encode")
         self.autoencoder.eval()
         return self.autoencoder.encode(self.normalizer.normalize(params.to(self.device))).cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [N, d] -> parameter vectors [N, D]."""
+        """Latents [N, *latent_shape] -> parameter vectors [N, D]."""
         self._check_fitted("decode")
         self.autoencoder.eval()
         return self.normalizer.denormalize(self.autoencoder.decode(latents.to(self.device))).cpu()
@@ -162,7 +166,8 @@ class ParameterGenerator:
     def sample_latents(self, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int | None = None,
                        progress: bool = False, target: str | float | None = None, guidance: float = 0.0
                        ) -> torch.Tensor:
-        """Latents [n, d] drawn from the diffusion model; with `target`, conditioned on that validation accuracy.
+        """Latents [n, *latent_shape] drawn from the diffusion model; with `target`, conditioned on that validation
+        accuracy.
 
         target (a conditioned generator): a fraction, or "max", "median", "min", "qNN" of the training
         checkpoints' accuracies (see `target_accuracy`); guidance: classifier-free guidance w. Without a target
@@ -177,7 +182,7 @@ class ParameterGenerator:
             raise ConfigError(f"guidance={guidance} steers towards a target: give a target too (e.g. target='max')")
         c = None if target is None else self.standardise_accuracy(torch.tensor(self.target_accuracy(target))).item()
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        z = self.ddpm.sample(self.denoiser, n, self.config.autoencoder.latent_dim, sampler=sampler, steps=steps,
+        z = self.ddpm.sample(self.denoiser, n, self.latent_shape, sampler=sampler, steps=steps,
                              generator=generator, device=self.device, progress=progress, c=c, guidance=guidance)
         return z.cpu() * self.latent_scale + self.latent_mean
 

@@ -174,3 +174,44 @@ class Normalizer:
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> Normalizer:
         return cls(tensors["normalizer.mean"], tensors["normalizer.std"])
+
+
+class TokenLayout:
+    """Cuts vectors [..., D] into T tokens of `size` numbers along tensor boundaries, and joins them back.
+
+    Each tensor (of `numels[i]` numbers) is zero-padded to whole tokens, so no token mixes two tensors and a
+    token's position is its (tensor index, offset). `mask` [T, size] marks the real numbers; `join` reads
+    only those, so whatever sits in the padding never reaches the parameters (nor a loss on them).
+    """
+
+    def __init__(self, numels: Sequence[int], size: int):
+        if size < 1:
+            raise ValueError(f"token size must be positive, got {size}")
+        self.numels, self.size = tuple(numels), size
+        counts = [-(-n // size) for n in self.numels]  # tokens per tensor
+        self.num_tokens = sum(counts)
+        # Built from Python lists on the CPU, so that a dry-run build on the meta device still gets a real layout.
+        self.tensor_index = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], device="cpu")  # [T]
+        self.offset = torch.tensor([j for c in counts for j in range(c)], device="cpu")  # [T], index in its tensor
+        self.longest = max(counts)  # tokens of the longest tensor
+        starts = [sum(counts[:i]) for i in range(len(counts))]  # first token of each tensor
+        # index[j]: where number j of the vector sits in the padded token sequence, flattened to [T * size]
+        self.index = torch.tensor([start * size + k for start, n in zip(starts, self.numels, strict=True)
+                                   for k in range(n)], device="cpu")
+        mask = torch.zeros(self.num_tokens * size, dtype=torch.bool, device="cpu")
+        mask[self.index] = True
+        self.mask = mask.view(self.num_tokens, size)  # [T, size]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.numels)
+
+    def cut(self, vector: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> tokens [..., T, size], zeros in the padding."""
+        flat = vector.new_zeros(*vector.shape[:-1], self.num_tokens * self.size)
+        flat[..., self.index.to(vector.device)] = vector
+        return flat.view(*vector.shape[:-1], self.num_tokens, self.size)
+
+    def join(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens [..., T, size] -> [..., D], the padding dropped."""
+        return tokens.flatten(-2).index_select(-1, self.index.to(tokens.device))

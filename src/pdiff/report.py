@@ -135,6 +135,8 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
                         f"Seed {config['seed']}; {summary['original']['count']} checkpoints of the subset "
                         f"{', '.join(config['collect']['subset'])}; {summary['generated']['count']} generated "
                         f"models ({config['generate']['sampler']} sampler).")]
+    if results.get("collapse", {}).get("collapsed"):
+        sections.append(Section("Collapse", text=evaluate.collapse_message(results["collapse"]) + "."))
     comparisons = results.get("comparisons")
     if comparisons:
         plot_forest(comparisons, out_dir / "forest.png")
