@@ -130,6 +130,8 @@ def test_a_target_reruns_only_generate_and_after() -> None:
       "generate.guidance=1"], "p_uncond=0 never trains"),
     (["train.diffusion.p_uncond=1.5"], r"p_uncond=1.5 is a probability"),
     (["train.diffusion.condition=loss"], "train.diffusion.condition='loss' is not valid.*accuracy"),
+    (["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer", "train.diffusion.condition=accuracy"],
+     "transformer denoiser takes no condition"),
 ])
 def test_bad_conditioning_settings(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

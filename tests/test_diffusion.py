@@ -217,7 +217,7 @@ def test_samples_land_near_the_training_points(
 
 
 # ---- conditioning (classifier-free guidance) ----------------------------------------------------------------------
-@pytest.mark.parametrize("arch", sorted(DENOISERS))
+@pytest.mark.parametrize("arch", FLAT)  # the transformer takes no condition (config refuses it)
 def test_conditioned_denoiser_uses_its_condition(arch: str) -> None:
     torch.manual_seed(0)
     plain = build_denoiser(arch, 16, **SMALL[arch])
