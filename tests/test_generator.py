@@ -57,3 +57,19 @@ def test_wrong_width_is_refused() -> None:
     gen = ParameterGenerator(SPEC, load_config("mnist1d-convnet").train)
     with pytest.raises(ValueError, match=r"\[K, 10\]"):
         gen.fit(torch.zeros(4, 7), progress=False)
+
+
+def test_ema_decay_zero_samples_the_raw_weights() -> None:
+    """ema_decay=0 keeps the trained denoiser itself; any other decay replaces it by its average."""
+    for decay, raw in ((0.0, True), (0.9, False)):
+        gen = ParameterGenerator(SPEC, tiny_config(f"train.diffusion.ema_decay={decay}").train)
+        trained = gen.denoiser
+        gen.fit(checkpoints(), progress=False)
+        assert (gen.denoiser is trained) == raw
+
+
+def test_raw_latents_are_not_standardised() -> None:
+    gen = ParameterGenerator(SPEC, tiny_config("train.diffusion.standardise_latents=false").train)
+    gen.fit(checkpoints(), progress=False)
+    assert torch.equal(gen.latent_mean, torch.zeros(8)) and gen.latent_scale == 1
+    assert torch.isfinite(gen.sample(4, sampler="ddim", steps=10)).all()
