@@ -31,6 +31,7 @@ from pdiff.ablation import reuse, with_overrides
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import Run, run_stage
 from pdiff.report import points_with_ci
+from pdiff.runlock import run_lock
 from pdiff.store import load_json, save_json
 
 from .markdown import machine, table, write_section
@@ -61,20 +62,20 @@ OFFICIAL_ALL = {**OFFICIAL_AE, **OFFICIAL_AE_RECIPE, **OFFICIAL_DM, **OFFICIAL_D
 
 # label -> (what it changes, overrides on the preset). Order: the official configuration, one factor of it back,
 # then one factor of the preset toward the official.
-VARIANTS: dict[str, tuple[str, dict]] = {
+VARIANTS: dict[str, tuple[str, dict]] = {  # run in this order: the most telling first
     "official": ("pdiff conv1d + conv1d, official hyperparameters (preset mnist1d-convnet-official)", OFFICIAL_ALL),
+    "ae-official": ("preset, official autoencoder recipe (500 steps, lr 2e-5, batch 50)", OFFICIAL_AE_RECIPE),
+    "dm-official": ("preset, official diffusion recipe (1000 steps, lr 1e-4, batch 50)", OFFICIAL_DM_RECIPE),
+    "ema0": ("preset, no EMA", NO_EMA),
+    "raw": ("preset, raw latents", RAW_LATENTS),
+    "noise0.5": ("preset, latent noise 0.5", {"train.autoencoder.latent_noise": 0.5}),
+    "latent128": ("preset, latent 128", {"train.autoencoder.latent_dim": 128}),
     "official+ema": ("official, but EMA 0.999", {**OFFICIAL_ALL, "train.diffusion.ema_decay": 0.999}),
     "official+std": ("official, but standardised latents",
                      {**OFFICIAL_ALL, "train.diffusion.standardise_latents": True}),
     "official+mlp": ("official recipe, MLP networks (latent 128)",
                      {**OFFICIAL_AE_RECIPE, **OFFICIAL_DM_RECIPE, **NO_EMA, **RAW_LATENTS,
                       "train.autoencoder.latent_dim": 128}),
-    "ema0": ("preset, no EMA", NO_EMA),
-    "raw": ("preset, raw latents", RAW_LATENTS),
-    "latent128": ("preset, latent 128", {"train.autoencoder.latent_dim": 128}),
-    "noise0.5": ("preset, latent noise 0.5", {"train.autoencoder.latent_noise": 0.5}),
-    "ae-official": ("preset, official autoencoder recipe (500 steps, lr 2e-5, batch 50)", OFFICIAL_AE_RECIPE),
-    "dm-official": ("preset, official diffusion recipe (1000 steps, lr 1e-4, batch 50)", OFFICIAL_DM_RECIPE),
     "ddim50": ("preset, DDIM 50 steps", {"generate.sampler": "ddim", "generate.steps": 50}),
     "conv": ("preset recipe, conv1d + conv1d networks (official channels, latent 128)",
              {**OFFICIAL_AE, **OFFICIAL_DM}),
@@ -94,12 +95,13 @@ def mean_ci(values: torch.Tensor, n_boot: int = 2000, seed: int = 0) -> tuple[fl
 def staged(run: Run) -> Run:
     """Take `run` through every stage, keeping each stage's CPU seconds (one thread) when it runs here."""
     file = run.root / "novelty_seconds.json"
-    seconds = load_json(file) if file.is_file() else {}
-    for stage in STAGES:
-        start = time.process_time()
-        if run_stage(run, stage):
-            seconds[stage] = round(time.process_time() - start, 1)
-            save_json(file, seconds)
+    with run_lock(run.root):
+        seconds = load_json(file) if file.is_file() else {}
+        for stage in STAGES:
+            start = time.process_time()
+            if run_stage(run, stage):
+                seconds[stage] = round(time.process_time() - start, 1)
+                save_json(file, seconds)
     return run
 
 
@@ -107,8 +109,9 @@ def variant(main: Run, overrides: dict, folder: str) -> Run:
     """A run of the main config with `overrides` (generated models evaluated only), reusing the main run's stages."""
     run = Run(with_overrides(main.config, {**ONLY_GENERATED, **overrides}), main.root / "novelty" / folder,
               progress=False)
-    reuse(main, run)
-    return staged(run)
+    with run_lock(run.root):
+        reuse(main, run)
+        return staged(run)
 
 
 def interval(value: tuple[float, float, float], digits: int = 3) -> str:
@@ -177,20 +180,23 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = load_config(args.task)
     main_run = staged(Run(config, args.runs_dir / config.task, progress=False))
-    runs = {"preset": ("the preset: MLP autoencoder + MLP denoiser", main_run)}
-    for label, (words, overrides) in VARIANTS.items():
-        if args.only is None or label in args.only:
-            log.info("variant %s", label)
-            runs[label] = (words, variant(main_run, overrides, label))
+    chosen = [label for label in VARIANTS if args.only is None or label in args.only]
     rows = []
-    for label, (words, run) in runs.items():
+    for label in ["preset", *chosen]:
+        words, overrides = ("the preset: MLP autoencoder + MLP denoiser", {}) if label == "preset" else VARIANTS[label]
+        log.info("variant %s", label)
+        run = main_run if label == "preset" else variant(main_run, overrides, label)
         held = None
         if label in args.holdout:
-            overrides = {} if label == "preset" else VARIANTS[label][1]
             log.info("held-out twin of %s", label)
             held = variant(main_run, {**overrides, "train.holdout": HOLDOUT}, f"{label}-holdout{HOLDOUT}")
         rows.append(record(label, words, run, held))
-    RESULTS.write_text(json.dumps({"task": args.task, "official": OFFICIAL, "rows": rows}, indent=1) + "\n")
+        write(args.task, main_run, rows)  # after every run: a partial table survives an interrupted benchmark
+
+
+def write(task: str, main_run: Run, rows: list[dict]) -> None:
+    """bench/novelty.json and the "novelty" section of BENCHMARKS.md from the rows so far."""
+    RESULTS.write_text(json.dumps({"task": task, "official": OFFICIAL, "rows": rows}, indent=1) + "\n")
     resolution = evaluate.load(main_run.task, main_run.root)["resolution"]
     header = ["generator", "models", "mean test %", "mean - originals' [95% CI]", "val-chosen best %",
               "best - originals' [95% CI]", "mean max IoU to an original [95% CI]", "official 0.921",
@@ -200,7 +206,7 @@ def main() -> None:
                 "1.02", "", "", f"{OFFICIAL['train_s']:.0f} (wall)", f"{OFFICIAL['sample_s']:.0f} (wall)"]
     write_section("novelty", f"""## Novelty next to the official code's output (`python -m bench.novelty`)
 
-`python -m bench.novelty --task {args.task}` with OMP_NUM_THREADS=1 ({machine()}). All rows use the same 200
+`python -m bench.novelty --task {task}` with OMP_NUM_THREADS=1 ({machine()}). All rows use the same 200
 checkpoints (seed 0) and generate 200 models; test accuracy on the 2000 MNIST-1D test sequences (one example is
 0.05 points; this test set resolves mean differences of about ±{100 * resolution:.2f} points). Differences to the
 originals in points with the run's 95% CI (two-level paired bootstrap, `pdiff.stats`). Max IoU: each generated
