@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from pdiff.config import load_config, stage_hash, task_names
+from pdiff.config import _hashed, load_config, stage_hash, task_names, to_dict
 from pdiff.errors import ConfigError
 
 
@@ -38,7 +40,8 @@ def test_wrong_type_names_the_key() -> None:
 
 
 @pytest.mark.parametrize("override", ["collect.k=0", "generate.n=-1", "generate.sampler=euler",
-                                      "collect.recipe=daily", "train.autoencoder.arch=vae"])
+                                      "collect.recipe=daily", "train.autoencoder.arch=vae",
+                                      "train.diffusion.ema_decay=1.0"])
 def test_bad_values(override: str) -> None:
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         load_config("mnist1d-convnet", [override])
@@ -63,6 +66,15 @@ def test_train_seed_makes_another_generator_from_the_same_checkpoints() -> None:
     other = load_config("mnist1d-convnet", ["train.seed=1"])
     assert stage_hash(base, "collect") == stage_hash(other, "collect")
     assert stage_hash(base, "train") != stage_hash(other, "train")
+
+
+def test_raw_latents_change_the_train_hash_and_the_default_keeps_the_older_one() -> None:
+    """standardise_latents=true (the default) is left out of the hash, so runs made before the key keep theirs."""
+    base = load_config("mnist1d-convnet")
+    raw = load_config("mnist1d-convnet", ["train.diffusion.standardise_latents=false"])
+    assert stage_hash(base, "collect") == stage_hash(raw, "collect")
+    assert stage_hash(base, "train") != stage_hash(raw, "train")
+    assert "standardise_latents" not in json.dumps(_hashed(to_dict(base), "train"))
 
 
 def test_an_image_folder_is_part_of_the_hash() -> None:

@@ -156,3 +156,19 @@ def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> No
     fitted_tokens.save(tmp_path)
     loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), fitted_tokens.sample(4, "ddim", 10, seed=1))
+
+
+def test_ema_decay_zero_samples_the_raw_weights() -> None:
+    """ema_decay=0 keeps the trained denoiser itself; any other decay replaces it by its average."""
+    for decay, raw in ((0.0, True), (0.9, False)):
+        gen = ParameterGenerator(SPEC, tiny_config(f"train.diffusion.ema_decay={decay}").train)
+        trained = gen.denoiser
+        gen.fit(checkpoints(), progress=False)
+        assert (gen.denoiser is trained) == raw
+
+
+def test_raw_latents_are_not_standardised() -> None:
+    gen = ParameterGenerator(SPEC, tiny_config("train.diffusion.standardise_latents=false").train)
+    gen.fit(checkpoints(), progress=False)
+    assert torch.equal(gen.latent_mean, torch.zeros(8)) and gen.latent_scale == 1
+    assert torch.isfinite(gen.sample(4, sampler="ddim", steps=10)).all()

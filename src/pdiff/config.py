@@ -88,7 +88,10 @@ class DiffusionConfig:
     batch_size: int = 200
     lr: float = 1e-3
     weight_decay: float = 2e-6
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # sampling uses this EMA of the denoiser; 0: its raw weights (the official v2 code)
+    # Latents shifted and scaled to unit spread before diffusion (the DDPM's prior is N(0, 1)); false: raw
+    # encoder outputs, as the official code (their spread then sets how far the prior reaches past the data).
+    standardise_latents: bool = True
     # "none" (the paper's) or "accuracy": condition the denoiser on each checkpoint's validation accuracy,
     # dropped with probability p_uncond so the same network is also unconditional (classifier-free guidance).
     condition: str = "none"
@@ -267,6 +270,9 @@ def validate(config: Config) -> None:
     if config.data.image_size is not None and config.data.image_size <= 0:
         raise ConfigError(f"data.image_size={config.data.image_size} must be positive: set it to 1 or more, "
                           "or null to keep the images' size")
+    if not 0 <= config.train.diffusion.ema_decay < 1:
+        raise ConfigError(f"train.diffusion.ema_decay={config.train.diffusion.ema_decay} must be in [0, 1): "
+                          "e.g. 0.999, or 0 to sample the raw denoiser weights")
     if config.generate.steps is not None and config.generate.steps <= 0:
         raise ConfigError(f"generate.steps={config.generate.steps} must be positive: set it to 1 or more, "
                           "or null for all")
@@ -475,6 +481,8 @@ def _hashed(flat: dict, section: str) -> Any:
                                             if k not in ("condition", "p_uncond")}}
         if section == "generate" and value["target"] is None:
             value = {k: v for k, v in value.items() if k not in ("target", "guidance")}
+        if section == "train" and value["diffusion"]["standardise_latents"]:  # the default: older runs keep theirs
+            value = {**value, "diffusion": {k: v for k, v in value["diffusion"].items() if k != "standardise_latents"}}
     return value
 
 

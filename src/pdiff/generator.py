@@ -1,7 +1,8 @@
 """ParameterGenerator: the latent diffusion model over parameter vectors.
 
 fit(checkpoints): standardise each tensor -> train the autoencoder (with noise augmentation) ->
-encode the checkpoints -> train a DDPM on the latents (EMA weights for sampling).
+encode the checkpoints -> train a DDPM on the (standardised) latents (EMA weights for sampling, unless
+train.diffusion.ema_decay=0).
 sample(n): noise -> denoiser -> decoder -> de-standardise -> parameter vectors [n, D].
 With train.diffusion.condition=accuracy the denoiser also learns each checkpoint's validation accuracy
 (standardised over the training checkpoints), and sample(n, target=..., guidance=...) asks for one.
@@ -84,11 +85,13 @@ class ParameterGenerator:
         if self.normalizer is None:
             raise NotFittedError("fit_autoencoder must run before fit_diffusion: call fit(), which runs both")
         z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
-        self.latent_mean = z.mean(0)
-        self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
-        z = self._standardise_latents(z)
         cfg = self.config.diffusion
-        ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+        if cfg.standardise_latents:  # else mean 0 and scale 1 stay: the DDPM sees the raw latents
+            self.latent_mean = z.mean(0)
+            self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
+        z = self._standardise_latents(z)
+        # ema_decay 0: no average, the raw weights are sampled (AveragedModel would copy them every step)
+        ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
 
         if self.conditioned:
             self.accuracies = self._accuracies_of(checkpoints)
@@ -100,8 +103,9 @@ class ParameterGenerator:
                 return self.ddpm.loss(denoiser, batch, generator=generator)
             return self.ddpm.loss(denoiser, batch[:, :-1], generator=generator, c=batch[:, -1], p_uncond=cfg.p_uncond)
 
-        self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters)
-        self.denoiser = ema.module.eval()
+        self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress,
+                    on_step=ema.update_parameters if ema else None)
+        self.denoiser = (ema.module if ema else self.denoiser).eval()
 
     def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
                name: str, progress: bool, on_step=None) -> None:

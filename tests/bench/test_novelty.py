@@ -1,0 +1,33 @@
+"""bench.novelty without runs: its official configuration is the named preset, and its CI and verdict helpers."""
+
+import pytest
+import torch
+
+from bench import novelty
+from pdiff.ablation import with_overrides
+from pdiff.config import load_config
+
+
+def test_the_official_variant_is_the_official_preset() -> None:
+    """The table's official row and `pdiff run mnist1d-convnet-official` train the same generator on the same
+    checkpoints (one config hash up to the generator)."""
+    official = load_config("mnist1d-convnet-official")
+    variant = with_overrides(load_config("mnist1d-convnet"), novelty.OFFICIAL_ALL)
+    assert official.train == variant.train
+    assert (official.data, official.model, official.collect) == (variant.data, variant.model, variant.collect)
+
+
+def test_mean_ci_holds_the_mean_and_narrows_with_more_models() -> None:
+    g = torch.Generator().manual_seed(0)
+    few, many = torch.randn(20, generator=g), torch.randn(2000, generator=g)
+    mean, low, high = novelty.mean_ci(few)
+    assert low < mean < high and mean == pytest.approx(few.mean().item())
+    _, low_many, high_many = novelty.mean_ci(many)
+    assert high_many - low_many < (high - low) / 5
+
+
+@pytest.mark.parametrize("official, novel_is_low, expected", [
+    (0.92, True, "within"), (0.80, True, "no"), (0.99, True, "beyond"), (0.80, False, "beyond"),
+    (0.99, False, "no")])
+def test_reaches_says_which_side_the_official_mean_lies(official, novel_is_low, expected) -> None:
+    assert novelty.reaches((0.92, 0.90, 0.94), official, novel_is_low) == expected
