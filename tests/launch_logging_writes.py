@@ -13,10 +13,10 @@ atomic_path = pdiff.store.atomic_path
 
 
 @contextmanager
-def logged_atomic_path(path):
+def logged_atomic_path(path, **kwargs):
     with open(os.environ["PDIFF_WRITE_LOG"], "a") as log:
         log.write(f"{os.environ.get('RANK', '0')} {path}\n")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, **kwargs) as tmp:
         yield tmp
 
 
