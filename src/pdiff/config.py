@@ -161,6 +161,13 @@ _STAGE_SECTIONS = {"collect": ("seed", "precision", "data", "model", "collect"),
                    "generate": ("generate",), "evaluate": ("evaluate",), "report": ()}
 # Where the data lives and how many models are evaluated together do not change the results.
 _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
+# Keys added after runs were made, left out of the hash while they change nothing, so those runs keep their hash:
+# (key, the value at which it is inert, the keys then dropped). A None train.seed is the run's seed, hashed
+# already; unconditioned, p_uncond does nothing; without a target, guidance does nothing.
+_LATER_KEYS = (("train.seed", None, ("train.seed",)),
+               ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
+               ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
+               ("generate.target", None, ("generate.target", "generate.guidance")))
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
@@ -473,17 +480,17 @@ def _hashed(flat: dict, section: str) -> Any:
         if section == "data" and value["name"] == "imagefolder":
             skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
         value = {k: v for k, v in value.items() if k not in skipped}
-        if section == "train" and value["seed"] is None:  # the run's seed, hashed already: older runs keep their hash
-            value = {k: v for k, v in value.items() if k != "seed"}
-        # Unconditioned, the conditioning keys are left out: such runs keep the hashes they had before the keys existed.
-        if section == "train" and value["diffusion"]["condition"] == "none":
-            value = {**value, "diffusion": {k: v for k, v in value["diffusion"].items()
-                                            if k not in ("condition", "p_uncond")}}
-        if section == "generate" and value["target"] is None:
-            value = {k: v for k, v in value.items() if k not in ("target", "guidance")}
-        if section == "train" and value["diffusion"]["standardise_latents"]:  # the default: older runs keep theirs
-            value = {**value, "diffusion": {k: v for k, v in value["diffusion"].items() if k != "standardise_latents"}}
+        for key, inert, dropped in _LATER_KEYS:
+            if key.startswith(f"{section}.") and _get(flat, key) == inert:
+                for name in dropped:
+                    value = _drop(value, name.partition(".")[2])
     return value
+
+
+def _drop(tree: dict, key: str) -> dict:
+    """A copy of `tree` without the nested `key` ('diffusion.p_uncond')."""
+    head, _, rest = key.partition(".")
+    return {k: _drop(v, rest) if rest and k == head else v for k, v in tree.items() if rest or k != head}
 
 
 def _digest(chosen: dict) -> str:
