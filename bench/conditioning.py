@@ -9,7 +9,8 @@ finished stages are read back, not redone. The conditioned generator then sample
 target (min, median and max of the training checkpoints' validation accuracies, and one validation step,
 1 / n_val, beyond the max) and each guidance weight. Every group is compared with the originals and with the
 ensemble (their weight average) by `pdiff.stats.compare_accuracy` (95% CIs over test examples and models), and
-its median max IoU to the originals is given. Writes the "conditioning" section of BENCHMARKS.md.
+its median max IoU to the originals is given. Writes the "conditioning" section of BENCHMARKS.md (for another
+task than the default, "conditioning-TASK").
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pdiff.train import load as load_generator
 from .markdown import machine, table, write_section
 
 METRICS = ("mean_test_accuracy", "best_val_chosen_test_accuracy")
+DEFAULT_TASK = "mnist1d-convnet"  # its section is "conditioning"; every other task's is "conditioning-TASK"
 
 
 class Evaluator:
@@ -89,7 +91,7 @@ def reference_row(label: str, correct: torch.Tensor, val: torch.Tensor, ev: Eval
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="mnist1d-convnet")
+    parser.add_argument("--task", default=DEFAULT_TASK)
     parser.add_argument("--guidance", nargs="*", type=float, default=[0.0, 1.0, 3.0])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench-conditioning"))
     parser.add_argument("--no-reference", action="store_true", help="skip the unconditioned generator's row")
@@ -138,7 +140,8 @@ def main() -> None:
               "best - ensemble [95% CI]", "median max IoU"]
     reference = "" if args.no_reference else (", and for reference the paper's unconditioned generator on the "
                                               "same checkpoints")
-    write_section("conditioning", f"""## Accuracy-conditioned generation (`python -m bench.conditioning`)
+    section = "conditioning" if args.task == DEFAULT_TASK else f"conditioning-{args.task}"
+    write_section(section, f"""## Accuracy-conditioned generation on {args.task} (`python -m bench.conditioning`)
 
 `python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}{
         ' --no-reference' if args.no_reference else ''}{''.join(' ' + o for o in args.overrides)}` on

@@ -105,6 +105,22 @@ def test_token_latents_need_a_token_denoiser() -> None:
                                         "train.autoencoder.kwargs={channels: [4]}"])
 
 
+def test_switching_an_arch_drops_the_presets_kwargs_for_the_old_one() -> None:
+    """The preset's `hidden: 256` is the MLP's; `arch=conv1d` on the command line starts from conv1d's defaults."""
+    config = load_config("mnist1d-convnet", ["train.autoencoder.arch=conv1d", "train.diffusion.arch=conv1d"])
+    assert config.train.autoencoder.kwargs == {} and config.train.diffusion.kwargs == {}
+    config = load_config("mnist1d-convnet",
+                         ["train.autoencoder.arch=conv1d", "train.autoencoder.kwargs={channels: [8]}"])
+    assert config.train.autoencoder.kwargs == {"channels": [8]}
+    same_arch = load_config("mnist1d-convnet", ["train.diffusion.arch=mlp", "train.diffusion.kwargs={depth: 2}"])
+    assert same_arch.train.diffusion.kwargs == {"width": 256, "depth": 2}  # same arch: merged as before
+
+
+def test_precision_no_is_the_word_not_false() -> None:
+    """YAML reads a bare `no` as false; precision=no must still mean full float32."""
+    assert load_config("mnist1d-convnet", ["precision=no"]).precision == "no"
+
+
 def test_one_checkpoint_is_a_valid_config() -> None:
     """The paper's K = 1 ablation: nothing held out, one checkpoint to copy."""
     assert load_config("mnist1d-convnet", ["collect.k=1"]).collect.k == 1

@@ -222,14 +222,28 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
         layers[0].task = path.stem
     for layer, source in zip(layers, (str(path), "the command line"), strict=True):
         _check_keys(layer, schema, source)
+    _kwargs_follow_arch(*layers, schema)
     try:
         merged = OmegaConf.merge(schema, *layers)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{e.full_key}: {_first_line(e)}; give it a value of its type (see "
                           "`pdiff tasks --keys` and the preset files)") from None
+    if merged.precision == "False":  # YAML reads a bare `no` as false: precision=no means "no"
+        merged.precision = "no"
     config: Config = OmegaConf.to_object(merged)
     validate(config)
     return config
+
+
+def _kwargs_follow_arch(preset: DictConfig, command_line: DictConfig, schema: DictConfig) -> None:
+    """Drop the preset's network kwargs where the command line switches that network's arch: they belong to the
+    preset's arch (`hidden` means nothing to a conv1d autoencoder), so the new arch starts from its own defaults
+    and the kwargs given with it."""
+    for section in ("train.autoencoder", "train.diffusion"):
+        arch = OmegaConf.select(command_line, f"{section}.arch")
+        preset_arch = OmegaConf.select(preset, f"{section}.arch", default=OmegaConf.select(schema, f"{section}.arch"))
+        if arch is not None and arch != preset_arch:
+            OmegaConf.update(preset, f"{section}.kwargs", {}, merge=False)
 
 
 def _check_keys(layer: DictConfig, schema: DictConfig, source: str, prefix: str = "") -> None:
