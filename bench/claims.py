@@ -239,6 +239,12 @@ def generalization(run: Run) -> list[Claim]:
                   f"median ratio generated - held-out: {points_with_ci(c, 1)}", verdict, coverage)]
 
 
+def command_tail(args: argparse.Namespace) -> str:
+    """The options of this call after --task, as typed (so the command in BENCHMARKS.md reruns this table)."""
+    data = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    return f"{data} --studies {' '.join(args.studies)}{''.join(' ' + o for o in args.overrides)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="cifar10-convnet3-cpu")
@@ -275,7 +281,7 @@ def main() -> None:
     title = f"The paper's and the critique's claims on {args.task} (`python -m bench.claims`)"
     write_section(f"claims-{args.task}", f"""## {title}
 
-`python -m bench.claims --task {args.task} --studies {' '.join(args.studies)}` ({machine()}).
+`python -m bench.claims --task {args.task}{command_tail(args)}` ({machine()}).
 CIFAR-10 numbers are on the CIFAR-10 (JPEG copy).
 The test set resolves differences of about ±{100 * resolution:.2f} points between two groups of originals'
 mean accuracy. Differences are ours, in points with their 95% CI (two-level paired bootstrap, `pdiff.stats`).

@@ -31,3 +31,9 @@ def test_mean_ci_holds_the_mean_and_narrows_with_more_models() -> None:
     (0.99, False, "no")])
 def test_reaches_says_which_side_the_official_mean_lies(official, novel_is_low, expected) -> None:
     assert novelty.reaches((0.92, 0.90, 0.94), official, novel_is_low) == expected
+
+
+def test_the_section_names_the_variants_left_out_and_why() -> None:
+    assert novelty.not_run(None) == ""
+    sentence = novelty.not_run([label for label in novelty.VARIANTS if label != "conv"])
+    assert sentence.startswith(" Not run: *conv* (") and "50 CPU minutes" in sentence
