@@ -198,7 +198,7 @@ def main() -> None:
             log.info("held-out twin of %s", label)
             held = variant(main_run, {**overrides, "train.holdout": HOLDOUT}, f"{label}-holdout{HOLDOUT}")
         rows.append(record(label, words, run, held))
-        write(args.task, main_run, rows, args.only)  # after every run: a partial table survives an interruption
+        write(args, main_run, rows)  # after every run: a partial table survives an interrupted benchmark
 
 
 def not_run(only: list[str] | None) -> str:
@@ -209,9 +209,11 @@ def not_run(only: list[str] | None) -> str:
     return " Not run: " + "; ".join(f"*{label}* ({NOT_RUN.get(label, 'not chosen')})" for label in left) + "."
 
 
-def write(task: str, main_run: Run, rows: list[dict], only: list[str] | None = None) -> None:
-    """bench/novelty.json and the "novelty" section of BENCHMARKS.md from the rows so far (`only`: the
-    --only labels, named in the command; the variants left out are listed with their reason in NOT_RUN)."""
+def write(args: argparse.Namespace, main_run: Run, rows: list[dict]) -> None:
+    """bench/novelty.json and the "novelty" section of BENCHMARKS.md from the rows so far; the variants --only
+    left out are named with their reason in NOT_RUN."""
+    task, only = args.task, args.only
+    holdout = "" if args.holdout == list(HOLDOUT_OF) else " --holdout " + " ".join(args.holdout)
     RESULTS.write_text(json.dumps({"task": task, "official": OFFICIAL, "rows": rows}, indent=1) + "\n")
     resolution = evaluate.load(main_run.task, main_run.root)["resolution"]
     header = ["generator", "models", "mean test %", "mean - originals' [95% CI]", "val-chosen best %",
@@ -222,7 +224,7 @@ def write(task: str, main_run: Run, rows: list[dict], only: list[str] | None = N
                 "1.02", "", "", f"{OFFICIAL['train_s']:.0f} (wall)", f"{OFFICIAL['sample_s']:.0f} (wall)"]
     write_section("novelty", f"""## Novelty next to the official code's output (`python -m bench.novelty`)
 
-`python -m bench.novelty --task {task}{' --only ' + ' '.join(only) if only else ''}` with OMP_NUM_THREADS=1
+`python -m bench.novelty --task {task}{holdout}{' --only ' + ' '.join(only) if only else ''}` with OMP_NUM_THREADS=1
 ({machine()}).{not_run(only)} All rows use the same 200
 checkpoints (seed 0) and generate 200 models; test accuracy on the 2000 MNIST-1D test sequences (one example is
 0.05 points; this test set resolves mean differences of about ±{100 * resolution:.2f} points). Differences to the

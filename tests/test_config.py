@@ -83,6 +83,14 @@ def test_an_image_folder_is_part_of_the_hash() -> None:
     assert stage_hash(here, "collect") != stage_hash(there, "collect")
 
 
+def test_an_image_folder_is_one_dataset_however_its_path_is_written(tmp_path, monkeypatch) -> None:
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative, absolute = (load_config("mnist1d-convnet", ["data.name=imagefolder", f"data.data_dir={d}"])
+                          for d in ("photos", tmp_path / "photos"))
+    assert stage_hash(relative, "collect") == stage_hash(absolute, "collect")
+
+
 def test_baseline_settings_are_checked() -> None:
     config = load_config("mnist1d-convnet", ["evaluate.baselines=[noise,mean_of_k]", "evaluate.mean_of_k=8"])
     assert config.evaluate.baselines == ["noise", "mean_of_k"]

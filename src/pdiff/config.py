@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,6 +194,15 @@ RANGES = {"collect.lr": POSITIVE_REAL, "collect.subset_lr": POSITIVE_REAL, "trai
           "train.autoencoder.input_noise": AT_LEAST_0, "train.autoencoder.latent_noise": AT_LEAST_0}
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
+
+
+DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
+    chosen = data_dir or os.environ.get("PDIFF_DATA") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser().resolve()
 
 
 def task_names() -> list[str]:
@@ -493,6 +503,7 @@ def _hashed(flat: dict, section: str) -> Any:
         skipped = _NOT_HASHED.get(section, ())
         if section == "data" and value["name"] == "imagefolder":
             skipped = ("download",)  # the folder is the dataset: another folder must not reuse this one's stages
+            value = {**value, "data_dir": str(resolve_data_dir(value["data_dir"]))}  # one folder, however written
         value = {k: v for k, v in value.items() if k not in skipped}
         for key, inert, dropped in _LATER_KEYS:
             if key.startswith(f"{section}.") and _get(flat, key) == inert:
