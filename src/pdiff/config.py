@@ -194,10 +194,7 @@ RANGES = {"collect.lr": POSITIVE_REAL, "collect.subset_lr": POSITIVE_REAL, "trai
           "train.autoencoder.input_noise": AT_LEAST_0, "train.autoencoder.latent_noise": AT_LEAST_0}
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
-
-
-DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")
-
+DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")  # where datasets live without data.data_dir or $PDIFF_DATA
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
