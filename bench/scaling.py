@@ -1,7 +1,8 @@
 """Scaling in D: seconds per training step, peak memory and sampling time of each generator arch.
 
-    python -m bench.scaling [--dims 1000 10000 100000 1000000] [--archs mlp conv1d tokens] [--steps 3]
+    python -m bench.scaling [--dims 1000 10000 100000 1000000] [--archs mlp conv1d tokens tokens-crop] [--steps 3]
                             [--k 100] [--max-gb 16] [--max-point-seconds 3600] [--cache runs/bench/scaling.json]
+                            [--section scaling]
 
 The checkpoint sets are random walks shaped like real ones, not trained checkpoints: for each D the spec is
 every parameter of MNIST's ConvNet-3 with channels (w, 2w, 2w), w chosen so that D is closest to the target,
@@ -51,6 +52,11 @@ ARCHS = {
                DiffusionConfig(arch="conv1d")),
     "tokens": (AutoencoderConfig(arch="tokens", latent_dim=16, kwargs={"token_size": 256, "hidden": 128}),
                DiffusionConfig(arch="transformer", kwargs={"width": 64, "depth": 2, "heads": 4, "window": 256})),
+    # tokens trained on crops: 256 tokens (the autoencoder) and two windows (the transformer) a step, at any D
+    "tokens-crop": (AutoencoderConfig(arch="tokens", latent_dim=16, kwargs={"token_size": 256, "hidden": 128},
+                                      tokens_per_step=256),
+                    DiffusionConfig(arch="transformer", kwargs={"width": 64, "depth": 2, "heads": 4, "window": 256},
+                                    tokens_per_step=512)),
 }
 FULL_STEPS = (2000, 3000)  # autoencoder, diffusion: what the presets train for
 SAMPLED, DDIM_STEPS = 100, 50
@@ -160,6 +166,8 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true",
                         help="run nothing: write the table from --cache, points missing from it marked so")
     parser.add_argument("--note", default="", help="a paragraph written below the table")
+    parser.add_argument("--section", default="scaling", help="the BENCHMARKS.md section written (another name "
+                        "adds a table beside the first, e.g. for an arch measured later)")
     parser.add_argument("--point", nargs=2, metavar=("ARCH", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
@@ -197,15 +205,17 @@ def main() -> None:
                        slope(dims[-2:], [max(r["rss"] - base["rss"], 1.0) for r in done[-2:]])])
     header = ["arch (AE / denoiser)", "D", "latent per model", "AE s/step", "denoiser s/step",
               "sample 100 models s", "peak RSS MiB", "full training min (est.)", "load at start"]
-    write_section("scaling", f"""## Scaling in D: the generator archs (`python -m bench.scaling`)
+    title = "the generator archs" if args.section == "scaling" else ", ".join(args.archs)
+    write_section(args.section, f"""## Scaling in D: {title} (`python -m bench.scaling`)
 
 `python -m bench.scaling --dims {' '.join(map(str, args.dims))} --archs {' '.join(args.archs)} --steps {args.steps}
 --k {args.k} --sample-steps {args.sample_steps} --max-gb {args.max_gb:g} --max-point-seconds {args.max_point_seconds:g}\
-{' --cached-only' * args.cached_only}`
+{' --cached-only' * args.cached_only}{f' --section {args.section}' * (args.section != 'scaling')}`
 on {machine()}.
 Random-walk checkpoint sets shaped like real ones (every parameter of MNIST ConvNet-3 with channels (w, 2w, 2w),
 K = {args.k}, the batch the whole set), not trained checkpoints: time and memory do not depend on the values.
-Pairs: mlp / mlp, conv1d / conv1d, tokens / transformer, at the sizes in `bench/scaling.py`. Seconds per step
+Pairs: mlp / mlp, conv1d / conv1d, tokens / transformer (tokens-crop: trained on crops of the token sequence,
+`tokens_per_step`), at the sizes in `bench/scaling.py`. Seconds per step
 are the fit's CPU seconds over {args.steps} steps (set-up included); sampling is DDIM-50 for 100 models,
 extrapolated from {args.sample_steps} timed steps plus one decode; peak RSS is the whole point's process
 (a child that only imports the same modules peaks at {base['rss']:.0f} MiB, the baseline). Full training

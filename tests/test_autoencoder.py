@@ -100,3 +100,23 @@ def test_tokens_state_dict_holds_no_layout() -> None:
     keys = set(ae.state_dict())
     assert "token_bias" in keys and not {"tensor_index", "offset"} & keys
     assert ae.state_dict()["token_bias"].shape == (5, 4)
+
+
+def test_tokens_forward_on_a_crop_is_the_whole_forward_at_those_tokens() -> None:
+    """A crop (training on some tokens) codes each token exactly as the whole vector does."""
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3).eval()  # 2 + 3 tokens
+    x = torch.randn(6, 14)
+    token_ids = torch.tensor([4, 0, 2])  # across both tensors, out of order
+    whole = ae.decode_tokens(ae.encode(x))  # [6, 5, 4]
+    assert torch.allclose(ae(ae.layout.cut(x)[:, token_ids], token_ids), whole[:, token_ids], atol=1e-6)
+
+
+def test_token_bias_starts_at_the_mean_vector() -> None:
+    """After init_token_bias an untrained decoder's zero-latent output is the training vectors' mean (up to its
+    small random weights), and the padding holds zeros."""
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3)
+    x = 3.0 + torch.randn(10, 14)
+    ae.init_token_bias(x)
+    assert torch.equal(ae.layout.join(ae.token_bias), x.mean(0)) and (ae.token_bias[~ae.layout.mask] == 0).all()

@@ -75,6 +75,7 @@ def test_raw_latents_change_the_train_hash_and_the_default_keeps_the_older_one()
     assert stage_hash(base, "collect") == stage_hash(raw, "collect")
     assert stage_hash(base, "train") != stage_hash(raw, "train")
     assert "standardise_latents" not in json.dumps(_hashed(to_dict(base), "train"))
+    assert "tokens_per_step" not in json.dumps(_hashed(to_dict(base), "train"))  # 0: every token, as before
 
 
 def test_an_image_folder_is_part_of_the_hash() -> None:
@@ -108,6 +109,13 @@ def test_token_latents_need_a_token_denoiser() -> None:
     for overrides in (["train.autoencoder.arch=tokens"], ["train.diffusion.arch=transformer"]):
         with pytest.raises(ConfigError, match="token denoiser"):
             load_config("mnist1d-convnet", overrides)
+    tokens = ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer"]
+    load_config("mnist1d-convnet", [*tokens, "train.autoencoder.tokens_per_step=3",
+                                    "train.diffusion.tokens_per_step=512"])  # two windows of 256
+    with pytest.raises(ConfigError, match="crops token sequences.*set it to 0"):
+        load_config("mnist1d-convnet", ["train.autoencoder.tokens_per_step=8"])
+    with pytest.raises(ConfigError, match="not a multiple of the transformer's window"):
+        load_config("mnist1d-convnet", [*tokens, "train.diffusion.tokens_per_step=100"])
     with pytest.raises(ConfigError, match="numels|token_size"):
         load_config("mnist1d-convnet", ["train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
                                         "train.autoencoder.kwargs={channels: [4]}"])

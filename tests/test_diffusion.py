@@ -300,3 +300,13 @@ def test_conditioning_on_a_label_draws_from_its_cluster(
         assert (x.mean(dim=1) * label > 0).float().mean() >= 0.95  # (the deterministic samplers' rare outlier)
     x = ddpm.sample(denoiser, 100, 8, sampler, steps=steps, generator=torch.Generator().manual_seed(0))
     assert 20 < (x.mean(dim=1) > 0).sum() < 80  # unconditioned, the same network draws both clusters
+
+
+def test_transformer_on_its_whole_sequence_as_a_crop_is_unchanged() -> None:
+    """token_ids = all positions in order is the plain forward; a crop takes the positions it is given."""
+    torch.manual_seed(0)
+    denoiser = TransformerDenoiser(3, 8, **SMALL["transformer"])  # window 4
+    x, t = torch.randn(2, 8, 3), torch.tensor([5, 900])
+    assert torch.allclose(denoiser(x, t, torch.arange(8)), denoiser(x, t), atol=1e-6)
+    first, second = denoiser(x[:, :4], t, torch.arange(4)), denoiser(x[:, :4], t, torch.arange(4, 8))
+    assert not torch.allclose(first, second, atol=1e-4)  # the same tokens at other positions

@@ -4,7 +4,7 @@ import torch
 from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
-from pdiff.generator import ParameterGenerator
+from pdiff.generator import ParameterGenerator, token_crop
 from pdiff.params import ParamSpec
 from tests.conftest import tiny_config
 
@@ -156,6 +156,34 @@ def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> No
     fitted_tokens.save(tmp_path)
     loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), fitted_tokens.sample(4, "ddim", 10, seed=1))
+
+
+def test_token_crop_is_aligned_wraps_and_covers_every_token() -> None:
+    g = torch.Generator().manual_seed(0)
+    crops = [token_crop(10, 4, 2, g) for _ in range(500)]
+    for ids in crops:
+        assert ids[0] % 2 == 0 and torch.equal(ids, (ids[0] + torch.arange(4)) % 10)  # whole windows, wrapping
+    counts = torch.bincount(torch.cat(crops), minlength=10)
+    assert counts.min() > 0.7 * counts.max()  # about 4/10 of the steps each, the first and last tokens too
+
+
+def test_tokens_generator_trains_on_crops() -> None:
+    """With tokens_per_step each step codes only its crop: the autoencoder's networks see [b, 2, token_size],
+    the denoiser [b, 2, c]; the generator still reconstructs and samples whole vectors near the checkpoints."""
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2", "train.autoencoder.kwargs={hidden: 32, token_size: 2}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2, window: 2}",
+                         "train.autoencoder.tokens_per_step=2", "train.diffusion.tokens_per_step=2").train
+    gen = ParameterGenerator(SPEC, config)
+    seen = {"ae": set(), "dm": set()}
+    gen.autoencoder.encoder_in.register_forward_hook(lambda m, a, out: seen["ae"].add(out.shape[1]))
+    gen.denoiser.proj_in.register_forward_hook(lambda m, a, out: seen["dm"].add(out.shape[1]))
+    gen.fit(checkpoints(), progress=False)
+    assert gen.latent_shape == (5, 2)  # 6 + 4 numbers in tokens of 2
+    assert seen == {"ae": {2, 5}, "dm": {2}}  # crops in training, the whole sequence to encode the checkpoints
+    params = checkpoints()
+    assert (gen.reconstruct(params) - params).abs().mean() < 0.1
+    assert (gen.sample(8, "ddim", 10) - params.mean(0)).abs().mean() < 0.5
 
 
 def test_ema_decay_zero_samples_the_raw_weights() -> None:

@@ -9,7 +9,8 @@ latents, so that the decoder maps a whole neighbourhood of each latent to good p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 
 import torch
@@ -48,12 +49,17 @@ class ParameterAutoencoder(nn.Module, ABC):
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct x [B, D] -> [B, D], with noise augmentation in training mode."""
+        return self.reconstruct(x, self.encode, self.decode)
+
+    def reconstruct(self, x: Tensor, encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor]
+                    ) -> Tensor:
+        """decode(encode(x)), with the input and latent noise added in training mode."""
         if self.training:
             x = x + self.input_noise * torch.randn_like(x)
-        z = self.encode(x)  # [B, latent_dim]
+        z = encode(x)  # [B, latent_dim]
         if self.training:
             z = z + self.latent_noise * torch.randn_like(z)
-        return self.decode(z)
+        return decode(z)
 
 
 class MLPAutoencoder(ParameterAutoencoder):
@@ -189,20 +195,49 @@ class TokenAutoencoder(ParameterAutoencoder):
     def latent_shape(self) -> tuple[int, ...]:
         return (self.layout.num_tokens, self.latent_dim)
 
+    @torch.no_grad()
+    def init_token_bias(self, x: Tensor) -> None:
+        """Start the per-token bias at the mean of the training vectors x [K, D]: the untrained decoder then
+        outputs the mean checkpoint, and training only has to learn how checkpoints differ. A bias started at
+        zero moves about lr a step, too slowly for O(1) means, and more so when a step sees few tokens."""
+        self.token_bias.copy_(self.layout.cut(x.mean(0)))
+
     def encode(self, x: Tensor) -> Tensor:
         """[B, D] -> [B, T, latent_dim]"""
-        tokens = self.layout.cut(x)  # [B, T, token_size]
-        position = self.encoder_tensor(self.tensor_index) + self.encoder_offset(self.offset)  # [T, hidden]
+        return self.encode_tokens(self.layout.cut(x), None)
+
+    def encode_tokens(self, tokens: Tensor, token_ids: Tensor | None) -> Tensor:
+        """Tokens [B, n, token_size] at positions token_ids [n] (None: all T, in order) -> [B, n, latent_dim]."""
+        tensor_index, offset = self._positions(token_ids)
+        position = self.encoder_tensor(tensor_index) + self.encoder_offset(offset)  # [n, hidden]
         return self.encoder_out(self.encoder_in(tokens) + position)
 
-    def decode_tokens(self, z: Tensor) -> Tensor:
-        """[B, T, latent_dim] -> tokens [B, T, token_size], padding included (decode drops it)."""
-        position = self.decoder_tensor(self.tensor_index) + self.decoder_offset(self.offset)  # [T, hidden]
-        return self.decoder_out(self.decoder_in(z) + position) + self.token_bias
+    def decode_tokens(self, z: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """[B, n, latent_dim] at positions token_ids [n] (None: all T) -> tokens [B, n, token_size], padding
+        included (decode drops it)."""
+        tensor_index, offset = self._positions(token_ids)
+        position = self.decoder_tensor(tensor_index) + self.decoder_offset(offset)  # [n, hidden]
+        bias = self.token_bias if token_ids is None else self.token_bias[token_ids]
+        return self.decoder_out(self.decoder_in(z) + position) + bias
 
     def decode(self, z: Tensor) -> Tensor:
         """[B, T, latent_dim] -> [B, D]"""
         return self.layout.join(self.decode_tokens(z))
+
+    def forward(self, x: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """Reconstruct x [B, D] -> [B, D]; or, with token_ids [n], the tokens x [B, n, token_size] cut at those
+        positions -> [B, n, token_size] (training on a subset of the tokens: the cost of a step then does not
+        grow with D). Noise augmentation in training mode, as in the base class."""
+        if token_ids is None:
+            return super().forward(x)
+        return self.reconstruct(x, partial(self.encode_tokens, token_ids=token_ids),
+                                partial(self.decode_tokens, token_ids=token_ids))
+
+    def _positions(self, token_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(tensor index, offset) of the tokens token_ids [n], or of all T."""
+        if token_ids is None:
+            return self.tensor_index, self.offset
+        return self.tensor_index[token_ids], self.offset[token_ids]
 
 
 AUTOENCODERS: dict[str, type[ParameterAutoencoder]] = {

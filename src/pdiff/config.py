@@ -76,12 +76,16 @@ class AutoencoderConfig:
     batch_size: int = 200
     lr: float = 1e-3
     weight_decay: float = 2e-6
+    # tokens: train each step on a random crop of this many tokens of the sequence (0: all of them), so that a
+    # step's cost does not grow with D; the crop is the same for every model of the mini-batch.
+    tokens_per_step: int = 0
 
 
 @dataclass
 class DiffusionConfig:
     arch: str = "conv1d"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    tokens_per_step: int = 0  # transformer: train on crops of this many tokens (a multiple of the window; 0: all)
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
@@ -164,8 +168,11 @@ _STAGE_SECTIONS = {"collect": ("seed", "precision", "data", "model", "collect"),
 _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 # Keys added after runs were made, left out of the hash while they change nothing, so those runs keep their hash:
 # (key, the value at which it is inert, the keys then dropped). A None train.seed is the run's seed, hashed
-# already; unconditioned, p_uncond does nothing; without a target, guidance does nothing.
+# already; tokens_per_step 0 trains on every token, as before the key existed; unconditioned, p_uncond does
+# nothing; without a target, guidance does nothing.
 _LATER_KEYS = (("train.seed", None, ("train.seed",)),
+               ("train.autoencoder.tokens_per_step", 0, ("train.autoencoder.tokens_per_step",)),
+               ("train.diffusion.tokens_per_step", 0, ("train.diffusion.tokens_per_step",)),
                ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
                ("generate.target", None, ("generate.target", "generate.guidance")))
@@ -181,7 +188,8 @@ POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_b
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
             "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
 NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
-                "evaluate.finetune_steps", "generate.guidance")
+                "evaluate.finetune_steps", "generate.guidance", "train.autoencoder.tokens_per_step",
+                "train.diffusion.tokens_per_step")
 # Real-valued keys and the interval each must lie in: (low, high, whether low itself is allowed, whether high is).
 INF = float("inf")
 POSITIVE_REAL, AT_LEAST_0 = (0, INF, False, False), (0, INF, True, False)
@@ -382,6 +390,15 @@ def _check_registries(config: Config) -> None:
     if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
         raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
                           "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
+    for key, section, arch in (("train.autoencoder", ae, "tokens"), ("train.diffusion", dm, "transformer")):
+        if section.tokens_per_step and section.arch != arch:
+            raise ConfigError(f"{key}.tokens_per_step={section.tokens_per_step} crops token sequences, which "
+                              f"{key}.arch={section.arch} does not have: set it to 0, or use arch {arch}")
+    window = dm.kwargs.get("window", inspect.signature(DENOISERS[dm.arch]).parameters["window"].default
+                           ) if dm.arch == "transformer" else 1
+    if dm.tokens_per_step % window:
+        raise ConfigError(f"train.diffusion.tokens_per_step={dm.tokens_per_step} is not a multiple of the "
+                          f"transformer's window ({window}): give a multiple, so a crop is whole windows")
     if dm.condition != "none" and dm.arch in TOKEN_DENOISERS:
         raise ConfigError(f"train.diffusion.condition={dm.condition} with train.diffusion.arch={dm.arch}: the "
                           "transformer denoiser takes no condition yet; use the mlp or conv1d denoiser")

@@ -231,6 +231,7 @@ class TransformerDenoiser(nn.Module):
     def __init__(self, dim: int, tokens: int, width: int = 128, depth: int = 4, heads: int = 4, window: int = 256,
                  time_dim: int = 128):
         super().__init__()
+        self.window = window
         self.time = TimeMLP(time_dim)
         self.proj_in = nn.Linear(dim, width)
         self.position = nn.Parameter(0.02 * torch.randn(tokens, width))  # [T, width]
@@ -240,10 +241,15 @@ class TransformerDenoiser(nn.Module):
         self.proj_out = nn.Linear(width, dim)
         self.skip_gain = nn.Linear(time_dim, 1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x [B, T, c], t [B] int64 timesteps -> predicted noise [B, T, c]"""
+    def forward(self, x: Tensor, t: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """x [B, T, c], t [B] int64 timesteps -> predicted noise [B, T, c].
+
+        token_ids [n]: x is the crop [B, n, c] of the sequence at those positions (training on crops: the cost
+        of a step then does not grow with T); its windows are those of the crop.
+        """
         emb = self.time(t)  # [B, time_dim]
-        h = self.proj_in(x) + self.position  # [B, T, width]
+        position = self.position if token_ids is None else self.position[token_ids]  # [n, width]
+        h = self.proj_in(x) + position  # [B, n, width]
         for block in self.blocks:
             h = block(h, emb)
         return self.proj_out(self.norm(h)) + self.skip_gain(emb)[:, :, None] * x

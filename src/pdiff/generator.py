@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .autoencoder import build_autoencoder
+from .autoencoder import TokenAutoencoder, build_autoencoder
 from .checkpoints import CheckpointSet
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig, parse_target
 from .diffusion import DDPM, build_denoiser
@@ -74,11 +75,23 @@ class ParameterGenerator:
         self.normalizer = Normalizer.fit(params, self.spec)
         x = self.normalizer.normalize(params).to(self.device)  # [K, D]
         cfg = self.config.autoencoder
+        crop = 0
+        if isinstance(self.autoencoder, TokenAutoencoder):
+            self.autoencoder.init_token_bias(x)
+            layout = self.autoencoder.layout
+            crop = cfg.tokens_per_step if cfg.tokens_per_step < layout.num_tokens else 0  # 0: every token
+            if crop:  # steps on random crops of the token sequence
+                x = layout.cut(x)  # [K, T, token_size], zeros in the padding
+                mask = layout.mask.to(self.device)  # [T, token_size]
 
-        def loss_fn(autoencoder: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return F.mse_loss(autoencoder(batch), batch)  # noise augmentation happens inside forward
+        def loss_fn(autoencoder: nn.Module, batch: torch.Tensor, generator: torch.Generator,
+                    token_ids: torch.Tensor | None) -> torch.Tensor:
+            if token_ids is None:
+                return F.mse_loss(autoencoder(batch), batch)  # noise augmentation happens inside forward
+            kept = mask[token_ids].expand_as(batch)  # [b, n, token_size]: the padding stays out of the loss
+            return F.mse_loss(autoencoder(batch, token_ids)[kept], batch[kept])
 
-        self._train(self.autoencoder, x, loss_fn, cfg, "autoencoder", progress)
+        self._train(self.autoencoder, x, loss_fn, cfg, "autoencoder", progress, crop=crop)
         self.autoencoder.eval()
 
     def fit_diffusion(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
@@ -98,21 +111,28 @@ class ParameterGenerator:
             c = self.standardise_accuracy(self.accuracies).to(self.device)  # [K]
             z = torch.cat([z, c[:, None]], dim=1)  # [K, d + 1]: each latent's condition rides in its last column
 
-        def loss_fn(denoiser: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        def loss_fn(denoiser: nn.Module, batch: torch.Tensor, generator: torch.Generator,
+                    token_ids: torch.Tensor | None) -> torch.Tensor:
+            if token_ids is not None:  # a crop of the token sequence (the config keeps it unconditioned)
+                return self.ddpm.loss(partial(denoiser, token_ids=token_ids), batch, generator=generator)
             if not self.conditioned:
                 return self.ddpm.loss(denoiser, batch, generator=generator)
             return self.ddpm.loss(denoiser, batch[:, :-1], generator=generator, c=batch[:, -1], p_uncond=cfg.p_uncond)
 
-        self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress,
-                    on_step=ema.update_parameters if ema else None)
+        tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else 0
+        crop = cfg.tokens_per_step if cfg.tokens_per_step < tokens else 0  # 0: the whole sequence (or flat latents)
+        self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters if ema else
+                    None, crop=crop, crop_align=self.denoiser.window if crop else 1)
         self.denoiser = (ema.module if ema else self.denoiser).eval()
 
     def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
-               name: str, progress: bool, on_step=None) -> None:
+               name: str, progress: bool, on_step=None, crop: int = 0, crop_align: int = 1) -> None:
         """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics.
 
-        Under a multi-process launch every process draws the same mini-batch, trains a DDP copy on its
-        1/n of it with its own noise, and DDP averages the gradients.
+        With `crop` (token data [K, T, *]), each step sees a random crop of that many tokens of its mini-batch
+        (see `token_crop`; loss_fn gets their positions), so a step costs the same at any T.
+        Under a multi-process launch every process draws the same mini-batch (and crop), trains a DDP copy on
+        its 1/n of it with its own noise, and DDP averages the gradients.
         """
         accelerator = distributed.accelerator()
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -131,8 +151,12 @@ class ParameterGenerator:
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg.lr)
-            idx = torch.randperm(len(data), generator=generator, device=self.device)[:batch_size]
-            loss = loss_fn(ddp_net, data[idx[rank::world]], noise)
+            rows = torch.randperm(len(data), generator=generator, device=self.device)[:batch_size][rank::world]
+            if crop:
+                token_ids = token_crop(data.shape[1], crop, crop_align, generator)  # [n]
+                loss = loss_fn(ddp_net, data[rows[:, None], token_ids], noise, token_ids)  # on [b, n, *] only
+            else:
+                loss = loss_fn(ddp_net, data[rows], noise, None)
             if not distributed.all_finite(loss):
                 net.load_state_dict(last_good)
                 raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower train.{name}.lr "
@@ -314,6 +338,14 @@ class ParameterGenerator:
         from .hub import load_generator  # hub builds on this module
 
         return load_generator(name_or_path, device, revision)
+
+
+def token_crop(num_tokens: int, length: int, align: int, generator: torch.Generator) -> torch.Tensor:
+    """Positions [length] of a random crop of a T-token sequence: `length` consecutive tokens from a start
+    drawn uniformly among the multiples of `align` (the transformer's window, so that the crop's windows are
+    windows of the whole sequence), wrapping around the end so that every token is seen equally often."""
+    start = align * torch.randint(-(-num_tokens // align), (), generator=generator, device=generator.device)
+    return (start + torch.arange(length, device=generator.device)) % num_tokens
 
 
 def lr_at(step: int, total: int, peak: float) -> float:
