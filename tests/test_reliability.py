@@ -132,7 +132,8 @@ def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
     good: dict[str, torch.Tensor] = {}
     calls = []
 
-    def loss_fn(module: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss_fn(module: nn.Module, batch: torch.Tensor, generator: torch.Generator,
+                token_ids: torch.Tensor | None) -> torch.Tensor:
         calls.append(1)
         loss = (module(batch) - batch).pow(2).mean()
         return loss * float("nan") if len(calls) == 151 else loss  # step 150 diverges
