@@ -1,0 +1,141 @@
+"""Whole networks generated on real data: the whole-network presets end to end, each stage in its own process.
+
+    python -m bench.whole_networks [--tasks mnist-convnet3-full mnist-mlp-full] [--data-dir DIR]
+                                   [--runs-dir runs/full] [--note TEXT]
+
+For each task, runs collect, train, generate, evaluate and report as `python -m pdiff STAGE` processes
+(`bench.stages.run_stage`), so the train stage's CPU seconds and peak resident memory are its own process's.
+A stage already done in the run folder is not redone: its figures are read back from bench/whole_networks.json
+(or, for a stage done by some other command, its wall seconds from its stage.json, its memory unmeasured).
+Then reads results.json: the generated models' mean test accuracy against the originals' (difference with its
+95% CI), the share of generated models inside the originals' test-accuracy range and the collapse check, and
+decides the issue's two targets: the mean within TARGET_POINTS of the originals' (CI inside +-1 point: met;
+outside: not met; else undecided) and at least TARGET_INSIDE of the generated models inside the range.
+Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from pdiff import evaluate
+from pdiff.config import STAGES, load_config
+from pdiff.params import ParamSpec
+from pdiff.pipeline import Run
+from pdiff.report import points_with_ci
+from pdiff.store import load_json
+
+from .markdown import machine, table, write_section
+from .stages import run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "whole_networks.json"
+TARGET_POINTS = 0.01  # the generated mean within 1 point of the originals' mean
+TARGET_INSIDE = 0.95  # at least 95% of the generated models inside the originals' accuracy range
+
+
+def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
+    """stage -> {"wall", "cpu", "rss"} (rss None when the stage was done by another command)."""
+    run = Run(load_config(task, overrides), runs_dir / task, progress=False)
+    figures = {}
+    for stage in STAGES:
+        if run.is_done(stage):
+            figures[stage] = cached.get(stage) or {
+                "wall": load_json(run.stage_dir(stage) / "stage.json")["seconds"], "cpu": None, "rss": None}
+            continue
+        print(f"{task}: {stage} ...", flush=True)
+        figures[stage] = run_stage(stage, task, runs_dir, overrides)
+    return figures
+
+
+def target_mean(c: dict) -> str:
+    """Whether the CI of generated - original mean accuracy lies within +-TARGET_POINTS."""
+    if -TARGET_POINTS <= c["ci_low"] and c["ci_high"] <= TARGET_POINTS:
+        return "met"
+    if c["ci_high"] < -TARGET_POINTS or c["ci_low"] > TARGET_POINTS:
+        return "not met"
+    return "undecided"
+
+
+def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
+    """What results.json says of the generated models against the originals."""
+    run = Run(load_config(task, overrides), runs_dir / task, progress=False)
+    results = evaluate.load(run.task, run.root)
+    test = {g: [r["test_accuracy"] for r in results["models"] if r["group"] == g] for g in ("original", "generated")}
+    low, high = min(test["original"]), max(test["original"])
+    mean = next(c for c in results["comparisons"] if (c["group"], c["versus"], c["metric"])
+                == ("generated", "original", "mean_test_accuracy"))
+    inside = sum(low <= a <= high for a in test["generated"]) / len(test["generated"])
+    return {"D": ParamSpec.from_dict(results["spec"]).dim, "k": len(test["original"]), "n": len(test["generated"]),
+            "original_mean": sum(test["original"]) / len(test["original"]), "original_range": [low, high],
+            "generated_mean": sum(test["generated"]) / len(test["generated"]),
+            "generated_range": [min(test["generated"]), max(test["generated"])],
+            "mean_comparison": mean, "mean_target": target_mean(mean), "inside": inside,
+            "inside_target": "met" if inside >= TARGET_INSIDE else "not met",
+            "resolution": results.get("resolution"), "collapse": results["collapse"],
+            "arch": [run.config.train.autoencoder.arch, run.config.train.diffusion.arch]}
+
+
+def minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def mib(rss: float | None) -> str:
+    return "not measured" if rss is None else f"{rss:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["mnist-convnet3-full", "mnist-mlp-full"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "full")
+    parser.add_argument("--note", default="", help="a line added under the tables")
+    args = parser.parse_args()
+    overrides = [f"data.data_dir={args.data_dir}"] if args.data_dir else []
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for task in args.tasks:
+        stages = measure_stages(task, args.runs_dir, overrides, recorded.get(task, {}).get("stages", {}))
+        recorded[task] = {"stages": stages, **accuracy_figures(task, args.runs_dir, overrides)}
+        tmp = RESULTS.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(recorded, indent=1))
+        tmp.replace(RESULTS)
+    tasks = [t for t in args.tasks if t in recorded]
+    cost = table(["task", "D", "AE / denoiser", *(f"{s} min" for s in STAGES), "train peak RSS MiB"],
+                 [[t, f"{recorded[t]['D']:,}", " / ".join(recorded[t]["arch"]),
+                   *(minutes(recorded[t]["stages"][s]["wall"]) for s in STAGES),
+                   mib(recorded[t]["stages"]["train"]["rss"])] for t in tasks])
+    quality = table(["task", "originals: mean [range] %", "generated: mean [range] %",
+                     "generated - original mean, points [95% CI]", "within 1 point", "inside range",
+                     f">= {TARGET_INSIDE:.0%} inside", "collapse check"],
+                    [[t, f"{100 * r['original_mean']:.2f} [{100 * r['original_range'][0]:.2f}, "
+                         f"{100 * r['original_range'][1]:.2f}] (K = {r['k']})",
+                      f"{100 * r['generated_mean']:.2f} [{100 * r['generated_range'][0]:.2f}, "
+                      f"{100 * r['generated_range'][1]:.2f}] (n = {r['n']})",
+                      points_with_ci(r["mean_comparison"]), r["mean_target"], f"{100 * r['inside']:.0f}%",
+                      r["inside_target"], "collapsed" if r["collapse"]["collapsed"] else
+                      f"not collapsed ({100 * r['collapse']['share_below']:.0f}% below the worst original)"]
+                     for t in tasks for r in [recorded[t]]])
+    write_section("whole-networks", f"""
+## Whole networks on real data (`python -m bench.whole_networks`)
+
+`python -m bench.whole_networks --tasks {' '.join(args.tasks)}` on {machine()}
+({os.cpu_count()} cores; torch's default threads in each stage process). Each stage ran as its own
+`python -m pdiff STAGE` process; minutes are wall time, peak RSS the train stage's process. Every parameter of
+each network is generated; accuracies are on the MNIST test set, CIs by the two-level bootstrap of
+`pdiff.stats.compare_accuracy` (models and test examples resampled). Targets (issue 16): the generated mean
+within 1 point of the originals' (met when the whole CI lies within +-1 point) and at least 95% of the generated
+models inside the originals' test-accuracy range.
+
+{cost}
+
+{quality}
+
+{args.note}
+""")
+
+
+if __name__ == "__main__":
+    main()
