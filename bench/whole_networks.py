@@ -7,8 +7,9 @@ For each task, runs collect, train, generate, evaluate and report as `python -m 
 (`bench.stages.run_stage`), so the train stage's CPU seconds and peak resident memory are its own process's.
 A stage already done in the run folder is not redone: its figures are read back from bench/whole_networks.json
 (or, for a stage done by some other command, its wall seconds from its stage.json, its memory unmeasured).
-Then reads results.json: the generated models' mean test accuracy against the originals' (difference with its
-95% CI), the share of generated models inside the originals' test-accuracy range and the collapse check, and
+Then reads results.json: the generated models' mean test accuracy against the originals' and against the
+mean-of-k and Gaussian baselines (differences with their 95% CIs), the share of generated models inside the
+originals' test-accuracy range and the collapse check, and
 decides the issue's two targets: the mean within TARGET_POINTS of the originals' (CI inside +-1 point: met;
 outside: not met; else undecided) and at least TARGET_INSIDE of the generated models inside the range.
 Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.json.
@@ -19,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 
-from pdiff import evaluate
+from pdiff import evaluate, stats
 from pdiff.config import STAGES, load_config
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "whole_networks.json"
 TARGET_POINTS = 0.01  # the generated mean within 1 point of the originals' mean
 TARGET_INSIDE = 0.95  # at least 95% of the generated models inside the originals' accuracy range
+AVERAGES = ("mean_of_k", "gaussian")  # the baselines that average the checkpoints (or sample around their mean)
 
 
 def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
@@ -69,13 +72,21 @@ def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
     mean = next(c for c in results["comparisons"] if (c["group"], c["versus"], c["metric"])
                 == ("generated", "original", "mean_test_accuracy"))
     inside = sum(low <= a <= high for a in test["generated"]) / len(test["generated"])
+    correct, val = evaluate.load_correct(run.task, run.root, "generated")
+    versus_baselines = {}  # does the generator do more than average the checkpoints?
+    for baseline in [b for b in AVERAGES if any(r["group"] == b for r in results["models"])]:
+        baseline_correct, baseline_val = evaluate.load_correct(run.task, run.root, baseline)
+        versus_baselines[baseline] = stats.compare_accuracy(correct, val, baseline_correct, baseline_val, "generated",
+                                                            baseline, seed=run.config.seed)[0].as_dict()
     return {"D": ParamSpec.from_dict(results["spec"]).dim, "k": len(test["original"]), "n": len(test["generated"]),
             "original_mean": sum(test["original"]) / len(test["original"]), "original_range": [low, high],
             "generated_mean": sum(test["generated"]) / len(test["generated"]),
             "generated_range": [min(test["generated"]), max(test["generated"])],
             "mean_comparison": mean, "mean_target": target_mean(mean), "inside": inside,
             "inside_target": "met" if inside >= TARGET_INSIDE else "not met",
-            "resolution": results.get("resolution"), "collapse": results["collapse"],
+            "versus_baselines": versus_baselines, "generated_std": statistics.stdev(test["generated"]),
+            "original_std": statistics.stdev(test["original"]), "resolution": results.get("resolution"),
+            "collapse": results["collapse"],
             "arch": [run.config.train.autoencoder.arch, run.config.train.diffusion.arch]}
 
 
@@ -107,17 +118,20 @@ def main() -> None:
                  [[t, f"{recorded[t]['D']:,}", " / ".join(recorded[t]["arch"]),
                    *(minutes(recorded[t]["stages"][s]["wall"]) for s in STAGES),
                    mib(recorded[t]["stages"]["train"]["rss"])] for t in tasks])
-    quality = table(["task", "originals: mean [range] %", "generated: mean [range] %",
+    quality = table(["task", "originals: mean [range] (std) %", "generated: mean [range] (std) %",
                      "generated - original mean, points [95% CI]", "within 1 point", "inside range",
                      f">= {TARGET_INSIDE:.0%} inside", "collapse check"],
                     [[t, f"{100 * r['original_mean']:.2f} [{100 * r['original_range'][0]:.2f}, "
-                         f"{100 * r['original_range'][1]:.2f}] (K = {r['k']})",
+                         f"{100 * r['original_range'][1]:.2f}] ({100 * r['original_std']:.2f}) (K = {r['k']})",
                       f"{100 * r['generated_mean']:.2f} [{100 * r['generated_range'][0]:.2f}, "
-                      f"{100 * r['generated_range'][1]:.2f}] (n = {r['n']})",
+                      f"{100 * r['generated_range'][1]:.2f}] ({100 * r['generated_std']:.2f}) (n = {r['n']})",
                       points_with_ci(r["mean_comparison"]), r["mean_target"], f"{100 * r['inside']:.0f}%",
                       r["inside_target"], "collapsed" if r["collapse"]["collapsed"] else
                       f"not collapsed ({100 * r['collapse']['share_below']:.0f}% below the worst original)"]
                      for t in tasks for r in [recorded[t]]])
+    averages = table(["task", *(f"generated - {b} mean, points [95% CI]" for b in AVERAGES)],
+                     [[t, *(f"{points_with_ci(c)}, {c['verdict']}" if (c := recorded[t]["versus_baselines"].get(b))
+                            else "-" for b in AVERAGES)] for t in tasks])
     write_section("whole-networks", f"""
 ## Whole networks on real data (`python -m bench.whole_networks`)
 
@@ -132,6 +146,11 @@ models inside the originals' test-accuracy range.
 {cost}
 
 {quality}
+
+Against the baselines that average the checkpoints (`evaluate.baselines`): a generator that only learned the
+checkpoints' mean would match them.
+
+{averages}
 
 {args.note}
 """)
