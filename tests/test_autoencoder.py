@@ -112,11 +112,20 @@ def test_tokens_forward_on_a_crop_is_the_whole_forward_at_those_tokens() -> None
     assert torch.allclose(ae(ae.layout.cut(x)[:, token_ids], token_ids), whole[:, token_ids], atol=1e-6)
 
 
-def test_token_bias_starts_at_the_mean_vector() -> None:
-    """After init_token_bias an untrained decoder's zero-latent output is the training vectors' mean (up to its
-    small random weights), and the padding holds zeros."""
+def test_tokens_start_from_the_mean_and_each_tokens_principal_directions() -> None:
+    """After init_from the bias holds the training vectors' mean (zeros in the padding) and the untrained
+    autoencoder is the per-token PCA: it decodes vectors that differ along latent_dim directions exactly, and
+    reconstructs more vectors no worse than their best rank-latent_dim linear code."""
     torch.manual_seed(0)
-    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3)
-    x = 3.0 + torch.randn(10, 14)
-    ae.init_token_bias(x)
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3).eval()
+    x = 3.0 + torch.randn(4, 14)  # 3 deviations from the mean: every token's span fits in 3 latents
+    ae.init_from(x)
     assert torch.equal(ae.layout.join(ae.token_bias), x.mean(0)) and (ae.token_bias[~ae.layout.mask] == 0).all()
+    with torch.no_grad():
+        assert torch.allclose(ae.decode(ae.encode(x)), x, atol=1e-5)
+        many = torch.randn(20, 14)
+        ae.init_from(many)
+        error = (ae.decode(ae.encode(many)) - many).pow(2).sum()
+        tokens = ae.layout.cut(many - many.mean(0)).transpose(0, 1)  # [T, 20, 4]
+        best = torch.linalg.svdvals(tokens)[:, 3:].pow(2).sum()  # what the top 3 directions of each token leave
+    assert error.item() == pytest.approx(best.item(), rel=1e-4)

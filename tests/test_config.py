@@ -78,6 +78,16 @@ def test_raw_latents_change_the_train_hash_and_the_default_keeps_the_older_one()
     assert "tokens_per_step" not in json.dumps(_hashed(to_dict(base), "train"))  # 0: every token, as before
 
 
+def test_deviation_standardisation_changes_the_train_hash_and_tensor_keeps_the_older_one() -> None:
+    base = load_config("mnist1d-convnet")
+    deviation = load_config("mnist1d-convnet", ["train.autoencoder.standardise=deviation"])
+    assert stage_hash(base, "collect") == stage_hash(deviation, "collect")
+    assert stage_hash(base, "train") != stage_hash(deviation, "train")
+    assert "standardise" not in json.dumps(_hashed(to_dict(base), "train")).replace("standardise_latents", "")
+    with pytest.raises(ConfigError, match="standardise.*deviation"):
+        load_config("mnist1d-convnet", ["train.autoencoder.standardise=per-number"])
+
+
 def test_an_image_folder_is_part_of_the_hash() -> None:
     """For data.name=imagefolder the folder is the dataset: another folder must rerun every stage."""
     here, there = (load_config("mnist1d-convnet", ["data.name=imagefolder", f"data.data_dir={d}"]) for d in "ab")

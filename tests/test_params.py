@@ -98,6 +98,24 @@ def test_normalizer_is_per_tensor_and_round_trips() -> None:
     assert torch.equal(again.mean, norm.mean) and torch.equal(again.std, norm.std)
 
 
+def test_deviation_normalizer_leaves_how_checkpoints_differ_at_unit_scale() -> None:
+    """fit_deviations: each number's mean over the checkpoints, each tensor's rms deviation from it; a number that
+    never changes maps to 0, and a tensor that never changes stays finite."""
+    spec = ParamSpec(("w", "b", "frozen"), ((3,), (2,), (2,)))
+    base = torch.tensor([10.0, -4.0, 0.5, -1.0, 2.0, 3.0, 3.0])
+    steps = torch.cat([torch.randn(50, 3) * 0.01, torch.randn(50, 2) * 0.3, torch.zeros(50, 2)], dim=1)
+    params = base + steps
+    norm = Normalizer.fit_deviations(params, spec)
+    z = norm.normalize(params)
+    assert torch.allclose(norm.mean, params.mean(0)) and torch.allclose(z.mean(0), torch.zeros(7), atol=1e-4)
+    assert torch.allclose(z[:, :3].pow(2).mean(), torch.tensor(1.0), atol=1e-4)
+    assert torch.allclose(z[:, 3:5].pow(2).mean(), torch.tensor(1.0), atol=1e-4)
+    assert torch.isfinite(z).all() and (z[:, 5:] == 0).all()
+    assert torch.allclose(norm.denormalize(z), params, atol=1e-5)
+    # In fit's units the same checkpoints differ by a small fraction of each tensor's spread.
+    assert Normalizer.fit(params, spec).normalize(params)[:, :3].var(0).mean() < 1e-3
+
+
 def test_normalizer_constant_tensor_stays_finite() -> None:
     spec = ParamSpec(("w",), ((4,),))
     params = torch.ones(10, 4)

@@ -71,6 +71,10 @@ class AutoencoderConfig:
     latent_dim: int = 64  # tokens: the latent channels per token
     input_noise: float = 0.001
     latent_noise: float = 0.1
+    # How checkpoints are standardised before the autoencoder (pdiff.params.Normalizer): "tensor" (the paper's,
+    # each tensor's mean and std) or "deviation" (each number's mean over the checkpoints, each tensor's spread
+    # around it: whole networks, whose checkpoints differ too little in "tensor" units for the MSE to see it).
+    standardise: str = "tensor"
     kwargs: dict[str, Any] = field(default_factory=dict)  # arch-specific: mlp hidden, conv1d channels
     steps: int = 30000
     batch_size: int = 200
@@ -175,14 +179,17 @@ _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.diffusion.tokens_per_step", 0, ("train.diffusion.tokens_per_step",)),
                ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
+               ("train.autoencoder.standardise", "tensor", ("train.autoencoder.standardise",)),
                ("generate.target", None, ("generate.target", "generate.guidance")))
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
+STANDARDISATIONS = ("tensor", "deviation")  # train.autoencoder.standardise
 TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
 CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODERS),
            "train.diffusion.arch": tuple(DENOISERS), "generate.sampler": SAMPLERS, "precision": PRECISIONS,
-           "train.holdout_split": HOLDOUT_SPLITS, "train.diffusion.condition": CONDITIONS}
+           "train.holdout_split": HOLDOUT_SPLITS, "train.diffusion.condition": CONDITIONS,
+           "train.autoencoder.standardise": STANDARDISATIONS}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",

@@ -1,8 +1,8 @@
 """ParameterGenerator: the latent diffusion model over parameter vectors.
 
-fit(checkpoints): standardise each tensor -> train the autoencoder (with noise augmentation) ->
-encode the checkpoints -> train a DDPM on the (standardised) latents (EMA weights for sampling, unless
-train.diffusion.ema_decay=0).
+fit(checkpoints): standardise (each tensor, or the checkpoints' deviations from their mean:
+train.autoencoder.standardise) -> train the autoencoder (with noise augmentation) -> encode the checkpoints ->
+train a DDPM on the (standardised) latents (EMA weights for sampling, unless train.diffusion.ema_decay=0).
 sample(n): noise -> denoiser -> decoder -> de-standardise -> parameter vectors [n, D].
 With train.diffusion.condition=accuracy the denoiser also learns each checkpoint's validation accuracy
 (standardised over the training checkpoints), and sample(n, target=..., guidance=...) asks for one.
@@ -72,12 +72,13 @@ class ParameterGenerator:
 
     def fit_autoencoder(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
         params = self._params_of(checkpoints)
-        self.normalizer = Normalizer.fit(params, self.spec)
-        x = self.normalizer.normalize(params).to(self.device)  # [K, D]
         cfg = self.config.autoencoder
+        fit = Normalizer.fit_deviations if cfg.standardise == "deviation" else Normalizer.fit
+        self.normalizer = fit(params, self.spec)
+        x = self.normalizer.normalize(params).to(self.device)  # [K, D]
         crop = 0
         if isinstance(self.autoencoder, TokenAutoencoder):
-            self.autoencoder.init_token_bias(x)
+            self.autoencoder.init_from(x)
             layout = self.autoencoder.layout
             crop = cfg.tokens_per_step if cfg.tokens_per_step < layout.num_tokens else 0  # 0: every token
             if crop:  # steps on random crops of the token sequence
