@@ -1,6 +1,7 @@
 """The train stage alone on a tiny run folder: generator files, the health gate's figures, the loader's checks."""
 
 import pytest
+import torch
 
 from pdiff import evaluate, generate, train
 from pdiff.collect import load as load_collected
@@ -19,7 +20,8 @@ def test_stage_alone_writes_the_generator(tiny_run, tmp_path) -> None:
     summary = train.run(task, root, out)
     assert sorted(p.name for p in out.iterdir()) == ["autoencoder.safetensors", "diffusion.safetensors",
                                                      "metrics.csv"]
-    assert set(summary["health"]) == {"original_val_accuracy", "reconstructed_val_accuracy"}
+    assert set(summary["health"]) == {"original_val_accuracy", "reconstructed_val_accuracy", "differences_kept"}
+    assert summary["health"]["differences_kept"] <= 1
     assert "autoencoder" in (out / "metrics.csv").read_text()
     spec = ParamSpec.from_dict({"names": ["features.1.1.weight", "features.1.1.bias", "features.2.1.weight",
                                           "features.2.1.bias"], "shapes": [[32], [32], [32], [32]]})
@@ -54,3 +56,11 @@ def test_held_out_rows_never_reach_the_generator_and_are_evaluated(tiny_run, tmp
     figures = results["generalization"]["generated"]
     assert 0 <= figures["coverage_ci_low"] <= figures["coverage"] <= figures["coverage_ci_high"] <= 1
     assert len(figures["distance_to_heldout"]) == 6
+
+
+def test_differences_kept_is_one_for_a_copy_zero_for_the_mean_and_none_without_differences() -> None:
+    x = torch.randn(10, 6)
+    assert train.differences_kept(x, x) == pytest.approx(1.0)
+    assert train.differences_kept(x, x.mean(0).expand_as(x)) == pytest.approx(0.0, abs=1e-6)
+    assert train.differences_kept(x, x.mean(0) + 0.5 * (x - x.mean(0))) == pytest.approx(0.75)
+    assert train.differences_kept(torch.ones(3, 6), torch.zeros(3, 6)) is None

@@ -58,19 +58,39 @@ def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: Chec
     """The health gate: decoded checkpoints must keep the originals' validation accuracy (within tolerance).
 
     The originals' accuracy is the one the collection measured (`ckpts.val_accuracy`); only the
-    reconstructions are evaluated here.
+    reconstructions are evaluated here. It also reports the share of the checkpoints' differences the
+    reconstructions keep, and warns when it is under half: an autoencoder that decodes every checkpoint to
+    their average passes the accuracy bar (the average is often better than each checkpoint), but then every
+    generated model is that average.
     """
     original = ckpts.val_accuracy.mean()
-    rebuilt = accuracy_many(model, ckpts.spec, gen.reconstruct(ckpts.params), val_loader, chunk, device).mean()
-    health = {"original_val_accuracy": original.item(), "reconstructed_val_accuracy": rebuilt.item()}
+    reconstructions = gen.reconstruct(ckpts.params)
+    rebuilt = accuracy_many(model, ckpts.spec, reconstructions, val_loader, chunk, device).mean()
+    kept = differences_kept(gen.normalizer.normalize(ckpts.params), gen.normalizer.normalize(reconstructions))
+    health = {"original_val_accuracy": original.item(), "reconstructed_val_accuracy": rebuilt.item(),
+              "differences_kept": kept}
     log.info("train: autoencoder reconstructions keep %.2f%% val accuracy (originals %.2f%%)",
              100 * rebuilt, 100 * original)
+    if kept is not None and kept < 0.5:
+        log.warning("train: the reconstructions keep only %.0f%% of how the checkpoints differ from their mean, so "
+                    "generated models will sit near the checkpoints' average; try train.autoencoder.standardise="
+                    "deviation or a larger train.autoencoder.latent_dim", 100 * kept)
     if original - rebuilt > tolerance:
         raise HealthError(
             f"the autoencoder's reconstructions reach {100 * rebuilt:.1f}% mean val accuracy against "
             f"{100 * original:.1f}% for the checkpoints: it has collapsed; raise train.autoencoder.steps, "
             "lower train.autoencoder.latent_noise or try train.autoencoder.arch=mlp")
     return health
+
+
+def differences_kept(x: torch.Tensor, reconstructed: torch.Tensor) -> float | None:
+    """1 - |reconstructed - x|^2 / |x - mean(x)|^2 for checkpoints x [K, D] (standardised): the share of the
+    checkpoints' variance about their mean that the reconstructions keep (1: all of it, 0: no better than
+    decoding every checkpoint to the mean). None when the checkpoints do not differ."""
+    spread = (x - x.mean(0)).pow(2).sum()
+    if spread == 0:
+        return None
+    return 1 - ((reconstructed - x).pow(2).sum() / spread).item()
 
 
 def _csv(rows: list[dict]) -> str:
