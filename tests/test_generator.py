@@ -4,8 +4,9 @@ import torch
 from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
-from pdiff.generator import ParameterGenerator, token_crop
+from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, token_crop
 from pdiff.params import ParamSpec
+from pdiff.store import load_tensors, save_tensors
 from tests.conftest import tiny_config
 
 SPEC = ParamSpec(("a.weight", "a.bias"), ((6,), (4,)))
@@ -216,3 +217,13 @@ def test_raw_latents_are_not_standardised() -> None:
     gen.fit(checkpoints(), progress=False)
     assert torch.equal(gen.latent_mean, torch.zeros(8)) and gen.latent_scale == 1
     assert torch.isfinite(gen.sample(4, sampler="ddim", steps=10)).all()
+
+
+def test_a_tokens_generator_without_the_per_token_maps_is_one_line_error(fitted_tokens, tmp_path) -> None:
+    """A tokens generator saved before the autoencoder had per-token bases: one line naming the fix."""
+    fitted_tokens.save(tmp_path)
+    tensors, metadata = load_tensors(tmp_path / AUTOENCODER_FILE)
+    save_tensors(tmp_path / AUTOENCODER_FILE, {k: v for k, v in tensors.items() if "basis" not in k}, metadata)
+    with pytest.raises(ArtifactError, match="do not fit the saved architecture.*train --force") as error:
+        ParameterGenerator.load(tmp_path, spec=SPEC)
+    assert "\n" not in str(error.value) and "encoder_basis" in str(error.value)

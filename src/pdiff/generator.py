@@ -312,7 +312,8 @@ class ParameterGenerator:
             gen.autoencoder.load_state_dict(_strip(ae_tensors, "model."))
             gen.denoiser.load_state_dict(_strip(dm_tensors, "model."))
         except RuntimeError as e:
-            raise ArtifactError(f"{directory}: the weights do not fit the saved architecture ({e}): "
+            reason = " ".join(str(e).split())  # torch's message spans lines; the error stays one
+            raise ArtifactError(f"{directory}: the weights do not fit the saved architecture ({reason}): "
                                 "rerun `pdiff train --force`") from None
         gen.autoencoder.eval()
         gen.denoiser.eval()
