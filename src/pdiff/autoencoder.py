@@ -266,9 +266,7 @@ class TokenAutoencoder(ParameterAutoencoder):
 
     def _positions(self, token_ids: Tensor | None) -> tuple[Tensor, Tensor]:
         """(tensor index, offset) of the tokens token_ids [n], or of all T."""
-        if token_ids is None:
-            return self.tensor_index, self.offset
-        return self.tensor_index[token_ids], self.offset[token_ids]
+        return self._own(self.tensor_index, token_ids), self._own(self.offset, token_ids)
 
 
 AUTOENCODERS: dict[str, type[ParameterAutoencoder]] = {

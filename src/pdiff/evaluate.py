@@ -39,7 +39,9 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     model = collected.model
     ckpts, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
     generated = generate.load(task, run_dir, ckpts.spec)
-    normalizer = Normalizer.fit(ckpts.params, ckpts.spec)  # the generator's: fitted on the same checkpoints
+    # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever
+    # train.autoencoder.standardise the generator used.
+    normalizer = Normalizer.fit(ckpts.params, ckpts.spec)
     groups, settings = model_groups(task, model, ckpts, generated.params, normalizer)
     if heldout is not None:  # evaluated like the originals, never seen by the generator
         groups = {"original": groups.pop("original"), "heldout": heldout.params, **groups}
