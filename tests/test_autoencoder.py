@@ -30,8 +30,10 @@ def test_default_sizes_and_registry() -> None:
     with pytest.raises(ValueError, match="conv1d"):
         build_autoencoder("transformer", 16)
     tokens = build_autoencoder("tokens", 10, numels=(3, 7), token_size=4)
-    assert isinstance(tokens, TokenAutoencoder) and tokens.latent_shape == (3, 16)  # 1 + 2 tokens
-    assert build_autoencoder("tokens", 10, token_size=4).latent_shape == (3, 16)  # one tensor: ceil(10 / 4)
+    assert isinstance(tokens, TokenAutoencoder) and tokens.latent_shape == (4, 16)  # 1 global + 1 + 2 tokens
+    assert build_autoencoder("tokens", 10, token_size=4).latent_shape == (4, 16)  # one tensor: 1 + ceil(10 / 4)
+    assert build_autoencoder("tokens", 10, token_size=4, global_dim=0).latent_shape == (3, 16)
+    assert build_autoencoder("tokens", 10, token_size=4, latent_dim=5).latent_shape == (7, 5)  # ceil(16 / 5) + 3
 
 
 @pytest.mark.parametrize("arch", sorted(AUTOENCODERS))
@@ -77,7 +79,7 @@ def test_overfits_a_few_vectors(arch: str, kwargs: dict, steps: int, bound: floa
 def test_tokens_keep_the_padding_out_of_the_loss() -> None:
     """The loss on decode's [B, D] gives the padded slots of the decoded tokens no gradient at all."""
     torch.manual_seed(0)
-    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3)  # 4 padded slots
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3, global_dim=0)  # 4 padded slots
     x = torch.randn(6, 14)
     tokens = ae.decode_tokens(ae.encode(x)).detach().requires_grad_()  # [6, T, 4]
     loss = F.mse_loss(ae.layout.join(tokens), x)
@@ -102,14 +104,19 @@ def test_tokens_state_dict_holds_no_layout() -> None:
     assert ae.state_dict()["token_bias"].shape == (5, 4)
 
 
-def test_tokens_forward_on_a_crop_is_the_whole_forward_at_those_tokens() -> None:
-    """A crop (training on some tokens) codes each token exactly as the whole vector does."""
+@pytest.mark.parametrize("global_dim", [0, 2])
+def test_tokens_forward_on_a_crop_is_the_whole_forward_at_those_tokens(global_dim: int) -> None:
+    """A crop (training on some tokens) codes each token of what the global latent leaves exactly as the whole
+    vector does."""
     torch.manual_seed(0)
-    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3).eval()  # 2 + 3 tokens
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3, global_dim=global_dim).eval()
     x = torch.randn(6, 14)
+    ae.init_from(x)
+    G = ae.global_tokens  # 0 or 1, then 2 + 3 tokens
     token_ids = torch.tensor([4, 0, 2])  # across both tensors, out of order
-    whole = ae.decode_tokens(ae.encode(x))  # [6, 5, 4]
-    assert torch.allclose(ae(ae.layout.cut(x)[:, token_ids], token_ids), whole[:, token_ids], atol=1e-6)
+    whole = ae.decode_tokens(ae.encode(x)[:, G:])  # [6, 5, 4]
+    rest = ae.layout.cut(ae.split_global(x)[1])  # [6, 5, 4]
+    assert torch.allclose(ae(rest[:, token_ids], token_ids), whole[:, token_ids], atol=1e-5)
 
 
 def test_tokens_start_from_the_mean_and_each_tokens_principal_directions() -> None:
@@ -117,7 +124,7 @@ def test_tokens_start_from_the_mean_and_each_tokens_principal_directions() -> No
     autoencoder is the per-token PCA: it decodes vectors that differ along latent_dim directions exactly, and
     reconstructs more vectors no worse than their best rank-latent_dim linear code."""
     torch.manual_seed(0)
-    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3).eval()
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3, global_dim=0).eval()
     x = 3.0 + torch.randn(4, 14)  # 3 deviations from the mean: every token's span fits in 3 latents
     ae.init_from(x)
     assert torch.equal(ae.layout.join(ae.token_bias), x.mean(0)) and (ae.token_bias[~ae.layout.mask] == 0).all()
@@ -129,3 +136,37 @@ def test_tokens_start_from_the_mean_and_each_tokens_principal_directions() -> No
         tokens = ae.layout.cut(many - many.mean(0)).transpose(0, 1)  # [T, 20, 4]
         best = torch.linalg.svdvals(tokens)[:, 3:].pow(2).sum()  # what the top 3 directions of each token leave
     assert error.item() == pytest.approx(best.item(), rel=1e-4)
+
+
+def test_tokens_global_latent_holds_the_main_directions_of_the_whole_vector() -> None:
+    """With global_dim, init_from fits orthonormal global directions; vectors that differ along them are decoded
+    exactly even where a token alone has too few latents, the global coordinates ride (centred, zero-padded) in
+    the first tokens, and the tokens start from what is left."""
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=2, global_dim=3).eval()
+    assert ae.global_tokens == 2 and ae.latent_shape == (2 + 5, 2)
+    mean, directions = torch.randn(14), torch.linalg.qr(torch.randn(14, 3))[0].T  # 3 orthonormal rows
+    x = mean + 4 * torch.randn(10, 3) @ directions  # every token varies along 3 > latent_dim directions
+    with torch.no_grad():
+        ae.init_from(x)
+        basis = ae.global_basis
+        assert torch.allclose(basis @ basis.T, torch.eye(3), atol=1e-5)
+        assert torch.allclose(basis.T @ basis, directions.T @ directions, atol=1e-4)  # the same span
+        z = ae.encode(x)  # [10, 7, 2]
+        coords = z[:, :2].flatten(1)  # [10, 4]: 3 coordinates, then padding
+        assert torch.allclose(coords[:, :3].mean(0), torch.zeros(3), atol=1e-4) and (coords[:, 3] == 0).all()
+        assert torch.allclose(ae.decode(z), x, atol=1e-4)
+        assert torch.allclose(ae.layout.join(ae.token_bias), x.mean(0), atol=1e-5)  # what is left: the mean
+        without = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=2, global_dim=0).eval()
+        without.init_from(x)
+        assert (without.decode(without.encode(x)) - x).abs().max() > 0.1  # 2 latents a token are not enough
+
+
+def test_tokens_global_dim_past_the_checkpoints_leaves_zero_directions() -> None:
+    """K checkpoints span at most K directions around their mean; the global basis keeps the rest at zero."""
+    ae = TokenAutoencoder(14, numels=(5, 9), token_size=4, hidden=16, latent_dim=3, global_dim=6).eval()
+    x = torch.randn(3, 14)
+    ae.init_from(x)
+    assert (ae.global_basis[3:] == 0).all() and torch.allclose(ae.decode(ae.encode(x)), x, atol=1e-5)
+    with pytest.raises(ValueError, match="global_dim"):
+        TokenAutoencoder(14, global_dim=-1)

@@ -116,6 +116,28 @@ def test_window_attention_stays_in_its_windows() -> None:
     assert changed.tolist() == [False] * 6 + [True] * 4
 
 
+def test_window_attention_global_tokens_see_and_are_seen_by_every_window() -> None:
+    """With a global prefix, a change in the global token reaches every token, a change in a window's token
+    reaches its window and the global token only, and each token's output is attention over its window plus
+    the global token (what full attention over those tokens alone gives)."""
+    torch.manual_seed(0)
+    attention = WindowAttention(8, 2, window=4)
+    x = torch.randn(1, 1 + 10, 8)  # a global token, then 10 in 3 windows (the last padded)
+    moved_global, moved_local = x.clone(), x.clone()
+    moved_global[:, 0] += 1.0
+    moved_local[:, 1] += 1.0  # the first window's first token
+    out = attention(x, 1)
+
+    def reached(moved: torch.Tensor) -> list[bool]:
+        return ((attention(moved, 1) - out).abs().amax(-1)[0] > 1e-6).tolist()
+
+    assert reached(moved_global) == [True] * 11
+    assert reached(moved_local) == [True] * 5 + [False] * 6
+    for window in (torch.arange(1, 5), torch.arange(9, 11)):
+        seen = torch.cat([torch.tensor([0]), window])
+        assert torch.allclose(out[:, window], attention(x[:, seen], 1)[:, 1:], atol=1e-6)  # short: full attention
+
+
 def test_schedule_matches_paper(ddpm: DDPM) -> None:
     assert len(ddpm.betas) == 1000
     assert ddpm.betas[0].item() == pytest.approx(1e-4)
@@ -147,6 +169,19 @@ def test_loss_decreases_on_toy_data(ddpm: DDPM) -> None:
     losses = train(ddpm, MLPDenoiser(8, width=64, depth=2, time_dim=32), data, steps=300)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.5 * first
+
+
+def test_token_weights_weigh_each_tokens_error(ddpm: DDPM) -> None:
+    """token_weights [T]: the loss is the weighted sum of the tokens' MSEs; equal weights are the plain loss."""
+    x0 = torch.randn(4, 3, 2)
+
+    def loss(**kwargs) -> float:  # a denoiser predicting zeros: each token's MSE is that of its noise
+        return ddpm.loss(lambda x_t, t: torch.zeros_like(x_t), x0, torch.Generator().manual_seed(0), **kwargs).item()
+
+    plain = loss()
+    assert loss(token_weights=torch.full((3,), 1 / 3)) == pytest.approx(plain, rel=1e-6)
+    first, others = loss(token_weights=torch.tensor([1.0, 0, 0])), loss(token_weights=torch.tensor([0, 0.5, 0.5]))
+    assert first != pytest.approx(others) and first + 2 * others == pytest.approx(3 * plain, rel=1e-5)
 
 
 def test_transformer_loss_decreases_on_toy_token_data(ddpm: DDPM) -> None:

@@ -4,7 +4,7 @@ import torch
 from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
-from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, token_crop
+from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, token_crop, token_loss_weights
 from pdiff.params import ParamSpec
 from pdiff.store import load_tensors, save_tensors
 from tests.conftest import tiny_config
@@ -143,14 +143,16 @@ def test_conditioning_needs_accuracies() -> None:
 @pytest.fixture(scope="module")
 def fitted_tokens() -> ParameterGenerator:
     config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
-                         "train.autoencoder.latent_dim=2", "train.autoencoder.kwargs={hidden: 32, token_size: 4}",
+                         "train.autoencoder.latent_dim=2",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 4, global_dim: 2}",
                          "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}")
     return ParameterGenerator(SPEC, config.train).fit(checkpoints(), progress=False)
 
 
 def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> None:
-    assert fitted_tokens.latent_shape == (3, 2)  # 6 + 4 numbers in tokens of 4: 2 + 1 tokens
-    assert fitted_tokens.encode(checkpoints()).shape == (16, 3, 2)
+    assert fitted_tokens.latent_shape == (4, 2)  # a global token, then 6 + 4 numbers in tokens of 4: 2 + 1 tokens
+    assert fitted_tokens.encode(checkpoints()).shape == (16, 4, 2)
+    assert fitted_tokens.latent_scale.shape == (4, 1)  # one scale a token: the global one varies most
     samples = fitted_tokens.sample(8, sampler="ddim", steps=10)
     # Finite, not near the checkpoints: the decoder follows its latents, and 150 steps leave the tiny transformer
     # far from the latents' distribution (bench.whole_networks measures the samples' quality).
@@ -167,13 +169,23 @@ def test_token_crop_is_aligned_wraps_and_covers_every_token() -> None:
         assert ids[0] % 2 == 0 and torch.equal(ids, (ids[0] + torch.arange(4)) % 10)  # whole windows, wrapping
     counts = torch.bincount(torch.cat(crops), minlength=10)
     assert counts.min() > 0.7 * counts.max()  # about 4/10 of the steps each, the first and last tokens too
+    for ids in (token_crop(11, 4, 2, g, prefix=1) for _ in range(100)):  # a global token, then 10 others
+        start = ids[1] - 1
+        assert ids[0] == 0 and start % 2 == 0 and torch.equal(ids[1:], 1 + (start + torch.arange(4)) % 10)
+
+
+def test_token_loss_weights_give_the_global_tokens_half() -> None:
+    weights = token_loss_weights(1 + 4, 1)
+    assert weights.tolist() == [0.5, 0.125, 0.125, 0.125, 0.125]
+    assert token_loss_weights(2 + 8, 2).sum().item() == pytest.approx(1.0)
 
 
 def test_tokens_generator_trains_on_crops() -> None:
     """With tokens_per_step each step codes only its crop: the autoencoder's networks see [b, 2, token_size],
     the denoiser [b, 2, c]; the generator still reconstructs the checkpoints and samples whole vectors."""
     config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
-                         "train.autoencoder.latent_dim=2", "train.autoencoder.kwargs={hidden: 32, token_size: 2}",
+                         "train.autoencoder.latent_dim=2",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 2, global_dim: 2}",
                          "train.diffusion.kwargs={width: 32, depth: 2, heads: 2, window: 2}",
                          "train.autoencoder.tokens_per_step=2", "train.diffusion.tokens_per_step=2").train
     gen = ParameterGenerator(SPEC, config)
@@ -181,8 +193,9 @@ def test_tokens_generator_trains_on_crops() -> None:
     gen.autoencoder.encoder_in.register_forward_hook(lambda m, a, out: seen["ae"].add(out.shape[1]))
     gen.denoiser.proj_in.register_forward_hook(lambda m, a, out: seen["dm"].add(out.shape[1]))
     gen.fit(checkpoints(), progress=False)
-    assert gen.latent_shape == (5, 2)  # 6 + 4 numbers in tokens of 2
-    assert seen == {"ae": {2, 5}, "dm": {2}}  # crops in training, the whole sequence to encode the checkpoints
+    assert gen.latent_shape == (6, 2)  # a global token, then 6 + 4 numbers in tokens of 2
+    # crops in training (the denoiser's with the global token), the whole sequence to encode the checkpoints
+    assert seen == {"ae": {2, 5}, "dm": {3}}
     params = checkpoints()
     assert (gen.reconstruct(params) - params).abs().mean() < 0.1
     assert torch.isfinite(gen.sample(8, "ddim", 10)).all()

@@ -146,7 +146,8 @@ def test_tokens_generator_runs_train_to_report(tiny_run, tmp_path) -> None:
     copy_stages(tiny_run, tmp_path / config.task, ("collect",))
     root = run_pipeline(config, tmp_path, progress=False).root
     generated = load_file(root / "generate/generated.safetensors")
-    assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 8, 4)  # 4 tensors of 32
-    assert generated["original_latents"].shape == (12, 8, 4)
+    # 16 global numbers in 4 tokens, then 4 tensors of 32 numbers in 8 tokens
+    assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 4 + 8, 4)
+    assert generated["original_latents"].shape == (12, 4 + 8, 4)
     assert "collapse" in json.loads((root / "evaluate/results.json").read_text())
     assert (root / "report/tsne.png").stat().st_size > 1000

@@ -166,10 +166,19 @@ class TokenAutoencoder(ParameterAutoencoder):
     with standardise=deviation), and every generated model was their average; the top 8 principal directions of
     each token hold 99% of it.
     `init_from` starts the bias at the mean and the bases at those directions (per-token PCA), with the shared
-    network silent, so training starts from the best linear code and refines it. Parameters and cost grow
-    linearly with D (bias and bases: (2 latent_dim + 1) numbers per number of D), not with D x hidden.
-    Latents are [B, T, latent_dim]; the padding never reaches the output, so a loss on decode's [B, D] keeps it
-    out.
+    network silent, so training starts from the best linear code and refines it.
+
+    Global latent (`global_dim` > 0): the vector's coordinates along the checkpoints' top `global_dim` principal
+    directions (global_basis [global_dim, D], fitted by `init_from` and then fixed) ride in G = ceil(global_dim /
+    latent_dim) extra tokens at the front of the latent sequence; the tokens code what is left (x minus its
+    global part). Why: token latents drawn by the denoiser had each token's scale, but the tokens did not agree
+    (on mnist-mlp-full 23% of the drawn latents' energy lay in the directions that hold 99.8% of the checkpoints'),
+    so a generated model was a patchwork that averaged the checkpoints out. Checkpoints of one run differ along
+    few directions of the whole vector (16 hold 99.8% there), so a few global numbers carry what must agree.
+
+    Parameters and cost grow linearly with D (bias, bases and global basis: (2 latent_dim + global_dim + 1)
+    numbers per number of D), not with D x hidden. Latents are [B, G + T, latent_dim]; the padding never reaches
+    the output, so a loss on decode's [B, D] keeps it out.
     """
 
     def __init__(
@@ -181,8 +190,11 @@ class TokenAutoencoder(ParameterAutoencoder):
         input_noise: float = 0.001,
         latent_noise: float = 0.1,
         numels: Sequence[int] | None = None,
+        global_dim: int = 16,
     ):
         super().__init__(dim, latent_dim, input_noise, latent_noise)
+        if global_dim < 0:
+            raise ValueError(f"global_dim must be 0 (no global latent) or more, got {global_dim}")
         numels = tuple(numels or (dim,))  # the tensors' sizes; one tensor when not given
         if sum(numels) != dim:
             raise ValueError(f"tensor sizes {numels} add up to {sum(numels)}, not to dim={dim}")
@@ -202,10 +214,24 @@ class TokenAutoencoder(ParameterAutoencoder):
         self.decoder_basis = nn.Parameter(torch.zeros(T, latent_dim, token_size))  # [T, latent_dim, token_size]
         for table in (self.encoder_tensor, self.encoder_offset, self.decoder_tensor, self.decoder_offset):
             nn.init.normal_(table.weight, std=0.02)
+        # Fitted by init_from, not trained; saved with the weights (see split_global).
+        self.global_dim = global_dim
+        self.global_tokens = -(-global_dim // latent_dim)  # G
+        self.register_buffer("global_basis", torch.zeros(global_dim, dim))  # [global_dim, D], orthonormal rows
+        self.register_buffer("global_offset", torch.zeros(global_dim))  # [global_dim]: the mean's coordinates
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.layout.num_tokens, self.latent_dim)
+        return (self.global_tokens + self.layout.num_tokens, self.latent_dim)
+
+    def split_global(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, D] -> (its coordinates along the global directions, centred on the checkpoints' mean
+        [B, global_dim], the rest x - global part [B, D], which the tokens code; it keeps the mean).
+
+        The coordinates keep their scale: scaled to unit spread, the small directions' errors weighed as much as
+        the top one's, and the samples were no closer to the checkpoints (tried on mnist-mlp-full)."""
+        coords = x @ self.global_basis.T - self.global_offset  # [B, global_dim]
+        return coords, x - coords @ self.global_basis
 
     @torch.no_grad()
     def init_from(self, x: Tensor) -> None:
@@ -213,7 +239,16 @@ class TokenAutoencoder(ParameterAutoencoder):
         latent_dim principal directions of its deviations from the mean (components past min(K, token_size)
         stay zero), and the shared network's output layers at zero. The untrained autoencoder is then the
         per-token PCA: it decodes every checkpoint as well as any linear code of latent_dim numbers a token can.
-        (A bias started at zero would move about lr a step, too slowly for O(1) means.)"""
+        (A bias started at zero would move about lr a step, too slowly for O(1) means.)
+        With a global latent, first the global basis at the top global_dim principal directions of x (past K:
+        zero), and the tokens then start from the rest."""
+        if self.global_dim:
+            mean = x.mean(0)  # [D]
+            _, _, directions = torch.linalg.svd(x - mean, full_matrices=False)  # [min(K, D), D]
+            r = min(self.global_dim, len(directions))
+            self.global_basis.zero_()[:r] = directions[:r]
+            self.global_offset.copy_(self.global_basis @ mean)
+            x = self.split_global(x)[1]
         tokens = self.layout.cut(x)  # [K, T, token_size]
         mean = tokens.mean(0)  # [T, token_size]
         self.token_bias.copy_(mean)
@@ -226,8 +261,11 @@ class TokenAutoencoder(ParameterAutoencoder):
             nn.init.zeros_(out.bias)
 
     def encode(self, x: Tensor) -> Tensor:
-        """[B, D] -> [B, T, latent_dim]"""
-        return self.encode_tokens(self.layout.cut(x), None)
+        """[B, D] -> [B, G + T, latent_dim]: the global coordinates (zero-padded to G tokens), then the tokens."""
+        coords, rest = self.split_global(x)
+        G, c = self.global_tokens, self.latent_dim
+        global_latents = F.pad(coords, (0, G * c - self.global_dim)).view(len(x), G, c)  # [B, G, latent_dim]
+        return torch.cat([global_latents, self.encode_tokens(self.layout.cut(rest), None)], dim=1)
 
     def encode_tokens(self, tokens: Tensor, token_ids: Tensor | None) -> Tensor:
         """Tokens [B, n, token_size] at positions token_ids [n] (None: all T, in order) -> [B, n, latent_dim]."""
@@ -247,13 +285,16 @@ class TokenAutoencoder(ParameterAutoencoder):
         return self.decoder_out(self.decoder_in(z) + position) + linear + bias
 
     def decode(self, z: Tensor) -> Tensor:
-        """[B, T, latent_dim] -> [B, D]"""
-        return self.layout.join(self.decode_tokens(z))
+        """[B, G + T, latent_dim] -> [B, D]"""
+        G = self.global_tokens
+        coords = z[:, :G].flatten(1)[:, : self.global_dim]  # [B, global_dim]
+        return self.layout.join(self.decode_tokens(z[:, G:])) + coords @ self.global_basis
 
     def forward(self, x: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """Reconstruct x [B, D] -> [B, D]; or, with token_ids [n], the tokens x [B, n, token_size] cut at those
-        positions -> [B, n, token_size] (training on a subset of the tokens: the cost of a step then does not
-        grow with D). Noise augmentation in training mode, as in the base class."""
+        positions from the rest after the global part (split_global) -> [B, n, token_size] (training on a subset
+        of the tokens: the cost of a step then does not grow with D). Noise augmentation in training mode, as in
+        the base class."""
         if token_ids is None:
             return super().forward(x)
         return self.reconstruct(x, partial(self.encode_tokens, token_ids=token_ids),

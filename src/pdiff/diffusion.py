@@ -160,12 +160,15 @@ class ConvDenoiser(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention within windows of `window` tokens, optionally shifted by `shift` tokens.
+    """Multi-head self-attention within windows of `window` tokens, optionally shifted by `shift` tokens, with
+    a prefix of global tokens.
 
     Full attention over T tokens costs T^2; within windows it costs T x window, linear in T (and in D).
     A sequence no longer than the window gets full attention. Shifting every other block by half a window
-    (as Swin does) lets information cross window edges. Attention runs through
-    F.scaled_dot_product_attention (its memory-efficient kernels); padding keys are masked out.
+    (as Swin does) lets information cross window edges. The first `num_global` tokens of a longer sequence
+    attend to every token, and every window attends to them as well as to itself (global tokens, as in
+    Longformer): G x T more, still linear in T. Attention runs through F.scaled_dot_product_attention (its
+    memory-efficient kernels); padding keys are masked out.
     """
 
     def __init__(self, width: int, heads: int, window: int, shift: int = 0):
@@ -176,30 +179,43 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[B, T, width] -> [B, T, width]"""
-        B, T, C = x.shape
-        if T <= self.window:
-            return self.proj(self._attend(x, None))
-        n_windows = -(-T // self.window)
-        pad = n_windows * self.window - T  # < window, so no window is padding only
-        valid = torch.arange(T + pad, device=x.device) < T  # [Tp]
-        x = F.pad(x, (0, 0, 0, pad))  # [B, Tp, C]
-        if self.shift:
-            x, valid = x.roll(-self.shift, dims=1), valid.roll(-self.shift)
-        windows = x.reshape(B * n_windows, self.window, C)
-        keys = valid.view(1, n_windows, 1, 1, self.window).expand(B, -1, -1, -1, -1)
-        h = self._attend(windows, keys.reshape(B * n_windows, 1, 1, self.window)).reshape(B, -1, C)
-        if self.shift:
-            h = h.roll(self.shift, dims=1)
-        return self.proj(h[:, :T])
+    def forward(self, x: Tensor, num_global: int = 0) -> Tensor:
+        """[B, L, width] (the first num_global tokens global) -> [B, L, width]"""
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [B, nh, L, hs]
+        if L <= self.window:
+            h = F.scaled_dot_product_attention(q, k, v)
+        else:
+            G = num_global
+            h = torch.cat([F.scaled_dot_product_attention(q[:, :, :G], k, v), self._windowed(q, k, v, G)], dim=2)
+        return self.proj(h.transpose(1, 2).reshape(B, L, C))
 
-    def _attend(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
-        """[N, L, C] -> [N, L, C]; key_mask [N, 1, 1, L] is True where a key takes part."""
-        N, L, C = x.shape
-        q, k, v = self.qkv(x).view(N, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [N, nh, L, hs]
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # [N, nh, L, hs]
-        return h.transpose(1, 2).reshape(N, L, C)
+    def _windowed(self, q: Tensor, k: Tensor, v: Tensor, G: int) -> Tensor:
+        """The tokens after the G global ones attend within their window and to the global tokens:
+        q, k, v [B, nh, G + T, hs] -> [B, nh, T, hs]."""
+        B, nh, L, hs = q.shape
+        T, W = L - G, self.window
+        n_windows = -(-T // W)
+        pad = n_windows * W - T  # < window, so no window is padding only
+        valid = torch.arange(T + pad, device=q.device) < T  # [Tp]
+        if self.shift:
+            valid = valid.roll(-self.shift)
+
+        def windows(t: Tensor) -> Tensor:  # [B, nh, G + T, hs] -> [B, nh * n_windows, W, hs]
+            t = F.pad(t[:, :, G:], (0, 0, 0, pad))
+            return (t.roll(-self.shift, dims=2) if self.shift else t).reshape(B, nh * n_windows, W, hs)
+
+        def with_global(t: Tensor) -> Tensor:  # every window's keys (values): the global ones, then its own
+            shared = t[:, :, None, :G].expand(B, nh, n_windows, G, hs).reshape(B, nh * n_windows, G, hs)
+            return torch.cat([shared, windows(t)], dim=2)  # [B, nh * n_windows, G + W, hs]
+
+        keys = torch.cat([valid.new_ones(n_windows, G), valid.view(n_windows, W)], dim=1)  # [n_windows, G + W]
+        mask = keys[None, :, None].expand(nh, -1, -1, -1).reshape(1, nh * n_windows, 1, G + W)
+        h = F.scaled_dot_product_attention(windows(q), with_global(k), with_global(v), attn_mask=mask)
+        h = h.reshape(B, nh, n_windows * W, hs)
+        if self.shift:
+            h = h.roll(self.shift, dims=2)
+        return h[:, :, :T]
 
 
 class TransformerBlock(nn.Module):
@@ -212,10 +228,10 @@ class TransformerBlock(nn.Module):
         self.attention = WindowAttention(width, heads, window, shift)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        """h [B, T, width], emb [B, time_dim] -> [B, T, width]"""
+    def forward(self, h: Tensor, emb: Tensor, num_global: int = 0) -> Tensor:
+        """h [B, T, width] (the first num_global tokens global), emb [B, time_dim] -> [B, T, width]"""
         h = h + self.time(emb)[:, None]
-        h = h + self.attention(self.norm1(h))
+        h = h + self.attention(self.norm1(h), num_global)
         return h + self.mlp(self.norm2(h))
 
 
@@ -225,13 +241,15 @@ class TransformerDenoiser(nn.Module):
     Each latent token is projected to `width` and given a learned position embedding (one per token) and
     the time embedding; `depth` blocks of windowed attention (every other block shifted by half a window)
     follow, then a linear head and a gated skip from x_t, as in ConvDenoiser (eps ~ x_t near t = T).
-    Cost grows with T x window, so linearly in D for a fixed token size.
+    The first `global_tokens` tokens (the autoencoder's global latent) are seen by every window and see every
+    token, so that all windows draw one model rather than a patchwork of several (see WindowAttention).
+    Cost grows with T x (window + global_tokens), so linearly in D for a fixed token size.
     """
 
     def __init__(self, dim: int, tokens: int, width: int = 128, depth: int = 4, heads: int = 4, window: int = 256,
-                 time_dim: int = 128):
+                 time_dim: int = 128, global_tokens: int = 0):
         super().__init__()
-        self.window = window
+        self.window, self.global_tokens = window, global_tokens
         self.time = TimeMLP(time_dim)
         self.proj_in = nn.Linear(dim, width)
         self.position = nn.Parameter(0.02 * torch.randn(tokens, width))  # [T, width]
@@ -244,14 +262,14 @@ class TransformerDenoiser(nn.Module):
     def forward(self, x: Tensor, t: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """x [B, T, c], t [B] int64 timesteps -> predicted noise [B, T, c].
 
-        token_ids [n]: x is the crop [B, n, c] of the sequence at those positions (training on crops: the cost
-        of a step then does not grow with T); its windows are those of the crop.
+        token_ids [n]: x is the crop [B, n, c] of the sequence at those positions, the global tokens first
+        (training on crops: the cost of a step then does not grow with T); its windows are those of the crop.
         """
         emb = self.time(t)  # [B, time_dim]
         position = self.position if token_ids is None else self.position[token_ids]  # [n, width]
         h = self.proj_in(x) + position  # [B, n, width]
         for block in self.blocks:
-            h = block(h, emb)
+            h = block(h, emb, self.global_tokens)
         return self.proj_out(self.norm(h)) + self.skip_gain(emb)[:, :, None] * x
 
 
@@ -260,14 +278,15 @@ DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoi
 TOKEN_DENOISERS = ("transformer",)  # denoisers of token latents [B, T, c]; the others take flat latents [B, d]
 
 
-def build_denoiser(arch: str, dim: int, tokens: int | None = None, **kwargs) -> nn.Module:
-    """Build the denoiser named `arch` (a key of DENOISERS) for latents [dim] or, token denoisers, [tokens, dim]."""
+def build_denoiser(arch: str, dim: int, tokens: int | None = None, global_tokens: int = 0, **kwargs) -> nn.Module:
+    """Build the denoiser named `arch` (a key of DENOISERS) for latents [dim] or, token denoisers, [tokens, dim]
+    (of which the first `global_tokens` are a global latent, see TransformerDenoiser)."""
     if arch not in DENOISERS:
         raise ValueError(f"unknown denoiser arch {arch!r}; choose one of {sorted(DENOISERS)}")
     if arch in TOKEN_DENOISERS:
         if tokens is None:
             raise ValueError(f"the {arch} denoiser works on token latents [T, c]: give the number of tokens T")
-        kwargs["tokens"] = tokens
+        kwargs.update(tokens=tokens, global_tokens=global_tokens)
     return DENOISERS[arch](dim, **kwargs)
 
 
@@ -338,12 +357,13 @@ class DDPM:
         return self.scheduler.alphas_cumprod
 
     def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None,
-             c: Tensor | None = None, p_uncond: float = 0.0) -> Tensor:
+             c: Tensor | None = None, p_uncond: float = 0.0, token_weights: Tensor | None = None) -> Tensor:
         """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t[, c]).
 
         x0 [B, d] (or [B, T, c]); t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B]
         (a conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
         and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
+        token_weights [T] (token latents; summing to 1): each token's MSE weighted, instead of all alike.
         """
         # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
         rng_device = generator.device if generator is not None else x0.device
@@ -351,6 +371,8 @@ class DDPM:
         eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
         t, eps = t.to(x0.device), eps.to(x0.device)
         x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+        if token_weights is not None:
+            return ((denoiser(x_t, t) - eps).pow(2).mean(dim=(0, 2)) * token_weights).sum()
         if c is None:
             return F.mse_loss(denoiser(x_t, t), eps)
         dropped = torch.rand(x0.shape[0], generator=generator, device=rng_device).to(x0.device) < p_uncond

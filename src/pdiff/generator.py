@@ -47,11 +47,12 @@ class ParameterGenerator:
         self.autoencoder = build_autoencoder(ae.arch, spec.dim, spec.numels, latent_dim=ae.latent_dim,
                                              input_noise=ae.input_noise, latent_noise=ae.latent_noise,
                                              **ae.kwargs).to(self.device)
-        self.latent_shape = self.autoencoder.latent_shape  # (d,), or (T, c) for token latents
+        self.latent_shape = self.autoencoder.latent_shape  # (d,), or (G + T, c) for token latents
         tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else None
+        self.global_tokens = getattr(self.autoencoder, "global_tokens", 0)  # G: the token latents' global prefix
         self.conditioned = dm.condition == "accuracy"
         conditioning = {"conditioned": True} if self.conditioned else {}  # config refuses it for the transformer
-        self.denoiser = build_denoiser(dm.arch, self.latent_shape[-1], tokens, **conditioning,
+        self.denoiser = build_denoiser(dm.arch, self.latent_shape[-1], tokens, self.global_tokens, **conditioning,
                                        **dm.kwargs).to(self.device)
         self.ddpm = DDPM(dm.num_train_timesteps, dm.beta_start, dm.beta_end)
         self.normalizer: Normalizer | None = None
@@ -81,8 +82,8 @@ class ParameterGenerator:
             self.autoencoder.init_from(x)
             layout = self.autoencoder.layout
             crop = cfg.tokens_per_step if cfg.tokens_per_step < layout.num_tokens else 0  # 0: every token
-            if crop:  # steps on random crops of the token sequence
-                x = layout.cut(x)  # [K, T, token_size], zeros in the padding
+            if crop:  # steps on random crops of the token sequence (of what the global latent leaves)
+                x = layout.cut(self.autoencoder.split_global(x)[1])  # [K, T, token_size], zeros in the padding
                 mask = layout.mask.to(self.device)  # [T, token_size]
 
         def loss_fn(autoencoder: nn.Module, batch: torch.Tensor, generator: torch.Generator,
@@ -102,7 +103,11 @@ class ParameterGenerator:
         cfg = self.config.diffusion
         if cfg.standardise_latents:  # else mean 0 and scale 1 stay: the DDPM sees the raw latents
             self.latent_mean = z.mean(0)
-            self.latent_scale = (z - self.latent_mean).std().clamp(min=1e-8)
+            # One scale for flat latents; one per token [G + T, 1] for token latents, whose global tokens vary far
+            # more than the tokens that code what is left (mnist-mlp-full: a spread of 259 against 0.1-0.6).
+            deviations = z - self.latent_mean
+            spread = deviations.std(dim=(0, 2))[:, None] if z.ndim == 3 else deviations.std()
+            self.latent_scale = spread.clamp(min=1e-8)
         z = self._standardise_latents(z)
         # ema_decay 0: no average, the raw weights are sampled (AveragedModel would copy them every step)
         ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
@@ -114,24 +119,29 @@ class ParameterGenerator:
 
         def loss_fn(denoiser: nn.Module, batch: torch.Tensor, generator: torch.Generator,
                     token_ids: torch.Tensor | None) -> torch.Tensor:
+            weights = (token_loss_weights(batch.shape[1], self.global_tokens, batch.device) if self.global_tokens
+                       else None)
             if token_ids is not None:  # a crop of the token sequence (the config keeps it unconditioned)
-                return self.ddpm.loss(partial(denoiser, token_ids=token_ids), batch, generator=generator)
+                return self.ddpm.loss(partial(denoiser, token_ids=token_ids), batch, generator=generator,
+                                      token_weights=weights)
             if not self.conditioned:
-                return self.ddpm.loss(denoiser, batch, generator=generator)
+                return self.ddpm.loss(denoiser, batch, generator=generator, token_weights=weights)
             return self.ddpm.loss(denoiser, batch[:, :-1], generator=generator, c=batch[:, -1], p_uncond=cfg.p_uncond)
 
-        tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else 0
+        tokens = self.latent_shape[0] - self.global_tokens if len(self.latent_shape) == 2 else 0
         crop = cfg.tokens_per_step if cfg.tokens_per_step < tokens else 0  # 0: the whole sequence (or flat latents)
         self._train(self.denoiser, z, loss_fn, cfg, "diffusion", progress, on_step=ema.update_parameters if ema else
-                    None, crop=crop, crop_align=self.denoiser.window if crop else 1)
+                    None, crop=crop, crop_align=self.denoiser.window if crop else 1, crop_prefix=self.global_tokens)
         self.denoiser = (ema.module if ema else self.denoiser).eval()
 
     def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
-               name: str, progress: bool, on_step=None, crop: int = 0, crop_align: int = 1) -> None:
+               name: str, progress: bool, on_step=None, crop: int = 0, crop_align: int = 1, crop_prefix: int = 0
+               ) -> None:
         """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics.
 
-        With `crop` (token data [K, T, *]), each step sees a random crop of that many tokens of its mini-batch
-        (see `token_crop`; loss_fn gets their positions), so a step costs the same at any T.
+        With `crop` (token data [K, T, *]), each step sees the first `crop_prefix` tokens (the global latent) and
+        a random crop of `crop` of the others of its mini-batch (see `token_crop`; loss_fn gets their positions),
+        so a step costs the same at any T.
         Under a multi-process launch every process draws the same mini-batch (and crop), trains a DDP copy on
         its 1/n of it with its own noise, and DDP averages the gradients.
         """
@@ -154,7 +164,7 @@ class ParameterGenerator:
                 group["lr"] = lr_at(step, cfg.steps, cfg.lr)
             rows = torch.randperm(len(data), generator=generator, device=self.device)[:batch_size][rank::world]
             if crop:
-                token_ids = token_crop(data.shape[1], crop, crop_align, generator)  # [n]
+                token_ids = token_crop(data.shape[1], crop, crop_align, generator, crop_prefix)  # [n]
                 loss = loss_fn(ddp_net, data[rows[:, None], token_ids], noise, token_ids)  # on [b, n, *] only
             else:
                 loss = loss_fn(ddp_net, data[rows], noise, None)
@@ -342,12 +352,25 @@ class ParameterGenerator:
         return load_generator(name_or_path, device, revision)
 
 
-def token_crop(num_tokens: int, length: int, align: int, generator: torch.Generator) -> torch.Tensor:
-    """Positions [length] of a random crop of a T-token sequence: `length` consecutive tokens from a start
-    drawn uniformly among the multiples of `align` (the transformer's window, so that the crop's windows are
-    windows of the whole sequence), wrapping around the end so that every token is seen equally often."""
-    start = align * torch.randint(-(-num_tokens // align), (), generator=generator, device=generator.device)
-    return (start + torch.arange(length, device=generator.device)) % num_tokens
+def token_crop(num_tokens: int, length: int, align: int, generator: torch.Generator, prefix: int = 0
+               ) -> torch.Tensor:
+    """Positions [prefix + length] of a random crop of a T-token sequence: the first `prefix` tokens (the
+    global latent, in every crop), then `length` consecutive tokens of the other T - prefix from a start drawn
+    uniformly among the multiples of `align` (the transformer's window, so that the crop's windows are windows
+    of the whole sequence), wrapping around the end so that every token is seen equally often."""
+    rest = num_tokens - prefix
+    start = align * torch.randint(-(-rest // align), (), generator=generator, device=generator.device)
+    crop = prefix + (start + torch.arange(length, device=generator.device)) % rest
+    return torch.cat([torch.arange(prefix, device=generator.device), crop])
+
+
+def token_loss_weights(num_tokens: int, num_global: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[num_tokens] weights of the denoiser's loss (summing to 1): half on the first num_global (the global
+    latent), half on the others. Weighted alike, the one global token of mnist-mlp-full's crops of 256 had 1/257
+    of the loss, and its samples strayed from the checkpoints' (models below 50% test accuracy)."""
+    weights = torch.full((num_tokens,), 0.5 / (num_tokens - num_global), device=device)
+    weights[:num_global] = 0.5 / num_global
+    return weights
 
 
 def lr_at(step: int, total: int, peak: float) -> float:
