@@ -30,10 +30,10 @@ def test_default_sizes_and_registry() -> None:
     with pytest.raises(ValueError, match="conv1d"):
         build_autoencoder("transformer", 16)
     tokens = build_autoencoder("tokens", 10, numels=(3, 7), token_size=4)
-    assert isinstance(tokens, TokenAutoencoder) and tokens.latent_shape == (4, 16)  # 1 global + 1 + 2 tokens
-    assert build_autoencoder("tokens", 10, token_size=4).latent_shape == (4, 16)  # one tensor: 1 + ceil(10 / 4)
-    assert build_autoencoder("tokens", 10, token_size=4, global_dim=0).latent_shape == (3, 16)
-    assert build_autoencoder("tokens", 10, token_size=4, latent_dim=5).latent_shape == (7, 5)  # ceil(16 / 5) + 3
+    assert isinstance(tokens, TokenAutoencoder) and tokens.latent_shape == (3, 16)  # 1 + 2 tokens
+    assert build_autoencoder("tokens", 10, token_size=4).latent_shape == (3, 16)  # one tensor: ceil(10 / 4)
+    assert build_autoencoder("tokens", 10, token_size=4, global_dim=16).latent_shape == (4, 16)  # 1 global + 3
+    assert build_autoencoder("tokens", 10, token_size=4, latent_dim=5, global_dim=16).latent_shape == (7, 5)
 
 
 @pytest.mark.parametrize("arch", sorted(AUTOENCODERS))

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdiff.diffusion import (
@@ -136,6 +137,22 @@ def test_window_attention_global_tokens_see_and_are_seen_by_every_window() -> No
     for window in (torch.arange(1, 5), torch.arange(9, 11)):
         seen = torch.cat([torch.tensor([0]), window])
         assert torch.allclose(out[:, window], attention(x[:, seen], 1)[:, 1:], atol=1e-6)  # short: full attention
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+@pytest.mark.parametrize("num_global", [0, 1, 2])
+def test_window_attention_is_dense_attention_under_its_mask(shift: int, num_global: int) -> None:
+    """Windowed attention, shifted or not, with or without global tokens, equals dense attention where a token
+    sees the global tokens and its own (rolled) window, and the global tokens see everything."""
+    torch.manual_seed(0)
+    attention, T, W = WindowAttention(8, 2, window=4, shift=shift), 10, 4
+    x = torch.randn(2, num_global + T, 8)
+    window = torch.cat([torch.full((num_global,), -1), (torch.arange(T) - shift) % 12 // W])  # 12: T padded
+    sees = (window[:, None] == window[None, :]) | (window[None, :] == -1) | (window[:, None] == -1)
+    q, k, v = attention.qkv(x).view(2, num_global + T, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=sees)
+    expected = attention.proj(dense.transpose(1, 2).reshape(2, num_global + T, 8))
+    assert torch.allclose(attention(x, num_global), expected, atol=1e-5)
 
 
 def test_schedule_matches_paper(ddpm: DDPM) -> None:

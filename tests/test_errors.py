@@ -208,6 +208,13 @@ CASES = [
     Case("denoiser-kwargs-rejected", ["run", "train.diffusion.kwargs={depth: 2.5}"],
          "train.diffusion.kwargs={'width': 256, 'depth': 2.5} cannot build the network",
          "fix train.diffusion.kwargs"),
+    Case("global-tokens-set-by-hand", ["run", "train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                                       "train.diffusion.kwargs={global_tokens: 2}"],
+         "train.diffusion.kwargs has 'global_tokens'", "choose from"),
+    Case("global-latent-raw-latents", ["run", "train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                                       "train.autoencoder.kwargs={global_dim: 16}",
+                                       "train.diffusion.standardise_latents=false"],
+         "standardise_latents=false with a global latent", "set global_dim: 0"),
     Case("generate-n-beyond-memory", ["run", *TINY, "generate.n=1000000000"],
          "generate.n=1000000000 needs at least", "ask for fewer models"),
     # ---- task names are folder names ----------------------------------------------------------------

@@ -141,7 +141,8 @@ def test_collect_retrains_a_base_model_that_is_not_sound(tmp_path) -> None:
 def test_tokens_generator_runs_train_to_report(tiny_run, tmp_path) -> None:
     """tokens / transformer through the health gate, generate (latents [N, T, c]), evaluate and the report."""
     config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
-                         "train.autoencoder.latent_dim=4", "train.autoencoder.kwargs={hidden: 32, token_size: 16}",
+                         "train.autoencoder.latent_dim=4",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 16, global_dim: 16}",
                          "train.diffusion.kwargs={width: 32, depth: 2, heads: 2, window: 4}")
     copy_stages(tiny_run, tmp_path / config.task, ("collect",))
     root = run_pipeline(config, tmp_path, progress=False).root

@@ -36,7 +36,7 @@ class ParameterAutoencoder(nn.Module, ABC):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """The shape of one model's latent: (latent_dim,) here, (T, latent_dim) for tokens."""
+        """The shape of one model's latent: (latent_dim,) here, (G + T, latent_dim) for tokens."""
         return (self.latent_dim,)
 
     @abstractmethod
@@ -190,7 +190,7 @@ class TokenAutoencoder(ParameterAutoencoder):
         input_noise: float = 0.001,
         latent_noise: float = 0.1,
         numels: Sequence[int] | None = None,
-        global_dim: int = 16,
+        global_dim: int = 0,
     ):
         super().__init__(dim, latent_dim, input_noise, latent_noise)
         if global_dim < 0:
@@ -230,8 +230,10 @@ class TokenAutoencoder(ParameterAutoencoder):
 
         The coordinates keep their scale: scaled to unit spread, the small directions' errors weighed as much as
         the top one's, and the samples were no closer to the checkpoints (tried on mnist-mlp-full)."""
-        coords = x @ self.global_basis.T - self.global_offset  # [B, global_dim]
-        return coords, x - coords @ self.global_basis
+        with torch.autocast(x.device.type, enabled=False):  # in bf16 the rounding outweighs the rest's spread
+            x = x.float()
+            coords = x @ self.global_basis.T - self.global_offset  # [B, global_dim]
+            return coords, x - coords @ self.global_basis
 
     @torch.no_grad()
     def init_from(self, x: Tensor) -> None:
@@ -240,8 +242,9 @@ class TokenAutoencoder(ParameterAutoencoder):
         stay zero), and the shared network's output layers at zero. The untrained autoencoder is then the
         per-token PCA: it decodes every checkpoint as well as any linear code of latent_dim numbers a token can.
         (A bias started at zero would move about lr a step, too slowly for O(1) means.)
-        With a global latent, first the global basis at the top global_dim principal directions of x (past K:
-        zero), and the tokens then start from the rest."""
+        With a global latent, first the global basis at the top global_dim principal directions of x (rows past
+        min(K, D) zero; K centred vectors span at most K - 1, so row K - 1 carries no spread), and the tokens then
+        start from the rest."""
         if self.global_dim:
             mean = x.mean(0)  # [D]
             _, _, directions = torch.linalg.svd(x - mean, full_matrices=False)  # [min(K, D), D]
@@ -287,8 +290,10 @@ class TokenAutoencoder(ParameterAutoencoder):
     def decode(self, z: Tensor) -> Tensor:
         """[B, G + T, latent_dim] -> [B, D]"""
         G = self.global_tokens
-        coords = z[:, :G].flatten(1)[:, : self.global_dim]  # [B, global_dim]
-        return self.layout.join(self.decode_tokens(z[:, G:])) + coords @ self.global_basis
+        coords = z[:, :G].flatten(1)[:, : self.global_dim].float()  # [B, global_dim]
+        with torch.autocast(z.device.type, enabled=False):  # as in split_global
+            global_part = coords @ self.global_basis
+        return self.layout.join(self.decode_tokens(z[:, G:])) + global_part
 
     def forward(self, x: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """Reconstruct x [B, D] -> [B, D]; or, with token_ids [n], the tokens x [B, n, token_size] cut at those

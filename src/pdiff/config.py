@@ -393,7 +393,12 @@ def _check_registries(config: Config) -> None:
     ae, dm = config.train.autoencoder, config.train.diffusion
     check_kwargs(AUTOENCODERS[ae.arch], ae.kwargs, "train.autoencoder.kwargs",
                  ("dim", "latent_dim", "input_noise", "latent_noise", "numels"))
-    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs", ("dim", "tokens", "conditioned"))
+    check_kwargs(DENOISERS[dm.arch], dm.kwargs, "train.diffusion.kwargs",
+                 ("dim", "tokens", "conditioned", "global_tokens"))
+    if ae.kwargs.get("global_dim") and not dm.standardise_latents:
+        raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
+                          "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
+                          "standardise the latents or set global_dim: 0")
     if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
         raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
                           "[T, c] need a token denoiser; set both to tokens / transformer, or neither")

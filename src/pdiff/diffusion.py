@@ -185,9 +185,11 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [B, nh, L, hs]
         if L <= self.window:
             h = F.scaled_dot_product_attention(q, k, v)
-        else:
+        elif num_global:
             G = num_global
             h = torch.cat([F.scaled_dot_product_attention(q[:, :, :G], k, v), self._windowed(q, k, v, G)], dim=2)
+        else:
+            h = self._windowed(q, k, v, 0)
         return self.proj(h.transpose(1, 2).reshape(B, L, C))
 
     def _windowed(self, q: Tensor, k: Tensor, v: Tensor, G: int) -> Tensor:
@@ -363,7 +365,8 @@ class DDPM:
         x0 [B, d] (or [B, T, c]); t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B]
         (a conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
         and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
-        token_weights [T] (token latents; summing to 1): each token's MSE weighted, instead of all alike.
+        token_weights [T] (token latents, T those of x0, a crop's too; summing to 1): each token's MSE weighted,
+        instead of all alike (unconditioned only).
         """
         # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
         rng_device = generator.device if generator is not None else x0.device
@@ -372,6 +375,8 @@ class DDPM:
         t, eps = t.to(x0.device), eps.to(x0.device)
         x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
         if token_weights is not None:
+            if c is not None:
+                raise ValueError("token_weights are for unconditioned token latents: give no condition c")
             return ((denoiser(x_t, t) - eps).pow(2).mean(dim=(0, 2)) * token_weights).sum()
         if c is None:
             return F.mse_loss(denoiser(x_t, t), eps)

@@ -1,6 +1,6 @@
 """Stage 3, generate: noise -> diffusion -> decoder -> parameter vectors; and ready-to-load models (`pdiff sample`).
 
-The stage writes generate/generated.safetensors: the generated params [N, D] and latents [N, d] ([N, T, c]
+The stage writes generate/generated.safetensors: the generated params [N, D] and latents [N, d] ([N, G + T, c]
 for token latents), and the latents of the original checkpoints [K, d] beside them, so that later stages never
 open the generator. With generate.target (a generator conditioned on accuracy) its metadata and stage.json
 also record the target, the validation accuracy it stands for, and the guidance.
