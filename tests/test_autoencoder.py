@@ -170,3 +170,19 @@ def test_tokens_global_dim_past_the_checkpoints_leaves_zero_directions() -> None
     assert (ae.global_basis[3:] == 0).all() and torch.allclose(ae.decode(ae.encode(x)), x, atol=1e-5)
     with pytest.raises(ValueError, match="global_dim"):
         TokenAutoencoder(14, global_dim=-1)
+
+
+def test_tokens_global_split_stays_in_float32_under_autocast() -> None:
+    """Under bf16 autocast (the GPU default) the fixed global projection still runs in float32: its rounding
+    would outweigh the small rest that the tokens code."""
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(600, numels=(200, 400), token_size=64, hidden=16, latent_dim=4, global_dim=4).eval()
+    x = torch.randn(600) + 100 * torch.randn(20, 4) @ torch.randn(4, 600)
+    ae.init_from(x)
+    coords, rest = ae.split_global(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coords_autocast, rest_autocast = ae.split_global(x)
+        decoded = ae.decode(ae.encode(x))
+    assert coords_autocast.dtype == torch.float32 and torch.equal(coords_autocast, coords)
+    assert torch.equal(rest_autocast, rest)
+    assert (decoded.float() - x).abs().max() < 1.0  # the global part (spread ~2000) exact; bf16 tokens only
