@@ -27,6 +27,8 @@ class ParameterAutoencoder(nn.Module, ABC):
     (additive, as in the paper; the official v1 code interpolated instead). In eval mode no noise.
     """
 
+    global_tokens = 0  # G: latent tokens that code the whole vector (TokenAutoencoder with a global latent)
+
     def __init__(self, dim: int, latent_dim: int, input_noise: float, latent_noise: float):
         super().__init__()
         self.dim = dim

@@ -49,7 +49,7 @@ class ParameterGenerator:
                                              **ae.kwargs).to(self.device)
         self.latent_shape = self.autoencoder.latent_shape  # (d,), or (G + T, c) for token latents
         tokens = self.latent_shape[0] if len(self.latent_shape) == 2 else None
-        self.global_tokens = getattr(self.autoencoder, "global_tokens", 0)  # G: the token latents' global prefix
+        self.global_tokens = self.autoencoder.global_tokens  # G: the token latents' global prefix
         self.conditioned = dm.condition == "accuracy"
         conditioning = {"conditioned": True} if self.conditioned else {}  # config refuses it for the transformer
         self.denoiser = build_denoiser(dm.arch, self.latent_shape[-1], tokens, self.global_tokens, **conditioning,
