@@ -28,21 +28,23 @@ def ddpm() -> DDPM:
 
 
 def train(ddpm: DDPM, denoiser: nn.Module, data: Tensor, steps: int, batch: int = 128,
-          conditions: Tensor | None = None, p_uncond: float = 0.0) -> list[float]:
+          conditions: Tensor | None = None, p_uncond: float = 0.0, clean_prefix: int | None = None) -> list[float]:
     """Fit `denoiser` to rows of `data` [N, d] with the DDPM loss; returns the loss of every step.
 
-    With `conditions` [N] each row's condition goes with it (dropped with probability p_uncond).
+    With `conditions` [N] each row's condition goes with it (dropped with probability p_uncond); clean_prefix: see
+    DDPM.loss.
     The learning rate decays linearly to 0: near t = T, eps must be predicted precisely, since DDIM
     divides its error by sqrt(alpha_bar_t) ~ 0.006 when it estimates x0.
     """
     gen = torch.Generator().manual_seed(0)
+    extra = {} if clean_prefix is None else {"clean_prefix": clean_prefix}
     opt = torch.optim.AdamW(denoiser.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
     losses = []
     for _ in range(steps):
         rows = torch.randint(0, len(data), (batch,), generator=gen)
         c = None if conditions is None else conditions[rows]
-        loss = ddpm.loss(denoiser, data[rows], generator=gen, c=c, p_uncond=p_uncond)
+        loss = ddpm.loss(denoiser, data[rows], generator=gen, c=c, p_uncond=p_uncond, **extra)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -199,6 +201,56 @@ def test_token_weights_weigh_each_tokens_error(ddpm: DDPM) -> None:
     assert loss(token_weights=torch.full((3,), 1 / 3)) == pytest.approx(plain, rel=1e-6)
     first, others = loss(token_weights=torch.tensor([1.0, 0, 0])), loss(token_weights=torch.tensor([0, 0.5, 0.5]))
     assert first != pytest.approx(others) and first + 2 * others == pytest.approx(3 * plain, rel=1e-5)
+
+
+def test_clean_prefix_is_given_unnoised_and_left_out_of_the_loss(ddpm: DDPM) -> None:
+    """clean_prefix P: the denoiser sees x0's first P tokens as they are, and what it predicts there is not
+    scored (the loss is the MSE over the other tokens only)."""
+    x0 = torch.randn(4, 3, 2)
+    seen = []
+
+    def denoiser(x_t: Tensor, t: Tensor) -> Tensor:  # predicts zeros, except nonsense on the prefix
+        seen.append(x_t)
+        return torch.cat([torch.full_like(x_t[:, :1], 1e6), torch.zeros_like(x_t[:, 1:])], dim=1)
+
+    loss = ddpm.loss(denoiser, x0, torch.Generator().manual_seed(0), clean_prefix=1).item()
+    assert torch.equal(seen[0][:, :1], x0[:, :1]) and not torch.allclose(seen[0][:, 1:], x0[:, 1:])
+    plain = ddpm.loss(lambda x_t, t: torch.zeros_like(x_t), x0, torch.Generator().manual_seed(0),
+                      token_weights=torch.tensor([0.0, 0.5, 0.5])).item()
+    assert loss == pytest.approx(plain, rel=1e-5)  # the same draws: eps's MSE over tokens 1 and 2
+    with pytest.raises(ValueError, match="clean_prefix"):
+        ddpm.loss(denoiser, x0, clean_prefix=1, token_weights=torch.full((3,), 1 / 3))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sample_holds_the_prefix_at_every_step(ddpm: DDPM, sampler: str) -> None:
+    prefix, seen = torch.randn(5, 1, 2), []
+
+    class Recorder(nn.Module):
+        def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+            seen.append(x_t[:, :1].clone())
+            return torch.zeros_like(x_t)
+
+    x = ddpm.sample(Recorder(), 5, (3, 2), sampler, steps=6, generator=torch.Generator().manual_seed(0),
+                    prefix=prefix)
+    assert len(seen) == 6 and all(torch.equal(s, prefix) for s in seen)
+    assert torch.equal(x[:, :1], prefix) and x.shape == (5, 3, 2)
+
+
+def test_a_transformer_trained_with_a_clean_prefix_draws_the_rest_given_it(ddpm: DDPM) -> None:
+    """Toy models of 4 tokens whose every token is +c or -c together: given the prefix +c (or -c), the rest
+    is drawn from that model, not from the other one."""
+    torch.manual_seed(0)
+    c = torch.tensor([1.5, -1.0])
+    signs = torch.randint(0, 2, (256,)) * 2.0 - 1  # [256]
+    data = signs[:, None, None] * c + 0.05 * torch.randn(256, 4, 2)  # [256, 4, 2]
+    denoiser = TransformerDenoiser(2, 4, width=32, depth=2, heads=2, window=4, time_dim=32, global_tokens=1)
+    train(ddpm, denoiser, data, steps=400, batch=64, clean_prefix=1)
+    prefix = torch.stack([c, -c])[:, None].repeat_interleave(8, dim=0)  # [16, 1, 2]: 8 of +c, then 8 of -c
+    x = ddpm.sample(denoiser, 16, (4, 2), "ddim", steps=20, generator=torch.Generator().manual_seed(1),
+                    prefix=prefix)
+    rest_sign = torch.sign((x[:, 1:] * c).sum(dim=(1, 2)))  # [16]: which model the other tokens came from
+    assert rest_sign.tolist() == [1.0] * 8 + [-1.0] * 8
 
 
 def test_transformer_loss_decreases_on_toy_token_data(ddpm: DDPM) -> None:

@@ -215,6 +215,10 @@ CASES = [
                                        "train.autoencoder.kwargs={global_dim: 16}",
                                        "train.diffusion.standardise_latents=false"],
          "standardise_latents=false with a global latent", "set global_dim: 0"),
+    Case("global-steps-without-global-latent", ["run", "train.autoencoder.arch=tokens",
+                                                 "train.diffusion.arch=transformer",
+                                                 "train.diffusion.global_steps=100"],
+         "global_steps=100 trains a denoiser for the global latent", "or global_steps: 0"),
     Case("generate-n-beyond-memory", ["run", *TINY, "generate.n=1000000000"],
          "generate.n=1000000000 needs at least", "ask for fewer models"),
     # ---- task names are folder names ----------------------------------------------------------------

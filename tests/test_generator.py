@@ -162,6 +162,37 @@ def test_tokens_generator_samples_saves_and_loads(fitted_tokens, tmp_path) -> No
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), fitted_tokens.sample(4, "ddim", 10, seed=1))
 
 
+def test_a_global_denoiser_draws_the_global_latent_and_is_saved(tmp_path) -> None:
+    """train.diffusion.global_steps: an MLP denoiser of its own learns the global latent (its steps logged as
+    "global diffusion"), samples are drawn through it, and it is saved with the diffusion model and loaded back."""
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 4, global_dim: 2}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}",
+                         "train.diffusion.global_steps=50").train
+    gen = ParameterGenerator(SPEC, config)
+    drawn = []
+    gen.global_denoiser.register_forward_hook(lambda m, a, out: drawn.append(out.shape))
+    gen.fit(checkpoints(), progress=False)
+    assert {"global diffusion", "diffusion"} <= {m["network"] for m in gen.metrics}
+    assert drawn[-1] == (16, 2)  # trained on [batch, G * c]: all 16 checkpoints' one global token of 2 channels
+    samples = gen.sample(8, sampler="ddim", steps=10)
+    assert samples.shape == (8, 10) and torch.isfinite(samples).all() and drawn[-1] == (8, 2)
+    gen.save(tmp_path)
+    loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
+    assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), gen.sample(4, "ddim", 10, seed=1))
+    assert torch.equal(loaded.global_denoiser.proj_in.weight, gen.global_denoiser.proj_in.weight)
+
+
+def test_a_global_denoiser_needs_a_global_latent() -> None:
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.kwargs={token_size: 4, global_dim: 2}").train
+    config.diffusion.global_steps = 10
+    config.autoencoder.kwargs = {"token_size": 4}
+    with pytest.raises(ConfigError, match="global_steps=10 trains a denoiser for the global latent"):
+        ParameterGenerator(SPEC, config)
+
+
 def test_token_crop_is_aligned_wraps_and_covers_every_token() -> None:
     g = torch.Generator().manual_seed(0)
     crops = [token_crop(10, 4, 2, g) for _ in range(500)]

@@ -90,6 +90,9 @@ class DiffusionConfig:
     arch: str = "conv1d"
     kwargs: dict[str, Any] = field(default_factory=dict)
     tokens_per_step: int = 0  # transformer: train on crops of this many tokens (a multiple of the window; 0: all)
+    # With a global latent (train.autoencoder.kwargs.global_dim): train an MLP denoiser of its own for it, this many
+    # steps, and the transformer on the other tokens given it; 0: the transformer draws the global latent too.
+    global_steps: int = 0
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
@@ -177,6 +180,7 @@ _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.autoencoder.tokens_per_step", 0, ("train.autoencoder.tokens_per_step",)),
                ("train.diffusion.tokens_per_step", 0, ("train.diffusion.tokens_per_step",)),
+               ("train.diffusion.global_steps", 0, ("train.diffusion.global_steps",)),
                ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
                ("train.autoencoder.standardise", "tensor", ("train.autoencoder.standardise",)),
@@ -196,7 +200,7 @@ POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_b
             "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
 NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
                 "evaluate.finetune_steps", "generate.guidance", "train.autoencoder.tokens_per_step",
-                "train.diffusion.tokens_per_step")
+                "train.diffusion.tokens_per_step", "train.diffusion.global_steps")
 # Real-valued keys and the interval each must lie in: (low, high, whether low itself is allowed, whether high is).
 INF = float("inf")
 POSITIVE_REAL, AT_LEAST_0 = (0, INF, False, False), (0, INF, True, False)
@@ -399,6 +403,10 @@ def _check_registries(config: Config) -> None:
         raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
                           "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
                           "standardise the latents or set global_dim: 0")
+    if dm.global_steps and not (ae.arch == "tokens" and ae.kwargs.get("global_dim")):
+        raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for the global latent, "
+                          "which only the tokens autoencoder with a global_dim has: set train.autoencoder.kwargs."
+                          "global_dim (and arch tokens), or global_steps: 0")
     if (ae.arch == "tokens") != (dm.arch in TOKEN_DENOISERS):
         raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
                           "[T, c] need a token denoiser; set both to tokens / transformer, or neither")

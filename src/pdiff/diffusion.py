@@ -359,7 +359,8 @@ class DDPM:
         return self.scheduler.alphas_cumprod
 
     def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None,
-             c: Tensor | None = None, p_uncond: float = 0.0, token_weights: Tensor | None = None) -> Tensor:
+             c: Tensor | None = None, p_uncond: float = 0.0, token_weights: Tensor | None = None,
+             clean_prefix: int = 0) -> Tensor:
         """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t[, c]).
 
         x0 [B, d] (or [B, T, c]); t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B]
@@ -367,6 +368,9 @@ class DDPM:
         and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
         token_weights [T] (token latents, T those of x0, a crop's too; summing to 1): each token's MSE weighted,
         instead of all alike (unconditioned only).
+        clean_prefix P (token latents): the first P tokens of x_t stay as they are in x0 and out of the loss, so
+        the denoiser learns the other tokens given them (p(rest | prefix)); `sample(prefix=...)` then draws the
+        rest for a prefix drawn elsewhere (pdiff: the global latent, by a denoiser of its own).
         """
         # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
         rng_device = generator.device if generator is not None else x0.device
@@ -374,6 +378,11 @@ class DDPM:
         eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
         t, eps = t.to(x0.device), eps.to(x0.device)
         x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+        if clean_prefix:
+            if c is not None or token_weights is not None:
+                raise ValueError("clean_prefix is for unconditioned, unweighted token latents")
+            x_t = torch.cat([x0[:, :clean_prefix], x_t[:, clean_prefix:]], dim=1)
+            return F.mse_loss(denoiser(x_t, t)[:, clean_prefix:], eps[:, clean_prefix:])
         if token_weights is not None:
             if c is not None:
                 raise ValueError("token_weights are for unconditioned token latents: give no condition c")
@@ -412,6 +421,7 @@ class DDPM:
         progress: bool = False,
         c: float | None = None,
         guidance: float = 0.0,
+        prefix: Tensor | None = None,
     ) -> Tensor:
         """Draw n latents [n, dim] (or [n, *dim], dim a shape such as (T, c)) by `steps` steps of `sampler`.
 
@@ -419,6 +429,8 @@ class DDPM:
         generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
         c (a conditioned denoiser): the condition of every sample, with classifier-free guidance w = `guidance`
         (see `predict_noise`); None samples the denoiser as it is.
+        prefix [n, P, c] (token latents, a denoiser trained with `loss(clean_prefix=P)`): the first P tokens of
+        every sample, held fixed at every step while the others are drawn given them.
         """
         scheduler = self.make_scheduler(sampler)
         scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
@@ -426,13 +438,18 @@ class DDPM:
         shape = (n, *dim) if isinstance(dim, tuple) else (n, dim)
         x = torch.randn(shape, generator=generator, device=rng_device).to(device)  # x_T
         x = x * scheduler.init_noise_sigma
+        fixed = 0 if prefix is None else prefix.shape[1]
+        if prefix is not None:
+            prefix = prefix.to(device)
         was_training = denoiser.training
         denoiser.eval()
         try:
             for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
                 t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
+                if fixed:
+                    x = torch.cat([prefix, x[:, fixed:]], dim=1)
                 eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # like x
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
         finally:
             denoiser.train(was_training)
-        return x
+        return x if not fixed else torch.cat([prefix, x[:, fixed:]], dim=1)
