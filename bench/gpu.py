@@ -256,9 +256,11 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     checkpoints = spec.flatten(model).cpu() + 0.01 * torch.randn(k, spec.dim)  # [K, D]
 
     def generator(steps: int) -> ParameterGenerator:
+        dm = config.train.diffusion
         train = dataclasses.replace(config.train,
                                     autoencoder=dataclasses.replace(config.train.autoencoder, steps=steps),
-                                    diffusion=dataclasses.replace(config.train.diffusion, steps=steps))
+                                    diffusion=dataclasses.replace(dm, steps=steps,
+                                                                  global_steps=min(steps, dm.global_steps)))
         return ParameterGenerator(spec, train, device, config.seed)
 
     generator(size.warmup).fit(checkpoints, progress=False)

@@ -178,10 +178,37 @@ def test_a_global_denoiser_draws_the_global_latent_and_is_saved(tmp_path) -> Non
     assert drawn[-1] == (16, 2)  # trained on [batch, G * c]: all 16 checkpoints' one global token of 2 channels
     samples = gen.sample(8, sampler="ddim", steps=10)
     assert samples.shape == (8, 10) and torch.isfinite(samples).all() and drawn[-1] == (8, 2)
+    # the global token of a sample is what the global denoiser's full DDPM chain drew, whatever the sampler
+    z = gen.sample_latents(4, "ddim", 10, seed=3)
+    drawn_alone = gen.ddpm.sample(gen.global_denoiser, 4, 2, "ddpm", generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(z[:, :1], drawn_alone[:, None] * gen.latent_scale[:1] + gen.latent_mean[:1], atol=1e-6)
     gen.save(tmp_path)
     loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), gen.sample(4, "ddim", 10, seed=1))
     assert torch.equal(loaded.global_denoiser.proj_in.weight, gen.global_denoiser.proj_in.weight)
+
+
+@pytest.mark.parametrize("crop", [0, 2])
+def test_with_a_global_denoiser_the_transformer_learns_the_rest_given_the_clean_global_token(crop: int) -> None:
+    """The transformer's loss (on the whole sequence or on crops) gets the global token clean and unscored; the
+    global denoiser's is the plain loss on the flat global latent."""
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 2, global_dim: 2}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2, window: 2}",
+                         f"train.diffusion.tokens_per_step={crop}", "train.diffusion.global_steps=5",
+                         "train.diffusion.steps=5").train
+    gen = ParameterGenerator(SPEC, config)
+    calls, loss = [], gen.ddpm.loss
+
+    def recorded(denoiser, x0, **kwargs):
+        calls.append((tuple(x0.shape), kwargs.get("clean_prefix", 0), kwargs.get("token_weights")))
+        return loss(denoiser, x0, **kwargs)
+
+    gen.ddpm.loss = recorded
+    gen.fit(checkpoints(), progress=False)
+    assert calls[:5] == [((16, 2), 0, None)] * 5  # the global denoiser: [K, G * c]
+    assert calls[5:] == [((16, 1 + (crop or 5), 2), 1, None)] * 5  # the transformer: the global token clean
 
 
 def test_a_global_denoiser_needs_a_global_latent() -> None:

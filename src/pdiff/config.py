@@ -175,8 +175,8 @@ _STAGE_SECTIONS = {"collect": ("seed", "precision", "data", "model", "collect"),
 _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 # Keys added after runs were made, left out of the hash while they change nothing, so those runs keep their hash:
 # (key, the value at which it is inert, the keys then dropped). A None train.seed is the run's seed, hashed
-# already; tokens_per_step 0 trains on every token, as before the key existed; unconditioned, p_uncond does
-# nothing; without a target, guidance does nothing.
+# already; tokens_per_step 0 trains on every token, as before the key existed; global_steps 0 trains no global
+# denoiser, as before; unconditioned, p_uncond does nothing; without a target, guidance does nothing.
 _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.autoencoder.tokens_per_step", 0, ("train.autoencoder.tokens_per_step",)),
                ("train.diffusion.tokens_per_step", 0, ("train.diffusion.tokens_per_step",)),
@@ -402,7 +402,7 @@ def _check_registries(config: Config) -> None:
     if ae.kwargs.get("global_dim") and not dm.standardise_latents:
         raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
                           "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
-                          "standardise the latents or set global_dim: 0")
+                          "standardise the latents or set global_dim: 0 (and train.diffusion.global_steps: 0)")
     if dm.global_steps and not (ae.arch == "tokens" and ae.kwargs.get("global_dim")):
         raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for the global latent, "
                           "which only the tokens autoencoder with a global_dim has: set train.autoencoder.kwargs."

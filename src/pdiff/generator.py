@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -164,17 +165,17 @@ class ParameterGenerator:
             return self.ddpm.loss(denoiser, batch, generator=generator)
 
         self._train(self.global_denoiser, z, loss_fn, replace(cfg, steps=cfg.global_steps), "global diffusion",
-                    progress, on_step=ema.update_parameters if ema else None)
+                    progress, on_step=ema.update_parameters if ema else None, section="diffusion")
         self.global_denoiser = (ema.module if ema else self.global_denoiser).eval()
 
     def _train(self, net: nn.Module, data: torch.Tensor, loss_fn, cfg: AutoencoderConfig | DiffusionConfig,
-               name: str, progress: bool, on_step=None, crop: int = 0, crop_align: int = 1, crop_prefix: int = 0
-               ) -> None:
+               name: str, progress: bool, on_step=None, crop: int = 0, crop_align: int = 1, crop_prefix: int = 0,
+               section: str | None = None) -> None:
         """AdamW with cosine lr decay on random mini-batches of `data` [K, *]; logs into self.metrics.
 
         With `crop` (token data [K, T, *]), each step sees the first `crop_prefix` tokens (the global latent) and
         a random crop of `crop` of the others of its mini-batch (see `token_crop`; loss_fn gets their positions),
-        so a step costs the same at any T.
+        so a step costs the same at any T. section: the train.<section> that holds cfg (default: `name`).
         Under a multi-process launch every process draws the same mini-batch (and crop), trains a DDP copy on
         its 1/n of it with its own noise, and DDP averages the gradients.
         """
@@ -190,6 +191,8 @@ class ParameterGenerator:
         if batch_size < world:
             raise TrainingError(f"{len(data)} checkpoints cannot be split over {world} processes: collect more")
         ddp_net, optimizer = accelerator.prepare(net, optimizer)
+        if isinstance(ddp_net, DistributedDataParallel):  # its constructor sent the main process's buffers once;
+            ddp_net.broadcast_buffers = False  # they are fixed (the global basis: [16, D], 68 MB a step at 10^6)
         last_good, last_good_step = copy.deepcopy(net.state_dict()), 0  # weights whose loss was finite
         bar = tqdm(range(cfg.steps), desc=f"train {name}", disable=not (progress and distributed.is_main_process()))
         for step in bar:
@@ -203,8 +206,9 @@ class ParameterGenerator:
                 loss = loss_fn(ddp_net, data[rows], noise, None)
             if not distributed.all_finite(loss):
                 net.load_state_dict(last_good)
-                raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower train.{name}.lr "
-                                    f"(the weights of step {last_good_step}, the last good ones kept, were restored)")
+                raise TrainingError(f"{name} loss became {loss.item()} at step {step}: lower "
+                                    f"train.{section or name}.lr (the weights of step {last_good_step}, the last "
+                                    "good ones kept, were restored)")
             if step % 100 == 0:
                 last_good, last_good_step = copy.deepcopy(net.state_dict()), step
             optimizer.zero_grad(set_to_none=True)
@@ -263,7 +267,7 @@ class ParameterGenerator:
             G, channels = self.global_tokens, self.latent_shape[-1]
             prefix = self.ddpm.sample(self.global_denoiser, n, G * channels, sampler="ddpm", generator=generator,
                                       device=self.device, progress=progress)
-            prefix = prefix.view(n, G, channels)
+            prefix = prefix.reshape(n, G, channels)
         z = self.ddpm.sample(self.denoiser, n, self.latent_shape, sampler=sampler, steps=steps,
                              generator=generator, device=self.device, progress=progress, c=c, guidance=guidance,
                              prefix=prefix)

@@ -227,7 +227,9 @@ def generator_card(config: dict, results: dict | None = None, command: str | Non
         lines += ["```bash", command, "```", ""]
     ae, dm = config["train"]["autoencoder"], config["train"]["diffusion"]
     lines += [f"Autoencoder `{ae['arch']}` (latent dim {ae['latent_dim']}, {ae['steps']} steps), denoiser "
-              f"`{dm['arch']}` ({dm['steps']} steps, T = {dm['num_train_timesteps']}), seed {config['seed']}, "
+              f"`{dm['arch']}` ({dm['steps']} steps, T = {dm['num_train_timesteps']})"
+              + (f" with an MLP denoiser of its own for the global latent ({dm['global_steps']} steps; sampled by "
+                 "the full DDPM chain)" if dm.get("global_steps") else "") + f", seed {config['seed']}, "
               f"train-stage config hash `{config.get('config_hash')}`; `config.json` holds every setting.", "",
               "## How to sample", "", "```bash", f"pdiff sample {repo} -n 10 --out samples/"
               + ("   # 10 full state_dicts: base + generated subset" if base else ""), "```", "", "```python",
