@@ -32,6 +32,7 @@ from pdiff.pipeline import Run
 from pdiff.report import points_with_ci
 
 from .markdown import clock, machine, table, write_section
+from .whole_networks import share_with_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_suffix(".json")
@@ -42,8 +43,9 @@ def measure(run: Run, gen: ParameterGenerator, steps: int) -> dict:
     """Retrain gen's global denoiser for `steps` steps; sample, evaluate and compare N_MODELS models."""
     collected = load_collected(run.task, run.root)
     checkpoints, chunk = collected.checkpoints, run.config.evaluate.model_chunk
+    training, _ = checkpoints.split(run.config.train.holdout, run.config.train.holdout_split)  # what train saw
     G = gen.global_tokens
-    own = gen._standardise_latents(gen.encode(checkpoints.params.float()))[:, :G].flatten(1).cpu()  # [K, G * c]
+    own = gen._standardise_latents(gen.encode(training.params.float()))[:, :G].flatten(1).cpu()  # [K, G * c]
 
     torch.manual_seed(run.config.seed)
     gen.global_denoiser = build_denoiser("mlp", own.shape[1]).to(gen.device)
@@ -53,7 +55,8 @@ def measure(run: Run, gen: ParameterGenerator, steps: int) -> dict:
     gen._fit_global_denoiser(own.to(gen.device), progress=False)
     seconds = clock() - start
 
-    latents = gen.sample_latents(N_MODELS, sampler=run.config.generate.sampler, seed=run.config.seed)
+    latents = gen.sample_latents(N_MODELS, run.config.generate.sampler, run.config.generate.steps,
+                                 seed=run.config.seed)
     drawn = gen._standardise_latents(latents)[:, :G].flatten(1).cpu()  # [N, G * c]
     vectors = gen.decode(latents)
     test = run.task.loader("test")
@@ -63,11 +66,11 @@ def measure(run: Run, gen: ParameterGenerator, steps: int) -> dict:
     mean = next(c for c in stats.compare_accuracy(correct, val, original_correct, original_val, "generated",
                                                   seed=run.config.seed) if c.metric == "mean_test_accuracy")
     test_accuracy, original_accuracy = correct.float().mean(1), original_correct.float().mean(1)
-    inside = ((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).float().mean()
+    inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
     nearest = stats.compare_values(stats.nearest_distances(drawn, own), stats.nearest_distances(own, own, True),
                                    "generated", "original", "global-coordinate distance to the nearest checkpoint",
                                    seed=run.config.seed)
-    return {"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": float(inside),
+    return {"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,
             "generated_mean": float(test_accuracy.mean()), "lowest": float(test_accuracy.min()),
             "nearest": nearest.as_dict(),
             "nearest_median": float(stats.nearest_distances(drawn, own).median()),
@@ -91,18 +94,18 @@ def main() -> None:
     rows = []
     for steps in args.steps:
         rows.append(measure(run, gen, steps))
-        print(f"global_steps {steps}: {rows[-1]['inside']:.0%} inside, "
+        print(f"global_steps {steps}: {rows[-1]['inside']} of {N_MODELS} inside, "
               f"{points_with_ci(rows[-1]['mean'])} points, nearest {rows[-1]['nearest_median']:.3f}", flush=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({args.task: rows}, indent=1))
     tmp.replace(RESULTS)
     preset = run.config.train.diffusion.global_steps
     body = table(["global_steps", "train CPU s", "generated mean % (lowest)",
-                  "generated - original mean, points [95% CI]", "inside range",
+                  "generated - original mean, points [95% CI]", "inside range [95% CI]",
                   "nearest-checkpoint distance, median: generated - originals' own [95% CI]"],
                  [[f"{r['steps']:,}" + (" (preset)" if r["steps"] == preset else ""), f"{r['seconds']:.0f}",
                    f"{100 * r['generated_mean']:.2f} ({100 * r['lowest']:.2f})",
-                   f"{points_with_ci(r['mean'])}, {r['mean']['verdict']}", f"{100 * r['inside']:.0f}%",
+                   f"{points_with_ci(r['mean'])}, {r['mean']['verdict']}", share_with_interval(r["inside"], N_MODELS),
                    f"{r['nearest_median']:.3f} - {r['own_median']:.3f} = {points_with_ci(r['nearest'], 1)}, "
                    f"{r['nearest']['verdict']}"] for r in rows])
     write_section("global-steps", f"""

@@ -9,9 +9,11 @@ A stage already done in the run folder is not redone: its figures are read back 
 (or, for a stage done by some other command, its wall seconds from its stage.json, its memory unmeasured).
 Then reads results.json: the generated models' mean test accuracy against the originals' and against the
 mean-of-k and Gaussian baselines (differences with their 95% CIs), the share of generated models inside the
-originals' test-accuracy range and the collapse check, and
-decides the issue's two targets: the mean within TARGET_POINTS of the originals' (CI inside +-1 point: met;
-outside: not met; else undecided) and at least TARGET_INSIDE of the generated models inside the range.
+originals' test-accuracy range (with its Wilson 95% interval) and the collapse check, how close the generated
+models lie to the checkpoints (median max wrong-prediction IoU and L2 to the nearest original, against the
+originals' own, with 95% CIs), and decides the issue's two targets: the mean within TARGET_POINTS of the
+originals' (CI inside +-1 point: met; outside: not met; else undecided) and at least TARGET_INSIDE of the
+generated models inside the range (of the n drawn: the interval says how much another draw may differ).
 Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.json.
 """
 
@@ -22,6 +24,8 @@ import json
 import os
 import statistics
 from pathlib import Path
+
+from scipy.stats import binomtest
 
 from pdiff import evaluate, stats
 from pdiff.config import STAGES, load_config
@@ -38,6 +42,7 @@ RESULTS = ROOT / "bench" / "whole_networks.json"
 TARGET_POINTS = 0.01  # the generated mean within 1 point of the originals' mean
 TARGET_INSIDE = 0.95  # at least 95% of the generated models inside the originals' accuracy range
 AVERAGES = ("mean_of_k", "gaussian")  # the baselines that average the checkpoints (or sample around their mean)
+COPY = "noise@0.001"  # checkpoints plus tiny noise: the max IoU of near-copies, for scale
 
 
 def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
@@ -63,6 +68,13 @@ def target_mean(c: dict) -> str:
     return "undecided"
 
 
+def share_with_interval(count: int, n: int) -> str:
+    """'99% [94.6, 99.8]': count of n as a percentage, with its Wilson 95% interval (the share a new draw of n
+    models would show, binomially)."""
+    interval = binomtest(count, n).proportion_ci(0.95, method="wilson")
+    return f"{100 * count / n:.0f}% [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
 def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
     """What results.json says of the generated models against the originals."""
     run = Run(load_config(task, overrides), runs_dir / task, progress=False)
@@ -72,6 +84,9 @@ def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
     mean = next(c for c in results["comparisons"] if (c["group"], c["versus"], c["metric"])
                 == ("generated", "original", "mean_test_accuracy"))
     inside = sum(low <= a <= high for a in test["generated"]) / len(test["generated"])
+    closeness = {c["metric"]: c for c in results["comparisons"] if (c.get("group"), c.get("versus"), c.get("metric"))
+                 in {("generated", "original", "median_max_iou"), ("generated", "original", "median_l2_to_original")}}
+    copies = results["similarity"]["max_iou_to_original"].get(COPY, {}).get("mean")
     correct, val = evaluate.load_correct(run.task, run.root, "generated")
     versus_baselines = {}  # does the generator do more than average the checkpoints?
     for baseline in [b for b in AVERAGES if any(r["group"] == b for r in results["models"])]:
@@ -86,7 +101,7 @@ def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
             "inside_target": "met" if inside >= TARGET_INSIDE else "not met",
             "versus_baselines": versus_baselines, "generated_std": statistics.stdev(test["generated"]),
             "original_std": statistics.stdev(test["original"]), "resolution": results.get("resolution"),
-            "collapse": results["collapse"],
+            "collapse": results["collapse"], "closeness": closeness, "copy_max_iou": copies,
             "arch": [run.config.train.autoencoder.arch, run.config.train.diffusion.arch]}
 
 
@@ -119,19 +134,27 @@ def main() -> None:
                    *(minutes(recorded[t]["stages"][s]["wall"]) for s in STAGES),
                    mib(recorded[t]["stages"]["train"]["rss"])] for t in tasks])
     quality = table(["task", "originals: mean [range] (std) %", "generated: mean [range] (std) %",
-                     "generated - original mean, points [95% CI]", "within 1 point", "inside range",
+                     "generated - original mean, points [95% CI]", "within 1 point", "inside range [95% CI]",
                      f">= {TARGET_INSIDE:.0%} inside", "collapse check"],
                     [[t, f"{100 * r['original_mean']:.2f} [{100 * r['original_range'][0]:.2f}, "
                          f"{100 * r['original_range'][1]:.2f}] ({100 * r['original_std']:.2f}) (K = {r['k']})",
                       f"{100 * r['generated_mean']:.2f} [{100 * r['generated_range'][0]:.2f}, "
                       f"{100 * r['generated_range'][1]:.2f}] ({100 * r['generated_std']:.2f}) (n = {r['n']})",
-                      points_with_ci(r["mean_comparison"]), r["mean_target"], f"{100 * r['inside']:.0f}%",
+                      points_with_ci(r["mean_comparison"]), r["mean_target"],
+                      share_with_interval(round(r["inside"] * r["n"]), r["n"]),
                       r["inside_target"], "collapsed" if r["collapse"]["collapsed"] else
                       f"not collapsed ({100 * r['collapse']['share_below']:.0f}% below the worst original)"]
                      for t in tasks for r in [recorded[t]]])
     averages = table(["task", *(f"generated - {b} mean, points [95% CI]" for b in AVERAGES)],
                      [[t, *(f"{points_with_ci(c)}, {c['verdict']}" if (c := recorded[t]["versus_baselines"].get(b))
                             else "-" for b in AVERAGES)] for t in tasks])
+    closeness = table(["task", "generated - original median max IoU [95% CI]",
+                       "generated - original median L2 to the nearest original [95% CI]", f"{COPY} mean max IoU"],
+                      [[t, *(f"{points_with_ci(c, 1)}, {c['verdict']}" if (c := recorded[t].get("closeness", {})
+                                                                           .get(m)) else "-"
+                             for m in ("median_max_iou", "median_l2_to_original")),
+                        "-" if recorded[t].get("copy_max_iou") is None else f"{recorded[t]['copy_max_iou']:.3f}"]
+                       for t in tasks])
     write_section("whole-networks", f"""
 ## Whole networks on real data (`python -m bench.whole_networks`)
 
@@ -151,6 +174,13 @@ Against the baselines that average the checkpoints (`evaluate.baselines`): a gen
 checkpoints' mean would match them.
 
 {averages}
+
+How close the generated models lie to the checkpoints (`evaluate`'s similarity analysis): each model's highest
+wrong-prediction IoU to any original and its L2 distance to the nearest original (per-tensor standardised
+units), against the same for each original to the others. Higher IoU or lower L2: closer to the checkpoints than
+they are to each other; checkpoints plus noise of 0.001 ({COPY}) show where copies sit.
+
+{closeness}
 
 {args.note}
 """)

@@ -235,6 +235,8 @@ def test_sample_holds_the_prefix_at_every_step(ddpm: DDPM, sampler: str) -> None
                     prefix=prefix)
     assert len(seen) == 6 and all(torch.equal(s, prefix) for s in seen)
     assert torch.equal(x[:, :1], prefix) and x.shape == (5, 3, 2)
+    with pytest.raises(ValueError, match=r"prefix must be \[n, P, c\]"):
+        ddpm.sample(Recorder(), 4, (3, 2), sampler, steps=2, prefix=prefix)  # 5 prefixes for 4 samples
 
 
 def test_a_transformer_trained_with_a_clean_prefix_draws_the_rest_given_it(ddpm: DDPM) -> None:

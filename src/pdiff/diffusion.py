@@ -440,6 +440,9 @@ class DDPM:
         x = x * scheduler.init_noise_sigma
         fixed = 0 if prefix is None else prefix.shape[1]
         if prefix is not None:
+            if prefix.ndim != 3 or prefix.shape[0] != n or prefix.shape[2:] != shape[2:] or fixed >= shape[1]:
+                raise ValueError(f"prefix must be [n, P, c] = [{n}, P < {shape[1]}, {shape[-1]}] for latents "
+                                 f"{tuple(shape)}, got {tuple(prefix.shape)}")
             prefix = prefix.to(device)
         was_training = denoiser.training
         denoiser.eval()

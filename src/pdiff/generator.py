@@ -252,8 +252,7 @@ class ParameterGenerator:
         a GPU samples the same vectors when loaded on a CPU.
         With a global denoiser (train.diffusion.global_steps), `sampler` and `steps` draw the other tokens; the
         global latent is always drawn by the full DDPM chain: a flat network of G * c numbers, its 1000 steps for
-        100 models take seconds. With it, 99 of mnist-mlp-full's 100 models lie inside the checkpoints' accuracy
-        range (BENCHMARKS.md); in a one-off trial on the same global coordinates DDIM-50 kept 94 of 100.
+        100 models take seconds.
         """
         self._check_fitted("sample")
         if guidance < 0:

@@ -1,5 +1,5 @@
 import pytest
-from bench.whole_networks import target_mean
+from bench.whole_networks import share_with_interval, target_mean
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [
@@ -12,3 +12,8 @@ from bench.whole_networks import target_mean
 def test_the_mean_target_is_met_only_when_the_whole_ci_lies_within_one_point(low: float, high: float,
                                                                             expected: str) -> None:
     assert target_mean({"ci_low": low, "ci_high": high}) == expected
+
+
+def test_the_inside_share_comes_with_its_wilson_interval() -> None:
+    assert share_with_interval(99, 100) == "99% [94.6, 99.8]"
+    assert share_with_interval(100, 100) == "100% [96.3, 100.0]"  # all inside: the interval still leaves room
