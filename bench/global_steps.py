@@ -67,14 +67,13 @@ def measure(run: Run, gen: ParameterGenerator, steps: int) -> dict:
                                                   seed=run.config.seed) if c.metric == "mean_test_accuracy")
     test_accuracy, original_accuracy = correct.float().mean(1), original_correct.float().mean(1)
     inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
-    nearest = stats.compare_values(stats.nearest_distances(drawn, own), stats.nearest_distances(own, own, True),
-                                   "generated", "original", "global-coordinate distance to the nearest checkpoint",
-                                   seed=run.config.seed)
+    drawn_nearest, own_nearest = stats.nearest_distances(drawn, own), stats.nearest_distances(own, own, True)
+    nearest = stats.compare_values(drawn_nearest, own_nearest, "generated", "original",
+                                   "global-coordinate distance to the nearest checkpoint", seed=run.config.seed)
     return {"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,
             "generated_mean": float(test_accuracy.mean()), "lowest": float(test_accuracy.min()),
-            "nearest": nearest.as_dict(),
-            "nearest_median": float(stats.nearest_distances(drawn, own).median()),
-            "own_median": float(stats.nearest_distances(own, own, True).median())}
+            "nearest": nearest.as_dict(), "nearest_median": float(drawn_nearest.median()),
+            "own_median": float(own_nearest.median())}
 
 
 def main() -> None:
