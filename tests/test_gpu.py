@@ -145,6 +145,25 @@ def test_a_generator_trained_on_the_device_samples_the_same_vectors_on_the_cpu(f
     assert not torch.allclose(other_seed, here, rtol=1e-3, atol=1e-3), "the tolerance should tell seeds apart"
 
 
+def test_a_token_generator_with_a_global_denoiser_trained_on_the_device_samples_the_same_on_the_cpu(
+        fitted, tmp_path) -> None:
+    """The whole-network path: tokens autoencoder, transformer and the global latent's own MLP denoiser, all
+    trained on the device; loaded on the CPU, the same seed draws the same vectors."""
+    _, ckpts, _ = fitted
+    config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                         "train.autoencoder.latent_dim=2",
+                         "train.autoencoder.kwargs={hidden: 32, token_size: 8, global_dim: 2}",
+                         "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}", "train.diffusion.global_steps=50")
+    gen = ParameterGenerator(ckpts.spec, config.train, DEVICE, seed=0).fit(ckpts, progress=False)
+    for net in (gen.autoencoder, gen.denoiser, gen.global_denoiser):
+        assert {p.device.type for p in net.parameters()} == {DEVICE.type}
+    here = gen.sample(6, "ddim", 10, seed=3)
+    assert torch.isfinite(here).all()
+    gen.save(tmp_path)
+    torch.testing.assert_close(ParameterGenerator.load(tmp_path, "cpu").sample(6, "ddim", 10, seed=3), here,
+                               rtol=1e-3, atol=1e-3)
+
+
 def test_bf16_autocast_training_stays_finite(mnist1d: DataSplits) -> None:
     distributed.setup(DEVICE, "bf16")
     dtypes: set[torch.dtype] = set()
