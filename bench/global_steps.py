@@ -39,41 +39,47 @@ RESULTS = Path(__file__).with_suffix(".json")
 N_MODELS = 100
 
 
-def measure(run: Run, gen: ParameterGenerator, steps: int) -> dict:
-    """Retrain gen's global denoiser for `steps` steps; sample, evaluate and compare N_MODELS models."""
+def measure(run: Run, gen: ParameterGenerator, step_counts: list[int]) -> list[dict]:
+    """For each step count, retrain gen's global denoiser; sample, evaluate and compare N_MODELS models."""
     collected = load_collected(run.task, run.root)
     checkpoints, chunk = collected.checkpoints, run.config.evaluate.model_chunk
     training, _ = checkpoints.split(run.config.train.holdout, run.config.train.holdout_split)  # what train saw
     G = gen.global_tokens
     own = gen._standardise_latents(gen.encode(training.params.float()))[:, :G].flatten(1).cpu()  # [K, G * c]
-
-    torch.manual_seed(run.config.seed)
-    gen.global_denoiser = build_denoiser("mlp", own.shape[1]).to(gen.device)
-    gen.config = dataclasses.replace(gen.config, diffusion=dataclasses.replace(gen.config.diffusion,
-                                                                               global_steps=steps))
-    start = clock()
-    gen._fit_global_denoiser(own.to(gen.device), progress=False)
-    seconds = clock() - start
-
-    latents = gen.sample_latents(N_MODELS, run.config.generate.sampler, run.config.generate.steps,
-                                 seed=run.config.seed)
-    drawn = gen._standardise_latents(latents)[:, :G].flatten(1).cpu()  # [N, G * c]
-    vectors = gen.decode(latents)
-    test = run.task.loader("test")
-    correct = predict_many(collected.model, checkpoints.spec, vectors, test, chunk) == labels_of(test)
-    val = accuracy_many(collected.model, checkpoints.spec, vectors, run.task.loader("val"), chunk)
+    own_nearest = stats.nearest_distances(own, own, True)  # [K]
     original_correct, original_val = evaluate.load_correct(run.task, run.root, "original")
-    mean = next(c for c in stats.compare_accuracy(correct, val, original_correct, original_val, "generated",
-                                                  seed=run.config.seed) if c.metric == "mean_test_accuracy")
-    test_accuracy, original_accuracy = correct.float().mean(1), original_correct.float().mean(1)
-    inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
-    drawn_nearest, own_nearest = stats.nearest_distances(drawn, own), stats.nearest_distances(own, own, True)
-    nearest = stats.compare_values(drawn_nearest, own_nearest, "generated", "original",
-                                   "global-coordinate distance to the nearest checkpoint", seed=run.config.seed)
-    return {"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,
-            "generated_mean": float(test_accuracy.mean()), "lowest": float(test_accuracy.min()),
-            "nearest": nearest.as_dict(), "nearest_median": float(drawn_nearest.median()),
-            "own_median": float(own_nearest.median())}
+    original_accuracy = original_correct.float().mean(1)  # [K]
+    test, val_loader = run.task.loader("test"), run.task.loader("val")
+    rows = []
+    for steps in step_counts:
+        torch.manual_seed(run.config.seed)
+        gen.global_denoiser = build_denoiser("mlp", own.shape[1]).to(gen.device)
+        gen.config = dataclasses.replace(gen.config, diffusion=dataclasses.replace(gen.config.diffusion,
+                                                                                   global_steps=steps))
+        start = clock()
+        gen._fit_global_denoiser(own.to(gen.device), progress=False)
+        seconds = clock() - start
+
+        latents = gen.sample_latents(N_MODELS, run.config.generate.sampler, run.config.generate.steps,
+                                     seed=run.config.seed)
+        drawn = gen._standardise_latents(latents)[:, :G].flatten(1).cpu()  # [N, G * c]
+        vectors = gen.decode(latents)
+        correct = predict_many(collected.model, checkpoints.spec, vectors, test, chunk) == labels_of(test)
+        val = accuracy_many(collected.model, checkpoints.spec, vectors, val_loader, chunk)
+        mean = next(c for c in stats.compare_accuracy(correct, val, original_correct, original_val, "generated",
+                                                      seed=run.config.seed) if c.metric == "mean_test_accuracy")
+        test_accuracy = correct.float().mean(1)  # [N]
+        inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
+        drawn_nearest = stats.nearest_distances(drawn, own)  # [N]
+        nearest = stats.compare_values(drawn_nearest, own_nearest, "generated", "original",
+                                       "global-coordinate distance to the nearest checkpoint", seed=run.config.seed)
+        rows.append({"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,
+                     "generated_mean": float(test_accuracy.mean()), "lowest": float(test_accuracy.min()),
+                     "nearest": nearest.as_dict(), "nearest_median": float(drawn_nearest.median()),
+                     "own_median": float(own_nearest.median())})
+        print(f"global_steps {steps}: {inside} of {N_MODELS} inside, {points_with_ci(rows[-1]['mean'])} points, "
+              f"nearest {rows[-1]['nearest_median']:.3f}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -90,11 +96,7 @@ def main() -> None:
     if gen.global_denoiser is None:
         raise SystemExit(f"{args.task}'s generator has no global denoiser: give a task with train.diffusion."
                          "global_steps")
-    rows = []
-    for steps in args.steps:
-        rows.append(measure(run, gen, steps))
-        print(f"global_steps {steps}: {rows[-1]['inside']} of {N_MODELS} inside, "
-              f"{points_with_ci(rows[-1]['mean'])} points, nearest {rows[-1]['nearest_median']:.3f}", flush=True)
+    rows = measure(run, gen, args.steps)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({args.task: rows}, indent=1))
     tmp.replace(RESULTS)
