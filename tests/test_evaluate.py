@@ -38,7 +38,7 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     results = evaluate.load(Task(tiny_config(), progress=False), tiny_run)
     assert 0 < results["resolution"] < 0.2  # a fraction: +-x of accuracy
     comparisons = results["comparisons"]
-    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict"}
+    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict", "scope"}
     assert all(set(c) == keys for c in comparisons)
     versus_original = {(c["group"], c["metric"]) for c in comparisons if c["versus"] == "original"}
     metrics = {"mean_test_accuracy", "median_test_accuracy", "best_val_chosen_test_accuracy", "median_max_iou",
@@ -47,8 +47,10 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     for c in comparisons:
         if c["metric"] == "dominance":
             assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
+        elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy"):  # descriptive
+            assert c["ci_low"] is c["ci_high"] is None and c["verdict"] == "descriptive (no verdict)"
         else:
-            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["metric"] == "best_val_chosen_test_accuracy"
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"] and c["scope"] == "generator"
             assert c["verdict"] in ("higher", "lower", "no detectable difference")
     assert {c["group"] for c in comparisons if c["metric"] == "dominance"} == set(results["summary"]) - {
         "original", "generated"}

@@ -23,6 +23,7 @@ from .config import stage_hash
 from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
+from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
 from .store import load_json, load_tensors, save_json, save_tensors
 from .tasks import Task
@@ -69,6 +70,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
     results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
+    results["provenance"] = provenance(task.device)
     if results["collapse"]["collapsed"]:
         log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
@@ -160,9 +162,12 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
     iou = {g: torch.tensor(v["values"]) for g, v in similarity["max_iou_to_original"].items()}
     l2 = {g: torch.tensor(v["values"]) for g, v in similarity["distance_to_original"].items()}
 
+    generators = {g: torch.tensor([records[i].get("generator", 0) for i in rows[g].tolist()]) for g in rows}
+
     def accuracy(group: str, versus: str) -> list[stats.Comparison]:
         a, b = rows[group], rows[versus]
-        return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus, seed=seed)
+        return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus,
+                                      generators=generators[group], versus_generators=generators[versus])
 
     comparisons = []
     for group in rows:
@@ -182,14 +187,16 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         comparisons.append(stats.dominance(mean, novelty, baseline))
     decided = {"comparisons": comparisons}
     if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals
-        decided = {"resolution": stats.resolution(correct[rows["original"]], seed=seed), **decided}
+        decided = {"resolution": stats.resolution(correct[rows["original"]]), **decided}
     if "heldout" in rows:
         training, heldout = standardised[rows["original"]], standardised[rows["heldout"]]
         wrong = ~correct
         decided["generalization"] = {}
-        for group in [g for g in rows if g != "original"]:
+        compared = [g for g in rows if g != "original"]
+        size = min(len(rows[g]) - (g == "heldout") for g in compared)  # coverage grows with the models compared
+        for group in compared:
             figures = stats.generalization(standardised[rows[group]], training, heldout, seed=seed,
-                                           is_heldout=group == "heldout").as_dict()
+                                           is_heldout=group == "heldout", size=size).as_dict()
             figures["max_iou_to_training_median"] = iou[group].median().item()
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
                                                               exclude_self=group == "heldout").median().item()

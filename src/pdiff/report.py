@@ -87,25 +87,40 @@ def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: l
 
 
 def points_with_ci(c: dict, scale: float = 100) -> str:
-    """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1)."""
-    low, difference, high = (f"{scale * c[key]:+.{2 if scale == 100 else 3}f}" for key in ("ci_low", "difference",
-                                                                                         "ci_high"))
-    return f"{difference} [{low}, {high}]"
+    """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1);
+    a descriptive difference (no CI) is the difference alone."""
+    digits = 2 if scale == 100 else 3
+    difference = f"{scale * c['difference']:+.{digits}f}"
+    if c["ci_low"] is None:
+        return difference
+    return f"{difference} [{scale * c['ci_low']:+.{digits}f}, {scale * c['ci_high']:+.{digits}f}]"
+
+
+def scope_words(c: dict, generators: int) -> str:
+    """What a comparison's CI speaks for, in words: "this generator" or "p-diff on this task, 3 generators"."""
+    if c.get("scope") == "method":
+        return f"p-diff on this task, {generators} generators"
+    return "this generator" if "generated" in (c["group"], c["versus"]) else "these models"
 
 
 def verdict_lines(results: dict) -> list[str]:
     """One line per comparison of results.json, e.g. 'generated vs original, mean test accuracy: +0.02 points
-    [-0.04, +0.08], no detectable difference'; dominance records read 'noise@0.05 vs generated: undecided'."""
+    [-0.04, +0.08], no detectable difference (this generator)'; dominance records read 'noise@0.05 vs
+    generated: undecided'; median and val-chosen best differences are descriptive (no CI, no verdict)."""
+    generators = len({r.get("generator", 0) for r in results.get("models", []) if r["group"] == "generated"})
     lines = []
     for c in results.get("comparisons", []):
         if c["metric"] == "dominance":
             lines.append(f"{c['group']} vs {c['versus']} (accuracy-novelty plane): {c['verdict']}")
-        elif c["metric"] in ACCURACY_METRICS:
-            lines.append(f"{c['group']} vs {c['versus']}, {ACCURACY_METRICS[c['metric']]}: "
-                         f"{points_with_ci(c).replace(' [', ' points [')}, {c['verdict']}")
+            continue
+        if c["metric"] in ACCURACY_METRICS:
+            figure = points_with_ci(c)
+            figure = figure.replace(" [", " points [") if " [" in figure else f"{figure} points"
+            name = ACCURACY_METRICS[c["metric"]]
         else:
-            lines.append(f"{c['group']} vs {c['versus']}, {NOVELTY_METRICS[c['metric']]}: {points_with_ci(c, 1)}, "
-                         f"{c['verdict']}")
+            figure, name = points_with_ci(c, 1), NOVELTY_METRICS[c["metric"]]
+        lines.append(f"{c['group']} vs {c['versus']}, {name}: {figure}, {c['verdict']} "
+                     f"({scope_words(c, generators)})")
     return lines
 
 
@@ -145,8 +160,13 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
                       "originals). " if "resolution" in results else "")  # one original (K = 1) has no halves
         sections.append(Section(
             "Verdicts", figures=["forest.png"],
-            text=resolution + "Each line: difference to the reference group with its 95% CI (two-level bootstrap "
-                 "over test examples and models) and the verdict it supports.\n\n"
+            text=resolution + "Each line: difference to the reference group with its 95% CI and the verdict it "
+                 "supports, and what the CI speaks for: this generator's models (test examples and models "
+                 "resampled), or the method (several trained generators). The mean's CI counts the model, "
+                 "example and interaction variance once each; the median and the val-chosen best are "
+                 "descriptive (no calibrated CI exists for them here). Each verdict answers its own question: "
+                 "with many comparisons in one run, some will read 'higher' or 'lower' by chance (no "
+                 "family-wise control).\n\n"
                  + "\n".join(f"- {line}" for line in verdict_lines(results))))
     if conditioning:
         header, rows = conditioning_table(results, conditioning)
