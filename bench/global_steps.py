@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pdiff import evaluate, stats
+from pdiff import evaluate, memorization, stats
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
 from pdiff.config import load_config
 from pdiff.diffusion import build_denoiser
@@ -46,7 +46,7 @@ def measure(run: Run, gen: ParameterGenerator, step_counts: list[int]) -> list[d
     training, _ = checkpoints.split(run.config.train.holdout, run.config.train.holdout_split)  # what train saw
     G = gen.global_tokens
     own = gen._standardise_latents(gen.encode(training.params.float()))[:, :G].flatten(1).cpu()  # [K, G * c]
-    own_nearest = stats.nearest_distances(own, own, True)  # [K]
+    own_nearest = memorization.nearest_distances(own, own, True)  # [K]
     original_correct, original_val = evaluate.load_correct(run.task, run.root, "original")
     original_accuracy = original_correct.float().mean(1)  # [K]
     test, val_loader = run.task.loader("test"), run.task.loader("val")
@@ -70,7 +70,7 @@ def measure(run: Run, gen: ParameterGenerator, step_counts: list[int]) -> list[d
                                                       seed=run.config.seed) if c.metric == "mean_test_accuracy")
         test_accuracy = correct.float().mean(1)  # [N]
         inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
-        drawn_nearest = stats.nearest_distances(drawn, own)  # [N]
+        drawn_nearest = memorization.nearest_distances(drawn, own)  # [N]
         nearest = stats.compare_values(drawn_nearest, own_nearest, "generated", "original",
                                        "global-coordinate distance to the nearest checkpoint", seed=run.config.seed)
         rows.append({"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect, generate, stats
+from . import collect, generate, memorization, stats
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .config import stage_hash
@@ -24,7 +24,7 @@ from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
 from .provenance import provenance
-from .similarity import max_iou_to, similarity_summary
+from .similarity import max_iou_to, similarity_summary, wrong_iou
 from .store import load_json, load_tensors, save_json, save_tensors
 from .tasks import Task
 from .tasks.datasets import TensorLoader
@@ -161,13 +161,18 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
     val = torch.tensor([r["val_accuracy"] for r in records])
     iou = {g: torch.tensor(v["values"]) for g, v in similarity["max_iou_to_original"].items()}
     l2 = {g: torch.tensor(v["values"]) for g, v in similarity["distance_to_original"].items()}
-
+    wrong = ~correct
+    to_originals = wrong_iou(wrong, wrong[rows["original"]])  # [M, K]: every model's IoU to each original
     generators = {g: torch.tensor([records[i].get("generator", 0) for i in rows[g].tolist()]) for g in rows}
 
     def accuracy(group: str, versus: str) -> list[stats.Comparison]:
         a, b = rows[group], rows[versus]
         return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus,
                                       generators=generators[group], versus_generators=generators[versus])
+
+    def similarity_to_originals(group: str, versus: str) -> stats.Comparison:
+        return stats.compare_nearest(to_originals[rows[group]], to_originals[rows[versus]], group, versus,
+                                     "median_max_iou", versus_is_references=versus == "original", seed=seed)
 
     comparisons = []
     for group in rows:
@@ -176,15 +181,12 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         comparisons += [c.as_dict() for c in accuracy(group, "original")]
         if "original" not in iou:  # one original (K = 1) has no other to be similar to
             continue
-        comparisons.append(stats.compare_values(iou[group], iou["original"], group, "original", "median_max_iou",
-                                                seed=seed).as_dict())
-        comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
-                                                "median_l2_to_original", seed=seed).as_dict())
+        comparisons.append(similarity_to_originals(group, "original").as_dict())
+        comparisons.append(stats.describe_values(l2[group], l2["original"], group, "original",
+                                                 "median_l2_to_original").as_dict())
     for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
-        mean = accuracy("generated", baseline)[0]
-        novelty = stats.compare_values(iou["generated"], iou[baseline], "generated", baseline, "median_max_iou",
-                                       seed=seed)
-        comparisons.append(stats.dominance(mean, novelty, baseline))
+        comparisons.append(stats.dominance(accuracy("generated", baseline)[0],
+                                           similarity_to_originals("generated", baseline), baseline))
     decided = {"comparisons": comparisons}
     if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals
         decided = {"resolution": stats.resolution(correct[rows["original"]]), **decided}
@@ -195,7 +197,7 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         compared = [g for g in rows if g != "original"]
         size = min(len(rows[g]) - (g == "heldout") for g in compared)  # coverage grows with the models compared
         for group in compared:
-            figures = stats.generalization(standardised[rows[group]], training, heldout, seed=seed,
+            figures = memorization.generalization(standardised[rows[group]], training, heldout, seed=seed,
                                            is_heldout=group == "heldout", size=size).as_dict()
             figures["max_iou_to_training_median"] = iou[group].median().item()
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],

@@ -35,7 +35,6 @@ seed. Accuracies and differences are fractions.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,7 +45,6 @@ VERDICTS = ("higher", "lower", "no detectable difference")
 DESCRIPTIVE = "descriptive (no verdict)"
 SCOPES = ("generator", "method")  # what a CI covers: one trained generator's models, or the generator family
 DOMINANCE_VERDICTS = ("generated dominates", "is dominated", "undecided")
-COVERAGE_MARGIN = 0.1  # "closer" in the held-out test: by this many median training nearest-neighbour distances
 BLOCK = 256  # bootstrap replicates at a time: memory is bounded by [BLOCK, M] indices
 EXAMPLES, MODELS = range(2)  # random streams
 
@@ -203,7 +201,7 @@ def compare_accuracy(correct: torch.Tensor, val: torch.Tensor, versus_correct: t
     low, high = mean.interval()
     best, versus_best = int(val.cpu().argmax()), int(versus_val.cpu().argmax())
     descriptive = [
-        ("median_test_accuracy", float(_median(counts.double()) - _median(versus_counts.double())) / n),
+        ("median_test_accuracy", float(median(counts.double()) - median(versus_counts.double())) / n),
         ("best_val_chosen_test_accuracy", (int(counts[best]) - int(versus_counts[versus_best])) / n),
     ]
     return [Comparison(group, versus, "mean_test_accuracy", mean.difference, low, high, mean.p_value(),
@@ -217,19 +215,66 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
     """Median of a per-model value (e.g. max IoU or L2 distance to the originals) of `group` minus `versus`'s.
 
     values [M], versus_values [K]. The CI resamples the models within each group, one level only: each value
-    is a property of one model given the fixed originals (its calibration: BENCHMARKS.md "calibration"). No
-    p-value: the label-permutation test asked whether the groups are exchangeable, not whether the medians differ.
+    is taken as a property of one model alone. Where both groups' values are measured against one shared set
+    of references (the originals), use `compare_nearest`, which resamples the references too: this interval
+    ignores that shared draw (BENCHMARKS.md "calibration" measures how far it is off). No p-value.
     """
     x, y = values.double().flatten(), versus_values.double().flatten()
     if len(x) == 0 or len(y) == 0 or x.isnan().any() or y.isnan().any():
         raise ValueError("compare_values needs at least one value in each group, and no NaN")
-    generator = _generator(seed, MODELS)
+    generator = random_stream(seed, MODELS)
     replicates = []
-    for b in _blocks(n_boot):
+    for b in blocks(n_boot):
         xs = x[torch.randint(len(x), (b, len(x)), generator=generator)]
         ys = y[torch.randint(len(y), (b, len(y)), generator=generator)]
-        replicates.append(_median(xs) - _median(ys))
-    return _comparison(group, versus, metric, float(_median(x) - _median(y)), torch.cat(replicates), None)
+        replicates.append(median(xs) - median(ys))
+    return _comparison(group, versus, metric, float(median(x) - median(y)), torch.cat(replicates), None)
+
+
+def compare_nearest(to_references: torch.Tensor, versus_to_references: torch.Tensor, group: str, versus: str,
+                    metric: str, largest: bool = True, versus_is_references: bool = False, n_boot: int = 2000,
+                    seed: int = 0) -> Comparison:
+    """Median over `group` of each model's nearest-reference value minus the same for `versus`.
+
+    to_references [M, K] / versus_to_references [L, K]: a similarity (largest=True: e.g. wrong-prediction IoU,
+    nearest = max) or a distance (largest=False) of each model to each of K references (the originals).
+    versus_is_references: `versus` ARE the references ([K, K]); a reference is then not its own nearest.
+    The references are shared by both groups, so their draw moves both medians together: the CI resamples
+    the models of each group and, jointly for both, the references (with versus_is_references one resample
+    serves both). A resample holds about 63% distinct references, which shifts every nearest value the
+    same way; the percentile interval is taken of the replicates recentred on the estimate. Its calibration:
+    BENCHMARKS.md "calibration".
+    """
+    if to_references.shape[1] != versus_to_references.shape[1] or min(to_references.shape) == 0:
+        raise ValueError(f"compare_nearest needs [M, K] and [L, K] with M, L, K >= 1, got "
+                         f"{tuple(to_references.shape)} and {tuple(versus_to_references.shape)}")
+    sign = 1.0 if largest else -1.0
+    x, y = sign * to_references.double(), sign * versus_to_references.double()  # nearest = max
+    if versus_is_references:
+        y = y.clone().fill_diagonal_(-float("inf"))
+    estimate = sign * float(median(x.amax(1)) - median(y.amax(1)))
+    generator, (m, k), n_y = random_stream(seed, MODELS), x.shape, len(y)
+    replicates = []
+    for b in blocks(n_boot, 64):  # [b, M, K] gathers: 64 replicates at a time
+        references = torch.randint(k, (b, 1, k), generator=generator)
+        rows = torch.randint(m, (b, m, 1), generator=generator)
+        nearest_x = x[rows, references].amax(2)  # [b, M]
+        if versus_is_references:
+            own = references.transpose(1, 2)  # [b, K, 1]: the resampled references are the versus group
+            block = y[own, references].masked_fill(own == references, -float("inf"))
+        else:
+            block = y[torch.randint(n_y, (b, n_y, 1), generator=generator), references]
+        replicates.append(sign * (median(nearest_x) - median(block.amax(2))))
+    replicates = torch.cat(replicates)
+    return _comparison(group, versus, metric, estimate, replicates - replicates.mean() + estimate, None)
+
+
+def describe_values(values: torch.Tensor, versus_values: torch.Tensor, group: str, versus: str, metric: str,
+                    ) -> Comparison:
+    """Median of a per-model value of `group` minus `versus`'s, descriptive: no CI, no verdict (used where no
+    interval passed the calibration benchmark, e.g. median L2 to the nearest original)."""
+    difference = float(median(values.double().flatten()) - median(versus_values.double().flatten()))
+    return Comparison(group, versus, metric, difference, None, None, None, DESCRIPTIVE)
 
 
 def dominance(accuracy: Comparison, similarity: Comparison, group: str, versus: str = "generated") -> dict:
@@ -269,112 +314,9 @@ def resolution(correct: torch.Tensor) -> float:
     return (high - low) / 2
 
 
-@dataclass
-class Generalization:
-    """How a set of models sits between the training checkpoints and held-out checkpoints, in weight space.
-
-    memorization_ratio_median: median over models of (distance to nearest training checkpoint) / (distance to
-    nearest held-out one); near 0 for copies of training checkpoints, about 1 for new draws of the same process.
-    coverage: expected fraction of held-out checkpoints covered by `coverage_size` of the models (a model covers
-    a checkpoint when closer to it than its nearest training checkpoint by `coverage_margin` times the training
-    checkpoints' median spacing; see `generalization`), with its 95% bootstrap CI.
-    distance_to_training, distance_to_heldout: [M] per model.
-    """
-
-    memorization_ratio_median: float
-    coverage: float
-    coverage_ci_low: float
-    coverage_ci_high: float
-    distance_to_training: torch.Tensor
-    distance_to_heldout: torch.Tensor
-    coverage_size: int
-    coverage_margin: float
-
-    def as_dict(self) -> dict:
-        return {"memorization_ratio_median": self.memorization_ratio_median, "coverage": self.coverage,
-                "coverage_ci_low": self.coverage_ci_low, "coverage_ci_high": self.coverage_ci_high,
-                "coverage_size": self.coverage_size, "coverage_margin": self.coverage_margin,
-                "distance_to_training": self.distance_to_training.tolist(),
-                "distance_to_heldout": self.distance_to_heldout.tolist()}
-
-
-def nearest_distances(vectors: torch.Tensor, references: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
-    """L2 distance [M] (float64) of each of `vectors` [M, D] to its nearest row of `references` [K, D].
-
-    With `exclude_self` (vectors are the references, M = K) a row is not its own neighbour. The nearest row is
-    found from the fast matrix-product distances and its distance recomputed directly, so a copy is at 0.
-    """
-    if exclude_self and len(vectors) != len(references):
-        raise ValueError(f"exclude_self needs vectors to be the references, got {len(vectors)} and {len(references)}")
-    distances = _distance_matrix(vectors, references)
-    if exclude_self:
-        distances.fill_diagonal_(float("inf"))
-    nearest = distances.argmin(1)
-    return (vectors.double() - references.double()[nearest]).norm(dim=1)
-
-
-def generalization(vectors: torch.Tensor, training: torch.Tensor, heldout: torch.Tensor, n_boot: int = 1000,
-                   seed: int = 0, is_heldout: bool = False, size: int | None = None,
-                   margin: float = COVERAGE_MARGIN) -> Generalization:
-    """Memorization ratio and coverage of models `vectors` [M, D] given `training` [T, D] and `heldout` [H, D].
-
-    All in the same standardised units. Coverage is Naeem et al. (2020)'s idea moved to weight space: a
-    held-out checkpoint is covered when some model is closer to it than any training checkpoint is, by more
-    than `margin` times the median distance of a training checkpoint to its nearest other one (so a copy of
-    a training checkpoint plus a little noise covers nothing). More models cover more, so coverage is that of
-    `size` models (default: all): the expected share covered by a random subset of that many, exact from the
-    number of models covering each checkpoint; give every compared group the smallest group's size.
-    `is_heldout`: vectors ARE the held-out set (the reference figure). Then a held-out checkpoint is not its own
-    neighbour (leave-one-out) for either measure. A model that copies a held-out checkpoint has ratio inf.
-    The CI resamples the held-out checkpoints and, independently, the models (with `is_heldout` one resample
-    serves both, as they are the same checkpoints); training is fixed. Resampled models repeat, and fewer
-    distinct models cover less, so the replicates sit below the estimate: the percentile interval is taken of
-    the replicates shifted to have the estimate as their mean, and clipped to [0, 1].
-    """
-    if is_heldout and vectors.shape != heldout.shape:
-        raise ValueError(f"is_heldout needs vectors to be the held-out set, got {tuple(vectors.shape)} and "
-                         f"{tuple(heldout.shape)}")
-    to_training = nearest_distances(vectors, training)
-    to_heldout = nearest_distances(vectors, heldout, exclude_self=is_heldout)
-    heldout_to_training = nearest_distances(heldout, training)  # [H]
-    spacing = float(_median(nearest_distances(training, training, exclude_self=True))) if len(training) > 1 else 0.0
-    model_to_heldout = _distance_matrix(vectors, heldout)  # [M, H]
-    if is_heldout:
-        model_to_heldout.fill_diagonal_(float("inf"))
-    # [M, H]: model i covers held-out h; a tie is not closer (relative 1e-9, above rounding)
-    covers = (model_to_heldout < (heldout_to_training - margin * spacing) * (1 - 1e-9)).double()
-    pool = len(vectors) - int(is_heldout)  # the models that may cover a held-out checkpoint
-    size = pool if size is None else min(size, pool)
-    if size < 1:
-        raise ValueError(f"coverage needs at least one model, got {pool} (size {size})")
-    coverage = _subset_coverage(covers.sum(0, keepdim=True), pool, size).mean().item()
-    generator = _generator(seed, EXAMPLES)
-    replicates = []
-    for b in _blocks(n_boot):
-        heldout_counts = _resample_counts(len(heldout), b, generator)  # [b, H]
-        model_counts = heldout_counts if is_heldout else _resample_counts(len(vectors), b, generator)
-        covered = _subset_coverage(model_counts.double() @ covers, pool, size)  # [b, H]
-        replicates.append((covered * heldout_counts).sum(1) / len(heldout))
-    replicates = torch.cat(replicates)
-    low, high = _interval(replicates - replicates.mean() + coverage)  # recentred: see the docstring
-    return Generalization(float(_median(to_training / to_heldout)), coverage, max(low, 0.0), min(high, 1.0),
-                          to_training, to_heldout, size, margin)
-
-
-def _subset_coverage(coverers: torch.Tensor, pool: int, size: int) -> torch.Tensor:
-    """P(a random `size`-subset of `pool` models holds one of the `coverers` [..., H] that cover each checkpoint).
-
-    1 - C(pool - c, size) / C(pool, size), by log-gamma; 1 where fewer than `size` models do not cover.
-    """
-    missing = (pool - coverers).clamp(min=0)
-    log_none = (torch.lgamma(missing + 1) - torch.lgamma(missing - size + 1).nan_to_num(posinf=0)
-                - math.lgamma(pool + 1) + math.lgamma(pool - size + 1))
-    return torch.where(missing < size, 1.0, torch.where(coverers > 0, 1 - log_none.exp(), 0.0))
-
-
 def _comparison(group: str, versus: str, metric: str, difference: float, replicates: torch.Tensor,
                 p_value: float | None) -> Comparison:
-    low, high = _interval(replicates)
+    low, high = percentile_interval(replicates)
     return Comparison(group, versus, metric, float(difference), low, high, p_value, verdict(low, high))
 
 
@@ -385,38 +327,32 @@ def _check_correct(correct: torch.Tensor, val: torch.Tensor, name: str, val_name
         raise ValueError(f"{val_name} must have one entry per model ({correct.shape[0]}), got {tuple(val.shape)}")
 
 
-def _generator(seed: int, stream: int) -> torch.Generator:
+def random_stream(seed: int, stream: int) -> torch.Generator:
     """An independent random stream per purpose, derived from the seed."""
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
-def _blocks(total: int, size: int = BLOCK) -> list[int]:
+def blocks(total: int, size: int = BLOCK) -> list[int]:
     if total < 1:
         raise ValueError(f"need at least one resample, got {total}")
     return [min(size, total - start) for start in range(0, total, size)]
 
 
-def _resample_counts(n: int, b: int, generator: torch.Generator) -> torch.Tensor:
+def resample_counts(n: int, b: int, generator: torch.Generator) -> torch.Tensor:
     """Multinomial counts [b, n] (float32): how often each of n items is drawn in each of b resamples of n."""
     draws = torch.randint(n, (b, n), generator=generator)
     return torch.zeros(b, n).scatter_add_(1, draws, torch.ones(b, n))
 
 
-def _median(x: torch.Tensor) -> torch.Tensor:
+def median(x: torch.Tensor) -> torch.Tensor:
     """Median along the last dimension; the mean of the two middle values for an even count (as numpy)."""
     m = x.shape[-1]
     low = x.kthvalue((m - 1) // 2 + 1, -1).values
     return low if m % 2 else (low + x.kthvalue(m // 2 + 1, -1).values) / 2
 
 
-def _interval(replicates: torch.Tensor) -> tuple[float, float]:
+def percentile_interval(replicates: torch.Tensor) -> tuple[float, float]:
     """95% percentile interval of bootstrap replicates [B]."""
     low, high = np.percentile(replicates.double().numpy(), [2.5, 97.5])
     return float(low), float(high)
-
-
-def _distance_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """L2 distances [len(a), len(b)] in float64 by matrix products, after centring both on b's mean (less rounding)."""
-    centre = b.double().mean(0)
-    return torch.cdist(a.double() - centre, b.double() - centre)
