@@ -15,11 +15,10 @@ the cell reports the coverage of the true difference, with its Wilson 95% interv
 sqrt(mean estimated SE^2) / the standard deviation of the estimate over the repetitions. Targets:
 coverage 93-97% and SE ratio 0.9-1.1. Method-scope cells tag the generated models with their generator.
 
-The similarity comparisons (median max wrong-prediction IoU to the originals, median L2 to the nearest
-original) are simulated the same way (IoU on the threshold process, L2 on Gaussian parameter vectors), with
-`compare_nearest` (models and the shared originals resampled) and, for L2, `compare_values` (models only, as
-bench scripts comparing per-model values use it); their truth, the expected difference of the two medians, is
-taken as the mean over the repetitions.
+The similarity comparisons (`compare_values`: median max wrong-prediction IoU to the originals, median L2 to
+the nearest original) are simulated the same way (IoU on the threshold process, L2 on Gaussian parameter
+vectors, 50 numbers each); their truth, the expected difference of the two medians, is taken as the mean over
+the repetitions.
 
 Usage: python -m bench.calibration [--repetitions 1000] [--out bench/calibration.json]
 """
@@ -38,8 +37,8 @@ from scipy import stats as scipy_stats
 
 from bench.markdown import hardware, table, write_section
 from pdiff.provenance import provenance
-from pdiff.similarity import wrong_iou
-from pdiff.stats import compare_nearest, compare_values, mean_difference
+from pdiff.similarity import max_iou_to
+from pdiff.stats import compare_values, mean_difference
 
 NAME = "calibration"
 FORMAT_VERSION = 1
@@ -95,35 +94,26 @@ def accuracy_cell(rng: np.random.Generator, repetitions: int, regime: str, m: in
 
 
 def similarity_cell(rng: np.random.Generator, repetitions: int, metric: str, m: int, k: int,
-                    n: int = EXAMPLES, dim: int = 50, joint: bool = True) -> dict:
-    """Coverage of the CI of median max IoU (threshold process) or median L2 (Gaussian vectors) to the originals.
-
-    joint: `compare_nearest` (models and the shared originals resampled); else `compare_values` (models only).
-    """
+                    n: int = EXAMPLES, dim: int = 50) -> dict:
+    """Coverage of `compare_values`' CI for median max IoU (threshold process) or median L2 (Gaussian vectors)."""
     skill, noise = REGIMES["mixed"]
     differences, lows, highs = [], [], []
     for _ in range(repetitions):
         if metric == "median_max_iou":
             group, originals = (torch.from_numpy(~x) for x in simulate_groups(rng, m, k, n, skill, noise))
-            to_originals, among = wrong_iou(group, originals), wrong_iou(originals, originals)
+            values, own = max_iou_to(group, originals), max_iou_to(originals, originals, exclude_self=True)
         else:
             group, originals = torch.from_numpy(rng.normal(size=(m, dim))), torch.from_numpy(rng.normal(size=(k, dim)))
-            to_originals, among = torch.cdist(group, originals), torch.cdist(originals, originals)
-        largest, seed = metric == "median_max_iou", int(rng.integers(2**31))
-        if joint:
-            c = compare_nearest(to_originals, among, "generated", "original", metric, largest, True, 500, seed)
-        else:
-            sign = 1 if largest else -1
-            own = (sign * among).fill_diagonal_(-float("inf")).amax(1) * sign
-            c = compare_values((sign * to_originals).amax(1) * sign, own, "generated", "original", metric, 500, seed)
+            values = torch.cdist(group, originals).amin(1)
+            own = torch.cdist(originals, originals).fill_diagonal_(float("inf")).amin(1)
+        c = compare_values(values, own, "generated", "original", metric, n_boot=500, seed=int(rng.integers(2**31)))
         differences.append(c.difference)
         lows.append(c.ci_low)
         highs.append(c.ci_high)
     truth = float(np.mean(differences))  # the expected difference of the medians, by Monte Carlo
     covered = sum(lo <= truth <= hi for lo, hi in zip(lows, highs, strict=True))
     variances = [((hi - lo) / (2 * 1.96)) ** 2 for lo, hi in zip(lows, highs, strict=True)]
-    name = f"{metric} ({'models and originals' if joint else 'models only'})"
-    return _summary(name, m, k, 1, None, truth, differences, variances, covered, repetitions)
+    return _summary(metric, m, k, 1, None, truth, differences, variances, covered, repetitions)
 
 
 def _summary(regime: str, m: int, k: int, generators: int, spread: str | None, truth: float,
@@ -148,17 +138,16 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def measure_cells(args: argparse.Namespace, sizes: tuple[tuple[int, int], ...], examples: int) -> dict:
-    """Generator scope (3 regimes x `sizes`), method scope (G = 3 and 5 x 2 spreads, the last size pair with
-    its group raised to 100 when smaller is not asked for) and the two similarity comparisons."""
+    """Generator scope (3 regimes x `sizes`), method scope (G = 3 and 5 x 2 spreads, on the first size pair
+    capped at 100 vs 100) and the two similarity comparisons (x `sizes`)."""
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     cells = [accuracy_cell(rng, args.repetitions, regime, m, k, n=examples) for regime in REGIMES for m, k in sizes]
     m, k = sizes[0]
     cells += [accuracy_cell(rng, args.repetitions, "mixed", min(m, 100), min(k, 100), g, spread, n=examples)
               for g in (3, 5) for spread in SPREADS]
-    cells += [similarity_cell(rng, args.repetitions, metric, min(m, 100), min(k, 100), n=examples, joint=joint)
-              for metric, joint in (("median_max_iou", True), ("median_l2_to_original", True),
-                                    ("median_l2_to_original", False))]
+    cells += [similarity_cell(rng, args.repetitions, metric, mm, kk, n=examples)
+              for metric in ("median_max_iou", "median_l2_to_original") for mm, kk in sizes]
     return {"format_version": FORMAT_VERSION, "seed": args.seed, "repetitions": args.repetitions,
             "examples": examples, "cells": cells, "seconds": time.perf_counter() - start, "hardware": hardware(),
             "provenance": provenance()}
@@ -177,7 +166,7 @@ def render(results: dict) -> str:
         "true difference (Wilson 95% interval); SE ratio: the CIs' SE as a root mean square (for the similarity "
         "rows: half-width / 1.96), over the estimate's standard deviation across repetitions. Targets: coverage "
         "93-97%, SE ratio 0.9-1.1. Rows with generators > 1 tag the generated models with their generator "
-        "(method scope); the last three rows are the similarity comparisons (their truth is the mean "
+        "(method scope); the last four rows are the similarity comparisons (their truth is the mean "
         "difference over the repetitions).", "",
         table(["regime / metric", "models", "generators", "between-generator spread", "coverage % [95% CI]",
                "SE ratio", "targets"], rows)])

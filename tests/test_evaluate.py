@@ -47,8 +47,7 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     for c in comparisons:
         if c["metric"] == "dominance":
             assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
-        elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy",
-                             "median_l2_to_original"):  # descriptive: no calibrated CI
+        elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy"):  # descriptive
             assert c["ci_low"] is c["ci_high"] is None and c["verdict"] == "descriptive (no verdict)"
         else:
             assert c["ci_low"] <= c["difference"] <= c["ci_high"] and c["scope"] == "generator"

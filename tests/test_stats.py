@@ -10,9 +10,7 @@ from pdiff.stats import (
     VERDICTS,
     Comparison,
     compare_accuracy,
-    compare_nearest,
     compare_values,
-    describe_values,
     dominance,
     resolution,
     verdict,
@@ -183,29 +181,3 @@ def test_resolution_shrinks_like_one_over_sqrt_n() -> None:
     assert 2.5 < widths[0] / widths[1] < 6
     with pytest.raises(ValueError, match="at least 2 models"):
         resolution(torch.ones(1, 10, dtype=torch.bool))
-
-
-def test_compare_nearest_resamples_the_shared_references() -> None:
-    generator = torch.Generator().manual_seed(13)
-    originals = torch.randn(40, 6, generator=generator)
-    among = torch.cdist(originals, originals)
-    near, far = originals[:30] + 0.05 * torch.randn(30, 6, generator=generator), torch.randn(30, 6, generator=generator)
-    close = compare_nearest(torch.cdist(near, originals), among, "near", "original", "median_l2_to_original",
-                            largest=False, versus_is_references=True)
-    own = among.clone().fill_diagonal_(float("inf")).amin(1)  # an original is not its own nearest
-    expected = np.median(torch.cdist(near, originals).amin(1).numpy()) - np.median(own.numpy())
-    assert close.difference == pytest.approx(expected)
-    assert close.verdict == "lower" and close.ci_low < close.difference < close.ci_high < 0
-    fresh = compare_nearest(torch.cdist(far, originals), among, "fresh", "original", "median_l2_to_original",
-                            largest=False, versus_is_references=True)
-    assert fresh.verdict in ("no detectable difference", "higher") and fresh.p_value is None
-    again = compare_nearest(torch.cdist(far, originals), among, "fresh", "original", "median_l2_to_original",
-                            largest=False, versus_is_references=True)
-    assert again == fresh  # seeded
-    with pytest.raises(ValueError, match="compare_nearest needs"):
-        compare_nearest(torch.zeros(3, 4), torch.zeros(3, 5), "a", "b", "m")
-
-
-def test_describe_values_has_no_verdict() -> None:
-    record = describe_values(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0]), "a", "b", "m")
-    assert record.difference == pytest.approx(1.5) and record.verdict == DESCRIPTIVE and record.ci_low is None

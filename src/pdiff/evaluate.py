@@ -24,7 +24,7 @@ from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
 from .provenance import provenance
-from .similarity import max_iou_to, similarity_summary, wrong_iou
+from .similarity import max_iou_to, similarity_summary
 from .store import load_json, load_tensors, save_json, save_tensors
 from .tasks import Task
 from .tasks.datasets import TensorLoader
@@ -161,8 +161,6 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
     val = torch.tensor([r["val_accuracy"] for r in records])
     iou = {g: torch.tensor(v["values"]) for g, v in similarity["max_iou_to_original"].items()}
     l2 = {g: torch.tensor(v["values"]) for g, v in similarity["distance_to_original"].items()}
-    wrong = ~correct
-    to_originals = wrong_iou(wrong, wrong[rows["original"]])  # [M, K]: every model's IoU to each original
     generators = {g: torch.tensor([records[i].get("generator", 0) for i in rows[g].tolist()]) for g in rows}
 
     def accuracy(group: str, versus: str) -> list[stats.Comparison]:
@@ -171,8 +169,7 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
                                       generators=generators[group], versus_generators=generators[versus])
 
     def similarity_to_originals(group: str, versus: str) -> stats.Comparison:
-        return stats.compare_nearest(to_originals[rows[group]], to_originals[rows[versus]], group, versus,
-                                     "median_max_iou", versus_is_references=versus == "original", seed=seed)
+        return stats.compare_values(iou[group], iou[versus], group, versus, "median_max_iou", seed=seed)
 
     comparisons = []
     for group in rows:
@@ -182,8 +179,8 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         if "original" not in iou:  # one original (K = 1) has no other to be similar to
             continue
         comparisons.append(similarity_to_originals(group, "original").as_dict())
-        comparisons.append(stats.describe_values(l2[group], l2["original"], group, "original",
-                                                 "median_l2_to_original").as_dict())
+        comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
+                                                "median_l2_to_original", seed=seed).as_dict())
     for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
         comparisons.append(stats.dominance(accuracy("generated", baseline)[0],
                                            similarity_to_originals("generated", baseline), baseline))

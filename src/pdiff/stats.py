@@ -17,7 +17,9 @@ the group's model accuracies and MS_res the residual mean square of its [M, n] m
 s2_rows also holds, already counted in the first term). With generators (generated models tagged by the
 generator that drew them) the generated group's models are nested in generators: a between-generator
 component estimated from the generator means joins, so the interval speaks for the method, not one
-generator. The interval is the estimate +- t * SE, with Satterthwaite's degrees of freedom. Its calibration
+generator. The interval is the estimate +- t * SE, with Satterthwaite's degrees of freedom, or G - 1 when a
+spread between G generators is estimated (Satterthwaite's estimate grows when that spread happens to come
+out small, and the interval then covered too rarely). Its calibration
 (coverage of the true difference, estimated SE / true SE) is measured by `python -m bench.calibration`
 (BENCHMARKS.md "calibration"); tests/test_stats.py keeps the coverage in a band at reduced repetitions.
 
@@ -27,7 +29,8 @@ and the val-chosen best are reported as descriptive differences without a CI or 
 is a maximum over the group, whose expectation grows with the group's size (groups of 200 and 100 models of
 one process differ in expectation) and whose bootstrap is badly behaved; no calibrated interval is offered
 for them. The similarity comparisons (`compare_values`) resample models only; their calibration is measured
-by the same benchmark. Each verdict answers one comparison; a run prints many, with no family-wise control.
+by the same benchmark (resampling the shared originals as well made the intervals too wide). Each verdict
+answers one comparison; a run prints many, with no family-wise control.
 
 Every draw comes from a seeded generator, one independent stream per purpose: results are the same for a
 seed. Accuracies and differences are fractions.
@@ -116,6 +119,9 @@ def mean_difference(correct: torch.Tensor, versus_correct: torch.Tensor, generat
     variance = sum(value for value, _ in terms)
     denominator = sum(value * value / df for value, df in terms if value != 0)
     df = variance**2 / denominator if denominator > 0 else float("inf")
+    spread = [g.generators - 1 for g in groups if g.generator_spread]
+    if spread:  # a spread of G generator means is known to G - 1 degrees of freedom, whatever else is summed in
+        df = min(spread)
     scope = SCOPES[1] if any(g.nested for g in groups) else SCOPES[0]
     return MeanDifference(float(d.mean()), variance**0.5, df, scope)
 
@@ -134,7 +140,7 @@ class _GroupMoments:
         if labels.shape != (len(y),):
             raise ValueError(f"generators must have one label per model ({len(y)}), got {tuple(labels.shape)}")
         units = [y[labels == s] for s in labels.unique()]
-        self.nested = len(units) >= 2
+        self.generators, self.nested, self.generator_spread = len(units), len(units) >= 2, False
         flat = _scaled(_row_terms(y), 1 / len(y))  # every model its own unit: the generators ignored
         if not self.nested:
             self.column_means, self.terms = y.mean(0), flat
@@ -148,7 +154,8 @@ class _GroupMoments:
         within_df = sum(len(u) - 1 for u in units)
         within = [term for u in units if len(u) > 1
                   for term in _scaled(_row_terms(u, clip=False), (len(u) - 1) / within_df * inverse_size / G)]
-        if sum(v for v, _ in within) > sum(v for v, _ in between):  # the generators' own spread estimated < 0
+        self.generator_spread = sum(v for v, _ in between) > sum(v for v, _ in within)
+        if not self.generator_spread:  # the generators' own spread estimated <= 0: their models' spread alone
             between = within if sum(v for v, _ in within) > 0 else []
         # never narrower than the interval that ignores the generators
         self.terms = between if sum(v for v, _ in between) >= sum(v for v, _ in flat) else flat
@@ -215,9 +222,10 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
     """Median of a per-model value (e.g. max IoU or L2 distance to the originals) of `group` minus `versus`'s.
 
     values [M], versus_values [K]. The CI resamples the models within each group, one level only: each value
-    is taken as a property of one model alone. Where both groups' values are measured against one shared set
-    of references (the originals), use `compare_nearest`, which resamples the references too: this interval
-    ignores that shared draw (BENCHMARKS.md "calibration" measures how far it is off). No p-value.
+    is taken as a property of one model given the fixed originals and test set. BENCHMARKS.md "calibration"
+    measures its coverage for max IoU and L2 to shared originals (resampling the originals too made the
+    interval too wide there). No p-value: a label-permutation test asks whether the groups are exchangeable,
+    not whether their medians differ.
     """
     x, y = values.double().flatten(), versus_values.double().flatten()
     if len(x) == 0 or len(y) == 0 or x.isnan().any() or y.isnan().any():
@@ -229,52 +237,6 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
         ys = y[torch.randint(len(y), (b, len(y)), generator=generator)]
         replicates.append(median(xs) - median(ys))
     return _comparison(group, versus, metric, float(median(x) - median(y)), torch.cat(replicates), None)
-
-
-def compare_nearest(to_references: torch.Tensor, versus_to_references: torch.Tensor, group: str, versus: str,
-                    metric: str, largest: bool = True, versus_is_references: bool = False, n_boot: int = 2000,
-                    seed: int = 0) -> Comparison:
-    """Median over `group` of each model's nearest-reference value minus the same for `versus`.
-
-    to_references [M, K] / versus_to_references [L, K]: a similarity (largest=True: e.g. wrong-prediction IoU,
-    nearest = max) or a distance (largest=False) of each model to each of K references (the originals).
-    versus_is_references: `versus` ARE the references ([K, K]); a reference is then not its own nearest.
-    The references are shared by both groups, so their draw moves both medians together: the CI resamples
-    the models of each group and, jointly for both, the references (with versus_is_references one resample
-    serves both). A resample holds about 63% distinct references, which shifts every nearest value the
-    same way; the percentile interval is taken of the replicates recentred on the estimate. Its calibration:
-    BENCHMARKS.md "calibration".
-    """
-    if to_references.shape[1] != versus_to_references.shape[1] or min(to_references.shape) == 0:
-        raise ValueError(f"compare_nearest needs [M, K] and [L, K] with M, L, K >= 1, got "
-                         f"{tuple(to_references.shape)} and {tuple(versus_to_references.shape)}")
-    sign = 1.0 if largest else -1.0
-    x, y = sign * to_references.double(), sign * versus_to_references.double()  # nearest = max
-    if versus_is_references:
-        y = y.clone().fill_diagonal_(-float("inf"))
-    estimate = sign * float(median(x.amax(1)) - median(y.amax(1)))
-    generator, (m, k), n_y = random_stream(seed, MODELS), x.shape, len(y)
-    replicates = []
-    for b in blocks(n_boot, 64):  # [b, M, K] gathers: 64 replicates at a time
-        references = torch.randint(k, (b, 1, k), generator=generator)
-        rows = torch.randint(m, (b, m, 1), generator=generator)
-        nearest_x = x[rows, references].amax(2)  # [b, M]
-        if versus_is_references:
-            own = references.transpose(1, 2)  # [b, K, 1]: the resampled references are the versus group
-            block = y[own, references].masked_fill(own == references, -float("inf"))
-        else:
-            block = y[torch.randint(n_y, (b, n_y, 1), generator=generator), references]
-        replicates.append(sign * (median(nearest_x) - median(block.amax(2))))
-    replicates = torch.cat(replicates)
-    return _comparison(group, versus, metric, estimate, replicates - replicates.mean() + estimate, None)
-
-
-def describe_values(values: torch.Tensor, versus_values: torch.Tensor, group: str, versus: str, metric: str,
-                    ) -> Comparison:
-    """Median of a per-model value of `group` minus `versus`'s, descriptive: no CI, no verdict (used where no
-    interval passed the calibration benchmark, e.g. median L2 to the nearest original)."""
-    difference = float(median(values.double().flatten()) - median(versus_values.double().flatten()))
-    return Comparison(group, versus, metric, difference, None, None, None, DESCRIPTIVE)
 
 
 def dominance(accuracy: Comparison, similarity: Comparison, group: str, versus: str = "generated") -> dict:
