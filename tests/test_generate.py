@@ -8,8 +8,8 @@ import torch
 from pdiff import generate
 from pdiff.collect import load as load_collected
 from pdiff.errors import ConfigError
-from pdiff.sample import sample_models
 from pdiff.pipeline import Run, run_stages
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors
 from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config

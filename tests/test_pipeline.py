@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from pdiff.errors import ArtifactError, HealthError
-from pdiff.sample import sample_models
 from pdiff.pipeline import Run, run_pipeline, run_stage
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
 from tests.conftest import copy_stages, tiny_config
