@@ -165,7 +165,7 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
         to_run = [s for s in stages if (force is not None and STAGES.index(s) >= STAGES.index(force))
                   or not run.is_done(s)]
         if "generate" in to_run or "evaluate" in to_run:
-            check_memory(run)  # before collect: a too large generate.n must not wait for training
+            check_generate_memory(run)  # before collect: a too large generate.n must not wait for training
         try:
             for stage in stages:
                 run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
@@ -176,7 +176,7 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
     return run
 
 
-def check_memory(run: Run) -> None:
+def check_generate_memory(run: Run) -> None:
     """Refuse, before any work, a generate.n whose models cannot fit in memory (`pdiff.generate.check_memory`)."""
     if run.is_done("collect"):
         dim = load_json(run.stage_dir("collect") / STAGE_FILE)["dim"]
