@@ -54,7 +54,7 @@ def atomic_folder(out: str | Path, marker: Marker | None = None, force: bool = F
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file, not a folder: give a folder ({option})")
+        raise ConfigError(f"{out} is a file, not a folder: give a folder")
     partial, old = _beside(out, "partial"), _beside(out, "old")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def atomic_folder(out: str | Path, marker: Marker | None = None, force: bool = F
         raise _storage(out, e) from None
     with file_lock(_beside(out, "lock"), str(out), option) if lock else _nothing():
         _recover(out, partial, old)
-        kept = _user_files(out, marker, force, option) if marker else []
+        kept = _user_files(out, marker, force) if marker else []
         try:
             partial.mkdir()
             yield partial
@@ -108,7 +108,7 @@ def _recover(out: Path, partial: Path, old: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _user_files(out: Path, marker: Marker, force: bool, option: str) -> list[str]:
+def _user_files(out: Path, marker: Marker, force: bool) -> list[str]:
     """The names in `out` pdiff did not write (kept through the replacement); refuses what must not be replaced."""
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries:
@@ -116,10 +116,10 @@ def _user_files(out: Path, marker: Marker, force: bool, option: str) -> list[str
     data = owned_by_pdiff(out, marker)
     if data is None:
         raise ArtifactError(f"{out} is not empty and holds no {marker.what} (it has {entries[0]}): pdiff replaces "
-                            f"only what it wrote; give a new or empty folder ({option})")
+                            "only what it wrote; give a new or empty folder")
     if not force:
         raise ArtifactError(f"{out} holds an earlier {marker.what}: pass --force to replace it, or give another "
-                            f"folder ({option})")
+                            "folder")
     ours = set(data["files"]) if isinstance(data.get("files"), list) else {
         name for name in entries if name.endswith((".safetensors", ".json", ".md", ".csv"))}  # before the list
     return [name for name in entries if name not in ours and name != marker.file]

@@ -36,7 +36,7 @@ def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id:
     gen, config = run.generator, run.config
     metadata = _metadata(run, stage_hash(config, "train"))
     sections = results_sections(_current_results(run), run.checkpoints.test_predictions)
-    with atomic_folder(out_dir, GENERATOR, force, option="export") as folder:
+    with atomic_folder(out_dir, GENERATOR, force, option="OUT_DIR") as folder:
         if base:
             metadata["base"] = _copy_base(run, folder)
         gen.write_pretrained(folder, metadata, sections, shlex.join(["pdiff", "run", *run_arguments(config)]),
@@ -51,7 +51,7 @@ def export_checkpoints(run_dir: str | Path, out_dir: str | Path, base: bool = Tr
     run = open_run(run_dir)
     ckpts = run.checkpoints
     metadata = _metadata(run, stage_hash(run.config, "collect"))
-    with atomic_folder(out_dir, CHECKPOINTS, force, option="export") as folder:
+    with atomic_folder(out_dir, CHECKPOINTS, force, option="OUT_DIR") as folder:
         if base:
             metadata["base"] = _copy_base(run, folder)
         ckpts.write_pretrained(folder, metadata, shlex.join(["pdiff", "collect", *run_arguments(run.config)]),
