@@ -5,6 +5,7 @@
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
                  [--target max --guidance 2]  ... at a validation accuracy (a generator conditioned on it)
     pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
+                                          (OUT_DIR new or empty; --force replaces an earlier export there)
     pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
