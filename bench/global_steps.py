@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"data.data_dir={args.data_dir}"] if args.data_dir else []
     run = Run(load_config(args.task, overrides), args.runs_dir / args.task, progress=False)
-    gen = ParameterGenerator.load(run.root / "generator")
+    gen = ParameterGenerator.load(run.stage_dir("train"))
     if gen.global_denoiser is None:
         raise SystemExit(f"{args.task}'s generator has no global denoiser: give a task with train.diffusion."
                          "global_steps")

@@ -58,7 +58,7 @@ STEPS = {  # step -> the most seconds it may take (less when the budget runs sho
 }
 TOY_SLACK = 2  # --toy: each step may take this many times its limit (a shared CPU is slow), the budget still holds
 RESERVE_S = 5  # of the budget, kept for writing the results after the last step
-RUN_FOLDERS = ("collect", "generator", "generate", "evaluate", "report")  # a run folder's stages, in order
+RUN_FOLDERS = ("collect", "train", "generate", "evaluate", "report")  # a run folder's stages, in order
 TOY_RUNS = {  # --toy: each run shrunk to about a minute of one CPU core
     "mnist1d-convnet": ["data.num_samples=1500", "data.val_size=200", "collect.epochs=2", "collect.k=12",
                         "train.autoencoder.steps=150", "train.autoencoder.kwargs={hidden: 64}",

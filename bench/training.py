@@ -21,7 +21,7 @@ from pdiff.collect import load as load_collected  # the stage's loader (pdiff.co
 from pdiff.config import load_config
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
+from pdiff.task import Task
 
 from .markdown import machine, table, write_section
 

@@ -83,8 +83,8 @@ def _other_spec(tensors: dict, meta: dict) -> None:
 
 
 def _edit_both_generator_files(change: Callable[[dict, dict], None]) -> Setup:
-    ae, dm = edit_tensors("generator/autoencoder.safetensors", change), edit_tensors(
-        "generator/diffusion.safetensors", change)
+    ae, dm = edit_tensors("train/autoencoder.safetensors", change), edit_tensors(
+        "train/diffusion.safetensors", change)
     return lambda root, tmp: (ae(root, tmp), dm(root, tmp))
 
 
@@ -304,12 +304,12 @@ CASES = [
     Case("generator-of-another-subset", ["generate", *TINY, *FORCE], "trained for another parameter subset",
          "retrain it with `pdiff train --force`", _edit_both_generator_files(_other_spec), run=True),
     Case("generator-files-mixed", ["generate", *TINY, *FORCE], "mixes an autoencoder and a diffusion model",
-         "rerun `pdiff train --force`", edit_tensors("generator/diffusion.safetensors", _other_spec), run=True),
+         "rerun `pdiff train --force`", edit_tensors("train/diffusion.safetensors", _other_spec), run=True),
     Case("generator-of-another-config", ["generate", *TINY, *FORCE], "trained under another config",
          "rerun `pdiff train --force`",
-         edit_tensors("generator/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
+         edit_tensors("train/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
     Case("nan-in-generator", ["generate", *TINY, *FORCE], "produced NaN or Inf parameters",
-         "retrain with `pdiff train --force`", edit_tensors("generator/autoencoder.safetensors",
+         "retrain with `pdiff train --force`", edit_tensors("train/autoencoder.safetensors",
                                                              _nan("normalizer.std")), run=True),
     Case("generated-for-another-subset", ["evaluate", *TINY, *FORCE], "made for another parameter subset",
          "rerun `pdiff generate --force`", edit_tensors("generate/generated.safetensors", _other_spec), run=True),
@@ -339,12 +339,13 @@ CASES = [
     Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
     Case("sample-beyond-memory", ["sample", "{root}", "-n", "100000000000", "--out", "{tmp}/out"],
          "-n 100000000000 needs at least", "ask for fewer models", run=True),
-    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty", "pass --force", run=True),
+    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty and holds no `pdiff sample`",
+         "give a new or empty folder", run=True),
     Case("sample-out-is-a-file", ["sample", "{root}", "--out", "{root}/config.yaml"], "is a file, not a folder",
          "pass a folder", run=True),
     Case("sample-generator-files-of-two-runs", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config (hash 1111111111111111, this config", "rerun `pdiff train --force`",
-         edit_tensors("generator/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
+         edit_tensors("train/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
     Case("sample-after-collect-with-another-seed", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config", "rerun `pdiff train --force`", _collect_again_with_another_seed, run=True),
     # ---- pdiff ablate ------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError
 from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
 def test_stage_alone_writes_results_and_predictions(tiny_run, tmp_path, monkeypatch) -> None:
     task = Task(tiny_config(), progress=False)
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator", "generate"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train", "generate"))
     out = root / evaluate.FOLDER
     out.mkdir()
     evaluated = []

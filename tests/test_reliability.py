@@ -276,7 +276,9 @@ def test_sample_refuses_a_full_out_and_force_replaces_its_models(reference: Path
     assert _snapshot(out) == before
     result = runner.invoke(app, [*args, "-n", "2", "--seed", "1", "--force"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors", "notes.txt",
+                                                     "samples.json"]
+    assert (out / "notes.txt").read_text() == "mine"
     assert (out / "model_000.safetensors").read_bytes() != before["model_000.safetensors"]  # the new seed's
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder beside it
 
@@ -298,8 +300,8 @@ def test_checkpoints_of_other_float_types_load_as_float32(reference: Path, tmp_p
     """float16 / bfloat16 / float64 files (saved by other tools) are read as float32 by every stage."""
     root = shutil.copytree(reference, tmp_path / TASK)
     for path, dtype in [("collect/base.safetensors", torch.float16), ("collect/checkpoints.safetensors", torch.float64),
-                        ("generator/autoencoder.safetensors", torch.bfloat16),
-                        ("generator/diffusion.safetensors", torch.float64)]:
+                        ("train/autoencoder.safetensors", torch.bfloat16),
+                        ("train/diffusion.safetensors", torch.float64)]:
         tensors, meta = load_tensors(root / path)
         store.save_tensors(root / path, {k: v.to(dtype) if v.is_floating_point() else v
                                          for k, v in tensors.items()}, meta)

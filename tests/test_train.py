@@ -8,7 +8,7 @@ from pdiff.collect import load as load_collected
 from pdiff.errors import ArtifactError
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 

@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,9 @@ from .checkpoints import HOLDOUT_SPLITS
 from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS, build_denoiser
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
+from .layout import resolve_data_dir
+from .tasks.datasets import DATASETS
+from .tasks.models import MODELS
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 
@@ -213,13 +215,6 @@ RANGES = {"collect.lr": POSITIVE_REAL, "collect.subset_lr": POSITIVE_REAL, "trai
           "train.autoencoder.input_noise": AT_LEAST_0, "train.autoencoder.latent_noise": AT_LEAST_0}
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
-DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")  # where datasets live without data.data_dir or $PDIFF_DATA
-
-def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
-    chosen = data_dir or os.environ.get("PDIFF_DATA") or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
-
 
 def task_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
@@ -387,9 +382,6 @@ def _numbers(value: Any, name: str = "") -> list[tuple[str, float]]:
 
 def _check_registries(config: Config) -> None:
     """Names and kwargs that pick a dataset, model or network must exist, so a typo fails before training."""
-    from .tasks.datasets import DATASETS
-    from .tasks.models import MODELS
-
     for key, name, registry in (("data.name", config.data.name, DATASETS), ("model.name", config.model.name, MODELS)):
         if name not in registry:
             raise ConfigError(f"{key}={name!r} is not known: choose one of {', '.join(sorted(registry))}")

@@ -22,16 +22,17 @@ from .checkpoints import CheckpointSet
 from .config import stage_hash
 from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
+from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
 from .params import Normalizer
 from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
-from .store import load_json, load_tensors, save_json, save_tensors
-from .tasks import Task
+from .store import check_format_version, load_json, load_tensors, save_json, save_tensors
+from .task import Task, check_made_for
 from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
-FOLDER = "evaluate"  # runs/<task>/evaluate/
-RESULTS_FILE, PREDICTIONS_FILE = "results.json", "predictions.safetensors"
+FOLDER = STAGE_FOLDERS["evaluate"]  # runs/<task>/evaluate/
+RESULTS_FORMAT_VERSION = 1  # of results.json; 0: written before it carried one
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -65,8 +66,9 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     names = [r["group"] for r in records]
     standardised = normalizer.normalize(vectors)
     similarity = similarity_summary(predictions, test_labels, names, standardised)
-    results = {"task": task.config.task, "config_hash": stage_hash(task.config, "evaluate"),
-               "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
+    results = {"format_version": RESULTS_FORMAT_VERSION, "task": task.config.task,
+               "config_hash": stage_hash(task.config, "evaluate"), "seed": task.config.seed,
+               "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
     results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
@@ -81,11 +83,18 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
 
 def load(task: Task, run_dir: Path) -> dict:
     """results.json of `run_dir`, checked to be made under this config."""
+    return read(run_dir, stage_hash(task.config, "evaluate"))
+
+
+def read(run_dir: Path, config_hash: str) -> dict:
+    """results.json of `run_dir`, checked to be made under the config of `config_hash` and of a format_version
+    this pdiff reads."""
     path = run_dir / FOLDER / RESULTS_FILE
     results = load_json(path)
     if not isinstance(results, dict) or "summary" not in results:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
-    task.check_made_for(path, results, "evaluate")
+    check_format_version(path, results, RESULTS_FORMAT_VERSION)
+    check_made_for(path, results, config_hash, "evaluate")
     return results
 
 

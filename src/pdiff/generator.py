@@ -32,11 +32,15 @@ from .checkpoints import CheckpointSet
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig, parse_target
 from .diffusion import DDPM, build_denoiser
 from .errors import ArtifactError, ConfigError, NotFittedError, TrainingError
+from .folders import atomic_folder
+from .hub import download
+from .layout import AUTOENCODER_FILE, DIFFUSION_FILE
 from .params import Normalizer, ParamSpec
+from .pretrained import GENERATOR, generator_card, read_export, version, write_export
+from .render import Section
 from .store import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
-AUTOENCODER_FILE, DIFFUSION_FILE = "autoencoder.safetensors", "diffusion.safetensors"
 
 
 class ParameterGenerator:
@@ -388,21 +392,37 @@ class ParameterGenerator:
                                 "rerun `pdiff train --force`")
         return gen
 
-    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        """Write a Hugging Face hub model repository into `directory`: config.json, the two weight files and a
-        model card (README.md); `pdiff export` adds a run's base model and results (see `pdiff.hub`)."""
-        from .hub import save_generator  # hub builds on this module
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None, force: bool = False) -> Path:
+        """Write a Hugging Face hub model repository into `directory` (new or empty; an earlier generator export
+        is replaced only with `force`): config.json, the two weight files and a model card (README.md).
+        `pdiff export` adds a run's base model and results (`pdiff.share`)."""
+        with atomic_folder(directory, GENERATOR, force) as folder:
+            self.write_pretrained(folder, metadata)
+        return Path(directory)
 
-        return save_generator(self, directory, metadata)
+    def write_pretrained(self, folder: Path, metadata: dict | None = None, sections: list[Section] = (),
+                         command: str | None = None, repo_id: str | None = None) -> None:
+        """`save_pretrained`'s files, written into `folder` as it is; `sections`, `command` and `repo_id` fill in
+        the model card (an export adds the run's results and the command that made it)."""
+        metadata = dict(metadata or {})
+        self.save(folder, metadata)
+        fields = {**metadata, "seed": self.seed, "spec": self.spec.to_dict(),
+                  "train": {"autoencoder": asdict(self.config.autoencoder), "diffusion": asdict(self.config.diffusion)}}
+        config = {"pdiff_version": version(), **fields}
+        write_export(folder, GENERATOR, fields, generator_card(config, sections, command, repo_id))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str = "cpu",
                         revision: str | None = None) -> ParameterGenerator:
         """A generator from a folder written by `save_pretrained` / `pdiff export`, or from a hub repo id
         (downloaded once, then read from the cache; with HF_HUB_OFFLINE=1 only from the cache)."""
-        from .hub import load_generator  # hub builds on this module
-
-        return load_generator(name_or_path, device, revision)
+        folder = download(name_or_path, "model", revision)
+        config = read_export(folder, GENERATOR)
+        gen = cls.load(folder, device)
+        if gen.spec != ParamSpec.from_dict(config["spec"]):
+            raise ArtifactError(f"{folder}: config.json and the weight files describe different parameter subsets; "
+                                "export the run again")
+        return gen
 
 
 def token_crop(num_tokens: int, length: int, align: int, generator: torch.Generator, prefix: int = 0
