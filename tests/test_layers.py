@@ -14,9 +14,9 @@ PACKAGE = "pdiff"
 
 # Lowest first. A module may import modules of its own layer or of the layers below it, never above.
 LAYERS = {
-    "leaves": ("errors", "layout", "tasks"),
-    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "similarity",
-                       "figures", "inference", "hub", "pretrained", "checkpoints"),
+    "leaves": ("errors", "layout", "tasks", "provenance"),
+    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "memorization",
+                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints"),
     "networks": ("autoencoder", "diffusion", "tasks.models", "tasks.datasets", "baselines"),
     "config": ("config",),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
