@@ -52,7 +52,7 @@ def main() -> None:
         gen = ParameterGenerator(spec, train, "cpu", config.seed)
         if compiled:
             gen.autoencoder.compile()
-            gen.denoiser.compile()
+            gen.prior.denoiser.compile()  # the default task's flat prior
         start = time.process_time()
         gen.fit_autoencoder(ckpts, progress=False)
         ae_seconds = time.process_time() - start

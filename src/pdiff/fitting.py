@@ -2,8 +2,9 @@
 mini-batches it draws.
 
 `fit_network`: AdamW with cosine lr decay on random mini-batches, the last finite weights kept, the loss logged
-every 100 steps. `Batches` draws each step's rows and, with a `TokenCrop`, the crop of token data a step
-trains on (`token_crop`), so that a step costs the same at any number of tokens.
+every 100 steps; `fit_averaged`: the same with an EMA of the weights (the denoisers). `Batches` draws each
+step's rows and, with a `TokenCrop`, the crop of token data a step trains on (`token_crop`), so that a step
+costs the same at any number of tokens.
 """
 
 from __future__ import annotations
@@ -83,12 +84,6 @@ class Batches:
         return self.data[rows[:, None], token_ids], token_ids
 
 
-def ema_of(net: nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of `net`'s weights (update it each step); None for decay 0: the raw
-    weights are sampled (AveragedModel would copy them every step)."""
-    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
-
-
 def fit_network(net: nn.Module, data: Tensor, loss_fn: LossFn, cfg: Schedule, name: str, *, seed: int,
                 metrics: list[dict], progress: bool = True, crop: TokenCrop | None = None,
                 on_step: Callable[[nn.Module], None] | None = None, section: str | None = None) -> None:
@@ -137,3 +132,13 @@ def fit_network(net: nn.Module, data: Tensor, loss_fn: LossFn, cfg: Schedule, na
         if step % 100 == 0 or step == cfg.steps - 1:
             metrics.append({"network": name, "step": step, "loss": loss.item()})
     distributed.release(ddp_net)
+
+
+def fit_averaged(net: nn.Module, data: Tensor, loss_fn: LossFn, cfg: Schedule, name: str, ema_decay: float,
+                 **kwargs) -> nn.Module:
+    """fit_network (kwargs: its keywords) with an exponential moving average of the weights, updated every step;
+    returns the network to sample with, in eval mode: the average, or for ema_decay 0 the raw weights (no
+    average is kept then: AveragedModel would copy them every step)."""
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+    fit_network(net, data, loss_fn, cfg, name, on_step=ema.update_parameters if ema else None, **kwargs)
+    return (ema.module if ema else net).eval()

@@ -80,11 +80,7 @@ class ParameterGenerator:
         z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
         if self.config.diffusion.standardise_latents:  # else mean 0 and scale 1 stay: the prior sees raw latents
             self.latent_mean = z.mean(0)
-            # One scale for flat latents; one per token [G + T, 1] for token latents, whose global tokens vary far
-            # more than the tokens that code what is left (mnist-mlp-full: a spread of 259 against 0.1-0.6).
-            deviations = z - self.latent_mean
-            spread = deviations.std(dim=(0, 2))[:, None] if z.ndim == 3 else deviations.std()
-            self.latent_scale = spread.clamp(min=1e-8)
+            self.latent_scale = self.autoencoder.latent_spread(z - self.latent_mean).clamp(min=1e-8)
         self.prior.fit(self.standardise_latents(z), condition, progress)
 
     # ---- inference ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..denoisers import build_denoiser
 from ..diffusion import clean_prefix_loss, denoising_loss, sample
 from ..errors import ConfigError
-from ..fitting import ema_of, fit_network
+from ..fitting import fit_averaged
 from .base import register_prior, strip
 from .tokens import TokenPrior
 
@@ -85,15 +85,12 @@ class FactorisedPrior:
         self._fit_global(z_global.to(self.device), steps, progress)
 
     def _fit_global(self, z_global: Tensor, steps: int, progress: bool) -> None:
-        ema = ema_of(self.global_denoiser, self.config.ema_decay)
-
         def loss_fn(net: nn.Module, batch: Tensor, noise: torch.Generator, token_ids: Tensor | None) -> Tensor:
             return denoising_loss(self.schedule, net, batch, noise)
 
-        fit_network(self.global_denoiser, z_global, loss_fn, replace(self.config, steps=steps), "global diffusion",
-                    seed=self.seed, metrics=self.global_metrics, progress=progress,
-                    on_step=ema.update_parameters if ema else None, section="diffusion")
-        self.global_denoiser = (ema.module if ema else self.global_denoiser).eval()
+        self.global_denoiser = fit_averaged(self.global_denoiser, z_global, loss_fn, replace(self.config, steps=steps),
+                                            "global diffusion", self.config.ema_decay, seed=self.seed,
+                                            metrics=self.global_metrics, progress=progress, section="diffusion")
 
     def sample(self, n: int, sampler: str, steps: int | None, generator: torch.Generator,
                condition: float | None = None, guidance: float = 0.0, progress: bool = False) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..denoisers import build_denoiser
 from ..diffusion import NoiseSchedule, denoising_loss, guidance_loss, sample
 from ..errors import ArtifactError, ConfigError
-from ..fitting import ema_of, fit_network
+from ..fitting import fit_averaged
 from .base import register_prior, strip
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ class FlatPrior:
     def fit(self, z: Tensor, condition: Tensor | None = None, progress: bool = True) -> None:
         """Train the denoiser on z [K, d]; conditioned, on z with its accuracies condition [K] (fractions)."""
         cfg = self.config
-        ema = ema_of(self.denoiser, cfg.ema_decay)
         if self.conditioned:
             self.accuracies = condition.float().cpu()
             c = self.standardise_accuracy(self.accuracies).to(self.device)  # [K]
@@ -54,9 +53,8 @@ class FlatPrior:
                 return guidance_loss(self.schedule, net, batch[:, :-1], batch[:, -1], cfg.p_uncond, noise)
             return denoising_loss(self.schedule, net, batch, noise)
 
-        fit_network(self.denoiser, z, loss_fn, cfg, "diffusion", seed=self.seed, metrics=self.metrics,
-                    progress=progress, on_step=ema.update_parameters if ema else None)
-        self.denoiser = (ema.module if ema else self.denoiser).eval()
+        self.denoiser = fit_averaged(self.denoiser, z, loss_fn, cfg, "diffusion", cfg.ema_decay, seed=self.seed,
+                                     metrics=self.metrics, progress=progress)
 
     def sample(self, n: int, sampler: str, steps: int | None, generator: torch.Generator,
                condition: float | None = None, guidance: float = 0.0, progress: bool = False) -> Tensor:

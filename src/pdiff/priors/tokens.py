@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..denoisers import build_denoiser
 from ..diffusion import NoiseSchedule, denoising_loss, sample, token_weighted_loss
 from ..errors import ConfigError
-from ..fitting import TokenCrop, ema_of, fit_network
+from ..fitting import TokenCrop, fit_averaged
 from .base import register_prior, strip
 
 if TYPE_CHECKING:
@@ -62,13 +62,11 @@ class TokenPrior:
     def fit(self, z: Tensor, condition: Tensor | None = None, progress: bool = True) -> None:
         """Train on z [K, G + T, c], on crops of train.diffusion.tokens_per_step tokens when that is under T."""
         cfg = self.config
-        ema = ema_of(self.denoiser, cfg.ema_decay)
         tokens = self.latent_shape[0] - self.global_tokens
         crop = (TokenCrop(cfg.tokens_per_step, self.denoiser.window, self.global_tokens)
                 if 0 < cfg.tokens_per_step < tokens else None)
-        fit_network(self.denoiser, z, self.loss, cfg, "diffusion", seed=self.seed, metrics=self.metrics,
-                    progress=progress, crop=crop, on_step=ema.update_parameters if ema else None)
-        self.denoiser = (ema.module if ema else self.denoiser).eval()
+        self.denoiser = fit_averaged(self.denoiser, z, self.loss, cfg, "diffusion", cfg.ema_decay, seed=self.seed,
+                                     metrics=self.metrics, progress=progress, crop=crop)
 
     def sample(self, n: int, sampler: str, steps: int | None, generator: torch.Generator,
                condition: float | None = None, guidance: float = 0.0, progress: bool = False) -> Tensor:
