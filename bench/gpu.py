@@ -265,7 +265,7 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     generator(size.warmup).fit(checkpoints, progress=False)
     gen = generator(size.generator_steps)
     autoencoder = timed(lambda: gen.fit_autoencoder(checkpoints, progress=False), device) / size.generator_steps
-    diffusion = timed(lambda: gen.fit_diffusion(checkpoints, progress=False), device) / size.generator_steps
+    diffusion = timed(lambda: gen.fit_prior(checkpoints, progress=False), device) / size.generator_steps
     n = size.n or config.generate.n
     gen.sample(n, config.generate.sampler, size.sample_steps)
     sampling = timed(lambda: gen.sample(n, config.generate.sampler, size.sample_steps), device) / size.sample_steps

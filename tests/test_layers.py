@@ -17,7 +17,8 @@ LAYERS = {
     "leaves": ("errors", "layout", "tasks", "provenance"),
     "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "memorization",
                        "similarity", "figures", "inference", "hub", "pretrained", "checkpoints"),
-    "networks": ("autoencoder", "diffusion", "tasks.models", "tasks.datasets", "baselines"),
+    "networks": ("autoencoder", "denoisers", "diffusion", "fitting", "priors", "priors.base", "priors.flat",
+                 "priors.tokens", "priors.factorised", "tasks.models", "tasks.datasets", "baselines"),
     "config": ("config",),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),
@@ -40,11 +41,20 @@ def package_modules() -> dict[str, Path]:
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The pdiff modules `path` imports anywhere in its body, with the packages above them (importing
-    pdiff.tasks.datasets runs pdiff/tasks/__init__.py first); the package root `pdiff` itself is left out."""
+    pdiff.tasks.datasets runs pdiff/tasks/__init__.py first); the package root `pdiff` itself is left out.
+
+    Imports under `if TYPE_CHECKING:` are left out: they never run, and only name a class in annotations
+    (the priors name the config class that reads their registry)."""
     this = module_name(path)
     package = this.rsplit(".", 1)[0] if not path.name == "__init__.py" else this.removesuffix(".__init__")
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                 and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                 for statement in node.body for inner in ast.walk(statement)}
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -62,7 +72,7 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
                 if ".".join(parts[:i]) in modules:
                     found.add(".".join(parts[:i]))
     found.discard(this)
-    return found
+    return {name for name in found if not this.startswith(f"{name}.")}  # its own package is initialising already
 
 
 @pytest.fixture(scope="module")

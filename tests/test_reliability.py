@@ -26,6 +26,7 @@ from pdiff import store
 from pdiff.cli import app
 from pdiff.config import STAGES, AutoencoderConfig
 from pdiff.errors import DatasetError, NotFittedError, TrainingError
+from pdiff.fitting import fit_network
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import predict_many
 from pdiff.params import ParamSpec
@@ -128,7 +129,6 @@ def test_no_pickle_in_the_package() -> None:
 
 def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
     net = nn.Linear(4, 4)
-    gen = ParameterGenerator(ParamSpec(("w",), ((4,),)), device="cpu")
     good: dict[str, torch.Tensor] = {}
     calls = []
 
@@ -144,7 +144,8 @@ def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
 
     with pytest.raises(TrainingError, match=r"test loss became nan at step 150: lower train\.test\.lr "
                                             r"\(the weights of step 100"):
-        gen._train(net, torch.randn(10, 4), loss_fn, AutoencoderConfig(steps=300, lr=1e-2), "test", False, on_step)
+        fit_network(net, torch.randn(10, 4), loss_fn, AutoencoderConfig(steps=300, lr=1e-2), "test", seed=0,
+                    metrics=[], progress=False, on_step=on_step)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in good.items()) and good
 
 

@@ -25,10 +25,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .autoencoder import AUTOENCODERS, build_autoencoder
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS, build_denoiser
+from .denoisers import DENOISERS, TOKEN_DENOISERS, build_denoiser
+from .diffusion import SAMPLERS
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 from .layout import resolve_data_dir
+from .priors import PRIORS
 from .tasks.datasets import DATASETS
 from .tasks.models import MODELS
 
@@ -110,6 +112,9 @@ class DiffusionConfig:
     # dropped with probability p_uncond so the same network is also unconditional (classifier-free guidance).
     condition: str = "none"
     p_uncond: float = 0.1
+    # The latent prior family, a name in pdiff.priors.PRIORS: "auto" the DDPM prior that fits the latents (flat,
+    # tokens, or factorised with global_steps).
+    prior: str = "auto"
 
 
 @dataclass
@@ -186,7 +191,8 @@ _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
                ("train.autoencoder.standardise", "tensor", ("train.autoencoder.standardise",)),
-               ("generate.target", None, ("generate.target", "generate.guidance")))
+               ("generate.target", None, ("generate.target", "generate.guidance")),
+               ("train.diffusion.prior", "auto", ("train.diffusion.prior",)))
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
@@ -195,7 +201,7 @@ TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.targ
 CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODERS),
            "train.diffusion.arch": tuple(DENOISERS), "generate.sampler": SAMPLERS, "precision": PRECISIONS,
            "train.holdout_split": HOLDOUT_SPLITS, "train.diffusion.condition": CONDITIONS,
-           "train.autoencoder.standardise": STANDARDISATIONS}
+           "train.autoencoder.standardise": STANDARDISATIONS, "train.diffusion.prior": PRIORS}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",

@@ -44,7 +44,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     gen.fit_autoencoder(ckpts, task.progress)
     health = check_reconstructions(gen, collected.model, ckpts, task.loader("val"), task.config.train.health_tolerance,
                                    task.config.evaluate.model_chunk, task.device)
-    gen.fit_diffusion(ckpts, task.progress)
+    gen.fit_prior(ckpts, task.progress)
     gen.save(out, task.metadata("train"))
     save_text(out / METRICS_FILE, _csv(gen.metrics))
     return {"health": health}
