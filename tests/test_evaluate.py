@@ -7,6 +7,8 @@ import torch
 
 from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError
+from pdiff.pipeline import run_pipeline
+from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
 from pdiff.task import Task
@@ -89,3 +91,21 @@ def test_one_original_is_compared_on_accuracy_only() -> None:
     assert "resolution" not in decided
     assert {c["metric"] for c in decided["comparisons"]} == {"mean_test_accuracy", "median_test_accuracy",
                                                              "best_val_chosen_test_accuracy"}
+
+
+def test_several_generators_give_method_scope_verdicts(tmp_path) -> None:
+    """With train.generators=2 each generated record names its generator and the generated group's mean
+    comparisons speak for the method; the report says so in words."""
+    run = run_pipeline(tiny_config("train.generators=2", "generate.n=6"), tmp_path, progress=False)
+    results = json.loads((run.root / "evaluate/results.json").read_text())
+    assert [m["generator"] for m in results["models"] if m["group"] == "generated"] == [0, 0, 0, 1, 1, 1]
+    assert all("generator" not in m for m in results["models"] if m["group"] != "generated")
+    mean = next(c for c in results["comparisons"] if (c["group"], c["metric"]) == ("generated", "mean_test_accuracy"))
+    assert mean["scope"] == "method" and mean["ci_low"] <= mean["difference"] <= mean["ci_high"]
+    assert {c["scope"] for c in results["comparisons"] if (c["group"], c["versus"]) == ("ensemble", "original")} == {
+        "generator"}
+    assert {c["scope"] for c in results["comparisons"] if c["metric"] == "dominance"} == {"method"}
+    lines = verdict_lines(results)
+    assert any(line.startswith("generated vs original, mean test accuracy") and "(p-diff on this task, 2 generators)"
+               in line for line in lines)
+    assert results["provenance"]["threads"] >= 1 and "torch" in results["provenance"]

@@ -127,6 +127,9 @@ class TrainConfig:
     holdout: int = 0
     holdout_split: str = "interleaved"
     seed: int | None = None  # the generator's initialisation and training noise; None: the run's seed
+    # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
+    # this task) instead of one trained generator.
+    generators: int = 1
 
 
 @dataclass
@@ -183,7 +186,8 @@ _NOT_HASHED = {"data": ("data_dir", "download"), "evaluate": ("model_chunk",)}
 # Keys added after runs were made, left out of the hash while they change nothing, so those runs keep their hash:
 # (key, the value at which it is inert, the keys then dropped). A None train.seed is the run's seed, hashed
 # already; tokens_per_step 0 trains on every token, as before the key existed; global_steps 0 trains no global
-# denoiser, as before; unconditioned, p_uncond does nothing; without a target, guidance does nothing.
+# denoiser, as before; unconditioned, p_uncond does nothing; without a target, guidance does nothing; one
+# generator is what every run trained before train.generators.
 _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.autoencoder.tokens_per_step", 0, ("train.autoencoder.tokens_per_step",)),
                ("train.diffusion.tokens_per_step", 0, ("train.diffusion.tokens_per_step",)),
@@ -192,7 +196,8 @@ _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
                ("train.autoencoder.standardise", "tensor", ("train.autoencoder.standardise",)),
                ("generate.target", None, ("generate.target", "generate.guidance")),
-               ("train.diffusion.prior", "auto", ("train.diffusion.prior",)))
+               ("train.diffusion.prior", "auto", ("train.diffusion.prior",)),
+               ("train.generators", 1, ("train.generators",)))
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
@@ -205,7 +210,7 @@ CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODE
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
-            "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k")
+            "generate.n", "evaluate.model_chunk", "evaluate.mean_of_k", "train.generators")
 NON_NEGATIVE = ("collect.epochs", "train.holdout", "train.autoencoder.input_noise", "train.autoencoder.latent_noise",
                 "evaluate.finetune_steps", "generate.guidance", "train.autoencoder.tokens_per_step",
                 "train.diffusion.tokens_per_step", "train.diffusion.global_steps")
@@ -327,6 +332,9 @@ def validate(config: Config) -> None:
     _check_ranges(config, flat)
     _validate_baselines(config.evaluate)
     _validate_conditioning(config.train.diffusion, config.generate)
+    if config.generate.n < config.train.generators:
+        raise ConfigError(f"generate.n={config.generate.n} leaves some of the train.generators="
+                          f"{config.train.generators} generators without a model: ask for at least as many models")
     if config.train.holdout and config.train.holdout > config.collect.k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={config.train.holdout} leaves fewer than 2 of the collect.k="
                           f"{config.collect.k} checkpoints to train on: hold out at most {config.collect.k - 2}")

@@ -60,7 +60,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                                 desc=task.bar(f"evaluate {group} (val)"))
         test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device,
                                  desc=task.bar(f"evaluate {group} (test)"))
-        records += _records(group, val_acc, accuracy(test_pred, test_labels))
+        made_by = generated.generator.tolist() if group == "generated" else None
+        records += _records(group, val_acc, accuracy(test_pred, test_labels), made_by)
         test_rows.append(test_pred)
     predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
     names = [r["group"] for r in records]
@@ -107,9 +108,15 @@ def load_correct(task: Task, run_dir: Path, group: str) -> tuple[torch.Tensor, t
     return tensors["predictions"][rows] == tensors["labels"], val
 
 
-def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor) -> list[dict]:
-    return [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
-            for i, (v, t) in enumerate(zip(val_accuracy.tolist(), test_accuracy.tolist(), strict=True))]
+def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor,
+             generators: list[int] | None = None) -> list[dict]:
+    """One record per model; a generated model's also names the generator that drew it (0 .. G - 1)."""
+    records = [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
+               for i, (v, t) in enumerate(zip(val_accuracy.tolist(), test_accuracy.tolist(), strict=True))]
+    if generators is not None:
+        for record, generator in zip(records, generators, strict=True):
+            record["generator"] = generator
+    return records
 
 
 def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: torch.Tensor,

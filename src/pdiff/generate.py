@@ -28,13 +28,16 @@ FOLDER = STAGE_FOLDERS["generate"]  # runs/<task>/generate/
 @dataclass
 class Generated:
     """The generated parameter vectors [N, D] with their latents [N, d], the latents of the checkpoints the
-    generator was trained on [K - H, d] and of the held-out ones [H, d] (empty without train.holdout), and
-    what they were conditioned on: {"target", "target_accuracy", "guidance"}, or {} when unconditioned."""
+    generator was trained on [K - H, d] and of the held-out ones [H, d] (empty without train.holdout), which
+    generator drew each vector [N] (0 .. train.generators - 1; latents are comparable within one generator
+    only, and the checkpoints' are generator 0's), and what they were conditioned on: {"target",
+    "target_accuracy", "guidance"}, or {} when unconditioned."""
 
     params: torch.Tensor
     latents: torch.Tensor
     original_latents: torch.Tensor
     heldout_latents: torch.Tensor
+    generator: torch.Tensor
     conditioning: dict = field(default_factory=dict)
 
 
@@ -43,14 +46,21 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     collected = collect.load(task, run_dir)
     spec = collected.checkpoints.spec
     training, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
-    gen = train.load(task, run_dir, spec)
+    generators = train.load_all(task, run_dir, spec)
     cfg = task.config.generate
-    latents = gen.sample_latents(cfg.n, cfg.sampler, cfg.steps, seed=task.config.seed, progress=task.progress,
-                                 target=cfg.target, guidance=cfg.guidance)
-    params = gen.decode(latents)
+    latents, params, members = [], [], []
+    for member, (gen, n) in enumerate(zip(generators, spread(cfg.n, len(generators)), strict=True)):
+        drawn = gen.sample_latents(n, cfg.sampler, cfg.steps, seed=task.config.seed + member, progress=task.progress,
+                                   target=cfg.target, guidance=cfg.guidance)
+        latents.append(drawn)
+        params.append(gen.decode(drawn))
+        members.append(torch.full((n,), member, dtype=torch.int64))
+    gen, params = generators[0], torch.cat(params)
     if not torch.isfinite(params).all():
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
-    tensors = {"params": params, "latents": latents, "original_latents": gen.encode(training.params)}
+    tensors = {"params": params, "latents": torch.cat(latents), "original_latents": gen.encode(training.params)}
+    if len(generators) > 1:  # which generator drew each row (latents of different generators live apart)
+        tensors["generator"] = torch.cat(members)
     if heldout is not None:
         tensors["heldout_latents"] = gen.encode(heldout.params)
     conditioning = {} if cfg.target is None else {
@@ -58,6 +68,11 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
         "guidance": cfg.guidance}
     save_tensors(out / GENERATED_FILE, tensors, {**task.metadata("generate"), "spec": spec.to_dict(), **conditioning})
     return conditioning
+
+
+def spread(n: int, generators: int) -> list[int]:
+    """How many of n models each generator draws: evenly, the remainder to the first."""
+    return [n // generators + (n % generators if s == 0 else 0) for s in range(generators)]
 
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
@@ -78,8 +93,9 @@ def read(run_dir: Path, config_hash: str, spec: ParamSpec) -> Generated:
         raise ArtifactError(f"{path} holds no latents (an older pdiff made it): rerun `pdiff generate --force`")
     empty = torch.empty(0, *tensors["latents"].shape[1:])
     conditioning = {key: meta[key] for key in ("target", "target_accuracy", "guidance") if key in meta}
+    generator = tensors.get("generator", torch.zeros(len(tensors["params"]), dtype=torch.int64))
     return Generated(tensors["params"], tensors["latents"], tensors["original_latents"],
-                     tensors.get("heldout_latents", empty), conditioning)
+                     tensors.get("heldout_latents", empty), generator, conditioning)
 
 
 def check_memory(n: int, dim: int, examples: int, setting: str) -> None:

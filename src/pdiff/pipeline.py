@@ -98,7 +98,7 @@ def run_stage(run: Run, stage: str, force: bool = False, entry: Entry | None = N
         extra = entry(out) or {}
         seconds = time.perf_counter() - start
         if main:
-            files = sorted(p.name for p in out.iterdir())
+            files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
             save_json(out / STAGE_FILE,
                       {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), "files": files, **extra})
             for after in STAGES[STAGES.index(stage) + 1:]:  # made from the folder this one replaces

@@ -46,7 +46,9 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     results = evaluate.load(task, run_dir)
     seconds = {stage: load_json(stage_folder(run_dir, stage) / STAGE_FILE).get("seconds") for stage in STAGES[:-1]}
     generated = generate.load(task, run_dir, ParamSpec.from_dict(results["spec"]))
-    latents = {"original": generated.original_latents.numpy(), "generated": generated.latents.numpy()}
+    # latents of different generators live in different spaces: the checkpoints' are generator 0's
+    latents = {"original": generated.original_latents.numpy(),
+               "generated": generated.latents[generated.generator == 0].numpy()}
     if len(generated.heldout_latents):
         latents["heldout"] = generated.heldout_latents.numpy()
     write_report(out, results, to_dict(task.config), seconds, latents=latents, conditioning=generated.conditioning)
@@ -85,10 +87,12 @@ def points_with_ci(c: dict, scale: float = 100) -> str:
 
 
 def scope_words(c: dict, generators: int) -> str:
-    """What a comparison's CI speaks for, in words: "this generator" or "p-diff on this task, 3 generators"."""
+    """What a comparison's CI speaks for, in words: "this generator", "p-diff on this task, 3 generators", ..."""
     if c.get("scope") == "method":
         return f"p-diff on this task, {generators} generators"
-    return "this generator" if "generated" in (c["group"], c["versus"]) else "these models"
+    if "generated" not in (c["group"], c["versus"]):
+        return "these models"
+    return "this generator" if generators == 1 else f"the models of {generators} generators, pooled"
 
 
 def verdict_lines(results: dict) -> list[str]:
