@@ -36,7 +36,8 @@ def measure(args: argparse.Namespace) -> dict:
     common.set_threads(args)
     rows = [common.measure_evaluation(task, common.EVALUATION_TASKS.get(task), args.models, args.repeats,
                                       args.data_dir, args.device) for task in args.tasks]
-    return common.results(f"python -m bench.evaluation --models {args.models} --repeats {args.repeats}",
+    tasks = "" if args.tasks == list(common.EVALUATION_TASKS) else " --tasks " + " ".join(args.tasks)
+    return common.results(f"python -m bench.evaluation --models {args.models} --repeats {args.repeats}{tasks}",
                           args.device, models=args.models, repeats=args.repeats, rows=rows)
 
 
