@@ -47,13 +47,16 @@ ARCHIVAL = ("*Archival: written before its script kept its results in JSON, so `
 
 
 # ---- runs and options -------------------------------------------------------------------------------------
-def open_run(task: str, runs_dir: Path, overrides: list[str] | tuple[str, ...] = ()):
-    """The pdiff.pipeline.Run of RUNS_DIR/TASK, a finished (or partly finished) run of TASK with `overrides`, to
-    read: every script opens runs through this one function."""
+def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The pdiff.pipeline.Run of a finished run folder, its config read from the config.yaml there (with
+    `overrides`, e.g. where its data lies now): every script opens a finished run through this one function."""
     from pdiff.config import load_config
     from pdiff.pipeline import Run
 
-    return Run(load_config(task, list(overrides)), Path(runs_dir) / task, progress=False)
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{run_dir} holds no run (no config.yaml): run its task there first")
+    return Run(load_config(run_dir / "config.yaml", list(overrides)), run_dir, progress=False)
 
 
 def arguments(doc: str, runs_dir: str | None = None) -> argparse.ArgumentParser:

@@ -25,9 +25,7 @@ import torch
 from pdiff import train
 from pdiff.collect import collect
 from pdiff.collect import load as load_collected
-from pdiff.config import load_config
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
 from pdiff.tasks.datasets import TensorLoader
 
 from . import common
@@ -60,8 +58,8 @@ def accuracy_figures(acc: torch.Tensor) -> dict:
 
 def measure(args: argparse.Namespace) -> dict:
     common.set_threads(args)
-    config = load_config(args.run_dir / "config.yaml")
-    task = Task(config, progress=False)
+    run = common.open_run(args.run_dir, common.data_overrides(args))
+    config, task = run.config, run.task
     collected = load_collected(task, args.run_dir)
     model, ckpts = collected.model, collected.checkpoints
     spec, chunk = ckpts.spec, config.evaluate.model_chunk

@@ -88,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace) -> dict:
     common.set_threads(args)
-    run = common.open_run(args.task, args.runs_dir, common.data_overrides(args))
+    run = common.open_run(args.runs_dir / args.task, common.data_overrides(args))
     gen = ParameterGenerator.load(run.root / "generator")
     if gen.global_denoiser is None:
         raise SystemExit(f"{args.task}'s generator has no global denoiser: give a task with train.diffusion."

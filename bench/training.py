@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
-from pdiff.config import load_config
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
 
 from . import common
 
@@ -44,8 +42,8 @@ def parser() -> argparse.ArgumentParser:
 def measure(args: argparse.Namespace) -> dict:
     """Train, sample and evaluate the run's generator once per setting; CPU seconds and accuracies."""
     common.set_threads(args)
-    config = load_config(args.run_dir / "config.yaml")
-    task = Task(config, progress=False)
+    run = common.open_run(args.run_dir, common.data_overrides(args))
+    config, task = run.config, run.task
     collected = load_collected(task, args.run_dir)
     model, ckpts = collected.model, collected.checkpoints
     spec, chunk, g = ckpts.spec, config.evaluate.model_chunk, config.generate

@@ -24,8 +24,9 @@ import statistics
 from pathlib import Path
 
 from pdiff import evaluate, stats
-from pdiff.config import STAGES
+from pdiff.config import STAGES, load_config
 from pdiff.params import ParamSpec
+from pdiff.pipeline import Run
 from pdiff.report import points_with_ci
 from pdiff.store import load_json
 
@@ -41,7 +42,7 @@ COPY = "noise@0.001"  # checkpoints plus tiny noise: the max IoU of near-copies,
 
 def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
     """stage -> {"wall", "cpu", "rss"} (rss None when the stage was done by another command)."""
-    run = common.open_run(task, runs_dir, overrides)
+    run = Run(load_config(task, overrides), runs_dir / task, progress=False)  # to run: it may not exist yet
     figures = {}
     for stage in STAGES:
         if run.is_done(stage):
@@ -64,7 +65,7 @@ def target_mean(c: dict) -> str:
 
 def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
     """What results.json says of the generated models against the originals."""
-    run = common.open_run(task, runs_dir, overrides)
+    run = common.open_run(runs_dir / task, overrides)
     results = evaluate.load(run.task, run.root)
     test = {g: [r["test_accuracy"] for r in results["models"] if r["group"] == g] for g in ("original", "generated")}
     low, high = min(test["original"]), max(test["original"])
