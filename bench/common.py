@@ -3,16 +3,20 @@
 The convention. A benchmark is bench/NAME.py, run as `python -m bench.NAME [options]`, and has:
 - `NAME = "NAME"`: its results live in bench/NAME.json, its section of BENCHMARKS.md between
   `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`;
-- `parser() -> argparse.ArgumentParser`: its options (`arguments()` adds the shared ones);
-- `measure(args) -> dict`: does the work and returns `results(args-as-typed command, ..., **figures)`: JSON
-  types only, with an integer `format_version` and the `provenance` (pdiff version, git commit, torch version,
-  thread count, device, machine, command);
-- `render(results: dict) -> str`: the section's markdown from the results alone (no computing, no file read);
+- `parser() -> argparse.ArgumentParser`: its options (`arguments()` adds the shared --data-dir, --threads and
+  --runs-dir);
+- `measure(args) -> dict`: does the work and returns `results(command, device, **figures)`, where `command` is
+  the call as typed (the section shows it, so a reader can rerun it): JSON types only, with an integer
+  `format_version` and the `provenance` (pdiff version, git commit, torch version, thread count, device, machine,
+  command). A finished run is opened with `open_run`, and only so; a script that keeps entries over calls (one
+  per task, say) reads the earlier ones with `load_results(NAME)`;
+- `render(results: dict) -> str`: the section's markdown from the results alone (no measuring, no file read);
 - `main()`: `publish(NAME, measure(parser().parse_args()), render)`, which writes bench/NAME.json atomically and
   then the section, with the commit it was measured on.
 `python -m bench --render-all` rebuilds every section from the committed JSON (tests/bench checks that the
-committed BENCHMARKS.md is what it renders). A script imports pdiff and this module, never another script.
-Sections whose results were never kept as JSON are archival text, marked with ARCHIVAL, left as they are.
+committed BENCHMARKS.md is what it renders, and each script's parts). A script imports pdiff and this module,
+never another script: what two scripts share lives here. Sections whose results were never kept as JSON are
+archival text, marked with ARCHIVAL, left as they are.
 """
 
 from __future__ import annotations
