@@ -20,28 +20,24 @@ the nearest original) are simulated the same way (IoU on the threshold process, 
 vectors, 50 numbers each); their truth, the expected difference of the two medians, is taken as the mean over
 the repetitions.
 
-Usage: python -m bench.calibration [--repetitions 1000] [--out bench/calibration.json]
+Usage: python -m bench.calibration [--repetitions 1000] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-from bench.markdown import hardware, table, write_section
-from pdiff.provenance import provenance
+from bench import common
 from pdiff.similarity import max_iou_to
 from pdiff.stats import compare_values, mean_difference
 
 NAME = "calibration"
-FORMAT_VERSION = 1
 DIFFICULTY = (-4.5, 2.0)  # mean and sd of an example's difficulty
 REGIMES = {  # (sd_skill, sd_noise)
     "skill": (0.15, 0.25),
@@ -126,15 +122,23 @@ def _summary(regime: str, m: int, k: int, generators: int, spread: str | None, t
             "repetitions": repetitions, "model_sd": model_sd}
 
 
-def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = successes / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
+def _wilson(successes: int, n: int) -> tuple[float, float]:
+    interval = scipy_stats.binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__)
+    parser.add_argument("--repetitions", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
 
 
 def measure(args: argparse.Namespace) -> dict:
     """Every cell at full size: 2000 examples, 200 vs 100 and 50 vs 50 models, method scope with 100 vs 100."""
-    return measure_cells(args, sizes=((200, 100), (50, 50)), examples=EXAMPLES)
+    torch.set_num_threads(args.threads or 1)
+    return common.results(f"python -m bench.{NAME} --repetitions {args.repetitions} --seed {args.seed}",
+                          **measure_cells(args, sizes=((200, 100), (50, 50)), examples=EXAMPLES))
 
 
 def measure_cells(args: argparse.Namespace, sizes: tuple[tuple[int, int], ...], examples: int) -> dict:
@@ -148,9 +152,8 @@ def measure_cells(args: argparse.Namespace, sizes: tuple[tuple[int, int], ...], 
               for g in (3, 5) for spread in SPREADS]
     cells += [similarity_cell(rng, args.repetitions, metric, mm, kk, n=examples)
               for metric in ("median_max_iou", "median_l2_to_original") for mm, kk in sizes]
-    return {"format_version": FORMAT_VERSION, "seed": args.seed, "repetitions": args.repetitions,
-            "examples": examples, "cells": cells, "seconds": time.perf_counter() - start, "hardware": hardware(),
-            "provenance": provenance()}
+    return {"seed": args.seed, "repetitions": args.repetitions, "examples": examples, "cells": cells,
+            "seconds": time.perf_counter() - start}
 
 
 def render(results: dict) -> str:
@@ -161,14 +164,14 @@ def render(results: dict) -> str:
     return "\n".join([
         f"## Calibration of the CIs (`python -m bench.{NAME}`)", "",
         f"{results['repetitions']} repetitions a cell, {results['examples']} test examples drawn afresh each "
-        f"time, seed {results['seed']}; {results['hardware']}; {results['seconds']:.0f} s. The simulation and "
-        "the truth are described in bench/calibration.py. Coverage: share of repetitions whose 95% CI holds the "
-        "true difference (Wilson 95% interval); SE ratio: the CIs' SE as a root mean square (for the similarity "
-        "rows: half-width / 1.96), over the estimate's standard deviation across repetitions. Targets: coverage "
-        "93-97%, SE ratio 0.9-1.1. Rows with generators > 1 tag the generated models with their generator "
-        "(method scope); the last four rows are the similarity comparisons (their truth is the mean "
-        "difference over the repetitions).", "",
-        table(["regime / metric", "models", "generators", "between-generator spread", "coverage % [95% CI]",
+        f"time, seed {results['seed']}; {common.hardware(results['provenance'])}; {results['seconds']:.0f} s. "
+        "The simulation and the truth are described in bench/calibration.py. Coverage: share of repetitions "
+        "whose 95% CI holds the true difference (Wilson 95% interval); SE ratio: the CIs' SE as a root mean "
+        "square (for the similarity rows: half-width / 1.96), over the estimate's standard deviation across "
+        "repetitions. Targets: coverage 93-97%, SE ratio 0.9-1.1. Rows with generators > 1 tag the generated "
+        "models with their generator (method scope); the last four rows are the similarity comparisons (their "
+        "truth is the mean difference over the repetitions).", "",
+        common.table(["regime / metric", "models", "generators", "between-generator spread", "coverage % [95% CI]",
                "SE ratio", "targets"], rows)])
 
 
@@ -177,18 +180,7 @@ def _met(cell: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repetitions", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name(f"{NAME}.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    results = measure(args)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(args.out)
-    write_section(NAME, render(results))
-    print(render(results))
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

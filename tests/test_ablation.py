@@ -4,6 +4,7 @@ import copy
 import importlib
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -23,8 +24,11 @@ from tests.conftest import TINY, tiny_config
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("ablation_runs")
+def runs_dir(tiny_run, tmp_path_factory):
+    """The studies' runs folder; its main run is a copy of the shared tiny run (the studies add to it)."""
+    runs = tmp_path_factory.mktemp("ablation_runs")
+    shutil.copytree(tiny_run, runs / tiny_run.name)
+    return runs
 
 
 def _study(runs_dir, study: str, values: list[str] | None) -> tuple[dict, dict]:

@@ -1,6 +1,7 @@
 """A tiny run of every stage on the default task (seconds), resume, force, and the run-folder checks."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,8 +16,11 @@ from tests.conftest import copy_stages, tiny_config
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Run:
-    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("runs"), progress=False)
+def finished(tiny_run, tmp_path_factory) -> Run:
+    """A copy of the shared tiny run (these tests rerun and force its stages)."""
+    root = tmp_path_factory.mktemp("runs") / tiny_run.name
+    shutil.copytree(tiny_run, root)
+    return Run(tiny_config(), root, progress=False)
 
 
 def test_every_artifact_is_written(finished: Run) -> None:

@@ -42,7 +42,7 @@ TASK = "mnist1d-convnet"
 
 @pytest.fixture(scope="module")
 def reference(tiny_run: Path) -> Path:
-    """An uninterrupted tiny run (in this process, one thread): the results every other run must match."""
+    """An uninterrupted tiny run (one thread, made once per machine): the results every other run must match."""
     return tiny_run
 
 
@@ -57,6 +57,7 @@ def assert_same_results(a: Path, b: Path) -> None:
         assert all(torch.equal(x[k], y[k]) for k in x), name
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_results(reference: Path, tmp_path) -> None:
     again = run_pipeline(tiny_config(), tmp_path, progress=False).root
     assert_same_results(reference, again)
@@ -82,6 +83,7 @@ def _finished_markers(root: Path) -> dict[str, tuple[bytes, int]]:
     return markers
 
 
+@pytest.mark.slow
 def test_kill_9_in_every_stage_then_resume_gives_the_same_results(reference: Path, tmp_path) -> None:
     root = tmp_path / TASK
     finished: dict[str, tuple[bytes, int]] = {}

@@ -6,7 +6,7 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from bench import calibration
+from bench import calibration, common
 
 
 @pytest.mark.parametrize("regime", ["skill", "interaction"])
@@ -30,7 +30,8 @@ def test_true_difference_of_one_process_is_zero() -> None:
 
 def test_render_from_json(tmp_path) -> None:
     args = Namespace(repetitions=20, seed=0)
-    results = json.loads(json.dumps(calibration.measure_cells(args, sizes=((12, 10),), examples=200)))
+    figures = calibration.measure_cells(args, sizes=((12, 10),), examples=200)
+    results = json.loads(json.dumps(common.results("python -m bench.calibration", **figures)))
     text = calibration.render(results)
     assert text.startswith("## Calibration of the CIs") and text.count("\n| ") == len(results["cells"]) + 1
     assert all(cell["repetitions"] == 20 for cell in results["cells"])

@@ -1,5 +1,5 @@
 import torch
-from bench.global_steps import N_MODELS, measure
+from bench.global_steps import N_MODELS, measure_steps
 
 from pdiff.generator import ParameterGenerator
 from pdiff.pipeline import run_pipeline
@@ -11,11 +11,11 @@ TOKENS = ("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer", "
 
 
 def test_each_step_count_retrains_only_the_global_denoiser(tmp_path) -> None:
-    """measure retrains the factorised prior's global denoiser through its public API and keeps the transformer."""
+    """measure_steps retrains the factorised prior's global denoiser by its public API and keeps the transformer."""
     run = run_pipeline(tiny_config(*TOKENS), tmp_path, progress=False)
-    gen = ParameterGenerator.load(run.root / "generator")
+    gen = ParameterGenerator.load(run.stage_dir("train"))
     transformer = {k: v.clone() for k, v in gen.prior.rest.denoiser.state_dict().items()}
-    rows = measure(run, gen, [5, 10])
+    rows = measure_steps(run, gen, [5, 10])
     assert [r["steps"] for r in rows] == [5, 10] and all(0 <= r["inside"] <= N_MODELS for r in rows)
     assert [m["step"] for m in gen.prior.global_metrics] == [0, 4, 0, 9]  # two fresh runs of 5 and 10 steps
     assert all(torch.equal(v, transformer[k]) for k, v in gen.prior.rest.denoiser.state_dict().items())
