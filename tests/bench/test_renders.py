@@ -32,13 +32,21 @@ def test_stages_renders_medians_and_the_total():
     assert "| collect | 2.0 | 3.0 | 400 |" in section and "| **total** | **4.0** | 6.0 |  |" in section
 
 
-def test_seeds_renders_whether_the_goal_is_met():
-    run = {"label": "preset", "seed": 0, "original": {"mean": 0.9768, "best": 0.977},
-           "generated": {"mean": 0.9771, "best": 0.9765}, "mean": COMPARISON,
-           "best": {**COMPARISON, "verdict": "lower"}, "resolution": 0.0005, "seconds": 884.2}
-    section = render("seeds", task="mnist1d-convnet", rows=[run])
-    assert "| preset | 0 | 97.68 / 97.71 | +0.10 [-0.05, +0.25] | no detectable difference |" in section
-    assert "| lower | ±0.05 | no | yes | 884 |" in section
+def test_seeds_renders_each_verdict_with_its_scope():
+    def run(generators: int, scope: str, train_s: float) -> dict:
+        mean = {**COMPARISON, "group": "generated", "versus": "original", "metric": "mean_test_accuracy",
+                "scope": scope}
+        dominated = {"group": "mean_of_k", "versus": "generated", "metric": "dominance", "verdict": "is dominated",
+                     "scope": scope}
+        return {"generators": generators, "comparisons": [mean, dominated], "resolution": 0.0005,
+                "means": {"original": 0.9768, "generated": 0.9771}, "seconds": {"train": train_s}}
+
+    section = render("seeds", task="mnist1d-convnet", runs=[run(1, "generator", 30.0), run(5, "method", 150.0)])
+    assert "| 1 | original: mean test accuracy, points | +0.10 [-0.05, +0.25] | no detectable difference | " \
+           "this generator |" in section
+    assert "| 5 | mean_of_k (accuracy-novelty plane) |  | generated is dominated by mean_of_k | p-diff on this " \
+           "task, 5 generators |" in section
+    assert "| 5 | 150 | 5.00 | 97.68 | 97.71 | ±0.05 |" in section
 
 
 def test_training_renders_the_goal_from_the_originals():
