@@ -18,7 +18,7 @@ import json
 
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import run_pipeline
-from pdiff.report import points_with_ci, scope_words
+from pdiff.report import dominance_words, points_with_ci, scope_words
 
 from . import common
 
@@ -58,9 +58,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 def comparison_row(c: dict, generators: int) -> list:
     if c["metric"] == "dominance":  # the baseline's record: generated is the subject of the sentence
-        words = {"generated dominates": f"generated dominates {c['group']}",
-                 "is dominated": f"generated is dominated by {c['group']}", "undecided": "undecided"}[c["verdict"]]
-        return [generators, f"{c['group']} (accuracy-novelty plane)", "", words, scope_words(c, generators)]
+        return [generators, f"{c['group']} (accuracy-novelty plane)", "", dominance_words(c),
+                scope_words(c, generators)]
     metric = "mean test accuracy, points" if c["metric"] == "mean_test_accuracy" else "median max IoU"
     text = points_with_ci(c) if c["metric"] == "mean_test_accuracy" else points_with_ci(c, 1)
     return [generators, f"{c['versus']}: {metric}", text, c["verdict"], scope_words(c, generators)]

@@ -95,15 +95,25 @@ def scope_words(c: dict, generators: int) -> str:
     return "this generator" if generators == 1 else f"the models of {generators} generators, pooled"
 
 
+def dominance_words(c: dict) -> str:
+    """A dominance record (a baseline's, against the generated models) with generated as the subject:
+    "generated dominates noise@0.001", "generated is dominated by mean_of_k", "generated vs gaussian: undecided"."""
+    baseline = c["group"]
+    return {"generated dominates": f"generated dominates {baseline}",
+            "is dominated": f"generated is dominated by {baseline}"}.get(c["verdict"], f"generated vs {baseline}: "
+                                                                                     f"{c['verdict']}")
+
+
 def verdict_lines(results: dict) -> list[str]:
     """One line per comparison of results.json, e.g. 'generated vs original, mean test accuracy: +0.02 points
-    [-0.04, +0.08], no detectable difference (this generator)'; dominance records read 'noise@0.05 vs
-    generated: undecided'; median and val-chosen best differences are descriptive (no CI, no verdict)."""
+    [-0.04, +0.08], no detectable difference (this generator)'; dominance records read 'generated is dominated
+    by mean_of_k on the accuracy-novelty plane (this generator)'; median and val-chosen best differences are
+    descriptive (no CI, no verdict)."""
     generators = len({r.get("generator", 0) for r in results.get("models", []) if r["group"] == "generated"})
     lines = []
     for c in results.get("comparisons", []):
         if c["metric"] == "dominance":
-            lines.append(f"{c['group']} vs {c['versus']} (accuracy-novelty plane): {c['verdict']}")
+            lines.append(f"{dominance_words(c)} on the accuracy-novelty plane ({scope_words(c, generators)})")
             continue
         if c["metric"] in ACCURACY_METRICS:
             figure = points_with_ci(c)
