@@ -16,6 +16,7 @@ from pdiff.diffusion import (
     predict_noise,
     timestep_embedding,
 )
+from pdiff.errors import ConfigError
 
 SMALL = {"mlp": {"width": 32, "depth": 2, "time_dim": 16}, "conv1d": {"channels": (4, 8), "time_dim": 16},
          "transformer": {"width": 16, "depth": 2, "heads": 2, "window": 4, "time_dim": 16}}
@@ -420,3 +421,10 @@ def test_transformer_on_its_whole_sequence_as_a_crop_is_unchanged() -> None:
     assert torch.allclose(denoiser(x, t, torch.arange(8)), denoiser(x, t), atol=1e-6)
     first, second = denoiser(x[:, :4], t, torch.arange(4)), denoiser(x[:, :4], t, torch.arange(4, 8))
     assert not torch.allclose(first, second, atol=1e-4)  # the same tokens at other positions
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1001])
+def test_sampling_steps_outside_the_timesteps_are_refused(ddpm: DDPM, steps: int) -> None:
+    """steps=0 once meant "the default" without a word; every value outside 1..T is now the CLI's error."""
+    with pytest.raises(ConfigError, match=rf"steps={steps}: sample with 1..1000 steps"):
+        ddpm.sample(MLPDenoiser(4, **SMALL["mlp"]), 2, 4, sampler="ddim", steps=steps)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -416,6 +417,9 @@ def _check_registries(config: Config) -> None:
                               f"{key}.arch={section.arch} does not have: set it to 0, or use arch {arch}")
     window = dm.kwargs.get("window", inspect.signature(DENOISERS[dm.arch]).parameters["window"].default
                            ) if dm.arch == "transformer" else 1
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(f"train.diffusion.kwargs.window={window!r}: a window is a whole number of tokens, 1 or "
+                          "more (tokens attend within it)")
     if dm.tokens_per_step % window:
         raise ConfigError(f"train.diffusion.tokens_per_step={dm.tokens_per_step} is not a multiple of the "
                           f"transformer's window ({window}): give a multiple, so a crop is whole windows")
@@ -427,6 +431,25 @@ def _check_registries(config: Config) -> None:
               "train.autoencoder.kwargs", ae.kwargs)
     tokens = 4 if dm.arch in TOKEN_DENOISERS else None  # a nominal T, like the nominal D
     try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+    if config.data.name == "imagefolder" and config.data.image_size:
+        _check_image_size(config)
+
+
+def _check_image_size(config: Config) -> None:
+    """An image folder resized to data.image_size must survive the model's poolings: one image through the model
+    on the meta device (no memory, no data), before any image is decoded."""
+    from .tasks.models import build_model
+
+    size, m = config.data.image_size, config.model
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "zero-element tensors": the error below says it better
+            build_model(m.name, (3, size, size), 2, **m.kwargs).eval()(torch.zeros(1, 3, size, size))
+    except NotImplementedError:  # an op the meta device lacks: the real model will tell
+        return
+    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, AssertionError) as e:
+        raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({_first_line(e)}): "
+                          "give a larger data.image_size") from None
 
 
 def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:
@@ -454,7 +477,10 @@ def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewh
     accepted = [name for name in parameters if name not in set_elsewhere]
     for name in kwargs:
         if name not in accepted:
-            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "
+            spaced = str(name).partition(":")
+            hint = (f" (YAML reads '{name}' as one key: write {{{spaced[0]}: {spaced[2]}}} with a space after the "
+                    "colon)" if spaced[1] and spaced[0] in accepted else "")
+            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take{hint}: "
                               f"choose from {', '.join(accepted)}")
 
 

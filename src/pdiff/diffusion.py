@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pdiff.autoencoder import conv_block
+from pdiff.errors import ConfigError
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -432,6 +433,9 @@ class DDPM:
         prefix [n, P, c] (token latents, a denoiser trained with `loss(clean_prefix=P)`): the first P tokens of
         every sample, held fixed at every step while the others are drawn given them.
         """
+        if steps is not None and not 1 <= steps <= self.num_train_timesteps:  # 0 must not mean "the default"
+            raise ConfigError(f"steps={steps}: sample with 1..{self.num_train_timesteps} steps (the timesteps the "
+                              "diffusion model was trained on), or None for the default")
         scheduler = self.make_scheduler(sampler)
         scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
         rng_device = generator.device if generator is not None else device

@@ -24,7 +24,7 @@ from .errors import ArtifactError
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
 from .similarity import max_iou_to, similarity_summary
-from .store import load_json, load_tensors, save_json, save_tensors
+from .store import check_record, load_json, load_tensors, save_json, save_tensors
 from .tasks import Task
 from .tasks.datasets import TensorLoader
 
@@ -83,6 +83,7 @@ def load(task: Task, run_dir: Path) -> dict:
     results = load_json(path)
     if not isinstance(results, dict) or "summary" not in results:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
+    check_record(path, results, {"summary": dict, "models": list, "spec": dict}, "rerun `pdiff evaluate --force`")
     task.check_made_for(path, results, "evaluate")
     return results
 

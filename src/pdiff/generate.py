@@ -54,6 +54,9 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     latents = gen.sample_latents(cfg.n, cfg.sampler, cfg.steps, seed=task.config.seed, progress=task.progress,
                                  target=cfg.target, guidance=cfg.guidance)
     params = gen.decode(latents)
+    if not torch.isfinite(params).all() and cfg.guidance:  # guidance extrapolates past both models' predictions
+        raise ArtifactError(f"generate.guidance={cfg.guidance} pushed the samples to NaN or Inf parameters: lower "
+                            "generate.guidance (0 turns guidance off)")
     if not torch.isfinite(params).all():
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
     tensors = {"params": params, "latents": latents, "original_latents": gen.encode(training.params)}

@@ -29,7 +29,7 @@ from .figures import (
     plot_tsne,
 )
 from .params import ParamSpec
-from .store import load_json, save_text
+from .store import load_record, save_text
 from .tasks import Task
 
 FOLDER = "report"  # runs/<task>/report/
@@ -47,7 +47,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     results = evaluate.load(task, run_dir)
     folders = {"collect": collect.FOLDER, "train": train.FOLDER, "generate": generate.FOLDER,
                "evaluate": evaluate.FOLDER}
-    seconds = {stage: load_json(run_dir / folders[stage] / "stage.json").get("seconds") for stage in STAGES[:-1]}
+    seconds = {stage: load_record(run_dir / folders[stage] / "stage.json", {"seconds": (int, float)},
+                                  f"rerun `pdiff {stage} --force`")["seconds"] for stage in STAGES[:-1]}
     generated = generate.load(task, run_dir, ParamSpec.from_dict(results["spec"]))
     latents = {"original": generated.original_latents.numpy(), "generated": generated.latents.numpy()}
     if len(generated.heldout_latents):

@@ -249,3 +249,51 @@ def test_image_folder_problems_are_one_clear_error(images, damage, message) -> N
     damage(images)
     with pytest.raises(DatasetError, match=message):
         load_dataset("imagefolder", images, val_size=2, progress=False)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(images) -> None:
+    """PIL's convert('RGB') clips 16-bit values to 255 (white); they are scaled to 8 bits instead."""
+    for path in (images / "test" / "cat").iterdir():
+        path.unlink()
+    wide = np.array([[0, 257, 32896, 65535]] * 4, dtype=np.uint16).repeat(2, axis=1)  # [4, 8]
+    Image.fromarray(wide).resize((8, 8), Image.NEAREST).save(images / "test" / "cat" / "wide.png")
+    assert Image.open(images / "test" / "cat" / "wide.png").mode.startswith("I")
+    load_dataset("imagefolder", images, val_size=2, progress=False)
+    cached, _ = load_tensors(images / ".pdiff-cache" / "imagefolder-native.safetensors")
+    assert cached["test_x"][0, :, 0, ::2].tolist() == [[0, 1, 128, 255]] * 3
+
+
+def test_a_broken_cache_is_rebuilt(images, monkeypatch) -> None:
+    """A cache with the right key but a tensor missing (cut short by hand, or by another tool) is decoded anew."""
+    load_dataset("imagefolder", images, val_size=2, progress=False)
+    path = images / ".pdiff-cache" / "imagefolder-native.safetensors"
+    tensors, meta = load_tensors(path)
+    del tensors["test_y"]
+    datasets.save_tensors(path, tensors, meta)
+    calls = _count_decodes(monkeypatch)
+    data = load_dataset("imagefolder", images, val_size=2, progress=False)
+    assert len(calls) == 2 and data.test.y.tolist() == [0, 0, 1, 1, 1]
+    assert "test_y" in load_tensors(path)[0]
+
+
+def test_a_same_size_same_mtime_replacement_is_read_again(images, monkeypatch) -> None:
+    """An uncompressed BMP keeps its size whatever its colours: the listing alone would not see the change."""
+    path = images / "test" / "cat" / "plain.bmp"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    load_dataset("imagefolder", images, val_size=2, progress=False)
+    stat = path.stat()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    calls = _count_decodes(monkeypatch)
+    load_dataset("imagefolder", images, val_size=2, progress=False)
+    cached, _ = load_tensors(images / ".pdiff-cache" / "imagefolder-native.safetensors")
+    assert len(calls) == 2 and cached["test_x"][2, :, 0, 0].tolist() == [0, 0, 255]
+
+
+def test_the_identity_follows_contents_and_class_order(images) -> None:
+    identity = datasets.image_folder_identity(images)
+    assert datasets.image_folder_identity(images) == identity and len(identity) == 16
+    for split in ("train", "test"):  # the same files under renamed classes: another order of labels
+        (images / split / "cat").rename(images / split / "zebra")
+    assert datasets.image_folder_identity(images) != identity

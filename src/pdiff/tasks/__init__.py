@@ -12,7 +12,7 @@ from torch import nn
 from .. import distributed
 from ..config import Config, stage_hash, try_build
 from ..errors import ArtifactError
-from .datasets import DataSplits, TensorLoader, load_dataset
+from .datasets import DataSplits, TensorLoader, image_folder_identity, load_dataset
 from .models import build_model
 
 
@@ -32,6 +32,13 @@ class Task:
         d = self.config.data
         return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
                             d.image_size, self.progress)
+
+    @cached_property
+    def data_identity(self) -> str | None:
+        """The contents of a user's image folder (`image_folder_identity`), recorded with every stage made from
+        it; None for the named datasets, fixed files that torchvision checks."""
+        d = self.config.data
+        return image_folder_identity(d.data_dir) if d.name == "imagefolder" else None
 
     def loader(self, split: str) -> TensorLoader:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
