@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,20 +435,15 @@ def _check_registries(config: Config) -> None:
 
 
 def _check_image_size(config: Config) -> None:
-    """An image folder resized to data.image_size must survive the model's poolings: one image through the model
-    on the meta device (no memory, no data), before any image is decoded."""
-    from .tasks.models import build_model
+    """An image folder resized to data.image_size must survive the model's poolings, checked before any image
+    is decoded (`pdiff.tasks.models.input_problem`)."""
+    from .tasks.models import input_problem
 
     size, m = config.data.image_size, config.model
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "zero-element tensors": the error below says it better
-            build_model(m.name, (3, size, size), 2, **m.kwargs).eval()(torch.zeros(1, 3, size, size))
-    except NotImplementedError:  # an op the meta device lacks: the real model will tell
-        return
-    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, AssertionError) as e:
-        raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({_first_line(e)}): "
-                          "give a larger data.image_size") from None
+    problem = input_problem(m.name, m.kwargs, (3, size, size))
+    if problem:
+        raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({problem}): "
+                          "give a larger data.image_size")
 
 
 def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:

@@ -279,37 +279,54 @@ def _check_links(folder: ImageFolder) -> None:
     """Refuse symbolic links that leave their class folder, loop, reach a file twice or lead nowhere:
     torchvision follows them, so they would read images under the wrong label, or many times over.
 
-    A folder's real path is resolved once, and a file's only where it is a link itself (60,000 files: 0.3 s).
+    Folders are resolved and listed once each (their links known from the listing); a file is resolved only
+    where it is a link, so 60,000 plain files cost one dictionary look-up each.
     """
-    seen: dict[str, str] = {}
-    real_dirs: dict[str, str] = {}
+    folders: dict[str, tuple[str, set[str]]] = {}  # folder -> (its real path, the names of the links in it)
+    reached: dict[str, str] = {}  # real folder (or a link's real target) -> the path that reached it first
+    names: dict[str, set[str]] = {}  # real folder -> the plain files read from it
+    targets: list[tuple[str, str]] = []  # (link, its real target)
     for path, label in folder.samples:
-        home = os.path.join(folder.root, folder.classes[label])
         directory, name = os.path.split(path)
-        if directory not in real_dirs:
-            real_dirs[directory] = os.path.realpath(directory)
-        real = os.path.join(real_dirs[directory], name)
-        if os.path.islink(real):
-            real = os.path.realpath(real)
-            if not os.path.exists(real):
-                raise DatasetError(f"{path} is a link to {real}, which does not exist: fix the link or delete it")
-        if home not in real_dirs:
-            real_dirs[home] = os.path.realpath(home)
-        if os.path.commonpath([real_dirs[home], real]) != real_dirs[home]:
-            raise DatasetError(f"{path} is a link to {real}, outside its class folder {home}, so its label would "
+        if directory not in folders:
+            home = os.path.realpath(os.path.join(folder.root, folder.classes[label]))
+            real = os.path.realpath(directory)
+            if os.path.commonpath([home, real]) != home:
+                raise DatasetError(f"{directory} is a link to {real}, outside its class folder {home}, so its "
+                                   "images' labels would be wrong: copy the images there, or move the link")
+            if real in reached:
+                raise DatasetError(f"{directory} and {reached[real]} are the same folder (a link loop or a second "
+                                   "link): each image must be read once; delete the extra link")
+            reached[real] = directory
+            with os.scandir(directory) as entries:
+                folders[directory] = (real, {entry.name for entry in entries if entry.is_symlink()})
+        real_dir, links = folders[directory]
+        if name not in links:
+            names.setdefault(real_dir, set()).add(name)
+            continue
+        home = os.path.realpath(os.path.join(folder.root, folder.classes[label]))
+        target = os.path.realpath(path)
+        if not os.path.exists(target):
+            raise DatasetError(f"{path} is a link to {target}, which does not exist: fix the link or delete it")
+        if os.path.commonpath([home, target]) != home:
+            raise DatasetError(f"{path} is a link to {target}, outside its class folder {home}, so its label would "
                                "be wrong: copy the image there, or move the link")
-        if real in seen:
-            raise DatasetError(f"{path} and {seen[real]} are the same file (a link loop or a second link): each "
+        targets.append((path, target))
+    for path, target in targets:
+        directory, name = os.path.split(target)
+        if name in names.get(directory, ()) or target in reached:
+            raise DatasetError(f"{path} and {reached.get(target, target)} are the same file (a second link): each "
                                "image must be read once; delete the extra link")
-        seen[real] = path
+        reached[target] = path
 
 
 def contents_digest(folders: dict[str, ImageFolder]) -> str:
     """sha256 over the class names in label order and each image's split, path, size, mtime and bytes.
 
     Hashing the bytes catches a same-size, same-mtime replacement (a relabelled or copied-over file); on the
-    CIFAR-10 JPEG copy (60,000 files) it costs about 1 s once the files are in the page cache. A process hashes a
-    folder once while every file's inode and change time stay the same (`_digest_of_listing`).
+    CIFAR-10 JPEG copy (60,000 files, 57 MB) it costs 1 to 2 s on 2 cores once the files are in the page
+    cache. A process hashes a folder once while every file's inode and change time stay the same
+    (`_digest_of_listing`).
     """
     listing = []
     for split, folder in folders.items():
