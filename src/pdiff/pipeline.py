@@ -220,8 +220,10 @@ def _why_replaced(run: Run, stage: str) -> str:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return f"{path.name} unreadable"
     new = _flat(to_dict(run.config))
+    unhashed = ("data.download", "evaluate.model_chunk") + (() if run.config.data.name == "imagefolder" else
+                                                            ("data.data_dir",))  # an image folder is the dataset
     changed = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items()
-               if old.get(key) != value and key not in ("data.data_dir", "data.download", "evaluate.model_chunk")]
+               if old.get(key) != value and key not in unhashed]
     if len(changed) > 3:
         changed = [*changed[:3], f"{len(changed) - 3} more"]
     return "; ".join(changed) or f"see {path}"
