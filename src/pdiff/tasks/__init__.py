@@ -12,7 +12,8 @@ from torch import nn
 from .. import distributed
 from ..config import Config, stage_hash, try_build
 from ..errors import ArtifactError, ConfigError
-from .datasets import DataSplits, TensorLoader, image_folder_identity, load_dataset
+from .datasets import DataSplits, TensorLoader, load_dataset
+from .imagefolder import image_folder_identity
 from .models import build_model, input_problem
 
 
