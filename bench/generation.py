@@ -27,7 +27,7 @@ from pdiff.collect import collect
 from pdiff.collect import load as load_collected
 from pdiff.config import load_config
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
+from pdiff.task import Task
 from pdiff.tasks.datasets import TensorLoader
 
 from .markdown import machine, table, write_section

@@ -16,19 +16,18 @@ Writes the "global-steps" section of BENCHMARKS.md and bench/global_steps.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from pdiff import evaluate, stats
+from pdiff import evaluate, memorization, stats
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
 from pdiff.config import load_config
-from pdiff.diffusion import build_denoiser
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many, labels_of, predict_many
 from pdiff.pipeline import Run
+from pdiff.priors.factorised import FactorisedPrior
 from pdiff.report import points_with_ci
 
 from .markdown import clock, machine, table, write_section
@@ -40,29 +39,27 @@ N_MODELS = 100
 
 
 def measure(run: Run, gen: ParameterGenerator, step_counts: list[int]) -> list[dict]:
-    """For each step count, retrain gen's global denoiser; sample, evaluate and compare N_MODELS models."""
+    """For each step count, retrain the global denoiser of gen's factorised prior; sample, evaluate and compare
+    N_MODELS models."""
     collected = load_collected(run.task, run.root)
     checkpoints, chunk = collected.checkpoints, run.config.evaluate.model_chunk
     training, _ = checkpoints.split(run.config.train.holdout, run.config.train.holdout_split)  # what train saw
-    G = gen.global_tokens
-    own = gen._standardise_latents(gen.encode(training.params.float()))[:, :G].flatten(1).cpu()  # [K, G * c]
-    own_nearest = stats.nearest_distances(own, own, True)  # [K]
+    prior = gen.prior
+    own = prior.global_latents(gen.standardise_latents(gen.encode(training.params.float()))).cpu()  # [K, G * c]
+    own_nearest = memorization.nearest_distances(own, own, True)  # [K]
     original_correct, original_val = evaluate.load_correct(run.task, run.root, "original")
     original_accuracy = original_correct.float().mean(1)  # [K]
     test, val_loader = run.task.loader("test"), run.task.loader("val")
     rows = []
     for steps in step_counts:
         torch.manual_seed(run.config.seed)
-        gen.global_denoiser = build_denoiser("mlp", own.shape[1]).to(gen.device)
-        gen.config = dataclasses.replace(gen.config, diffusion=dataclasses.replace(gen.config.diffusion,
-                                                                                   global_steps=steps))
         start = clock()
-        gen._fit_global_denoiser(own.to(gen.device), progress=False)
+        prior.retrain_global(own, steps, progress=False)
         seconds = clock() - start
 
         latents = gen.sample_latents(N_MODELS, run.config.generate.sampler, run.config.generate.steps,
                                      seed=run.config.seed)
-        drawn = gen._standardise_latents(latents)[:, :G].flatten(1).cpu()  # [N, G * c]
+        drawn = prior.global_latents(gen.standardise_latents(latents)).cpu()  # [N, G * c]
         vectors = gen.decode(latents)
         correct = predict_many(collected.model, checkpoints.spec, vectors, test, chunk) == labels_of(test)
         val = accuracy_many(collected.model, checkpoints.spec, vectors, val_loader, chunk)
@@ -70,7 +67,7 @@ def measure(run: Run, gen: ParameterGenerator, step_counts: list[int]) -> list[d
                                                       seed=run.config.seed) if c.metric == "mean_test_accuracy")
         test_accuracy = correct.float().mean(1)  # [N]
         inside = int(((test_accuracy >= original_accuracy.min()) & (test_accuracy <= original_accuracy.max())).sum())
-        drawn_nearest = stats.nearest_distances(drawn, own)  # [N]
+        drawn_nearest = memorization.nearest_distances(drawn, own)  # [N]
         nearest = stats.compare_values(drawn_nearest, own_nearest, "generated", "original",
                                        "global-coordinate distance to the nearest checkpoint", seed=run.config.seed)
         rows.append({"steps": steps, "seconds": seconds, "mean": mean.as_dict(), "inside": inside,
@@ -92,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"data.data_dir={args.data_dir}"] if args.data_dir else []
     run = Run(load_config(args.task, overrides), args.runs_dir / args.task, progress=False)
-    gen = ParameterGenerator.load(run.root / "generator")
-    if gen.global_denoiser is None:
+    gen = ParameterGenerator.load(run.stage_dir("train"))
+    if not isinstance(gen.prior, FactorisedPrior):
         raise SystemExit(f"{args.task}'s generator has no global denoiser: give a task with train.diffusion."
                          "global_steps")
     rows = measure(run, gen, args.steps)

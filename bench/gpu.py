@@ -58,7 +58,7 @@ STEPS = {  # step -> the most seconds it may take (less when the budget runs sho
 }
 TOY_SLACK = 2  # --toy: each step may take this many times its limit (a shared CPU is slow), the budget still holds
 RESERVE_S = 5  # of the budget, kept for writing the results after the last step
-RUN_FOLDERS = ("collect", "generator", "generate", "evaluate", "report")  # a run folder's stages, in order
+RUN_FOLDERS = ("collect", "train", "generate", "evaluate", "report")  # a run folder's stages, in order
 TOY_RUNS = {  # --toy: each run shrunk to about a minute of one CPU core
     "mnist1d-convnet": ["data.num_samples=1500", "data.val_size=200", "collect.epochs=2", "collect.k=12",
                         "train.autoencoder.steps=150", "train.autoencoder.kwargs={hidden: 64}",
@@ -265,7 +265,7 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     generator(size.warmup).fit(checkpoints, progress=False)
     gen = generator(size.generator_steps)
     autoencoder = timed(lambda: gen.fit_autoencoder(checkpoints, progress=False), device) / size.generator_steps
-    diffusion = timed(lambda: gen.fit_diffusion(checkpoints, progress=False), device) / size.generator_steps
+    diffusion = timed(lambda: gen.fit_prior(checkpoints, progress=False), device) / size.generator_steps
     n = size.n or config.generate.n
     gen.sample(n, config.generate.sampler, size.sample_steps)
     sampling = timed(lambda: gen.sample(n, config.generate.sampler, size.sample_steps), device) / size.sample_steps

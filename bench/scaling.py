@@ -93,7 +93,7 @@ def point(arch: str, target: int, steps: int, k: int, sample_steps: int) -> dict
     gen.fit_autoencoder(ckpts, progress=False)
     ae_seconds = clock() - start
     start = clock()
-    gen.fit_diffusion(ckpts, progress=False)
+    gen.fit_prior(ckpts, progress=False)
     dm_seconds = clock() - start
     start = clock()
     latents = gen.sample_latents(SAMPLED, "ddim", sample_steps)

@@ -21,7 +21,7 @@ from pdiff.collect import load as load_collected  # the stage's loader (pdiff.co
 from pdiff.config import load_config
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
+from pdiff.task import Task
 
 from .markdown import machine, table, write_section
 
@@ -52,11 +52,11 @@ def main() -> None:
         gen = ParameterGenerator(spec, train, "cpu", config.seed)
         if compiled:
             gen.autoencoder.compile()
-            gen.denoiser.compile()
+            gen.prior.denoiser.compile()  # the default task's flat prior
         start = time.process_time()
         gen.fit_autoencoder(ckpts, progress=False)
         ae_seconds = time.process_time() - start
-        gen.fit_diffusion(ckpts, progress=False)
+        gen.fit_prior(ckpts, progress=False)
         dm_seconds = time.process_time() - start - ae_seconds
         vectors = gen.sample(g.n, g.sampler, g.steps, seed=config.seed)
         val_acc = accuracy_many(model, spec, vectors, val, chunk)

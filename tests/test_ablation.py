@@ -91,8 +91,8 @@ def test_steps_study_trains_once(runs_dir) -> None:
     rows, out = _study(runs_dir, "steps", ["ddim-5", "ddim-10"])
     assert rows["ddim-5"]["ran"] == ["generate", "evaluate", "report"]
     assert set(rows["ddim-5"]["reused"]) == {"collect", "train"}
-    assert os.path.samefile(out["dir"] / "ddim-5/generator/diffusion.safetensors",
-                            runs_dir / "mnist1d-convnet/generator/diffusion.safetensors")
+    assert os.path.samefile(out["dir"] / "ddim-5/train/diffusion.safetensors",
+                            runs_dir / "mnist1d-convnet/train/diffusion.safetensors")
 
 
 def test_noise_study_switches_the_noise_off(runs_dir) -> None:

@@ -10,7 +10,7 @@ from pdiff.errors import ArtifactError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
 from pdiff.store import save_tensors
-from pdiff.tasks import Task
+from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
 from tests.conftest import tiny_config

@@ -103,7 +103,7 @@ def test_two_processes_write_each_artifact_once(launched) -> None:
     ranks = {line.split(" ", 1)[0] for line in writes.read_text().splitlines()}
     assert ranks == {"0"}  # only the main process writes
     artifacts = ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
-                 "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
+                 "train/autoencoder.safetensors", "train/diffusion.safetensors", "train/metrics.csv",
                  "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
                  "report/report.md", "report/report.html"]
     for name in artifacts:

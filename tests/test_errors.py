@@ -83,8 +83,8 @@ def _other_spec(tensors: dict, meta: dict) -> None:
 
 
 def _edit_both_generator_files(change: Callable[[dict, dict], None]) -> Setup:
-    ae, dm = edit_tensors("generator/autoencoder.safetensors", change), edit_tensors(
-        "generator/diffusion.safetensors", change)
+    ae, dm = edit_tensors("train/autoencoder.safetensors", change), edit_tensors(
+        "train/diffusion.safetensors", change)
     return lambda root, tmp: (ae(root, tmp), dm(root, tmp))
 
 
@@ -362,12 +362,12 @@ CASES = [
     Case("generator-of-another-subset", ["generate", *TINY, *FORCE], "trained for another parameter subset",
          "retrain it with `pdiff train --force`", _edit_both_generator_files(_other_spec), run=True),
     Case("generator-files-mixed", ["generate", *TINY, *FORCE], "mixes an autoencoder and a diffusion model",
-         "rerun `pdiff train --force`", edit_tensors("generator/diffusion.safetensors", _other_spec), run=True),
+         "rerun `pdiff train --force`", edit_tensors("train/diffusion.safetensors", _other_spec), run=True),
     Case("generator-of-another-config", ["generate", *TINY, *FORCE], "trained under another config",
          "rerun `pdiff train --force`",
-         edit_tensors("generator/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
+         edit_tensors("train/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
     Case("nan-in-generator", ["generate", *TINY, *FORCE], "produced NaN or Inf parameters",
-         "retrain with `pdiff train --force`", edit_tensors("generator/autoencoder.safetensors",
+         "retrain with `pdiff train --force`", edit_tensors("train/autoencoder.safetensors",
                                                              _nan("normalizer.std")), run=True),
     Case("generated-for-another-subset", ["evaluate", *TINY, *FORCE], "made for another parameter subset",
          "rerun `pdiff generate --force`", edit_tensors("generate/generated.safetensors", _other_spec), run=True),
@@ -397,12 +397,13 @@ CASES = [
     Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
     Case("sample-beyond-memory", ["sample", "{root}", "-n", "100000000000", "--out", "{tmp}/out"],
          "-n 100000000000 needs at least", "ask for fewer models", run=True),
-    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty", "pass --force", run=True),
+    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty and holds no `pdiff sample`",
+         "give a new or empty folder", run=True),
     Case("sample-out-is-a-file", ["sample", "{root}", "--out", "{root}/config.yaml"], "is a file, not a folder",
          "pass a folder", run=True),
     Case("sample-generator-files-of-two-runs", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config (hash 1111111111111111, this config", "rerun `pdiff train --force`",
-         edit_tensors("generator/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
+         edit_tensors("train/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
     Case("sample-after-collect-with-another-seed", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config", "rerun `pdiff train --force`", _collect_again_with_another_seed, run=True),
     # ---- pdiff ablate ------------------------------------------------------------------------------------
@@ -469,13 +470,13 @@ CASES = [
     Case("stage-marker-not-an-object", ["run", *TINY], "collect/stage.json holds a JSON list, not an object",
          "rerun `pdiff collect --force`", write_file("collect/stage.json", b"[1, 2]\n"), run=True),
     Case("stage-marker-not-utf8", ["run", *TINY], "stage.json is not UTF-8 text", "delete it and rerun its stage",
-         write_file("generator/stage.json", b'{"hash": "\xff"}'), run=True),
+         write_file("train/stage.json", b'{"hash": "\xff"}'), run=True),
     Case("stage-marker-without-hash", ["run", *TINY], "stage.json has no 'hash'", "rerun `pdiff generate --force`",
          _edit_json("generate/stage.json", lambda d: d.pop("hash")), run=True),
     Case("stage-marker-files-not-a-list", ["run", *TINY], "'files' is a int", "rerun `pdiff evaluate --force`",
          _edit_json("evaluate/stage.json", lambda d: d.update(files=3)), run=True),
     Case("stage-marker-without-seconds", ["report", *TINY, *FORCE], "stage.json has no 'seconds'",
-         "rerun `pdiff train --force`", _edit_json("generator/stage.json", lambda d: d.pop("seconds")), run=True),
+         "rerun `pdiff train --force`", _edit_json("train/stage.json", lambda d: d.pop("seconds")), run=True),
     Case("results-without-models", ["report", *TINY, *FORCE], "results.json has no 'models'",
          "rerun `pdiff evaluate --force`", _edit_json("evaluate/results.json", lambda d: d.pop("models")), run=True),
     # ---- messages that say what is wrong ------------------------------------------------------------------

@@ -9,13 +9,13 @@ from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError
 from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
 def test_stage_alone_writes_results_and_predictions(tiny_run, tmp_path, monkeypatch) -> None:
     task = Task(tiny_config(), progress=False)
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator", "generate"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train", "generate"))
     out = root / evaluate.FOLDER
     out.mkdir()
     evaluated = []
@@ -38,7 +38,7 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     results = evaluate.load(Task(tiny_config(), progress=False), tiny_run)
     assert 0 < results["resolution"] < 0.2  # a fraction: +-x of accuracy
     comparisons = results["comparisons"]
-    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict"}
+    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict", "scope"}
     assert all(set(c) == keys for c in comparisons)
     versus_original = {(c["group"], c["metric"]) for c in comparisons if c["versus"] == "original"}
     metrics = {"mean_test_accuracy", "median_test_accuracy", "best_val_chosen_test_accuracy", "median_max_iou",
@@ -47,8 +47,10 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     for c in comparisons:
         if c["metric"] == "dominance":
             assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
+        elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy"):  # descriptive
+            assert c["ci_low"] is c["ci_high"] is None and c["verdict"] == "descriptive (no verdict)"
         else:
-            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["metric"] == "best_val_chosen_test_accuracy"
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"] and c["scope"] == "generator"
             assert c["verdict"] in ("higher", "lower", "no detectable difference")
     assert {c["group"] for c in comparisons if c["metric"] == "dominance"} == set(results["summary"]) - {
         "original", "generated"}

@@ -8,17 +8,17 @@ import torch
 from pdiff import generate
 from pdiff.collect import load as load_collected
 from pdiff.errors import ArtifactError, ConfigError
-from pdiff.generate import sample_models
 from pdiff.generator import ParameterGenerator
 from pdiff.pipeline import Run, run_stages
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
 def test_stage_alone_writes_generated_and_original_latents(tiny_run, tmp_path) -> None:
     task = Task(tiny_config(), progress=False)
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train"))
     out = root / generate.FOLDER
     out.mkdir()
     generate.run(task, root, out)

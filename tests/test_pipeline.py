@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from pdiff.errors import ArtifactError, HealthError
-from pdiff.generate import sample_models
 from pdiff.pipeline import Run, run_pipeline, run_stage
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
 from tests.conftest import copy_stages, tiny_config, write_image_folder
@@ -25,7 +25,7 @@ def finished(tmp_path_factory) -> Run:
 def test_every_artifact_is_written(finished: Run) -> None:
     root = finished.root
     for name in ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
-                 "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
+                 "train/autoencoder.safetensors", "train/diffusion.safetensors", "train/metrics.csv",
                  "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
                  "report/report.md", "report/report.html",
                  "report/accuracy_hist.png", "report/accuracy_vs_similarity.png", "report/iou_bars.png",
@@ -37,7 +37,7 @@ def test_every_artifact_is_written(finished: Run) -> None:
     assert ckpts["val_accuracy"].shape == ckpts["test_accuracy"].shape == (12,)
     generated = load_file(root / "generate/generated.safetensors")
     assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 8)
-    assert generated["original_latents"].shape == (12, 8)  # for the report's t-SNE: evaluate never opens generator/
+    assert generated["original_latents"].shape == (12, 8)  # for the report's t-SNE: evaluate never opens train/
 
 
 def test_results_json(finished: Run) -> None:

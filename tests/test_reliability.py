@@ -26,6 +26,7 @@ from pdiff import store
 from pdiff.cli import app
 from pdiff.config import STAGES, AutoencoderConfig
 from pdiff.errors import DatasetError, NotFittedError, TrainingError
+from pdiff.fitting import fit_network
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import predict_many
 from pdiff.params import ParamSpec
@@ -128,7 +129,6 @@ def test_no_pickle_in_the_package() -> None:
 
 def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
     net = nn.Linear(4, 4)
-    gen = ParameterGenerator(ParamSpec(("w",), ((4,),)), device="cpu")
     good: dict[str, torch.Tensor] = {}
     calls = []
 
@@ -144,7 +144,8 @@ def test_nan_loss_restores_the_last_good_weights_and_names_the_step() -> None:
 
     with pytest.raises(TrainingError, match=r"test loss became nan at step 150: lower train\.test\.lr "
                                             r"\(the weights of step 100"):
-        gen._train(net, torch.randn(10, 4), loss_fn, AutoencoderConfig(steps=300, lr=1e-2), "test", False, on_step)
+        fit_network(net, torch.randn(10, 4), loss_fn, AutoencoderConfig(steps=300, lr=1e-2), "test", seed=0,
+                    metrics=[], progress=False, on_step=on_step)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in good.items()) and good
 
 
@@ -277,7 +278,9 @@ def test_sample_refuses_a_full_out_and_force_replaces_its_models(reference: Path
     assert _snapshot(out) == before
     result = runner.invoke(app, [*args, "-n", "2", "--seed", "1", "--force"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors", "notes.txt",
+                                                     "samples.json"]
+    assert (out / "notes.txt").read_text() == "mine"
     assert (out / "model_000.safetensors").read_bytes() != before["model_000.safetensors"]  # the new seed's
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder beside it
 
@@ -299,8 +302,8 @@ def test_checkpoints_of_other_float_types_load_as_float32(reference: Path, tmp_p
     """float16 / bfloat16 / float64 files (saved by other tools) are read as float32 by every stage."""
     root = shutil.copytree(reference, tmp_path / TASK)
     for path, dtype in [("collect/base.safetensors", torch.float16), ("collect/checkpoints.safetensors", torch.float64),
-                        ("generator/autoencoder.safetensors", torch.bfloat16),
-                        ("generator/diffusion.safetensors", torch.float64)]:
+                        ("train/autoencoder.safetensors", torch.bfloat16),
+                        ("train/diffusion.safetensors", torch.float64)]:
         tensors, meta = load_tensors(root / path)
         store.save_tensors(root / path, {k: v.to(dtype) if v.is_floating_point() else v
                                          for k, v in tensors.items()}, meta)

@@ -8,7 +8,7 @@ from pdiff.collect import load as load_collected
 from pdiff.errors import ArtifactError
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
@@ -36,7 +36,7 @@ def test_held_out_rows_never_reach_the_generator_and_are_evaluated(tiny_run, tmp
     all_rows = load_collected(task, root).checkpoints.params
     heldout = all_rows[[3, 7, 11]]  # interleaved: every (12 / 3)-th checkpoint
     fitted = []
-    for name in ("fit_autoencoder", "fit_diffusion"):
+    for name in ("fit_autoencoder", "fit_prior"):
         real = getattr(ParameterGenerator, name)
 
         def spy(self, checkpoints, progress=True, real=real):

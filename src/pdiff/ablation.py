@@ -26,12 +26,13 @@ from .config import STAGES, Config, base_hash, stage_hash, to_dict, validate
 from .diffusion import SAMPLERS
 from .errors import ConfigError
 from .figures import save_figure
+from .layout import BASE_FILE
 from .params import NORM_LAYERS, ParamSpec
-from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages
-from .report import Section, points_with_ci, render_html, render_markdown
-from .runlock import run_lock
+from .pipeline import Run, adopt, lock, run_pipeline, run_stage, run_stages
+from .render import Section, render_html, render_markdown
+from .report import points_with_ci
 from .store import check_record, load_json, load_tensors, save_json, save_text
-from .tasks import Task
+from .task import Task
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -65,7 +66,7 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
     for variant in variants:
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
         run = Run(with_overrides(config, {**(shared or {}), **variant.overrides}), study_dir / variant.label, progress)
-        with run_lock(run.root):
+        with lock(run):
             reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
             reused = check_record(reuse_file, load_json(reuse_file), {}, f"delete {reuse_file.name}"
                                   ) if reuse_file.is_file() else {}
@@ -205,7 +206,7 @@ def reuse(main: Run, run: Run) -> dict[str, str]:
 
 def collect_from_base(main: Run, run: Run) -> None:
     """Run `run`'s collect stage starting from the main run's base model (no base training)."""
-    base = main.stage_dir("collect") / collect.BASE_FILE
+    base = main.path("collect", BASE_FILE)
 
     def entry(out: Path) -> dict:
         return collect.run(run.task, run.root, out, base=base)
@@ -215,7 +216,7 @@ def collect_from_base(main: Run, run: Run) -> None:
 
 def _same_base(main: Run, run: Run) -> bool:
     """Whether the main run's base model was trained exactly as `run`'s config asks."""
-    meta = load_tensors(main.stage_dir("collect") / collect.BASE_FILE)[1]
+    meta = load_tensors(main.path("collect", BASE_FILE))[1]
     return meta.get("base_hash") == base_hash(run.config) and meta.get("data") == run.task.data_identity
 
 

@@ -29,15 +29,15 @@ from .checkpoints import CheckpointSet
 from .config import RECIPES, base_hash, stage_hash
 from .errors import ArtifactError, SelectionError, TrainingError
 from .inference import accuracy, predict_many
+from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
 from .params import ParamSpec
 from .store import load_record, load_tensors, save_tensors
-from .tasks import Task
+from .task import Task
 from .tasks.datasets import TensorLoader, augmentation, pairs
 
 log = logging.getLogger(__name__)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-FOLDER = "collect"  # runs/<task>/collect/
-BASE_FILE, CHECKPOINTS_FILE = "base.safetensors", "checkpoints.safetensors"
+FOLDER = STAGE_FOLDERS["collect"]  # runs/<task>/collect/
 
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
@@ -61,7 +61,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     return model.eval()
 
 
-def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, recipe: str = "epoch",
+def collect_checkpoints(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, recipe: str = "epoch",
             lr: float = 0.001, weight_decay: float = 5e-4, device: torch.device | str = "cpu",
             progress: bool = True) -> CheckpointSet:
     """Train only `spec`'s parameters of a trained model and save them K times -> CheckpointSet.
@@ -108,6 +108,9 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
         for name, p in params.items():
             p.requires_grad_(was_trainable[name])
     return CheckpointSet(torch.stack(checkpoints), spec)
+
+
+collect = collect_checkpoints  # the name of earlier versions
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, where: str,
@@ -165,7 +168,7 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
         train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
                    task.progress)
     save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
-    ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
+    ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, task.device, task.progress)
     chunk = task.config.evaluate.model_chunk
     val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
@@ -234,7 +237,7 @@ def first_k(task: Task, source: Path, out: Path) -> dict:
     ckpts.rows(slice(0, k)).save(out / CHECKPOINTS_FILE, meta)
     base, base_meta = load_tensors(source / FOLDER / BASE_FILE)
     save_tensors(out / BASE_FILE, base, {**base_meta, "config_hash": meta["config_hash"]})
-    summary = load_record(source / FOLDER / "stage.json", {"dim": int, "names": list}, "rerun `pdiff collect --force`")
+    summary = load_record(source / FOLDER / STAGE_FILE, {"dim": int, "names": list}, "rerun `pdiff collect --force`")
     return {"dim": summary["dim"], "names": summary["names"], "first_k_of": str(source / FOLDER)}
 
 

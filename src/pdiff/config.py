@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +25,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .autoencoder import AUTOENCODERS, build_autoencoder
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS, TOKEN_DENOISERS, build_denoiser
+from .denoisers import DENOISERS, TOKEN_DENOISERS, build_denoiser
+from .diffusion import SAMPLERS
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
+from .layout import resolve_data_dir
+from .priors import PRIORS
+from .tasks.datasets import DATASETS
+from .tasks.models import MODELS, input_problem
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 
@@ -108,6 +112,9 @@ class DiffusionConfig:
     # dropped with probability p_uncond so the same network is also unconditional (classifier-free guidance).
     condition: str = "none"
     p_uncond: float = 0.1
+    # The latent prior family, a name in pdiff.priors.PRIORS: "auto" the DDPM prior that fits the latents (flat,
+    # tokens, or factorised with global_steps).
+    prior: str = "auto"
 
 
 @dataclass
@@ -184,7 +191,8 @@ _LATER_KEYS = (("train.seed", None, ("train.seed",)),
                ("train.diffusion.condition", "none", ("train.diffusion.condition", "train.diffusion.p_uncond")),
                ("train.diffusion.standardise_latents", True, ("train.diffusion.standardise_latents",)),
                ("train.autoencoder.standardise", "tensor", ("train.autoencoder.standardise",)),
-               ("generate.target", None, ("generate.target", "generate.guidance")))
+               ("generate.target", None, ("generate.target", "generate.guidance")),
+               ("train.diffusion.prior", "auto", ("train.diffusion.prior",)))
 _BASE_FIELDS = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 CONDITIONS = ("none", "accuracy")  # train.diffusion.condition
@@ -193,7 +201,7 @@ TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.targ
 CHOICES = {"collect.recipe": RECIPES, "train.autoencoder.arch": tuple(AUTOENCODERS),
            "train.diffusion.arch": tuple(DENOISERS), "generate.sampler": SAMPLERS, "precision": PRECISIONS,
            "train.holdout_split": HOLDOUT_SPLITS, "train.diffusion.condition": CONDITIONS,
-           "train.autoencoder.standardise": STANDARDISATIONS}
+           "train.autoencoder.standardise": STANDARDISATIONS, "train.diffusion.prior": PRIORS}
 POSITIVE = ("data.val_size", "data.num_samples", "data.batch_size", "data.eval_batch_size", "collect.k",
             "train.autoencoder.steps", "train.autoencoder.batch_size", "train.autoencoder.latent_dim",
             "train.diffusion.steps", "train.diffusion.batch_size", "train.diffusion.num_train_timesteps",
@@ -213,13 +221,6 @@ RANGES = {"collect.lr": POSITIVE_REAL, "collect.subset_lr": POSITIVE_REAL, "trai
           "train.autoencoder.input_noise": AT_LEAST_0, "train.autoencoder.latent_noise": AT_LEAST_0}
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
-DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")  # where datasets live without data.data_dir or $PDIFF_DATA
-
-def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
-    chosen = data_dir or os.environ.get("PDIFF_DATA") or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
-
 
 def task_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
@@ -387,9 +388,6 @@ def _numbers(value: Any, name: str = "") -> list[tuple[str, float]]:
 
 def _check_registries(config: Config) -> None:
     """Names and kwargs that pick a dataset, model or network must exist, so a typo fails before training."""
-    from .tasks.datasets import DATASETS
-    from .tasks.models import MODELS
-
     for key, name, registry in (("data.name", config.data.name, DATASETS), ("model.name", config.model.name, MODELS)):
         if name not in registry:
             raise ConfigError(f"{key}={name!r} is not known: choose one of {', '.join(sorted(registry))}")
@@ -437,8 +435,6 @@ def _check_registries(config: Config) -> None:
 def _check_image_size(config: Config) -> None:
     """An image folder resized to data.image_size must survive the model's poolings, checked before any image
     is decoded (`pdiff.tasks.models.input_problem`)."""
-    from .tasks.models import input_problem
-
     size, m = config.data.image_size, config.model
     problem = input_problem(m.name, m.kwargs, (3, size, size))
     if problem:
@@ -530,6 +526,17 @@ def _validate_baselines(cfg: EvaluateConfig) -> None:
 
 def to_dict(config: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves by dotted key: {"a": {"b": 1}} -> {"a.b": 1}; an empty dict stays a leaf."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_yaml(config: Config) -> str:

@@ -1,11 +1,12 @@
 """The runner: the run folder's mechanics. What each stage does lives in its own module.
 
-runs/<task>/{config.yaml, collect/, generator/, generate/, evaluate/, report/} as DESIGN.md section 1; the
+runs/<task>/{config.yaml, collect/, train/, generate/, evaluate/, report/} (`pdiff.layout` names them); the
 stage modules collect, train, generate, evaluate and report each have an entry `run(task, run_dir, out)`.
 A stage is done when its folder holds `stage.json` with the hash of the config it depends on (written
 last, after every artifact) and every file it lists, so a rerun skips finished stages and resumes after a
-crash. A stage writes into `.<folder>.partial/`, renamed onto its folder only once it succeeds (which
-un-marks the stages after it): a failure or a kill leaves the last complete state untouched.
+crash. A stage writes into `.<folder>.partial/`, swapped onto its folder only once it succeeds
+(`pdiff.folders.atomic_folder`; which un-marks the stages after it): a failure or a kill leaves the last complete
+state untouched. A run folder of an earlier pdiff, whose train stage wrote `generator/`, is read as it is.
 config.yaml is written once a stage has succeeded under the config, so it describes what is on disk.
 Under a multi-process launch every process runs every stage (training and evaluation are shared, see
 `pdiff.distributed`), the main process alone writes, and all wait for each other after each stage.
@@ -17,7 +18,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,16 +27,18 @@ import torch
 import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
-from .config import STAGES, Config, check_task_name, resolve_data_dir, stage_hash, to_dict, to_yaml
+from .config import STAGES, Config, check_task_name, leaves, resolve_data_dir, stage_hash, to_dict, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
+from .folders import atomic_folder
+from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
 from .runlock import run_lock
 from .store import STORAGE_ERRNOS, load_record, save_json, save_text, storage_error
-from .tasks import Task
+from .task import Task
 
 log = logging.getLogger(__name__)
 STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "evaluate": evaluate, "report": report}
-STAGE_DIRS = {stage: module.FOLDER for stage, module in STAGE_MODULES.items()}
+STAGE_DIRS = STAGE_FOLDERS  # stage -> its folder's name in a run folder
 Entry = Callable[[Path], dict]  # fills a stage's folder, returns the extra fields of its stage.json
 TRAINED_STAGES = ("collect", "train")  # they train networks: a finished one is replaced only when asked
 
@@ -59,12 +63,17 @@ class Run:
         return self.task.device
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / STAGE_DIRS[stage]
+        """The folder of `stage` (an earlier pdiff's name for it where only that one exists)."""
+        return stage_folder(self.root, stage)
+
+    def path(self, stage: str, name: str) -> Path:
+        """The file `name` of `stage`'s folder (see `pdiff.layout` for the names)."""
+        return self.stage_dir(stage) / name
 
     def finished(self, stage: str) -> dict | None:
         """The stage's stage.json if the stage finished under any config (it and every file it lists are
         there), else None."""
-        marker = self.stage_dir(stage) / "stage.json"
+        marker = self.stage_dir(stage) / STAGE_FILE
         if not marker.is_file():
             return None
         done = load_record(marker, {"hash": str, "files": list}, f"rerun `pdiff {stage} --force`")
@@ -90,30 +99,23 @@ def run_stage(run: Run, stage: str, force: bool = False, entry: Entry | None = N
         if not run.is_done(before):
             raise ArtifactError(f"stage {stage!r} needs {before!r} first: run `pdiff {before}` (or `pdiff run`)")
     entry = entry or (lambda out: STAGE_MODULES[stage].run(run.task, run.root, out))
-    final = run.stage_dir(stage)
-    partial = final.with_name(f".{final.name}.partial")
     main = distributed.is_main_process()  # the only process that touches files
-    if main:
-        shutil.rmtree(partial, ignore_errors=True)  # from an interrupted attempt
-        partial.mkdir(parents=True)
     log.info("%s: running", stage)
     torch.manual_seed(run.config.seed)
     start = time.perf_counter()
-    try:
-        extra = entry(partial) or {}
+    with _stage_folder(run, stage, main) as out:  # moved into place only if every line below succeeds
+        extra = entry(out) or {}
         seconds = time.perf_counter() - start
         if main:
-            files = sorted(p.name for p in partial.iterdir())
-            save_json(partial / "stage.json", {"hash": stage_hash(run.config, stage), "data": run.task.data_identity,
-                                               "seconds": round(seconds, 2), "files": files, **extra})
-    except BaseException:
-        if main:
-            shutil.rmtree(partial, ignore_errors=True)  # the last complete state stays as it was
-        raise
-    if main:
-        _replace_stage_folder(run, stage, partial, final)
+            files = sorted(p.name for p in out.iterdir())
+            save_json(out / STAGE_FILE, {"hash": stage_hash(run.config, stage), "data": run.task.data_identity,
+                                         "seconds": round(seconds, 2), "files": files, **extra})
+            for after in STAGES[STAGES.index(stage) + 1:]:  # made from the folder this one replaces
+                (run.stage_dir(after) / STAGE_FILE).unlink(missing_ok=True)
+    if main and stage in OLD_STAGE_FOLDERS:  # the folder an earlier pdiff wrote for this stage, now replaced
+        shutil.rmtree(run.root / OLD_STAGE_FOLDERS[stage], ignore_errors=True)
     if not run.config_written:  # the config that made what is now on disk
-        save_text(run.root / "config.yaml", f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
+        save_text(run.root / RUN_CONFIG_FILE, f"# hash: {stage_hash(run.config, 'report')}\n{to_yaml(run.config)}")
         run.config_written = True
     run.seconds[stage] = seconds
     distributed.wait_for_everyone()  # the other processes read these files in the next stage
@@ -131,7 +133,7 @@ def adopt(run: Run, stage: str, source: Run) -> None:
         summary = source.finished(stage) or {}
         if distributed.is_main_process():
             for path in sorted(source.stage_dir(stage).iterdir()):
-                if path.is_file() and path.name != "stage.json":
+                if path.is_file() and path.name != STAGE_FILE:
                     _link(path, out / path.name)
         return {k: v for k, v in summary.items() if k not in ("hash", "data", "seconds", "files")}
 
@@ -145,16 +147,20 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _replace_stage_folder(run: Run, stage: str, partial: Path, final: Path) -> None:
-    """Move a finished stage's folder into place; the stages after it were made from the old one."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    for after in STAGES[STAGES.index(stage) + 1:]:
-        (run.stage_dir(after) / "stage.json").unlink(missing_ok=True)
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def _stage_folder(run: Run, stage: str, main: bool) -> AbstractContextManager[Path]:
+    """The folder a stage writes into: a fresh one swapped in on success (`atomic_folder`) on the main process;
+    on the others the same path, which they never write to."""
+    final = run.root / STAGE_FOLDERS[stage]
+    if main:
+        return atomic_folder(final, lock=False)  # under the run lock
+    return nullcontext(final.with_name(f".{final.name}.partial"))
+
+
+@contextmanager
+def lock(run: Run) -> Iterator[Path]:
+    """Hold `run`'s folder for this process (`pdiff.runlock`): one pdiff process per run folder."""
+    with run_lock(run.root, distributed.is_main_process) as path:
+        yield path
 
 
 def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = None, keep_finished: bool = True
@@ -167,16 +173,16 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
     """
     if force is not None and force not in STAGES:
         raise ConfigError(f"--force {force!r}: choose one of {', '.join(STAGES)}")
-    with run_lock(run.root):
+    with lock(run):
         if distributed.is_main_process():
-            for leftover in sorted(run.root.glob(".config.yaml.*.tmp")):  # from a process killed while writing
+            for leftover in sorted(run.root.glob(f".{RUN_CONFIG_FILE}.*.tmp")):  # from a process killed while writing
                 leftover.unlink()
         to_run = [s for s in stages if (force is not None and STAGES.index(s) >= STAGES.index(force))
                   or not run.is_done(s)]
         if keep_finished:
             check_replacements(run, [s for s in to_run if force is None or STAGES.index(s) < STAGES.index(force)])
         if "generate" in to_run or "evaluate" in to_run:
-            check_memory(run)  # before collect: a too large generate.n must not wait for training
+            check_generate_memory(run)  # before collect: a too large generate.n must not wait for training
         try:
             for stage in stages:
                 run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
@@ -214,12 +220,13 @@ def _why_replaced(run: Run, stage: str) -> str:
     """What differs between the finished `stage` and this run: the config keys changed, or the data."""
     if run.finished(stage)["hash"] == stage_hash(run.config, stage):
         return f"the data changed since: {run.config.data.name} at {resolve_data_dir(run.config.data.data_dir)}"
-    path = run.root / "config.yaml"
+    path = run.root / RUN_CONFIG_FILE
     try:
-        old = _flat(yaml.safe_load(path.read_text(encoding="utf-8")))
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return f"{path.name} unreadable"
-    new = _flat(to_dict(run.config))
+    old = leaves(old) if isinstance(old, dict) else {}
+    new = leaves(to_dict(run.config))
     unhashed = ("data.download", "evaluate.model_chunk") + (() if run.config.data.name == "imagefolder" else
                                                             ("data.data_dir",))  # an image folder is the dataset
     changed = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items()
@@ -229,22 +236,10 @@ def _why_replaced(run: Run, stage: str) -> str:
     return "; ".join(changed) or f"see {path}"
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
-    """{'collect': {'k': 3}} -> {'collect.k': 3}; anything but a mapping is {}."""
-    if not isinstance(tree, dict):
-        return {}
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        flat.update(_flat(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
-    return flat
-
-
-def check_memory(run: Run) -> None:
+def check_generate_memory(run: Run) -> None:
     """Refuse, before any work, a generate.n whose models cannot fit in memory (`pdiff.generate.check_memory`)."""
     if run.is_done("collect"):
-        dim = load_record(run.stage_dir("collect") / "stage.json", {"dim": int},
-                          "rerun `pdiff collect --force`")["dim"]
+        dim = load_record(run.stage_dir("collect") / STAGE_FILE, {"dim": int}, "rerun `pdiff collect --force`")["dim"]
     else:
         dim = ParamSpec.select(run.task.new_model(), run.config.collect.subset).dim
     examples = len(run.task.data.val) + len(run.task.data.test)

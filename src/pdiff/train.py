@@ -2,7 +2,8 @@
 
 Between the two fits the health gate checks that the autoencoder's reconstructions keep the checkpoints'
 validation accuracy: diffusion on the latents of a collapsed autoencoder could only make broken models.
-Writes generator/autoencoder.safetensors, generator/diffusion.safetensors and generator/metrics.csv;
+Writes train/autoencoder.safetensors, train/diffusion.safetensors and train/metrics.csv (an earlier pdiff
+named the folder generator/, still read);
 `load` reads the generator back, checked against the config and the parameter subset.
 """
 
@@ -22,13 +23,14 @@ from .config import stage_hash
 from .errors import HealthError
 from .generator import ParameterGenerator
 from .inference import accuracy_many
+from .layout import METRICS_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
 from .store import save_text
-from .tasks import Task
+from .task import Task
 from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
-FOLDER = "generator"  # runs/<task>/generator/
+FOLDER = STAGE_FOLDERS["train"]  # runs/<task>/train/
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -42,15 +44,15 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     gen.fit_autoencoder(ckpts, task.progress)
     health = check_reconstructions(gen, collected.model, ckpts, task.loader("val"), task.config.train.health_tolerance,
                                    task.config.evaluate.model_chunk, task.device)
-    gen.fit_diffusion(ckpts, task.progress)
+    gen.fit_prior(ckpts, task.progress)
     gen.save(out, task.metadata("train"))
-    save_text(out / "metrics.csv", _csv(gen.metrics))
+    save_text(out / METRICS_FILE, _csv(gen.metrics))
     return {"health": health}
 
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> ParameterGenerator:
     """The generator of `run_dir`, checked to be trained under this config for `spec`."""
-    return ParameterGenerator.load(run_dir / FOLDER, task.device, spec, stage_hash(task.config, "train"))
+    return ParameterGenerator.load(stage_folder(run_dir, "train"), task.device, spec, stage_hash(task.config, "train"))
 
 
 def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: CheckpointSet, val_loader: TensorLoader,

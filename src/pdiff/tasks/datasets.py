@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import resolve_data_dir
 from ..errors import DatasetError
+from ..layout import resolve_data_dir
 from .imagefolder import read_image_folder
 
 

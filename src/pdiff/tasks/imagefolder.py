@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import resolve_data_dir
 from ..distributed import is_main_process
 from ..errors import ArtifactError, DatasetError
+from ..layout import resolve_data_dir
 from ..store import load_tensors, save_tensors
 
 if TYPE_CHECKING:
