@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pdiff.ablation import ablate, study_variants
+from pdiff.ablation import Variant, ablate, distinct_labels, study_variants
 from pdiff.cli import app
 from pdiff.collect import collect
 from pdiff.config import base_hash
@@ -151,3 +151,15 @@ def test_cli_ablate(runs_dir) -> None:
     assert "ddim-5" in result.output and "report.html" in result.output
     result = runner.invoke(app, ["ablate", *TINY, "--study", "k", "13", "--runs-dir", str(runs_dir)])
     assert result.exit_code == 1 and "collect more with collect.k=13" in result.output
+
+
+def test_values_that_map_to_one_folder_get_labels_of_their_own() -> None:
+    """Two values whose folder names are one ('a*b' and 'a?b' both read a_b) get labels told apart by a digest of
+    their overrides, the same on every call, so neither overwrites the other; the same overrides twice are refused."""
+    variants = [Variant("a_b", {"collect.subset": ["a*b"]}), Variant("a_b", {"collect.subset": ["a?b"]}),
+                Variant("head", {"collect.subset": ["head.*"]})]
+    labels = [v.label for v in distinct_labels(variants)]
+    assert len(set(labels)) == 3 and labels[2] == "head" and all(label.startswith("a_b-") for label in labels[:2])
+    assert labels == [v.label for v in distinct_labels(variants)]
+    with pytest.raises(ConfigError, match="two values ask for the same variant 'head'"):
+        distinct_labels([*variants, Variant("head", {"collect.subset": ["head.*"]})])

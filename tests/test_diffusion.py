@@ -14,6 +14,7 @@ from pdiff.diffusion import (
     sample,
     token_weighted_loss,
 )
+from pdiff.errors import ConfigError
 
 SMALL_MLP = {"width": 32, "depth": 2, "time_dim": 16}
 
@@ -299,3 +300,8 @@ def test_conditioning_on_a_label_draws_from_its_cluster(
     assert 20 < (x.mean(dim=1) > 0).sum() < 80  # unconditioned, the same network draws both clusters
 
 
+@pytest.mark.parametrize("steps", [0, -1, 1001])
+def test_sampling_steps_outside_the_timesteps_are_refused(schedule: NoiseSchedule, steps: int) -> None:
+    """steps=0 once meant "the default" without a word; every value outside 1..T is now the CLI's error."""
+    with pytest.raises(ConfigError, match=rf"steps={steps}: sample with 1..1000 steps"):
+        sample(MLPDenoiser(4, **SMALL_MLP), schedule, 2, 4, sampler="ddim", steps=steps)

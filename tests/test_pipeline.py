@@ -1,7 +1,9 @@
 """A tiny run of every stage on the default task (seconds), resume, force, and the run-folder checks."""
 
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from pdiff.pipeline import Run, run_pipeline, run_stage
 from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
-from tests.conftest import copy_stages, tiny_config
+from tests.conftest import copy_stages, tiny_config, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +158,56 @@ def test_tokens_generator_runs_train_to_report(tiny_run, tmp_path) -> None:
     assert generated["original_latents"].shape == (12, 4 + 8, 4)
     assert "collapse" in json.loads((root / "evaluate/results.json").read_text())
     assert (root / "report/tsne.png").stat().st_size > 1000
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_generate_n_reruns_the_cheap_stages_and_says_so(finished: Run, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="pdiff.pipeline"):
+        again = run_pipeline(tiny_config("generate.n=5"), finished.root.parent, progress=False)
+    assert set(again.seconds) == {"generate", "evaluate", "report"}
+    assert "generate, evaluate, report: replacing the finished stages made under another config (generate.n: 6 -> 5)" \
+        in caplog.text
+    run_pipeline(tiny_config(), finished.root.parent, progress=False)  # restore for the other tests
+
+
+def test_finished_training_is_replaced_only_when_forced(finished: Run, tmp_path) -> None:
+    shutil.copytree(finished.root, tmp_path / finished.root.name)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ArtifactError, match=r"finished under another config \(collect.k: 12 -> 10\).*--force collect"):
+        run_pipeline(tiny_config("collect.k=10"), tmp_path, progress=False)
+    with pytest.raises(ArtifactError, match=r"train, generate, evaluate, report finished under another config"):
+        run_pipeline(tiny_config("train.diffusion.steps=100"), tmp_path, stages=("train",), progress=False)
+    assert _snapshot(tmp_path) == before  # byte for byte
+    again = run_pipeline(tiny_config("collect.k=10"), tmp_path, force="collect", progress=False)
+    assert set(again.seconds) == {"collect", "train", "generate", "evaluate", "report"}
+    assert load_file(again.root / "collect/checkpoints.safetensors")["params"].shape[0] == 10
+
+
+def test_a_relative_data_dir_is_resolved_when_the_run_is_made(tmp_path, monkeypatch) -> None:
+    """config.yaml then names the same folder from any working directory (`pdiff sample`, `pdiff export`)."""
+    monkeypatch.chdir(tmp_path)
+    run = run_pipeline(tiny_config("data.data_dir=data"), "runs", stages=("collect",), progress=False)
+    assert run.config.data.data_dir == str(tmp_path / "data")
+    assert f"data_dir: {tmp_path / 'data'}" in (tmp_path / "runs" / run.config.task / "config.yaml").read_text()
+
+
+def test_changed_images_rerun_collect_with_a_new_base_when_forced(tmp_path, monkeypatch) -> None:
+    """Relabelled images: collect is not done any more, and --force collect trains a new base model on them
+    instead of reusing the one trained on the old labels."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_image_folder(tmp_path / "images", {"train": {"cat": 4, "dog": 4}, "test": {"cat": 1, "dog": 1}})
+    config = tiny_config("data.name=imagefolder", "data.val_size=2", f"data.data_dir={tmp_path / 'images'}",
+                         "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}", "collect.k=3")
+    run = run_pipeline(config, tmp_path / "runs", stages=("collect",), progress=False)
+    identity = load_tensors(run.root / "collect/base.safetensors")[1]["data"]
+    (tmp_path / "images/train/cat/000.png").rename(tmp_path / "images/train/dog/100.png")
+    assert not Run(config, run.root, progress=False).is_done("collect")
+    with pytest.raises(ArtifactError, match="the data changed since"):
+        run_pipeline(config, tmp_path / "runs", stages=("collect",), progress=False)
+    again = run_pipeline(config, tmp_path / "runs", stages=("collect",), force="collect", progress=False)
+    meta = load_tensors(again.root / "collect/base.safetensors")[1]
+    assert meta["data"] != identity and meta["data"] == again.task.data_identity
+    assert again.is_done("collect")

@@ -192,7 +192,8 @@ def test_every_artifact_honours_the_umask(reference: Path) -> None:
 def test_a_failed_stage_leaves_config_yaml_describing_what_is_on_disk(reference: Path, tmp_path) -> None:
     shutil.copytree(reference, tmp_path / TASK)
     before = (tmp_path / TASK / "config.yaml").read_bytes()
-    result = runner.invoke(app, ["run", *TINY, "train.autoencoder.lr=1e30", "--runs-dir", str(tmp_path), "-q"])
+    result = runner.invoke(app, ["run", *TINY, "train.autoencoder.lr=1e30", "--force", "train", "--runs-dir",
+                                 str(tmp_path), "-q"])
     assert "autoencoder loss became" in _one_error_line(result)
     assert (tmp_path / TASK / "config.yaml").read_bytes() == before  # still the config of the finished stages
     result = runner.invoke(app, ["generate", *TINY, "generate.n=5", "--runs-dir", str(tmp_path), "-q"])

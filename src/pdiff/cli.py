@@ -30,7 +30,7 @@ from rich.text import Text
 from . import distributed, share
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .config import STAGES, Config, config_keys, load_config, task_names
+from .config import MAX_SEED, STAGES, Config, config_keys, load_config, task_names
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
 from .layout import STAGE_FILE
@@ -38,7 +38,7 @@ from .pipeline import run_pipeline
 from .report import accuracy_table, generalization_table, verdict_lines
 from .run_folder import open_run
 from .sample import sample_models
-from .store import load_json
+from .store import load_record
 
 DEFAULT_TASK = "mnist1d-convnet"
 
@@ -69,7 +69,8 @@ def _config(task: str, overrides: list[str], data_dir: Path | None) -> Config:
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # a newline in a path must not split the line
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -83,7 +84,7 @@ def _print_table(run_root: Path) -> None:
     report = run.stage_dir("report") / "report.html"
     header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
     _show_table(f"{results['task']}: test accuracy (%)", header, rows, report)
-    asked = load_json(run.stage_dir("generate") / STAGE_FILE)
+    asked = load_record(run.stage_dir("generate") / STAGE_FILE, {}, "rerun `pdiff generate --force`")
     if "target" in asked:  # a conditioned generator: what was asked for, beside what was reached
         generated = results["summary"]["generated"]
         console.print(f"target {asked['target']} = {100 * asked['target_accuracy']:.2f}% val accuracy (guidance "
@@ -166,6 +167,8 @@ def sample(run_dir: Annotated[Path, typer.Argument(
            ) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--seed {seed} is not a 64-bit seed: give a whole number in 0..{MAX_SEED}")
         paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force, target=target,
                               guidance=guidance)
     except PdiffError as e:
@@ -217,9 +220,10 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
         overrides = [a for a in rest if "=" in a]
         values = [a for a in rest if "=" not in a] or None
         report = run_ablation(_config(task, overrides, data_dir), study, values, runs_dir, progress=not quiet)
+        rows = load_record(report.parent / "ablation.json", {"variants": list},
+                           f"rerun `pdiff ablate --study {study}`")["variants"]
     except PdiffError as e:
         _fail(e)
-    rows = load_json(report.parent / "ablation.json")["variants"]
     header, body = ablation_table(rows)
     _show_table(f"ablation {study}: generated test accuracy (%)", header, body, report.with_suffix(".html"))
 

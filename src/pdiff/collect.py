@@ -31,9 +31,9 @@ from .errors import ArtifactError, SelectionError, TrainingError
 from .inference import accuracy, predict_many
 from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
 from .params import ParamSpec
-from .store import load_json, load_tensors, save_tensors
+from .store import load_record, load_tensors, save_tensors
 from .task import Task
-from .tasks.datasets import TensorLoader, augmentation
+from .tasks.datasets import TensorLoader, augmentation, pairs
 
 log = logging.getLogger(__name__)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -53,7 +53,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
     for epoch in tqdm(range(epochs), desc="train base", disable=not (progress and distributed.is_main_process())):
-        for x, y in loader:
+        for x, y in pairs(loader):
             _step(ddp_model, optimizer, x.to(device), y.to(device), f"base training, epoch {epoch}", "lower collect.lr")
             scheduler.step()
     distributed.release(ddp_model)
@@ -93,7 +93,7 @@ def collect_checkpoints(model: nn.Module, loader: Batches, spec: ParamSpec, k: i
     bar = tqdm(total=k, desc=f"collect ({recipe})", disable=not (progress and distributed.is_main_process()))
     try:
         for epoch in range(k if recipe == "epoch" else math.ceil(k / len(loader))):
-            for x, y in loader:
+            for x, y in pairs(loader):
                 _step(ddp_model, optimizer, x.to(device), y.to(device), f"collection, epoch {epoch}",
                       "lower collect.subset_lr")
                 if recipe == "iteration" and len(checkpoints) < k:
@@ -116,7 +116,11 @@ collect = collect_checkpoints  # the name of earlier versions
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, where: str,
           fix: str) -> None:
     """One cross-entropy step; a non-finite loss stops training with `fix` in the message."""
-    loss = F.cross_entropy(model(x), y)
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor):
+        raise TrainingError(f"the model's forward returned a {type(logits).__name__}, not a tensor of class "
+                            "scores [B, classes]: wrap the model so that forward returns the logits alone")
+    loss = F.cross_entropy(logits, y)
     _check_finite(loss, where, fix)
     optimizer.zero_grad(set_to_none=True)
     distributed.accelerator().backward(loss)
@@ -152,9 +156,9 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**task.metadata("collect"), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
-                 "base_hash": base_hash(task.config)}
+                 "base_hash": base_hash(task.config), "data": task.data_identity}
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
-    if _load_reusable_base(model, base, base_meta["base_hash"]):
+    if _load_reusable_base(model, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
         model.to(task.device).eval()
         for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
@@ -233,7 +237,7 @@ def first_k(task: Task, source: Path, out: Path) -> dict:
     ckpts.rows(slice(0, k)).save(out / CHECKPOINTS_FILE, meta)
     base, base_meta = load_tensors(source / FOLDER / BASE_FILE)
     save_tensors(out / BASE_FILE, base, {**base_meta, "config_hash": meta["config_hash"]})
-    summary = load_json(source / FOLDER / STAGE_FILE)
+    summary = load_record(source / FOLDER / STAGE_FILE, {"dim": int, "names": list}, "rerun `pdiff collect --force`")
     return {"dim": summary["dim"], "names": summary["names"], "first_k_of": str(source / FOLDER)}
 
 
@@ -242,8 +246,9 @@ def weights_finite(tensors: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
-def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
-    """Load a finished base model into `model` if it was trained the same way and is sound."""
+def _load_reusable_base(model: nn.Module, path: Path, wanted: dict) -> bool:
+    """Load a finished base model into `model` if it was trained the same way (the base_hash of `wanted`) on the
+    same data (its `data`: an image folder's contents) and is sound."""
     if not path.is_file():
         return False
     try:
@@ -251,8 +256,8 @@ def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
     except ArtifactError:  # corrupt: train anew
         return False
     expected = {name: t.shape for name, t in model.state_dict().items()}
-    if (meta.get("base_hash") != wanted_hash or {n: t.shape for n, t in tensors.items()} != expected
-            or not weights_finite(tensors)):
+    if (meta.get("base_hash") != wanted["base_hash"] or meta.get("data") != wanted["data"]
+            or {n: t.shape for n, t in tensors.items()} != expected or not weights_finite(tensors)):
         return False
     model.load_state_dict(tensors)
     return True

@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .layout import resolve_data_dir
 from .priors import PRIORS
 from .tasks.datasets import DATASETS
-from .tasks.models import MODELS
+from .tasks.models import MODELS, input_problem
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 
@@ -422,6 +422,9 @@ def _check_registries(config: Config) -> None:
                               f"{key}.arch={section.arch} does not have: set it to 0, or use arch {arch}")
     window = dm.kwargs.get("window", inspect.signature(DENOISERS[dm.arch]).parameters["window"].default
                            ) if dm.arch == "transformer" else 1
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(f"train.diffusion.kwargs.window={window!r}: a window is a whole number of tokens, 1 or "
+                          "more (tokens attend within it)")
     if dm.tokens_per_step % window:
         raise ConfigError(f"train.diffusion.tokens_per_step={dm.tokens_per_step} is not a multiple of the "
                           f"transformer's window ({window}): give a multiple, so a crop is whole windows")
@@ -433,6 +436,18 @@ def _check_registries(config: Config) -> None:
               "train.autoencoder.kwargs", ae.kwargs)
     tokens = 4 if dm.arch in TOKEN_DENOISERS else None  # a nominal T, like the nominal D
     try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+    if config.data.name == "imagefolder" and config.data.image_size:
+        _check_image_size(config)
+
+
+def _check_image_size(config: Config) -> None:
+    """An image folder resized to data.image_size must survive the model's poolings, checked before any image
+    is decoded (`pdiff.tasks.models.input_problem`)."""
+    size, m = config.data.image_size, config.model
+    problem = input_problem(m.name, m.kwargs, (3, size, size))
+    if problem:
+        raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({problem}): "
+                          "give a larger data.image_size")
 
 
 def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:
@@ -460,7 +475,10 @@ def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewh
     accepted = [name for name in parameters if name not in set_elsewhere]
     for name in kwargs:
         if name not in accepted:
-            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "
+            spaced = str(name).partition(":")
+            hint = (f" (YAML reads '{name}' as one key: write {{{spaced[0]}: {spaced[2]}}} with a space after the "
+                    "colon)" if spaced[1] and spaced[0] in accepted else "")
+            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take{hint}: "
                               f"choose from {', '.join(accepted)}")
 
 
@@ -516,6 +534,17 @@ def _validate_baselines(cfg: EvaluateConfig) -> None:
 
 def to_dict(config: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves by dotted key: {"a": {"b": 1}} -> {"a.b": 1}; an empty dict stays a leaf."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_yaml(config: Config) -> str:

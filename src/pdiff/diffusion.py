@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 SAMPLERS = ("ddpm", "ddim", "dpm")
 # Sampling steps when none are given; "ddpm" runs the full chain of num_train_timesteps.
 DEFAULT_STEPS = {"ddim": 50, "dpm": 25}
@@ -161,6 +163,9 @@ def sample(
     prefix [n, P, c] (token latents, a denoiser trained with `clean_prefix_loss`): the first P tokens of
     every sample, held fixed at every step while the others are drawn given them.
     """
+    if steps is not None and not 1 <= steps <= schedule.num_train_timesteps:  # 0 must not mean "the default"
+        raise ConfigError(f"steps={steps}: sample with 1..{schedule.num_train_timesteps} steps (the timesteps the "
+                          "diffusion model was trained on), or None for the default")
     scheduler = schedule.scheduler(sampler)
     scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, schedule.num_train_timesteps))
     rng_device = generator.device if generator is not None else device

@@ -26,7 +26,7 @@ from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
 from .params import Normalizer
 from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
-from .store import check_format_version, load_json, load_tensors, save_json, save_tensors
+from .store import check_format_version, check_record, load_json, load_tensors, save_json, save_tensors
 from .task import Task, check_made_for
 from .tasks.datasets import TensorLoader
 
@@ -94,6 +94,7 @@ def read(run_dir: Path, config_hash: str) -> dict:
     results = load_json(path)
     if not isinstance(results, dict) or "summary" not in results:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
+    check_record(path, results, {"summary": dict, "models": list, "spec": dict}, "rerun `pdiff evaluate --force`")
     check_format_version(path, results, RESULTS_FORMAT_VERSION)
     check_made_for(path, results, config_hash, "evaluate")
     return results

@@ -20,25 +20,27 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
-from .config import STAGES, Config, check_task_name, stage_hash, to_yaml
+from .config import STAGES, Config, check_task_name, leaves, resolve_data_dir, stage_hash, to_dict, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
 from .folders import atomic_folder
 from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
 from .runlock import run_lock
-from .store import STORAGE_ERRNOS, load_json, save_json, save_text, storage_error
+from .store import STORAGE_ERRNOS, load_record, save_json, save_text, storage_error
 from .task import Task
 
 log = logging.getLogger(__name__)
 STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "evaluate": evaluate, "report": report}
 STAGE_DIRS = STAGE_FOLDERS  # stage -> its folder's name in a run folder
 Entry = Callable[[Path], dict]  # fills a stage's folder, returns the extra fields of its stage.json
+TRAINED_STAGES = ("collect", "train")  # they train networks: a finished one is replaced only when asked
 
 
 @dataclass
@@ -68,13 +70,20 @@ class Run:
         """The file `name` of `stage`'s folder (see `pdiff.layout` for the names)."""
         return self.stage_dir(stage) / name
 
-    def is_done(self, stage: str) -> bool:
+    def finished(self, stage: str) -> dict | None:
+        """The stage's stage.json if the stage finished under any config (it and every file it lists are
+        there), else None."""
         marker = self.stage_dir(stage) / STAGE_FILE
         if not marker.is_file():
-            return False
-        done = load_json(marker)
-        return (done.get("hash") == stage_hash(self.config, stage)
-                and all((self.stage_dir(stage) / name).is_file() for name in done.get("files", [])))
+            return None
+        done = load_record(marker, {"hash": str, "files": list}, f"rerun `pdiff {stage} --force`")
+        return done if all((self.stage_dir(stage) / str(name)).is_file() for name in done["files"]) else None
+
+    def is_done(self, stage: str) -> bool:
+        """Finished under this config, from the data as it is now (an image folder's contents included)."""
+        done = self.finished(stage)
+        return (done is not None and done["hash"] == stage_hash(self.config, stage)
+                and done.get("data") == self.task.data_identity)
 
 
 def run_stage(run: Run, stage: str, force: bool = False, entry: Entry | None = None) -> bool:
@@ -99,8 +108,8 @@ def run_stage(run: Run, stage: str, force: bool = False, entry: Entry | None = N
         seconds = time.perf_counter() - start
         if main:
             files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-            save_json(out / STAGE_FILE,
-                      {"hash": stage_hash(run.config, stage), "seconds": round(seconds, 2), "files": files, **extra})
+            save_json(out / STAGE_FILE, {"hash": stage_hash(run.config, stage), "data": run.task.data_identity,
+                                         "seconds": round(seconds, 2), "files": files, **extra})
             for after in STAGES[STAGES.index(stage) + 1:]:  # made from the folder this one replaces
                 (run.stage_dir(after) / STAGE_FILE).unlink(missing_ok=True)
     if main and stage in OLD_STAGE_FOLDERS:  # the folder an earlier pdiff wrote for this stage, now replaced
@@ -121,12 +130,14 @@ def adopt(run: Run, stage: str, source: Run) -> None:
         raise ArtifactError(f"cannot adopt {stage!r} from {source.root}: it is not done there under this config")
 
     def link(out: Path) -> dict:
-        summary = load_json(source.stage_dir(stage) / STAGE_FILE)
+        summary = source.finished(stage) or {}
         if distributed.is_main_process():
-            for path in sorted(source.stage_dir(stage).iterdir()):
-                if path.is_file() and path.name != STAGE_FILE:
-                    _link(path, out / path.name)
-        return {k: v for k, v in summary.items() if k not in ("hash", "seconds", "files")}
+            folder = source.stage_dir(stage)
+            for path in sorted(folder.rglob("*")):  # train/generator-1/... too
+                if path.is_file() and path.relative_to(folder).as_posix() != STAGE_FILE:
+                    (out / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+                    _link(path, out / path.relative_to(folder))
+        return {k: v for k, v in summary.items() if k not in ("hash", "data", "seconds", "files")}
 
     run_stage(run, stage, force=True, entry=link)
 
@@ -154,8 +165,14 @@ def lock(run: Run) -> Iterator[Path]:
         yield path
 
 
-def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = None) -> Run:
-    """Take `run` through `stages` under its lock; `force` reruns that stage and every stage after it."""
+def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = None, keep_finished: bool = True
+               ) -> Run:
+    """Take `run` through `stages` under its lock; `force` reruns that stage and every stage after it.
+
+    `keep_finished`: refuse to replace a finished collect or train made under another config (or from other
+    data) unless `force` asks for it (`check_replacements`); False where the folder is derived from another
+    run and follows it (an ablation's variants).
+    """
     if force is not None and force not in STAGES:
         raise ConfigError(f"--force {force!r}: choose one of {', '.join(STAGES)}")
     with lock(run):
@@ -164,6 +181,8 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
                 leftover.unlink()
         to_run = [s for s in stages if (force is not None and STAGES.index(s) >= STAGES.index(force))
                   or not run.is_done(s)]
+        if keep_finished:
+            check_replacements(run, [s for s in to_run if force is None or STAGES.index(s) < STAGES.index(force)])
         if "generate" in to_run or "evaluate" in to_run:
             check_generate_memory(run)  # before collect: a too large generate.n must not wait for training
         try:
@@ -176,10 +195,53 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
     return run
 
 
+def check_replacements(run: Run, unasked: list[str]) -> None:
+    """Refuse to replace trained work nobody asked to replace; say which cheaper stages are replaced and why.
+
+    `unasked`: the stages about to run that `--force` did not name. Where one of them finished under another
+    config or from other data, a collect or train (networks trained for minutes to hours) stops the run with
+    one line naming the stages, the reason and both ways on; generate, evaluate and report only sample from
+    and measure the generator, so a new `generate.n` reruns them, with a warning.
+    """
+    replaced = [stage for stage in unasked if run.finished(stage) is not None]
+    if not replaced:
+        return
+    why = _why_replaced(run, replaced[0])
+    trained = [stage for stage in replaced if stage in TRAINED_STAGES]
+    if trained:
+        later = [s for s in STAGES[STAGES.index(trained[0]):] if run.finished(s) is not None]
+        raise ArtifactError(
+            f"{run.root} holds {', '.join(later)} finished under another config ({why}); pdiff does not replace "
+            f"trained work unasked: rerun with --force {trained[0]} to replace it, or keep it and give this config "
+            "its own folder (task=NEW-NAME or --runs-dir)")
+    log.warning("%s: replacing the finished stage%s made under another config (%s)", ", ".join(replaced),
+                "s" if len(replaced) > 1 else "", why)
+
+
+def _why_replaced(run: Run, stage: str) -> str:
+    """What differs between the finished `stage` and this run: the config keys changed, or the data."""
+    if run.finished(stage)["hash"] == stage_hash(run.config, stage):
+        return f"the data changed since: {run.config.data.name} at {resolve_data_dir(run.config.data.data_dir)}"
+    path = run.root / RUN_CONFIG_FILE
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return f"{path.name} unreadable"
+    old = leaves(old) if isinstance(old, dict) else {}
+    new = leaves(to_dict(run.config))
+    unhashed = ("data.download", "evaluate.model_chunk") + (() if run.config.data.name == "imagefolder" else
+                                                            ("data.data_dir",))  # an image folder is the dataset
+    changed = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items()
+               if old.get(key) != value and key not in unhashed]
+    if len(changed) > 3:
+        changed = [*changed[:3], f"{len(changed) - 3} more"]
+    return "; ".join(changed) or f"see {path}"
+
+
 def check_generate_memory(run: Run) -> None:
     """Refuse, before any work, a generate.n whose models cannot fit in memory (`pdiff.generate.check_memory`)."""
     if run.is_done("collect"):
-        dim = load_json(run.stage_dir("collect") / STAGE_FILE)["dim"]
+        dim = load_record(run.stage_dir("collect") / STAGE_FILE, {"dim": int}, "rerun `pdiff collect --force`")["dim"]
     else:
         dim = ParamSpec.select(run.task.new_model(), run.config.collect.subset).dim
     examples = len(run.task.data.val) + len(run.task.data.test)
@@ -190,4 +252,6 @@ def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | Non
                  stages: tuple[str, ...] = STAGES, progress: bool = True) -> Run:
     """Take a task through `stages` in RUNS_DIR/<task>/; `force` reruns that stage and every stage after it."""
     check_task_name(config.task)  # a name, never a path: nothing is written outside runs_dir
+    if config.data.data_dir is not None or config.data.name == "imagefolder":  # config.yaml works from anywhere
+        config = replace(config, data=replace(config.data, data_dir=str(resolve_data_dir(config.data.data_dir))))
     return run_stages(Run(config, Path(runs_dir) / config.task, progress), stages, force)

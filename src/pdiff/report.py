@@ -28,7 +28,7 @@ from .figures import (
 from .layout import STAGE_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
 from .render import Section, render_html, render_markdown
-from .store import load_json, save_text
+from .store import load_record, save_text
 from .task import Task
 
 FOLDER = STAGE_FOLDERS["report"]  # runs/<task>/report/
@@ -44,7 +44,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     if not distributed.is_main_process():
         return {}
     results = evaluate.load(task, run_dir)
-    seconds = {stage: load_json(stage_folder(run_dir, stage) / STAGE_FILE).get("seconds") for stage in STAGES[:-1]}
+    seconds = {stage: load_record(stage_folder(run_dir, stage) / STAGE_FILE, {"seconds": (int, float)},
+                                  f"rerun `pdiff {stage} --force`")["seconds"] for stage in STAGES[:-1]}
     generated = generate.load(task, run_dir, ParamSpec.from_dict(results["spec"]))
     # latents of different generators live in different spaces: the checkpoints' are generator 0's
     latents = {"original": generated.original_latents.numpy(),

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, load_config, stage_hash, task_names, to_dict
+from .config import Config, leaves, load_config, stage_hash, task_names, to_dict
 from .folders import atomic_folder
 from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE
@@ -95,9 +95,9 @@ def run_arguments(config: Config) -> list[str]:
     local path), so that `pdiff run` with them reproduces the run."""
     if config.task not in task_names():
         return [f"{config.task}.yaml"]
-    preset = _leaves(to_dict(load_config(config.task)))
+    preset = leaves(to_dict(load_config(config.task)))
     overrides = []
-    for key, value in _leaves(to_dict(config)).items():
+    for key, value in leaves(to_dict(config)).items():
         if key not in ("data.data_dir", "data.download") and preset.get(key, object()) != value:
             overrides.append(f"{key}={_yaml_value(value)}")
     return [config.task, *overrides]
@@ -125,17 +125,6 @@ def _copy_base(run: FinishedRun, out: Path) -> dict:
     save_tensors(out / BASE_FILE, tensors, meta)
     return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
             "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; an empty dict stays a leaf."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _yaml_value(value: Any) -> str:

@@ -149,9 +149,34 @@ def load_json(path: str | Path) -> Any:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist: run the stage that writes it first")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); delete it and rerun its "
+                            "stage") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); delete it and rerun its stage") from e
+
+
+def load_record(path: str | Path, keys: dict[str, type | tuple[type, ...]], fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object with `keys` of the given types (a stage.json, a results.json).
+
+    Anything else (a list, a missing key, a string where a number belongs) is one `ArtifactError` naming the
+    file, what is wrong and `fix`, the step that writes the file anew.
+    """
+    return check_record(path, load_json(path), keys, fix)
+
+
+def check_record(path: str | Path, data: Any, keys: dict[str, type | tuple[type, ...]], fix: str) -> dict[str, Any]:
+    """`data`, read from the JSON file `path`, if it is an object with `keys` (see `load_record`)."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} holds a JSON {type(data).__name__}, not an object: {fix}")
+    for key, kind in keys.items():
+        if key not in data:
+            raise ArtifactError(f"{path} has no {key!r}: {fix}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(data[key], kinds) or isinstance(data[key], bool) and bool not in kinds:
+            raise ArtifactError(f"{path}: {key!r} is a {type(data[key]).__name__}, not what pdiff wrote: {fix}")
+    return data
 
 
 def save_text(path: str | Path, text: str) -> None:

@@ -11,9 +11,10 @@ from torch import nn
 
 from . import distributed
 from .config import Config, stage_hash, try_build
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .tasks.datasets import DataSplits, TensorLoader, load_dataset
-from .tasks.models import build_model
+from .tasks.imagefolder import image_folder_identity
+from .tasks.models import build_model, input_problem
 
 
 @dataclass
@@ -29,9 +30,23 @@ class Task:
 
     @cached_property
     def data(self) -> DataSplits:
-        d = self.config.data
-        return load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
+        d, m = self.config.data, self.config.model
+        data = load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
                             d.image_size, self.progress)
+        if d.name == "imagefolder" and d.image_size is None:  # a given image_size was checked with the config
+            problem = input_problem(m.name, m.kwargs, data.input_shape)
+            if problem:
+                size = "x".join(map(str, data.input_shape[1:]))
+                raise ConfigError(f"the images are {size}, too small for model.name={m.name} ({problem}): set "
+                                  "data.image_size=N to resize them to a size the model takes")
+        return data
+
+    @cached_property
+    def data_identity(self) -> str | None:
+        """The contents of a user's image folder (`image_folder_identity`), recorded with every stage made from
+        it; None for the named datasets, fixed files that torchvision checks."""
+        d = self.config.data
+        return image_folder_identity(d.data_dir) if d.name == "imagefolder" else None
 
     def loader(self, split: str) -> TensorLoader:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
