@@ -211,3 +211,21 @@ def test_changed_images_rerun_collect_with_a_new_base_when_forced(tmp_path, monk
     meta = load_tensors(again.root / "collect/base.safetensors")[1]
     assert meta["data"] != identity and meta["data"] == again.task.data_identity
     assert again.is_done("collect")
+
+
+def test_raising_the_generators_keeps_the_trained_ones(tiny_run, tmp_path, caplog) -> None:
+    """A finished run asked for train.generators=2 is refused with the way on; with --force train only the new
+    generator is trained, and generator 0's files are the single run's."""
+    root = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, root)
+    config = tiny_config("train.generators=2")
+    with pytest.raises(ArtifactError, match="train.generators: 1 -> 2.*--force train keeps the generators already"):
+        run_pipeline(config, tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="pdiff.train"):
+        run = run_pipeline(config, tmp_path, progress=False, force="train")
+    assert "generator 0 is already trained under this config: kept" in caplog.text
+    assert load_file(root / "train/diffusion.safetensors").keys() == load_file(
+        tiny_run / "train/diffusion.safetensors").keys()
+    assert all(torch.equal(load_file(root / "train/diffusion.safetensors")[k], v)
+               for k, v in load_file(tiny_run / "train/diffusion.safetensors").items())
+    assert (root / "train/generator-1/diffusion.safetensors").is_file() and run.is_done("report")

@@ -213,7 +213,9 @@ def check_replacements(run: Run, unasked: list[str]) -> None:
         raise ArtifactError(
             f"{run.root} holds {', '.join(later)} finished under another config ({why}); pdiff does not replace "
             f"trained work unasked: rerun with --force {trained[0]} to replace it, or keep it and give this config "
-            "its own folder (task=NEW-NAME or --runs-dir)")
+            "its own folder (task=NEW-NAME or --runs-dir)"
+            + ("; --force train keeps the generators already trained and trains only the new ones"
+               if why.startswith("train.generators:") and "," not in why else ""))
     log.warning("%s: replacing the finished stage%s made under another config (%s)", ", ".join(replaced),
                 "s" if len(replaced) > 1 else "", why)
 
