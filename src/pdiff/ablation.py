@@ -280,8 +280,8 @@ def write_ablation_report(study_dir: Path, task: str, study: str, rows: list[dic
                      "with the highest validation accuracy; *max IoU generated* is the mean over generated models "
                      "of their max wrong-prediction IoU to any original checkpoint, *max IoU original* the same "
                      "for each original against the other originals. *mean - main run*: the variant's generated "
-                     "mean test accuracy minus the main run's, in points, with its 95% CI (two-level bootstrap over "
-                     "test examples and models) and the verdict it supports."),
+                     "mean test accuracy minus the main run's, in points, with its 95% CI (variance components of "
+                     "test examples and models, docs/statistics.md) and the verdict it supports."),
         Section("Accuracy and similarity per variant", figures=["accuracy.png", "max_similarity.png",
                                                                  "accuracy_vs_similarity.png"]),
         Section("Variants", header=["variant", "overrides", "stages run by this call", "reused"], rows=reuse_rows,

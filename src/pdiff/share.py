@@ -83,10 +83,11 @@ def results_sections(results: dict | None, test_predictions: Any = None) -> list
         "Results", header=header, rows=rows,
         text=f"Test accuracy (%) of the run's models{f' on {n_test} test examples' if n_test else ''}: *best* is "
              "the test accuracy of the model with the best validation accuracy, *max* the test-set maximum; the "
-             "CIs are 95% two-level bootstrap intervals (test examples and models resampled).")]
+             "mean's 95% CI counts the model, test-example and interaction variance once each, and each verdict "
+             "says whether it speaks for this generator or for p-diff on this task (several generators).")]
     lines = [f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points."
              ] if "resolution" in results else []
-    lines += [f"- {line}" for line in verdict_lines(results) if line.startswith("generated vs")]
+    lines += [f"- {line}" for line in verdict_lines(results) if line.startswith("generated ")]
     return sections + ([Section("Verdicts", text="\n".join(lines))] if lines else [])
 
 
