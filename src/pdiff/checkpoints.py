@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ArtifactError
+from .errors import ArtifactError, TrainingError
 from .folders import atomic_folder
 from .hub import download
 from .layout import CHECKPOINTS_FILE
@@ -110,3 +110,17 @@ class CheckpointSet:
         read_export(folder, CHECKPOINTS)
         ckpts, _ = cls.load(folder / CHECKPOINTS_FILE)
         return ckpts
+
+
+def params_of(checkpoints: CheckpointSet | torch.Tensor, dim: int) -> torch.Tensor:
+    """The parameter vectors [K, dim] (float32) of a CheckpointSet or a tensor, refused with one line when they
+    have another width or hold NaN or Inf (training on them could only fail later)."""
+    params = checkpoints.params if isinstance(checkpoints, CheckpointSet) else checkpoints
+    if params.ndim != 2 or params.shape[1] != dim:
+        raise ValueError(f"checkpoints must be [K, {dim}] for this spec, got {tuple(params.shape)}")
+    finite = torch.isfinite(params).all(dim=1)
+    if not finite.all():
+        row = int((~finite).nonzero()[0])
+        raise TrainingError(f"checkpoint {row} (of {len(params)}) holds NaN or Inf values, so training cannot "
+                            "start: drop those rows or collect the checkpoints again")
+    return params.float()

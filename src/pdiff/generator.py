@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .autoencoder import build_autoencoder
-from .checkpoints import CheckpointSet
+from .checkpoints import CheckpointSet, params_of
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig, parse_target
 from .errors import ArtifactError, ConfigError, NotFittedError, TrainingError
 from .fitting import TokenCrop, fit_network
@@ -64,7 +64,7 @@ class ParameterGenerator:
         return self
 
     def fit_autoencoder(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
-        params = self._params_of(checkpoints)
+        params = params_of(checkpoints, self.spec.dim)
         cfg = self.config.autoencoder
         fit = Normalizer.fit_deviations if cfg.standardise == "deviation" else Normalizer.fit
         self.normalizer = fit(params, self.spec)
@@ -80,7 +80,7 @@ class ParameterGenerator:
         if self.normalizer is None:
             raise NotFittedError("fit_autoencoder must run before fit_prior: call fit(), which runs both")
         condition = self._condition_of(checkpoints)
-        z = self.encode(self._params_of(checkpoints))  # [K, *latent_shape]
+        z = self.encode(params_of(checkpoints, self.spec.dim))  # [K, *latent_shape]
         if self.config.diffusion.standardise_latents:  # else mean 0 and scale 1 stay: the prior sees raw latents
             self.latent_mean = z.mean(0)
             self.latent_scale = self.autoencoder.latent_spread(z - self.latent_mean).clamp(min=1e-8)
@@ -102,7 +102,7 @@ class ParameterGenerator:
         return self.normalizer.denormalize(self.autoencoder.decode(latents.to(self.device))).cpu()
 
     def reconstruct(self, params: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(params))
+        return self.decode(self.encode(params))  # [N, D] -> [N, D]
 
     def standardise_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latents [N, *latent_shape] in the units the prior models (on the generator's device)."""
@@ -161,18 +161,7 @@ class ParameterGenerator:
     def _check_fitted(self, what: str) -> None:
         if self.normalizer is None:
             raise NotFittedError(f"cannot {what} with a generator that was never trained: call fit(checkpoints) "
-                                 "or ParameterGenerator.load(run_dir / 'generator') first")
-
-    def _params_of(self, checkpoints: CheckpointSet | torch.Tensor) -> torch.Tensor:
-        params = checkpoints.params if isinstance(checkpoints, CheckpointSet) else checkpoints
-        if params.ndim != 2 or params.shape[1] != self.spec.dim:
-            raise ValueError(f"checkpoints must be [K, {self.spec.dim}] for this spec, got {tuple(params.shape)}")
-        finite = torch.isfinite(params).all(dim=1)
-        if not finite.all():
-            row = int((~finite).nonzero()[0])
-            raise TrainingError(f"checkpoint {row} (of {len(params)}) holds NaN or Inf values, so training cannot "
-                                "start: drop those rows or collect the checkpoints again")
-        return params.float()
+                                 "or ParameterGenerator.load(run_dir / 'train') first")
 
     # ---- files ----------------------------------------------------------------------------------
     def save(self, directory: str | Path, metadata: dict | None = None) -> None:
@@ -230,9 +219,8 @@ class ParameterGenerator:
         return gen
 
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None, force: bool = False) -> Path:
-        """Write a Hugging Face hub model repository into `directory` (new or empty; an earlier generator export
-        is replaced only with `force`): config.json, the two weight files and a model card (README.md).
-        `pdiff export` adds a run's base model and results (`pdiff.share`)."""
+        """A Hugging Face hub model repository in `directory` (new or empty; an earlier generator export replaced
+        only with `force`): config.json, the weights and a model card; `pdiff export` adds a run's base model."""
         with atomic_folder(directory, GENERATOR, force) as folder:
             self.write_pretrained(folder, metadata)
         return Path(directory)
