@@ -2,13 +2,13 @@
 
     python -m bench.seeds [--task mnist1d-convnet] [--generators 1 5]
 
-For each count G, runs the whole pipeline with train.generators=G (`pdiff run TASK train.generators=G`) in
-RUNS_DIR/g<G>; finished runs are read back, not redone. Generator s of a run is the one a single-generator run
-with train.seed = seed + s trains, so G = 1 is the plain run. The comparisons of the generated models with the
-originals and with every baseline come from evaluate/results.json: with G >= 2 their mean-accuracy CIs hold the
-spread between trained generators (scope "method", docs/statistics.md), with G = 1 they speak for one
-generator. The train stage's seconds (from its stage.json) show what the extra generators cost.
-Writes bench/seeds.json and the "seeds" section of BENCHMARKS.md.
+For each count G, in increasing order, runs the whole pipeline with train.generators=G in RUNS_DIR (`pdiff run
+TASK train.generators=G --force train` after the first: the generators already trained are kept). Generator s
+of a run is the one a single-generator run with train.seed = seed + s trains, so G = 1 is the plain run. The
+comparisons of the generated models with the originals and with every baseline come from
+evaluate/results.json: with G >= 2 their mean-accuracy CIs hold the spread between trained generators (scope
+"method", docs/statistics.md), with G = 1 they speak for one generator. The train stage's seconds (from its
+stage.json) show what each generator costs. Writes bench/seeds.json and the "seeds" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ def parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace) -> dict:
     common.set_threads(args)
-    runs = []
-    for generators in args.generators:
+    runs, trained = [], 0
+    for generators in sorted(args.generators):  # one folder: each count trains only the generators it adds
         config = load_config(args.task, [f"train.generators={generators}", *common.data_overrides(args)])
-        run = run_pipeline(config, args.runs_dir / f"g{generators}", progress=False)
+        run = run_pipeline(config, args.runs_dir, progress=False, force="train" if trained else None)
         results = json.loads((run.stage_dir("evaluate") / "results.json").read_text())
         seconds = {stage: json.loads((run.stage_dir(stage) / "stage.json").read_text())["seconds"]
                    for stage in STAGES}
-        runs.append(run_figures(generators, results, seconds))
+        runs.append({**run_figures(generators, results, seconds), "trained": generators - trained})
+        trained = generators
     return common.results(f"python -m bench.seeds --task {args.task} --generators "
                           f"{' '.join(map(str, args.generators))}", task=args.task, runs=runs)
 
@@ -68,10 +69,9 @@ def comparison_row(c: dict, generators: int) -> list:
 def render(results: dict) -> str:
     p = results["provenance"]
     rows = [comparison_row(c, r["generators"]) for r in results["runs"] for c in r["comparisons"]]
-    timing = [[r["generators"], f"{r['seconds']['train']:.0f}",
-               f"{r['seconds']['train'] / results['runs'][0]['seconds']['train']:.2f}",
-               f"{100 * r['means']['original']:.2f}", f"{100 * r['means']['generated']:.2f}",
-               f"±{100 * r['resolution']:.2f}"] for r in results["runs"]]
+    timing = [[r["generators"], r["trained"], f"{r['seconds']['train']:.0f}",
+               f"{r['seconds']['train'] / r['trained']:.0f}", f"{100 * r['means']['original']:.2f}",
+               f"{100 * r['means']['generated']:.2f}", f"±{100 * r['resolution']:.2f}"] for r in results["runs"]]
     return f"""## p-diff as a method on {results['task']} (`python -m bench.seeds`)
 
 `{p['command']}` ({common.hardware(p)}). Each row compares the generated models with the originals or a baseline
@@ -82,11 +82,12 @@ two: "generated dominates X" when generated is not less accurate and less simila
 
 {common.table(["generators", "versus", "generated - versus [95% CI]", "verdict", "scope"], rows)}
 
-The train stage's wall seconds (its stage.json) against the single-generator run, the groups' mean test
-accuracy (%) and the test set's resolution (half-width of the CI between two halves of the originals):
+The counts run in one folder, in increasing order: each trains only the generators it adds (the others are
+kept). The train stage's wall seconds (its stage.json) and per generator trained, the groups' mean test accuracy
+(%) and the test set's resolution (half-width of the CI between two halves of the originals):
 
-{common.table(["generators", "train s", "x one generator", "original mean", "generated mean", "resolution"],
-              timing)}"""
+{common.table(["generators", "trained", "train s", "s per generator", "original mean", "generated mean",
+               "resolution"], timing)}"""
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def test_seeds_renders_each_verdict_with_its_scope():
                 "scope": scope}
         dominated = {"group": "mean_of_k", "versus": "generated", "metric": "dominance", "verdict": "is dominated",
                      "scope": scope}
-        return {"generators": generators, "comparisons": [mean, dominated], "resolution": 0.0005,
+        return {"generators": generators, "comparisons": [mean, dominated], "resolution": 0.0005, "trained": 4,
                 "means": {"original": 0.9768, "generated": 0.9771}, "seconds": {"train": train_s}}
 
     section = render("seeds", task="mnist1d-convnet", runs=[run(1, "generator", 30.0), run(5, "method", 150.0)])
@@ -46,7 +46,7 @@ def test_seeds_renders_each_verdict_with_its_scope():
            "this generator |" in section
     assert "| 5 | mean_of_k (accuracy-novelty plane) |  | generated is dominated by mean_of_k | p-diff on this " \
            "task, 5 generators |" in section
-    assert "| 5 | 150 | 5.00 | 97.68 | 97.71 | ±0.05 |" in section
+    assert "| 5 | 4 | 150 | 38 | 97.68 | 97.71 | ±0.05 |" in section
 
 
 def test_training_renders_the_goal_from_the_originals():
