@@ -1,5 +1,6 @@
 """Scaling out: sharding helpers in one process, and a real 2-process CPU run (gloo) under accelerate launch."""
 
+import io
 import json
 import os
 import re
@@ -124,3 +125,19 @@ def test_two_process_evaluation_equals_one_process(launched) -> None:
               force=True)  # the same checkpoints and generated vectors, now in this one process
     one = json.loads((root / "evaluate/results.json").read_text())
     assert one == two
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch) -> None:
+    """A log file (stderr not a terminal) gets no carriage-return updates; a terminal gets the bar."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert distributed.progress_bar(range(3), desc="steps").disable
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bar = distributed.progress_bar(range(3), desc="steps")
+    assert not bar.disable and list(bar) == [0, 1, 2] and "steps" in terminal.getvalue()
+    assert distributed.progress_bar(range(3), False, desc="steps").disable

@@ -23,7 +23,7 @@ LAYERS = {
     "config": ("config",),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),
-    "cli": ("cli", "__main__", "__init__"),
+    "cli": ("terminal", "cli", "__main__", "__init__"),
 }
 LAYER_OF = {f"{PACKAGE}.{name}": rank for rank, names in enumerate(LAYERS.values()) for name in names}
 LAYER_NAMES = list(LAYERS)

@@ -78,7 +78,9 @@ def test_stage_alone_writes_the_report(tiny_run, tmp_path) -> None:
     out.mkdir()
     report.run(Task(tiny_config(), progress=False), root, out)
     assert {"report.md", "report.html", "tsne.png", "accuracy_vs_similarity.png"} <= {p.name for p in out.iterdir()}
-    assert "| original | 12 |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| original | 12 |" in text
+    assert "## Verdicts\n\nThe generated models' mean test accuracy is " in text  # the verdicts open in words
 
 
 def test_a_conditioned_run_shows_its_target_beside_the_accuracy_reached(tmp_path) -> None:
@@ -112,3 +114,38 @@ def test_collapse_section_and_token_latents(tmp_path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "## Collapse" in text and "83% of the generated models" in text
     assert (tmp_path / "tsne.png").stat().st_size > 1000
+
+
+def comparison(metric: str, verdict: str, difference: float, low: float | None, high: float | None,
+               group: str = "generated", versus: str = "original", scope: str = "generator") -> dict:
+    return {"group": group, "versus": versus, "metric": metric, "difference": difference, "ci_low": low,
+            "ci_high": high, "p_value": None, "verdict": verdict, "scope": scope}
+
+
+def test_the_summary_in_words_says_what_the_verdicts_say_and_no_more() -> None:
+    results = {"models": [{"group": "generated"}], "comparisons": [
+        comparison("mean_test_accuracy", "higher", 0.003, 0.001, 0.005),
+        comparison("median_test_accuracy", "descriptive (no verdict)", 0.004, None, None),
+        comparison("best_val_chosen_test_accuracy", "descriptive (no verdict)", -0.01, None, None),
+        comparison("median_max_iou", "no detectable difference", -0.005, -0.02, 0.01),
+        comparison("dominance", "is dominated", None, None, None, group="mean_of_k", versus="generated"),
+        comparison("dominance", "generated dominates", None, None, None, group="noise@0.001", versus="generated"),
+        comparison("mean_test_accuracy", "lower", -0.01, -0.02, -0.005, group="ensemble")]}
+    assert report.summary_in_words(results) == (
+        "The generated models' mean test accuracy is higher than the checkpoints' (+0.30 points [+0.10, +0.50], "
+        "this generator), and their similarity to the checkpoints is not detectably different from the "
+        "checkpoints' similarity to each other (median max IoU -0.005 [-0.020, +0.010]). On the accuracy-novelty "
+        "plane, generated dominates noise@0.001, and is dominated by mean_of_k.")
+
+
+def test_the_summary_in_words_names_the_method_scope_and_a_lower_accuracy() -> None:
+    results = {"models": [{"group": "generated", "generator": g} for g in (0, 0, 1, 1)], "comparisons": [
+        comparison("mean_test_accuracy", "lower", -0.01, -0.02, -0.004, scope="method"),
+        comparison("median_max_iou", "higher", 0.1, 0.05, 0.15),
+        comparison("dominance", "undecided", None, None, None, group="gaussian", versus="generated", scope="method")]}
+    assert report.summary_in_words(results) == (
+        "The generated models' mean test accuracy is lower than the checkpoints' (-1.00 points [-2.00, -0.40], "
+        "p-diff on this task, 2 generators), and their similarity to the checkpoints is higher than the "
+        "checkpoints' similarity to each other (median max IoU +0.100 [+0.050, +0.150], the models of 2 "
+        "generators, pooled). On the accuracy-novelty plane, generated is undecided against gaussian.")
+    assert report.summary_in_words({"models": [], "comparisons": []}) == ""

@@ -25,7 +25,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from . import distributed, share
 from .ablation import STUDIES, ablation_table
@@ -35,10 +34,10 @@ from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
 from .layout import STAGE_FILE
 from .pipeline import run_pipeline
-from .report import accuracy_table, generalization_table, verdict_lines
 from .run_folder import open_run
 from .sample import sample_models
 from .store import load_record
+from .terminal import print_summary, table
 
 DEFAULT_TASK = "mnist1d-convnet"
 
@@ -49,7 +48,8 @@ console = Console(stderr=True)
 Args = Annotated[list[str] | None, typer.Argument(help="[TASK] then key=value overrides, e.g. collect.k=50")]
 DataDir = Annotated[Path | None, typer.Option(help="dataset folder (default $PDIFF_DATA or ~/.cache/pdiff/data)")]
 RunsDir = Annotated[Path, typer.Option(help="where run folders go: RUNS_DIR/<task>/")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars (a log that is not a terminal gets "
+                                                         "none either: one line per stage)")]
 
 
 def _split_task(args: list[str] | None, takes_values: bool = False) -> tuple[str, list[str]]:
@@ -74,43 +74,20 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _print_table(run_root: Path) -> None:
+def _print_summary(run_root: Path) -> None:
+    """The finished run's results (stdout) and the report's path (stderr), on the main process only."""
     if not distributed.is_main_process():
         return
     run = open_run(run_root)
     results = run.results
     if not isinstance(results.get("summary"), dict):
         raise ArtifactError(f"{run.stage_dir('evaluate')} holds no evaluation summary: rerun `pdiff evaluate --force`")
-    report = run.stage_dir("report") / "report.html"
-    header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
-    _show_table(f"{results['task']}: test accuracy (%)", header, rows, report)
     asked = load_record(run.stage_dir("generate") / STAGE_FILE, {}, "rerun `pdiff generate --force`")
-    if "target" in asked:  # a conditioned generator: what was asked for, beside what was reached
-        generated = results["summary"]["generated"]
-        console.print(f"target {asked['target']} = {100 * asked['target_accuracy']:.2f}% val accuracy (guidance "
-                      f"{asked['guidance']:g}): the generated models reach {100 * generated['val_mean']:.2f}% val, "
-                      f"{100 * generated['mean']:.2f}% test on average", highlight=False, markup=False)
-    if "resolution" in results:
-        console.print(f"this test set resolves differences of about ±{100 * results['resolution']:.2f} points",
-                      highlight=False, markup=False)
-        for line in verdict_lines(results):  # the generated models' verdicts, and the accuracy-novelty plane
-            if line.startswith("generated vs") or "accuracy-novelty" in line:
-                console.print(line, highlight=False, markup=False, soft_wrap=True)
-    if "generalization" in results:
-        header, rows = generalization_table(results["generalization"])
-        _show_table("generalization to held-out checkpoints", header, rows, report)
+    print_summary(results, Console(), asked)
+    _show_path(run.stage_dir("report") / "report.html")
 
 
-def _show_table(title: str, header: list[str], rows: list[list[str]], report: Path) -> None:
-    """Print a table to stdout and the report's path to stderr (main process only)."""
-    if not distributed.is_main_process():
-        return
-    table = Table(title=Text(title))  # Text: names and paths are shown as they are, never read as markup
-    for name in header:
-        table.add_column(Text(name), justify="right")
-    for row in rows:
-        table.add_row(*map(Text, row))
-    Console().print(table)
+def _show_path(report: Path) -> None:
     console.print(f"report: {report}", soft_wrap=True, highlight=False, markup=False)
 
 
@@ -126,7 +103,7 @@ def run(args: Args = None, data_dir: DataDir = None, runs_dir: RunsDir = Path("r
     """Run every stage of TASK (default mnist1d-convnet): collect, train, generate, evaluate, report."""
     try:
         result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=force, progress=not quiet)
-        _print_table(result.root)
+        _print_summary(result.root)
     except PdiffError as e:
         _fail(e)
 
@@ -139,7 +116,7 @@ def _stage_command(stage: str):
             result = run_pipeline(_config(*_split_task(args), data_dir), runs_dir, force=stage if force else None,
                                   stages=(stage,), progress=not quiet)
             if stage == "report":
-                _print_table(result.root)
+                _print_summary(result.root)
         except PdiffError as e:
             _fail(e)
 
@@ -224,8 +201,10 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
                            f"rerun `pdiff ablate --study {study}`")["variants"]
     except PdiffError as e:
         _fail(e)
-    header, body = ablation_table(rows)
-    _show_table(f"ablation {study}: generated test accuracy (%)", header, body, report.with_suffix(".html"))
+    if distributed.is_main_process():
+        out = Console()
+        out.print(table(f"ablation {study}: generated test accuracy (%)", *ablation_table(rows), out))
+        _show_path(report.with_suffix(".html"))
 
 
 def _check_not_a_misspelt_task(rest: list[str]) -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoints import CheckpointSet
@@ -52,7 +51,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
-    for epoch in tqdm(range(epochs), desc="train base", disable=not (progress and distributed.is_main_process())):
+    for epoch in distributed.progress_bar(range(epochs), progress, desc="train base"):
         for x, y in pairs(loader):
             _step(ddp_model, optimizer, x.to(device), y.to(device), f"base training, epoch {epoch}", "lower collect.lr")
             scheduler.step()
@@ -90,7 +89,7 @@ def collect_checkpoints(model: nn.Module, loader: Batches, spec: ParamSpec, k: i
     ddp_model, optimizer = accelerator.prepare(model, optimizer)  # DDP wraps what requires grad: the subset
 
     checkpoints: list[torch.Tensor] = []
-    bar = tqdm(total=k, desc=f"collect ({recipe})", disable=not (progress and distributed.is_main_process()))
+    bar = distributed.progress_bar(show=progress, total=k, desc=f"collect ({recipe})")
     try:
         for epoch in range(k if recipe == "epoch" else math.ceil(k / len(loader))):
             for x, y in pairs(loader):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .distributed import progress_bar
 from .errors import ConfigError
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
@@ -181,7 +181,7 @@ def sample(
     was_training = denoiser.training
     denoiser.eval()
     try:
-        for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
+        for t in progress_bar(scheduler.timesteps, progress, desc=f"sampling ({sampler})"):
             t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
             if fixed:
                 x = torch.cat([prefix, x[:, fixed:]], dim=1)

@@ -18,6 +18,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from . import store
 from .errors import ConfigError
@@ -97,6 +98,13 @@ def accelerator() -> Accelerator:
 def is_main_process() -> bool:
     """True on the process that writes files and logs; a process that never called `setup` is alone."""
     return _accelerator is None or _accelerator.is_main_process
+
+
+def progress_bar(iterable: Iterable | None = None, show: bool = True, **kwargs) -> tqdm:
+    """A tqdm bar (`kwargs`: desc, total, ...) drawn on the main process where `show` asks for one, and only on a
+    terminal or in a notebook: tqdm's disable=None turns it off when stderr is a file or a pipe, where thousands of
+    carriage-return updates would bury the log (the runner logs one line per stage instead)."""
+    return tqdm(iterable, disable=None if show and is_main_process() else True, **kwargs)
 
 
 def wait_for_everyone() -> None:

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import TrainingError
@@ -111,7 +110,7 @@ def fit_network(net: nn.Module, data: Tensor, loss_fn: LossFn, cfg: Schedule, na
         ddp_net.broadcast_buffers = False  # they are fixed (the global basis: [16, D], 68 MB a step at 10^6)
     batches = Batches(data, batch_size, generator, crop, rank, world)
     last_good, last_good_step = copy.deepcopy(net.state_dict()), 0  # weights whose loss was finite
-    bar = tqdm(range(cfg.steps), desc=f"train {name}", disable=not (progress and distributed.is_main_process()))
+    bar = distributed.progress_bar(range(cfg.steps), progress, desc=f"train {name}")
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr)

@@ -19,7 +19,6 @@ from typing import NamedTuple
 import torch
 from torch import fx, nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import DatasetError
@@ -148,7 +147,7 @@ def predict_many_local(model: nn.Module, spec: ParamSpec, vectors: torch.Tensor,
     if memory_budget is None:
         memory_budget = MEMORY_BUDGET.get(torch.device(device).type, MEMORY_BUDGET["cuda"])
     subsets, rows = [], []
-    for x, _ in tqdm(loader, desc=desc, disable=desc is None, leave=False):
+    for x, _ in distributed.progress_bar(loader, desc is not None, desc=desc, leave=False):
         frontier = prefix(x.to(device))  # computed once for every vector
         if not subsets:  # chunk: as many vectors as the budget holds copies of the suffix's input
             size = sum(t.nbytes for t in frontier if isinstance(t, torch.Tensor))

@@ -77,6 +77,13 @@ def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: l
     return header, rows
 
 
+# What each verdict of the generated models against the originals says, in words
+ACCURACY_WORDS = {"higher": "higher than", "lower": "lower than", "no detectable difference": "not detectably "
+                  "different from"}
+DOMINANCE_WORDS = {"generated dominates": "dominates", "is dominated": "is dominated by",
+                   "undecided": "is undecided against"}
+
+
 def points_with_ci(c: dict, scale: float = 100) -> str:
     """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1);
     a descriptive difference (no CI) is the difference alone."""
@@ -85,6 +92,12 @@ def points_with_ci(c: dict, scale: float = 100) -> str:
     if c["ci_low"] is None:
         return difference
     return f"{difference} [{scale * c['ci_low']:+.{digits}f}, {scale * c['ci_high']:+.{digits}f}]"
+
+
+def in_points(c: dict) -> str:
+    """'+0.02 points [-0.04, +0.08]' ('+0.02 points' for a descriptive difference): an accuracy comparison."""
+    figure = points_with_ci(c)
+    return figure.replace(" [", " points [") if " [" in figure else f"{figure} points"
 
 
 def scope_words(c: dict, generators: int) -> str:
@@ -99,32 +112,91 @@ def scope_words(c: dict, generators: int) -> str:
 def dominance_words(c: dict) -> str:
     """A dominance record (a baseline's, against the generated models) with generated as the subject:
     "generated dominates noise@0.001", "generated is dominated by mean_of_k", "generated vs gaussian: undecided"."""
-    baseline = c["group"]
-    return {"generated dominates": f"generated dominates {baseline}",
-            "is dominated": f"generated is dominated by {baseline}"}.get(c["verdict"], f"generated vs {baseline}: "
-                                                                                     f"{c['verdict']}")
+    if c["verdict"] == "undecided":
+        return f"generated vs {c['group']}: undecided"
+    return f"generated {DOMINANCE_WORDS[c['verdict']]} {c['group']}"
+
+
+def generator_count(results: dict) -> int:
+    """How many trained generators made the generated models of results.json (1 unless train.generators > 1)."""
+    return len({r.get("generator", 0) for r in results.get("models", []) if r["group"] == "generated"})
+
+
+def verdict_parts(results: dict) -> list[tuple[str, str, str]]:
+    """(pair, finding, scope) for each comparison of results.json, e.g. ("generated vs original", "mean test
+    accuracy: +0.02 points [-0.04, +0.08], no detectable difference", "this generator"); a dominance record is
+    ("accuracy-novelty plane", "generated is dominated by mean_of_k", scope). Median and val-chosen best
+    differences are descriptive (no CI, no verdict)."""
+    generators = generator_count(results)
+    parts = []
+    for c in results.get("comparisons", []):
+        if c["metric"] == "dominance":
+            parts.append(("accuracy-novelty plane", dominance_words(c), scope_words(c, generators)))
+            continue
+        if c["metric"] in ACCURACY_METRICS:
+            figure, name = in_points(c), ACCURACY_METRICS[c["metric"]]
+        else:
+            figure, name = points_with_ci(c, 1), NOVELTY_METRICS[c["metric"]]
+        parts.append((f"{c['group']} vs {c['versus']}", f"{name}: {figure}, {c['verdict']}",
+                      scope_words(c, generators)))
+    return parts
 
 
 def verdict_lines(results: dict) -> list[str]:
     """One line per comparison of results.json, e.g. 'generated vs original, mean test accuracy: +0.02 points
     [-0.04, +0.08], no detectable difference (this generator)'; dominance records read 'generated is dominated
-    by mean_of_k on the accuracy-novelty plane (this generator)'; median and val-chosen best differences are
-    descriptive (no CI, no verdict)."""
-    generators = len({r.get("generator", 0) for r in results.get("models", []) if r["group"] == "generated"})
-    lines = []
-    for c in results.get("comparisons", []):
-        if c["metric"] == "dominance":
-            lines.append(f"{dominance_words(c)} on the accuracy-novelty plane ({scope_words(c, generators)})")
-            continue
-        if c["metric"] in ACCURACY_METRICS:
-            figure = points_with_ci(c)
-            figure = figure.replace(" [", " points [") if " [" in figure else f"{figure} points"
-            name = ACCURACY_METRICS[c["metric"]]
-        else:
-            figure, name = points_with_ci(c, 1), NOVELTY_METRICS[c["metric"]]
-        lines.append(f"{c['group']} vs {c['versus']}, {name}: {figure}, {c['verdict']} "
-                     f"({scope_words(c, generators)})")
-    return lines
+    by mean_of_k on the accuracy-novelty plane (this generator)'."""
+    return [f"{finding} on the {pair} ({scope})" if pair == "accuracy-novelty plane" else f"{pair}, {finding} ({scope})"
+            for pair, finding, scope in verdict_parts(results)]
+
+
+def verdict_groups(results: dict) -> dict[tuple[str, str], list[str]]:
+    """The findings of `verdict_parts` under (pair, scope), in results.json's order: a heading and its scope said
+    once, and lines short enough for a terminal."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for pair, finding, scope in verdict_parts(results):
+        groups.setdefault((pair, scope), []).append(finding)
+    return groups
+
+
+def summary_in_words(results: dict) -> str:
+    """A few sentences on the generated models, from results.json's verdicts alone: their mean test accuracy and
+    their similarity to the checkpoints (median max IoU), each against the originals with its CI and scope, then
+    the dominance records. The median and the val-chosen best are descriptive (no verdict) and left out; "" when
+    results.json holds none of these comparisons."""
+    generators = generator_count(results)
+    found = {c["metric"]: c for c in results.get("comparisons", []) if c["group"] == "generated"
+             and c["versus"] == "original"}
+    clauses, scopes = [], []
+    if "mean_test_accuracy" in found:
+        c = found["mean_test_accuracy"]
+        scopes.append(scope_words(c, generators))
+        clauses.append(f"mean test accuracy is {ACCURACY_WORDS[c['verdict']]} the checkpoints' "
+                       f"({in_points(c)}, {scopes[-1]})")
+    if "median_max_iou" in found:
+        c = found["median_max_iou"]
+        scope = scope_words(c, generators)
+        said = "" if scope in scopes else f", {scope}"
+        scopes.append(scope)
+        clauses.append(f"similarity to the checkpoints is {ACCURACY_WORDS[c['verdict']]} the checkpoints' "
+                       f"similarity to each other (median max IoU {points_with_ci(c, 1)}{said})")
+    sentences = []
+    if clauses:
+        sentences.append("The generated models' " + ", and their ".join(clauses) + ".")
+    dominance = [c for c in results.get("comparisons", []) if c["metric"] == "dominance"]
+    if dominance:
+        said = [f"{words} {_and([c['group'] for c in dominance if c['verdict'] == verdict])}"
+                for verdict, words in DOMINANCE_WORDS.items() if any(c["verdict"] == verdict for c in dominance)]
+        scope = scope_words(dominance[0], generators)
+        where = "" if scope in scopes else f" ({scope})"
+        joined = ", and ".join(said) if len(said) == 2 else "; ".join(said[:-1]) + "; and " * (len(said) > 2) + said[-1]
+        sentences.append(f"On the accuracy-novelty plane{where}, generated {joined}.")
+    return " ".join(sentences)
+
+
+def _and(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def generalization_table(generalization: dict) -> tuple[list[str], list[list[str]]]:
@@ -158,16 +230,17 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
     comparisons = results.get("comparisons")
     if comparisons:
         plot_forest(comparisons, out_dir / "forest.png")
+        words = summary_in_words(results)
         resolution = (f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points (the "
                       "half-width of the 95% CI of the mean-accuracy difference between two halves of the "
                       "originals). " if "resolution" in results else "")  # one original (K = 1) has no halves
         sections.append(Section(
             "Verdicts", figures=["forest.png"],
-            text=resolution + "Each line: difference to the reference group with its 95% CI and the verdict it "
-                 "supports, and what the CI speaks for: this generator's models (test examples and models "
-                 "resampled), or the method (several trained generators). The mean's CI counts the model, "
-                 "example and interaction variance once each; the median and the val-chosen best are "
-                 "descriptive (no calibrated CI exists for them here). Each verdict answers its own question: "
+            text=(f"{words}\n\n" if words else "") + resolution + "Each line: difference to the reference group "
+                 "with its 95% CI and the verdict it supports, and what the CI speaks for: this generator's models "
+                 "(test examples and models resampled), or the method (several trained generators). The mean's CI "
+                 "counts the model, example and interaction variance once each; the median and the val-chosen best "
+                 "are descriptive (no calibrated CI exists for them here). Each verdict answers its own question: "
                  "with many comparisons in one run, some will read 'higher' or 'lower' by chance (no "
                  "family-wise control).\n\n"
                  + "\n".join(f"- {line}" for line in verdict_lines(results))))

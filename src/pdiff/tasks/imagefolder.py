@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from ..distributed import is_main_process
+from ..distributed import progress_bar
 from ..errors import ArtifactError, DatasetError
 from ..layout import resolve_data_dir
 from ..store import load_tensors, save_tensors
@@ -263,8 +262,8 @@ def _decode(folder: ImageFolder, image_size: int | None, progress: bool) -> tupl
     n = len(folder.samples)
     pixels: np.ndarray | None = None  # [n, H, W, 3], allocated once the first image gives the size
     first = ""
-    for i, (path, _) in enumerate(tqdm(folder.samples, desc=f"decode {Path(folder.root).name}/", unit="img",
-                                       disable=not (progress and is_main_process()), mininterval=1.0)):
+    for i, (path, _) in enumerate(progress_bar(folder.samples, progress, desc=f"decode {Path(folder.root).name}/",
+                                               unit="img", mininterval=1.0)):
         try:
             image = _rgb(path)
             if image_size is not None:
