@@ -23,7 +23,7 @@ from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE
 from .pretrained import CHECKPOINTS, GENERATOR, version
 from .render import Section
-from .report import accuracy_table, verdict_lines
+from .report import accuracy_table, summary_in_words, verdict_lines
 from .run_folder import FinishedRun, open_run
 from .store import load_json, save_tensors
 
@@ -85,8 +85,9 @@ def results_sections(results: dict | None, test_predictions: Any = None) -> list
              "the test accuracy of the model with the best validation accuracy, *max* the test-set maximum; the "
              "mean's 95% CI counts the model, test-example and interaction variance once each, and each verdict "
              "says whether it speaks for this generator or for p-diff on this task (several generators).")]
-    lines = [f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points."
-             ] if "resolution" in results else []
+    lines = [summary_in_words(results)] if summary_in_words(results) else []
+    if "resolution" in results:
+        lines.append(f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points.")
     lines += [f"- {line}" for line in verdict_lines(results) if line.startswith("generated ")]
     return sections + ([Section("Verdicts", text="\n".join(lines))] if lines else [])
 
