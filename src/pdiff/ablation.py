@@ -20,12 +20,13 @@ import matplotlib
 from omegaconf import OmegaConf
 
 from . import collect, distributed, evaluate, stats
-from .config import STAGES, Config, base_hash, stage_hash, to_dict, validate
+from .config import STAGES, Config, to_dict, validate
 from .diffusion import SAMPLERS
 from .errors import ConfigError
 from .figures import save_figure
+from .hashing import base_hash
 from .params import NORM_LAYERS, ParamSpec
-from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages
+from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages, stage_hash
 from .report import Section, points_with_ci, render_html, render_markdown
 from .runlock import run_lock
 from .store import load_json, load_tensors, save_json, save_text

@@ -19,8 +19,8 @@ from torch import nn
 from . import collect, generate, stats
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
-from .config import stage_hash
 from .errors import ArtifactError
+from .hashing import check_made_under, config_hash, made_under
 from .inference import accuracy, accuracy_many, predict_many
 from .params import Normalizer
 from .similarity import max_iou_to, similarity_summary
@@ -30,6 +30,7 @@ from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
 FOLDER = "evaluate"  # runs/<task>/evaluate/
+CONFIG_SECTIONS = (*generate.CONFIG_SECTIONS, "evaluate")
 RESULTS_FILE, PREDICTIONS_FILE = "results.json", "predictions.safetensors"
 
 
@@ -64,7 +65,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     names = [r["group"] for r in records]
     standardised = normalizer.normalize(vectors)
     similarity = similarity_summary(predictions, test_labels, names, standardised)
-    results = {"task": task.config.task, "config_hash": stage_hash(task.config, "evaluate"),
+    results = {"task": task.config.task, "config_hash": config_hash(task.config, CONFIG_SECTIONS),
                "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
@@ -72,7 +73,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     if results["collapse"]["collapsed"]:
         log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
-                 {**task.metadata("evaluate"), "spec": ckpts.spec.to_dict()})
+                 {**made_under(task.config, CONFIG_SECTIONS), "spec": ckpts.spec.to_dict()})
     save_json(out / RESULTS_FILE, results)
     return {}
 
@@ -83,7 +84,7 @@ def load(task: Task, run_dir: Path) -> dict:
     results = load_json(path)
     if not isinstance(results, dict) or "summary" not in results:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
-    task.check_made_for(path, results, "evaluate")
+    check_made_under(task.config, CONFIG_SECTIONS, path, results, "evaluate")
     return results
 
 

@@ -19,15 +19,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import collect, train
-from .config import Config, stage_hash
+from .config import Config
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError
 from .generator import ParameterGenerator
+from .hashing import check_made_under, config_hash, made_under
 from .params import ParamSpec
 from .store import STORAGE_ERRNOS, load_tensors, save_tensors, storage_error
 from .tasks import Task
 
 FOLDER = "generate"  # runs/<task>/generate/
+CONFIG_SECTIONS = (*train.CONFIG_SECTIONS, "generate")
 GENERATED_FILE = "generated.safetensors"
 
 
@@ -62,7 +64,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     conditioning = {} if cfg.target is None else {
         "target": cfg.target, "target_accuracy": gen.target_accuracy(cfg.target, "generate.target"),
         "guidance": cfg.guidance}
-    save_tensors(out / GENERATED_FILE, tensors, {**task.metadata("generate"), "spec": spec.to_dict(), **conditioning})
+    metadata = {**made_under(task.config, CONFIG_SECTIONS), "spec": spec.to_dict(), **conditioning}
+    save_tensors(out / GENERATED_FILE, tensors, metadata)
     return conditioning
 
 
@@ -70,7 +73,7 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
     """The generated vectors of `run_dir`, checked to be made under this config for `spec` and finite."""
     path = run_dir / FOLDER / GENERATED_FILE
     tensors, meta = load_tensors(path)
-    task.check_made_for(path, meta, "generate")
+    check_made_under(task.config, CONFIG_SECTIONS, path, meta, "generate")
     if ParamSpec.from_dict(meta.get("spec", {"names": [], "shapes": []})) != spec:
         raise ArtifactError(f"{GENERATED_FILE} was made for another parameter subset: rerun `pdiff generate --force`")
     if "params" not in tensors or not torch.isfinite(tensors["params"]).all():
@@ -204,11 +207,13 @@ def _generator_and_base(source: str | Path) -> tuple[ParameterGenerator, dict[st
     if not exported:  # a run folder: its base model and generator must be of the config in its config.yaml
         base, meta = load_tensors(path / collect.FOLDER / collect.BASE_FILE)
         config = read_run_config(path)
-        if meta.get("config_hash") != stage_hash(config, "collect"):
+        expected = config_hash(config, collect.CONFIG_SECTIONS)
+        if meta.get("config_hash") != expected:
             raise ArtifactError(f"the base model in {path} was made under another config (hash "
-                                f"{meta.get('config_hash')}) than its config.yaml (hash {stage_hash(config, 'collect')}"
+                                f"{meta.get('config_hash')}) than its config.yaml (hash {expected}"
                                 "): rerun `pdiff collect --force`")
-        return ParameterGenerator.load(path / train.FOLDER, config_hash=stage_hash(config, "train")), base, meta
+        generator = ParameterGenerator.load(path / train.FOLDER, config_hash=config_hash(config, train.CONFIG_SECTIONS))
+        return generator, base, meta
     folder = hub.download(source)
     if not (folder / collect.BASE_FILE).is_file():
         raise ArtifactError(f"{source} was exported without its base model, so it makes only the subset: sample "

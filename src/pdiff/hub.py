@@ -37,10 +37,12 @@ from huggingface_hub.utils import validate_repo_id
 from . import evaluate, train
 from .checkpoints import CheckpointSet
 from .collect import BASE_FILE, CHECKPOINTS_FILE, weights_finite
+from .collect import CONFIG_SECTIONS as COLLECT_SECTIONS
 from .collect import FOLDER as COLLECT_FOLDER  # `from . import collect` gives pdiff.collect, the function
-from .config import Config, load_config, stage_hash, task_names, to_dict
+from .config import Config, load_config, task_names, to_dict
 from .errors import ArtifactError, HubError
 from .generator import ParameterGenerator
+from .hashing import config_hash
 from .params import ParamSpec
 from .report import accuracy_table, verdict_lines
 from .store import load_json, load_tensors, save_json, save_tensors, save_text
@@ -91,9 +93,9 @@ def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id:
     model repository with a model card; returns `out_dir`."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    gen = ParameterGenerator.load(run_dir / train.FOLDER, config_hash=stage_hash(config, "train"))
-    metadata = {"task": config.task, "config_hash": stage_hash(config, "train"), "model": config.model.name,
-                "dataset": config.data.name}
+    train_hash = config_hash(config, train.CONFIG_SECTIONS)
+    gen = ParameterGenerator.load(run_dir / train.FOLDER, config_hash=train_hash)
+    metadata = {"task": config.task, "config_hash": train_hash, "model": config.model.name, "dataset": config.data.name}
     results = _current_results(run_dir, config)
     with _folder(Path(out_dir)) as out:
         if base:
@@ -132,7 +134,7 @@ def export_checkpoints(run_dir: str | Path, out_dir: str | Path, base: bool = Tr
     config = run_config(run_dir)
     path = run_dir / COLLECT_FOLDER / CHECKPOINTS_FILE
     ckpts, meta = CheckpointSet.load(path)
-    _check_hash(path, meta, config, "collect")
+    _check_hash(path, meta, config)
     metadata = {"task": config.task, "config_hash": meta["config_hash"], "model": config.model.name,
                 "dataset": config.data.name}
     with _folder(Path(out_dir)) as out:
@@ -335,7 +337,7 @@ def _current_results(run_dir: Path, config: Config) -> dict | None:
     if not path.is_file():
         return None
     results = load_json(path)
-    if results.get("config_hash") != stage_hash(config, "evaluate"):
+    if results.get("config_hash") != config_hash(config, evaluate.CONFIG_SECTIONS):
         return None
     ckpts, _ = CheckpointSet.load(run_dir / COLLECT_FOLDER / CHECKPOINTS_FILE)
     n_test = None if ckpts.test_predictions is None else ckpts.test_predictions.shape[1]
@@ -346,7 +348,7 @@ def _copy_base(run_dir: Path, config: Config, out: Path) -> dict:
     """Copy the run's base model into `out`; returns what config.json records about its architecture."""
     path = run_dir / COLLECT_FOLDER / BASE_FILE
     tensors, meta = load_tensors(path)
-    _check_hash(path, meta, config, "collect")
+    _check_hash(path, meta, config)
     if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
     save_tensors(out / BASE_FILE, tensors, meta)
@@ -354,10 +356,11 @@ def _copy_base(run_dir: Path, config: Config, out: Path) -> dict:
             "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
 
 
-def _check_hash(path: Path, meta: dict, config: Config, stage: str) -> None:
-    if meta.get("config_hash") != stage_hash(config, stage):
+def _check_hash(path: Path, meta: dict, config: Config) -> None:
+    """Refuse a collect artifact made under another config than the run's config.yaml."""
+    if meta.get("config_hash") != config_hash(config, COLLECT_SECTIONS):
         raise ArtifactError(f"{path} was made under another config than {path.parents[1] / 'config.yaml'}: "
-                            f"rerun `pdiff {stage}` in that folder")
+                            "rerun `pdiff collect` in that folder")
 
 
 def _read_config(folder: Path, kind: str) -> dict:

@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 
 from . import collect, distributed, evaluate, generate, report, train
-from .config import STAGES, Config, check_task_name, stage_hash, to_yaml
+from .config import STAGES, Config, check_task_name, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
+from .hashing import config_hash
 from .params import ParamSpec
 from .runlock import run_lock
 from .store import STORAGE_ERRNOS, load_json, save_json, save_text, storage_error
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "evaluate": evaluate, "report": report}
 STAGE_DIRS = {stage: module.FOLDER for stage, module in STAGE_MODULES.items()}
 Entry = Callable[[Path], dict]  # fills a stage's folder, returns the extra fields of its stage.json
+
+
+def stage_hash(config: Config, stage: str) -> str:
+    """Hash of every config value that `stage`'s output depends on (its module's CONFIG_SECTIONS, which include
+    those of the stages before it): a stage is done while its stage.json holds this hash."""
+    return config_hash(config, STAGE_MODULES[stage].CONFIG_SECTIONS)
 
 
 @dataclass

@@ -18,9 +18,9 @@ from torch import nn
 
 from . import collect
 from .checkpoints import CheckpointSet
-from .config import stage_hash
 from .errors import HealthError
 from .generator import ParameterGenerator
+from .hashing import config_hash, made_under
 from .inference import accuracy_many
 from .params import ParamSpec
 from .store import save_text
@@ -29,6 +29,7 @@ from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
 FOLDER = "generator"  # runs/<task>/generator/
+CONFIG_SECTIONS = (*collect.CONFIG_SECTIONS, "train")  # the generator learns collect's checkpoints
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -43,14 +44,14 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     health = check_reconstructions(gen, collected.model, ckpts, task.loader("val"), task.config.train.health_tolerance,
                                    task.config.evaluate.model_chunk, task.device)
     gen.fit_diffusion(ckpts, task.progress)
-    gen.save(out, task.metadata("train"))
+    gen.save(out, made_under(task.config, CONFIG_SECTIONS))
     save_text(out / "metrics.csv", _csv(gen.metrics))
     return {"health": health}
 
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> ParameterGenerator:
     """The generator of `run_dir`, checked to be trained under this config for `spec`."""
-    return ParameterGenerator.load(run_dir / FOLDER, task.device, spec, stage_hash(task.config, "train"))
+    return ParameterGenerator.load(run_dir / FOLDER, task.device, spec, config_hash(task.config, CONFIG_SECTIONS))
 
 
 def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: CheckpointSet, val_loader: TensorLoader,

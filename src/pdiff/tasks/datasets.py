@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import resolve_data_dir
 from ..distributed import is_main_process
 from ..errors import ArtifactError, DatasetError
 from ..store import load_tensors, save_tensors
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")  # where datasets live without data.data_dir or $PDIFF_DATA
 CACHE_FOLDER = ".pdiff-cache"  # inside an image folder's root, beside train/ and test/
 USER_CACHE_DIR = Path("~/.cache/pdiff/imagefolder")  # where the cache goes when the data folder is read-only
 CACHE_VERSION = 1  # part of the cache key: raise it when the cached tensors change meaning
@@ -109,6 +109,12 @@ class TensorLoader:
             x = self.split.x[idx]
             x = self.augment(x, self.generator) if self.augment else x
             yield (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x), self.split.y[idx]
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
+    chosen = data_dir or os.environ.get("PDIFF_DATA") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser().resolve()
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 1000, seed: int = 0,
