@@ -2,9 +2,10 @@
 
 The defaults reproduce the paper (DESIGN.md section 4); a task preset in `tasks/presets/*.yaml`
 overrides what its dataset and hardware need, and the command line overrides both.
-Each field carries its rules (`setting(default, *rules)`), which `validate` runs in field order, and how the
-config hash treats it (pdiff.hashing). The rules between the generator's networks read the attributes of their
-registry entries (`latent`, `takes_condition`, `global_kwarg`), so a new network does not change this module.
+Each field carries its rules (`setting(default, *rules)`, see pdiff.rules), which `validate` runs in field
+order, and how the config hash treats it (pdiff.hashing). The rules between the generator's networks read the
+attributes of their registry entries (`latent`, `takes_condition`, `global_kwarg`), so a new network does not
+change this module.
 """
 
 from __future__ import annotations
