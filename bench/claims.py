@@ -17,7 +17,8 @@ Each claim is a difference with the paper's (or the critique's) number beside ou
   paper's number;
 - a claimed match is `reproduced` when the CI lies within +-MATCH points, `refuted` when it lies outside;
 - a claim on the accuracy-novelty plane follows `pdiff.stats.dominance`.
-Writes the "claims" section of BENCHMARKS.md and bench/claims.json.
+Writes bench/claims.json (one entry per task, each with its own provenance) and the "claims" section of
+BENCHMARKS.md, one part per task.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from pdiff.config import Config, load_config
 from pdiff.pipeline import Run, run_pipeline, run_stages
 from pdiff.report import points_with_ci
 
-from .markdown import machine, table, write_section
+from . import common
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "claims.json"
+NAME = "claims"
 MATCH = 0.005  # a claimed match holds within +-0.5 points (the pipeline issue's margin for the mean)
 HOLDOUT_EVERY = 5  # train.holdout = K / 5: 40 of 200 checkpoints, as in the decisive-answers issue
 VARIANT = {"evaluate.baselines": [], "generate.n": 50}  # every run but the main one: what its claims need
@@ -239,24 +239,27 @@ def generalization(run: Run) -> list[Claim]:
                   f"median ratio generated - held-out: {points_with_ci(c, 1)}", verdict, coverage)]
 
 
-def command_tail(args: argparse.Namespace) -> str:
-    """The options of this call after --task, as typed (so the command in BENCHMARKS.md reruns this table)."""
+def command(args: argparse.Namespace) -> str:
+    """This call as typed (so the command in BENCHMARKS.md reruns this table)."""
     data = f" --data-dir {args.data_dir}" if args.data_dir else ""
-    return f"{data} --studies {' '.join(args.studies)}{''.join(' ' + o for o in args.overrides)}"
+    return (f"python -m bench.claims --task {args.task}{data} --studies {' '.join(args.studies)}"
+            + "".join(" " + o for o in args.overrides))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/claims")
     parser.add_argument("--task", default="cifar10-convnet3-cpu")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "claims")
     parser.add_argument("--studies", nargs="*", default=["holdout", "seeds", "noise", "k", "location"],
                         help="what to run after the main run, in order: holdout, seeds, and ablation studies as "
                              "STUDY or STUDY=V1,V2 (default: the paper's values)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides of the task (e.g. a tiny trial)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_config(args.task, [*args.overrides, *([f"data.data_dir={args.data_dir}"] if args.data_dir else [])])
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run (or read back) every run the claims need, decide them; the other tasks' earlier entries are kept."""
+    common.set_threads(args)
+    config = load_config(args.task, [*args.overrides, *common.data_overrides(args)])
     main_run = run_pipeline(config, args.runs_dir, progress=False)
     log.info("main run done")
     claims, seeds = similarity_study(main_run), []
@@ -272,18 +275,22 @@ def main() -> None:
             claims += decide[study](study_runs(config, study, values.split(",") if values else None, args.runs_dir))
         log.info("%s done", spec)
     claims = table_one(main_run, seeds) + claims
-    resolution = evaluate.load(main_run.task, main_run.root)["resolution"]
-    numbers = table_one_rows(main_run, seeds)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[args.task] = {"resolution": resolution, "table_one": numbers, "claims": [asdict(c) for c in claims]}
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    rows = [[c.source, c.claim, c.paper, c.ours, c.verdict, c.note] for c in claims]
-    title = f"The paper's and the critique's claims on {args.task} (`python -m bench.claims`)"
-    write_section(f"claims-{args.task}", f"""## {title}
+    entry = {"provenance": common.provenance(command(args), str(main_run.device)),
+             "resolution": evaluate.load(main_run.task, main_run.root)["resolution"],
+             "table_one": table_one_rows(main_run, seeds), "claims": [asdict(c) for c in claims]}
+    tasks = {**common.load_results(NAME).get("tasks", {}), args.task: entry}
+    return {"format_version": common.FORMAT_VERSION, "provenance": entry["provenance"], "tasks": tasks}
 
-`python -m bench.claims --task {args.task}{command_tail(args)}` ({machine()}).
+
+def render_task(task: str, r: dict) -> str:
+    """One task's part of the section: Table 1's numbers, then every claim with its verdict."""
+    rows = [[c["source"], c["claim"], c["paper"], c["ours"], c["verdict"], c["note"]] for c in r["claims"]]
+    title = f"The paper's and the critique's claims on {task} (`python -m bench.claims`)"
+    return f"""## {title}
+
+`{r['provenance']['command']}` ({common.machine(r['provenance'])}).
 CIFAR-10 numbers are on the CIFAR-10 (JPEG copy).
-The test set resolves differences of about ±{100 * resolution:.2f} points between two groups of originals'
+The test set resolves differences of about ±{100 * r['resolution']:.2f} points between two groups of originals'
 mean accuracy. Differences are ours, in points with their 95% CI (two-level paired bootstrap, `pdiff.stats`).
 Verdicts: a claimed gain or loss is *reproduced* when our CI excludes 0 in its direction, *refuted* when our CI
 excludes the paper's size of effect without showing the effect, *not resolvable here* when it holds both; a
@@ -294,10 +301,18 @@ Table 1 (test accuracy %; *max* is the paper's best, a test-set maximum; *val-ch
 the model with the best validation accuracy; paper, ConvNet-3 on CIFAR-10: original 77.2, ensemble 77.3,
 p-diff 77.5 best):
 
-{table(["group", "max", "val-chosen", "mean", "median"], numbers)}
+{common.table(["group", "max", "val-chosen", "mean", "median"], r["table_one"])}
 
-{table(["source", "claim", "paper", "ours [95% CI]", "verdict", "note"], rows)}
-""")
+{common.table(["source", "claim", "paper", "ours [95% CI]", "verdict", "note"], rows)}"""
+
+
+def render(results: dict) -> str:
+    return "\n\n".join(render_task(task, r) for task, r in sorted(results["tasks"].items()))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ finished stages are read back, not redone. The conditioned generator then sample
 target (min, median and max of the training checkpoints' validation accuracies, and one validation step,
 1 / n_val, beyond the max) and each guidance weight. Every group is compared with the originals and with the
 ensemble (their weight average) by `pdiff.stats.compare_accuracy` (95% CIs over test examples and models), and
-its median max IoU to the originals is given. Writes the "conditioning" section of BENCHMARKS.md (for another
-task than the default, "conditioning-TASK").
+its median max IoU to the originals is given. Writes bench/conditioning.json (one entry per task, each with its
+own provenance) and the "conditioning" section of BENCHMARKS.md, one part per task.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -30,10 +29,10 @@ from pdiff.similarity import max_iou_to
 from pdiff.stats import compare_accuracy
 from pdiff.train import load as load_generator
 
-from .markdown import machine, table, write_section
+from . import common
 
+NAME = "conditioning"
 METRICS = ("mean_test_accuracy", "best_val_chosen_test_accuracy")
-DEFAULT_TASK = "mnist1d-convnet"  # its section is "conditioning"; every other task's is "conditioning-TASK"
 
 
 class Evaluator:
@@ -65,44 +64,54 @@ class Evaluator:
         return out
 
 
-def group_row(label: str, target: str, w: str, correct: torch.Tensor, val: torch.Tensor, ev: Evaluator
-              ) -> tuple[list, dict]:
-    """One row: the group's accuracies, its differences to the originals and the ensemble, its max IoU."""
-    c = ev.compare(correct, val)
+def group_figures(label: str, target: str, w: str, correct: torch.Tensor, val: torch.Tensor, ev: Evaluator) -> dict:
+    """One generated group: its accuracies, its comparisons with the originals and the ensemble, its max IoU."""
     test = correct.float().mean(1)
-    iou = max_iou_to(~correct, ~ev.original[0]).median().item()
+    return {"label": label, "target": target, "w": w, "val_mean": val.mean().item(), "test_mean": test.mean().item(),
+            "best": test[val.argmax()].item(), "comparisons": ev.compare(correct, val),
+            "median_max_iou": max_iou_to(~correct, ~ev.original[0]).median().item()}
+
+
+def reference_figures(label: str, correct: torch.Tensor, val: torch.Tensor, ev: Evaluator,
+                      exclude_self: bool = False) -> dict:
+    """The originals or the ensemble: their accuracies and median max IoU to the originals (no comparisons)."""
+    test = correct.float().mean(1)
+    return {"label": label, "target": "", "w": "", "val_mean": val.mean().item(), "test_mean": test.mean().item(),
+            "best": test[val.argmax()].item(), "comparisons": None,
+            "median_max_iou": max_iou_to(~correct, ~ev.original[0], exclude_self=exclude_self).median().item()}
+
+
+def table_row(r: dict) -> list:
+    c = r["comparisons"]
 
     def cell(versus: str, metric: str) -> str:
-        return f"{points_with_ci(c[versus][metric])} {c[versus][metric]['verdict']}"
+        return "" if c is None else f"{points_with_ci(c[versus][metric])} {c[versus][metric]['verdict']}"
 
-    return [label, target, w, f"{100 * val.mean():.2f}", f"{100 * test.mean():.2f}", cell("original", METRICS[0]),
-            cell("ensemble", METRICS[0]), f"{100 * test[val.argmax()]:.2f}", cell("original", METRICS[1]),
-            cell("ensemble", METRICS[1]), f"{iou:.3f}"], c
-
-
-def reference_row(label: str, correct: torch.Tensor, val: torch.Tensor, ev: Evaluator, exclude_self: bool = False
-                  ) -> list:
-    """A row of the originals or the ensemble: their accuracies and median max IoU to the originals."""
-    test = correct.float().mean(1)
-    iou = max_iou_to(~correct, ~ev.original[0], exclude_self=exclude_self).median().item()
-    return [label, "", "", f"{100 * val.mean():.2f}", f"{100 * test.mean():.2f}", "", "",
-            f"{100 * test[val.argmax()]:.2f}", "", "", f"{iou:.3f}"]
+    return [r["label"], r["target"], r["w"], f"{100 * r['val_mean']:.2f}", f"{100 * r['test_mean']:.2f}",
+            cell("original", METRICS[0]), cell("ensemble", METRICS[0]), f"{100 * r['best']:.2f}",
+            cell("original", METRICS[1]), cell("ensemble", METRICS[1]), f"{r['median_max_iou']:.3f}"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default=DEFAULT_TASK)
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/bench-conditioning")
+    parser.add_argument("--task", default="mnist1d-convnet")
     parser.add_argument("--guidance", nargs="*", type=float, default=[0.0, 1.0, 3.0])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench-conditioning"))
     parser.add_argument("--no-reference", action="store_true", help="skip the unconditioned generator's row")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. generate.sampler=ddim generate.n=100")
-    args = parser.parse_args()
-    conditioned = Run(load_config(args.task, ["train.diffusion.condition=accuracy", *args.overrides]),
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Train (or read back) the generators, sample every target and guidance weight; the other tasks' earlier
+    entries are kept."""
+    common.set_threads(args)
+    overrides = [*args.overrides, *common.data_overrides(args)]
+    conditioned = Run(load_config(args.task, ["train.diffusion.condition=accuracy", *overrides]),
                       args.runs_dir / "accuracy", progress=False)
     run_stages(conditioned, ("collect", "train"))
     generators = {"conditioned, no target": None}
     if not args.no_reference:
-        plain = Run(load_config(args.task, args.overrides), args.runs_dir / "none", progress=False)
+        plain = Run(load_config(args.task, overrides), args.runs_dir / "none", progress=False)
         if not plain.is_done("collect"):
             adopt(plain, "collect", conditioned)  # the same checkpoints for both generators
         run_stages(plain, ("collect", "train"))
@@ -119,48 +128,62 @@ def main() -> None:
                                    guidance=guidance)
         return ev.evaluate(vectors)
 
-    rows = [reference_row("originals (K checkpoints)", *ev.original, ev, exclude_self=True),
-            reference_row("ensemble (weight average)", *ev.ensemble, ev)]
+    rows = [reference_figures("originals (K checkpoints)", *ev.original, ev, exclude_self=True),
+            reference_figures("ensemble (weight average)", *ev.ensemble, ev)]
     for label, run in generators.items():
-        rows.append(group_row(label, "", "", *sample(gen if run is None else load_generator(run.task, run.root, spec)),
-                              ev)[0])
-        print(*rows[-1], sep=" | ", flush=True)
-    achieved = {}  # (w, target name) -> (target accuracy, achieved val mean, comparisons)
+        rows.append(group_figures(label, "", "", *sample(gen if run is None else load_generator(run.task, run.root,
+                                                                                                spec)), ev))
+        print(*table_row(rows[-1]), sep=" | ", flush=True)
+    achieved = []  # per guidance weight and target: what was asked, the val mean reached, the comparisons
     for w in args.guidance:
         for name, target in targets.items():
             correct, val = sample(gen, target, w)
             accuracy = gen.target_accuracy(target)
-            row, comparisons = group_row("conditioned", f"{name} ({100 * accuracy:.2f})", f"{w:g}", correct, val, ev)
-            achieved[w, name] = (accuracy, val.mean().item(), comparisons)
-            rows.append(row)
-            print(*row, sep=" | ", flush=True)
+            rows.append(group_figures("conditioned", f"{name} ({100 * accuracy:.2f})", f"{w:g}", correct, val, ev))
+            achieved.append({"w": w, "target": name, "asked": accuracy, "reached": val.mean().item(),
+                             "comparisons": rows[-1]["comparisons"]})
+            print(*table_row(rows[-1]), sep=" | ", flush=True)
+    command = (f"python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}"
+               + " --no-reference" * args.no_reference + "".join(" " + o for o in args.overrides))
+    entry = {"provenance": common.provenance(command, str(conditioned.device)), "k": len(ev.ckpts),
+             "seed": conditioned.config.seed, "p_uncond": conditioned.config.train.diffusion.p_uncond, "n": cfg.n,
+             "sampler": cfg.sampler, "reference": not args.no_reference, "val_step": step,
+             "n_test": len(ev.test_labels), "guidance": args.guidance, "targets": list(targets), "rows": rows,
+             "achieved": achieved}
+    tasks = {**common.load_results(NAME).get("tasks", {}), args.task: entry}
+    return {"format_version": common.FORMAT_VERSION, "provenance": entry["provenance"], "tasks": tasks}
 
+
+def render_task(task: str, r: dict) -> str:
     header = ["generator", "target (val %)", "w", "val mean %", "test mean %", "mean - original [95% CI]",
               "mean - ensemble [95% CI]", "best (val-chosen) %", "best - original [95% CI]",
               "best - ensemble [95% CI]", "median max IoU"]
-    reference = "" if args.no_reference else (", and for reference the paper's unconditioned generator on the "
-                                              "same checkpoints")
-    section = "conditioning" if args.task == DEFAULT_TASK else f"conditioning-{args.task}"
-    write_section(section, f"""## Accuracy-conditioned generation on {args.task} (`python -m bench.conditioning`)
+    reference = (", and for reference the paper's unconditioned generator on the same checkpoints"
+                 if r["reference"] else "")
+    achieved = {(a["w"], a["target"]): (a["asked"], a["reached"], a["comparisons"]) for a in r["achieved"]}
+    p = r["provenance"]
+    return f"""## Accuracy-conditioned generation on {task} (`python -m bench.conditioning`)
 
-`python -m bench.conditioning --task {args.task} --guidance {' '.join(f'{w:g}' for w in args.guidance)}{
-        ' --no-reference' if args.no_reference else ''}{''.join(' ' + o for o in args.overrides)}` on
-{machine()}.
+`{p['command']}` on
+{common.machine(p)}.
 
-One collection of {len(ev.ckpts)} checkpoints (seed {conditioned.config.seed}); one generator conditioned on
-validation accuracy (`train.diffusion.condition=accuracy`, p_uncond {conditioned.config.train.diffusion.p_uncond:g}),
-trained once and sampled {cfg.n} models per row ({cfg.sampler} sampler, the same noise seed for every row){reference}.
+One collection of {r['k']} checkpoints (seed {r['seed']}); one generator conditioned on
+validation accuracy (`train.diffusion.condition=accuracy`, p_uncond {r['p_uncond']:g}),
+trained once and sampled {r['n']} models per row ({r['sampler']} sampler, the same noise seed for every row){reference}.
 Targets: the min, median and max of
-the training checkpoints' validation accuracies and one validation step ({100 * step:.2f} points, 1 / n_val)
+the training checkpoints' validation accuracies and one validation step ({100 * r['val_step']:.2f} points, 1 / n_val)
 beyond the max; *w* is the classifier-free guidance weight. Differences are in points with their 95% CI
-(two-level bootstrap over the {len(ev.test_labels)} test examples and the models; `pdiff.stats`) and the verdict.
+(two-level bootstrap over the {r['n_test']} test examples and the models; `pdiff.stats`) and the verdict.
 The CIs do not cover the chance of training the generator: every row comes from one generator seed.
 *median max IoU*: of each model's max wrong-prediction IoU to the originals (originals: to the other ones).
 
-{table(header, rows)}
+{common.table(header, [table_row(row) for row in r["rows"]])}
 
-{findings(achieved, args.guidance, list(targets))}
-""")
+{findings(achieved, r["guidance"], r["targets"])}"""
+
+
+def render(results: dict) -> str:
+    return "\n\n".join(render_task(task, r) for task, r in sorted(results["tasks"].items()))
 
 
 def findings(achieved: dict, guidances: list[float], names: list[str]) -> str:
@@ -182,6 +205,10 @@ def findings(achieved: dict, guidances: list[float], names: list[str]) -> str:
             f"vs the originals is {top['original'][METRICS[0]]['verdict']}, vs the ensemble "
             f"{top['ensemble'][METRICS[0]]['verdict']}.")
     return "\n".join(lines)
+
+
+def main() -> None:
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -47,18 +47,18 @@ from pathlib import Path
 
 import torch
 
-from .markdown import BENCHMARKS, clock, table, write_section
+from . import common
+from .common import BENCHMARKS, ROOT, clock, table
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.gpu")
-SECTION = "gpu"
+NAME = "gpu"
 STEPS = {  # step -> the most seconds it may take (less when the budget runs short), sized for one H200
     "environment": 60, "tests": 150, "run-mnist1d-convnet": 120, "run-mnist-convnet3": 150, "evaluation": 90,
     "probe-cifar100-resnet18": 75, "probe-cifar10-vit-tiny": 75,
 }
 TOY_SLACK = 2  # --toy: each step may take this many times its limit (a shared CPU is slow), the budget still holds
 RESERVE_S = 5  # of the budget, kept for writing the results after the last step
-RUN_FOLDERS = ("collect", "generator", "generate", "evaluate", "report")  # a run folder's stages, in order
+RUN_FOLDERS = ("collect", "train", "generate", "evaluate", "report")  # a run folder's stages, in order
 TOY_RUNS = {  # --toy: each run shrunk to about a minute of one CPU core
     "mnist1d-convnet": ["data.num_samples=1500", "data.val_size=200", "collect.epochs=2", "collect.k=12",
                         "train.autoencoder.steps=150", "train.autoencoder.kwargs={hidden: 64}",
@@ -174,11 +174,10 @@ def step_run(task: str):
 
 
 def step_evaluation(device: torch.device, toy: bool, data_dir: str | None, work: Path) -> dict:
-    """bench.evaluation's measurement of both its tasks on `device`."""
-    from .evaluation import TASKS, measure_task
-
+    """bench.evaluation's measurement (`common.measure_evaluation`) of both its tasks on `device`."""
     models, repeats = (8, 1) if toy else (200, 3)
-    rows = [measure_task(task, n_test, models, repeats, data_dir, device) for task, n_test in TASKS.items()]
+    rows = [common.measure_evaluation(task, n_test, models, repeats, data_dir, device)
+            for task, n_test in common.EVALUATION_TASKS.items()]
     return {"models": models, "repeats": repeats, "rows": rows}
 
 
@@ -265,7 +264,7 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     generator(size.warmup).fit(checkpoints, progress=False)
     gen = generator(size.generator_steps)
     autoencoder = timed(lambda: gen.fit_autoencoder(checkpoints, progress=False), device) / size.generator_steps
-    diffusion = timed(lambda: gen.fit_diffusion(checkpoints, progress=False), device) / size.generator_steps
+    diffusion = timed(lambda: gen.fit_prior(checkpoints, progress=False), device) / size.generator_steps
     n = size.n or config.generate.n
     gen.sample(n, config.generate.sampler, size.sample_steps)
     sampling = timed(lambda: gen.sample(n, config.generate.sampler, size.sample_steps), device) / size.sample_steps
@@ -331,15 +330,15 @@ def project(config, t: dict) -> dict:
 
 
 # ---- running the steps -----------------------------------------------------------------------------------------
-def run_steps(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace) -> dict:
     """Each step in a child process under its share of the budget; gpu.json and the section after each."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pdiff-gpu-"))
     log = out / "steps.log"
     log.write_text("")
-    results = {"command": " ".join(["python -m bench.gpu", *sys.argv[1:]]), "device": args.device,
-               "toy": args.toy, "budget_s": args.budget_s, "steps": {}}
+    results = common.results(" ".join(["python -m bench.gpu", *sys.argv[1:]]), args.device, toy=args.toy,
+                             budget_s=args.budget_s, steps={})
     deadline = time.monotonic() + args.budget_s
     for name in args.steps:
         left = deadline - time.monotonic() - RESERVE_S
@@ -397,16 +396,17 @@ def render(results: dict) -> str:
         return steps.get(name, {}).get("figures") if steps.get(name, {}).get("status") == "ok" else None
 
     env = figures("environment") or {}
+    device, command = results["provenance"]["device"], results["provenance"]["command"]
     where = (f"{env['gpu']} ({env['gpu_memory_gib']} GiB, compute capability {env['capability']}), torch built "
-             f"for CUDA {env['cuda']}, cuDNN {env['cudnn']}, NCCL {env['nccl']}" if "gpu" in env else results["device"])
+             f"for CUDA {env['cuda']}, cuDNN {env['cudnn']}, NCCL {env['nccl']}" if "gpu" in env else device)
     software = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-    times = ("wall-clock seconds with `torch.cuda.synchronize()` around each timed block" if results["device"] == "cuda"
+    times = ("wall-clock seconds with `torch.cuda.synchronize()` around each timed block" if device == "cuda"
              else "CPU seconds of the process timing them")
     lines = ["## GPU (`python -m bench.gpu`)", "",
-             f"`{results['command']}` on {where}; host {env.get('host', '?')}, Python {env.get('python', '?')}; "
+             f"`{command}` on {where}; host {env.get('host', '?')}, Python {env.get('python', '?')}; "
              f"{software}; {env.get('date', '')}. Times are {times}; stage times are those each `stage.json` "
              "recorded."]
-    if results["toy"] or results["device"] != "cuda":
+    if results["toy"] or device != "cuda":
         lines += ["", "**A toy run on the CPU: it checks that the script works end to end. No figure below is a "
                       "GPU measurement.**"]
     lines += ["", "| step | status | seconds (limit) |", "|---|---|---|"]
@@ -455,11 +455,10 @@ def render_runs(runs: list[dict | None]) -> list[str]:
 def render_evaluation(ev: dict | None) -> list[str]:
     if ev is None:
         return []
-    from .evaluation import HEADER, table_row
-
+    rows = [common.evaluation_row(m) for m in ev["rows"]]
     return ["", f"**Evaluation of {ev['models']} models** (`bench.evaluation` on the device, medians of "
                 f"{ev['repeats']} runs, one by one: {max(1, ev['repeats'] - 1)}; the floor is the prefix once plus "
-                f"one model's suffix times {ev['models']}):", "", table(HEADER, [table_row(m) for m in ev["rows"]])]
+                f"one model's suffix times {ev['models']}):", "", table(common.EVALUATION_HEADER, rows)]
 
 
 def render_probes(probes: list[dict | None]) -> list[str]:
@@ -502,15 +501,18 @@ def _last_line(text: str) -> str:
 
 
 def write_benchmarks(results: dict, path: Path) -> None:
-    """Put the section into BENCHMARKS.md; a toy or CPU run goes only to another file."""
-    if path.resolve() == BENCHMARKS.resolve() and (results["toy"] or results["device"] != "cuda"):
-        sys.exit("bench.gpu: a toy or CPU run is no GPU measurement: not written to BENCHMARKS.md "
-                 "(give --write-benchmarks another file to see the section)")
-    write_section(SECTION, render(results), path)
-    print(f"bench.gpu: wrote the {SECTION!r} section of {path}")
+    """Put the section into BENCHMARKS.md, and the results into bench/gpu.json; a toy or CPU run goes only to
+    another file."""
+    if path.resolve() == BENCHMARKS.resolve():
+        if results["toy"] or results["provenance"]["device"] != "cuda":
+            sys.exit("bench.gpu: a toy or CPU run is no GPU measurement: not written to BENCHMARKS.md "
+                     "(give --write-benchmarks another file to see the section)")
+        common.save_results(NAME, results)
+    common.write_section(NAME, render(results), path, commit=results["provenance"]["git_commit"])
+    print(f"bench.gpu: wrote the {NAME!r} section of {path}")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--toy", action="store_true", help="every step shrunk to run on a CPU in minutes")
@@ -525,7 +527,11 @@ def main() -> None:
     parser.add_argument("--step", choices=list(STEPS), help=argparse.SUPPRESS)  # internal: one step in this process
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     args.budget_s = args.budget_s or (900 if args.toy else 480)
     if args.step:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -535,7 +541,7 @@ def main() -> None:
         figures = STEP_FUNCTIONS[args.step](device, args.toy, args.data_dir, Path(args.work))
         Path(args.result).write_text(json.dumps(figures, indent=1))
         return
-    results = json.loads(Path(args.render).read_text()) if args.render else run_steps(args)
+    results = json.loads(Path(args.render).read_text()) if args.render else measure(args)
     if args.write_benchmarks:
         write_benchmarks(results, Path(args.write_benchmarks))
     if not args.render:

@@ -13,16 +13,15 @@ evaluated), and the held-out runs of HOLDOUT_OF (train.holdout=40) for the cover
 Variants either move one factor of the preset to the official value, or one factor of the official configuration
 (`mnist1d-convnet-official`) back to the preset's. Seconds are CPU seconds of this process with one torch thread
 (OMP_NUM_THREADS=1), taken when a stage runs and kept in the run folder's novelty_seconds.json.
-Writes the "novelty" section of BENCHMARKS.md and bench/novelty.json.
+Writes bench/novelty.json (after every run, so an interrupted benchmark keeps its rows) and the "novelty" section
+of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 
@@ -34,10 +33,9 @@ from pdiff.report import points_with_ci
 from pdiff.runlock import run_lock
 from pdiff.store import load_json, save_json
 
-from .markdown import machine, table, write_section
+from . import common
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "novelty.json"
+NAME = "novelty"
 HOLDOUT = 40
 ONLY_GENERATED = {"evaluate.baselines": []}
 log = logging.getLogger("novelty")
@@ -156,13 +154,18 @@ def record(label: str, words: str, run: Run, held: Run | None) -> dict:
     return row
 
 
-def originals_row(main: Run) -> list:
+def originals(main: Run) -> dict:
+    """The originals' own figures: count, mean and val-chosen best test accuracy, max IoU and L2 to another one."""
     results = evaluate.load(main.task, main.root)
     o, similarity = results["summary"]["original"], results["similarity"]
-    iou = mean_ci(torch.tensor(similarity["max_iou_to_original"]["original"]["values"]))
-    l2 = mean_ci(torch.tensor(similarity["distance_to_original"]["original"]["values"]))
-    return ["originals (to another)", o["count"], f"{100 * o['mean']:.2f}", "", f"{100 * o['best']:.2f}", "",
-            interval(iou), "", interval(l2, 2), "", "", "", ""]
+    return {"n": o["count"], "mean": o["mean"], "best": o["best"],
+            "max_iou": mean_ci(torch.tensor(similarity["max_iou_to_original"]["original"]["values"])),
+            "l2": mean_ci(torch.tensor(similarity["distance_to_original"]["original"]["values"]))}
+
+
+def originals_row(o: dict) -> list:
+    return ["originals (to another)", o["n"], f"{100 * o['mean']:.2f}", "", f"{100 * o['best']:.2f}", "",
+            interval(tuple(o["max_iou"])), "", interval(tuple(o["l2"]), 2), "", "", "", ""]
 
 
 def table_row(r: dict) -> list:
@@ -177,18 +180,24 @@ def table_row(r: dict) -> list:
             reaches(r["l2"], OFFICIAL["l2"], False), coverage, *seconds]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/novelty")
     parser.add_argument("--task", default="mnist1d-convnet")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "novelty")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variant labels (and the preset)")
     parser.add_argument("--holdout", nargs="*", default=list(HOLDOUT_OF), help="labels with a held-out twin run")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_config(args.task)
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The preset's run, then each chosen variant (and held-out twin); bench/novelty.json after every run."""
+    common.set_threads(args)
+    config = load_config(args.task, common.data_overrides(args))
     main_run = staged(Run(config, args.runs_dir / config.task, progress=False))
     chosen = [label for label in VARIANTS if args.only is None or label in args.only]
-    rows = []
+    holdout = "" if args.holdout == list(HOLDOUT_OF) else " --holdout " + " ".join(args.holdout)
+    only = " --only " + " ".join(args.only) if args.only else ""
+    rows: list[dict] = []
+    figures = {}
     for label in ["preset", *chosen]:
         words, overrides = ("the preset: MLP autoencoder + MLP denoiser", {}) if label == "preset" else VARIANTS[label]
         log.info("variant %s", label)
@@ -198,36 +207,39 @@ def main() -> None:
             log.info("held-out twin of %s", label)
             held = variant(main_run, {**overrides, "train.holdout": HOLDOUT}, f"{label}-holdout{HOLDOUT}")
         rows.append(record(label, words, run, held))
-        write(args, main_run, rows)  # after every run: a partial table survives an interrupted benchmark
+        figures = common.results(
+            f"python -m bench.novelty --task {args.task}{holdout}{only}", str(main_run.device), task=args.task,
+            official=OFFICIAL, resolution=evaluate.load(main_run.task, main_run.root)["resolution"],
+            originals=originals(main_run), rows=rows,
+            left_out={label: NOT_RUN.get(label, "not chosen") for label in VARIANTS if label not in chosen})
+        common.save_results(NAME, figures)  # a partial table survives an interrupted benchmark
+    return figures
 
 
-def not_run(only: list[str] | None) -> str:
-    """A sentence naming the variants --only left out, with NOT_RUN's reasons."""
-    left = [label for label in VARIANTS if only is not None and label not in only]
-    if not left:
+def not_run(left_out: dict[str, str]) -> str:
+    """A sentence naming the variants --only left out, with their reasons."""
+    if not left_out:
         return ""
-    return " Not run: " + "; ".join(f"*{label}* ({NOT_RUN.get(label, 'not chosen')})" for label in left) + "."
+    return " Not run: " + "; ".join(f"*{label}* ({reason})" for label, reason in left_out.items()) + "."
 
 
-def write(args: argparse.Namespace, main_run: Run, rows: list[dict]) -> None:
-    """bench/novelty.json and the "novelty" section of BENCHMARKS.md from the rows so far; the variants --only
-    left out are named with their reason in NOT_RUN."""
-    task, only = args.task, args.only
-    holdout = "" if args.holdout == list(HOLDOUT_OF) else " --holdout " + " ".join(args.holdout)
-    RESULTS.write_text(json.dumps({"task": task, "official": OFFICIAL, "rows": rows}, indent=1) + "\n")
-    resolution = evaluate.load(main_run.task, main_run.root)["resolution"]
+def render(results: dict) -> str:
     header = ["generator", "models", "mean test %", "mean - originals' [95% CI]", "val-chosen best %",
               "best - originals' [95% CI]", "mean max IoU to an original [95% CI]", "official 0.921",
               "mean L2 to nearest original [95% CI]", "official 1.02", f"coverage of {HOLDOUT} held-out [95% CI]",
               "train s", "sample s"]
-    official = ["**official v2 code**, fp32 (issue 20; no CIs)", 200, "97.58", "", "97.55", "", "0.921", "",
-                "1.02", "", "", f"{OFFICIAL['train_s']:.0f} (wall)", f"{OFFICIAL['sample_s']:.0f} (wall)"]
-    write_section("novelty", f"""## Novelty next to the official code's output (`python -m bench.novelty`)
+    o = results["official"]
+    official = ["**official v2 code**, fp32 (issue 20; no CIs)", 200, f"{100 * o['mean']:.2f}", "",
+                f"{100 * o['best']:.2f}", "", f"{o['max_iou']:.3f}", "", f"{o['l2']:.2f}", "", "",
+                f"{o['train_s']:.0f} (wall)", f"{o['sample_s']:.0f} (wall)"]
+    p, resolution = results["provenance"], 100 * results["resolution"]
+    rows = [originals_row(results["originals"]), official, *(table_row(r) for r in results["rows"])]
+    return f"""## Novelty next to the official code's output (`python -m bench.novelty`)
 
-`python -m bench.novelty --task {task}{holdout}{' --only ' + ' '.join(only) if only else ''}` with OMP_NUM_THREADS=1
-({machine()}).{not_run(only)} All rows use the same 200
+`{p['command']}` with OMP_NUM_THREADS=1
+({common.machine(p)}).{not_run(results['left_out'])} All rows use the same 200
 checkpoints (seed 0) and generate 200 models; test accuracy on the 2000 MNIST-1D test sequences (one example is
-0.05 points; this test set resolves mean differences of about ±{100 * resolution:.2f} points). Differences to the
+0.05 points; this test set resolves mean differences of about ±{resolution:.2f} points). Differences to the
 originals in points with the run's 95% CI (two-level paired bootstrap, `pdiff.stats`). Max IoU: each generated
 model's max wrong-prediction IoU to an original; L2: its distance to the nearest original in standardised units;
 both as the mean over models with a 95% bootstrap CI over models. The official row is the issue's (its code run
@@ -237,8 +249,12 @@ train.holdout={HOLDOUT}, the fraction of held-out checkpoints nearer some genera
 checkpoint (`pdiff.stats.generalization`). Seconds: CPU seconds of the train and generate stages with one
 thread (the official ones: wall seconds on the idle 2-core machine).
 
-{table(header, [originals_row(main_run), official, *(table_row(r) for r in rows)])}
-""")
+{common.table(header, rows)}"""
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

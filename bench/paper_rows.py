@@ -2,15 +2,15 @@
 
 For each task: collect once (seed 0, cached in the run folder), then fit the generator with three seeds
 and sample `generate.n` models from each, as the paper averages three runs. Results accumulate in
-bench/paper_rows.json (rerun a subset with --tasks); the BENCHMARKS.md section is rendered from all of them.
+bench/paper_rows.json (rerun a subset with --tasks: the other tasks' rows are kept, and the provenance is the
+latest invocation's); the BENCHMARKS.md section is rendered from all of them.
 
-    python -m bench.paper_rows [--tasks mnist1d-mlp mnist-s1] [--data-dir DIR] [--runs-dir runs/bench]
+    python -m bench.paper_rows [--tasks mnist1d-mlp mnist-s1] [--data-dir DIR] [--runs-dir runs/bench] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import time
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from bench.markdown import write_section
 from pdiff.baselines import weight_average
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
 from pdiff.config import load_config, task_names
@@ -28,9 +27,9 @@ from pdiff.inference import accuracy_many
 from pdiff.pipeline import run_pipeline
 from pdiff.tasks.datasets import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "paper_rows.json"
-SECTION = "paper_rows"  # bench.markdown section name in BENCHMARKS.md
+from . import common
+
+NAME = "paper_rows"
 SEEDS = (0, 1, 2)
 # The paper's Table 1 / small-MLP rows (original best, ensemble, p-diff best), where it has this row.
 PAPER = {"mnist-s1": (87.4, 87.4, 88.4), "mnist-s3": (96.7, 96.7, 96.7), "mnist-convnet3": (99.2, 99.2, 99.2),
@@ -45,7 +44,7 @@ def stats(val: torch.Tensor, test: torch.Tensor) -> dict[str, float]:
             "mean": 100 * test.mean().item(), "median": 100 * test.median().item()}
 
 
-def measure(task: str, runs_dir: Path, data_dir: str | None) -> dict:
+def measure_task(task: str, runs_dir: Path, data_dir: str | None) -> dict:
     """Collect once, then fit and sample the generator with each seed; accuracies and seconds."""
     config = load_config(task, [f"data.data_dir={data_dir}"] if data_dir else [])
     start = time.perf_counter()
@@ -91,8 +90,10 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {sd:.1f}"
 
 
-def render(rows: dict[str, dict], missing: dict[str, bool], gpu_tasks: list[str]) -> str:
-    """The BENCHMARKS.md section; `missing`: unmeasured CPU task -> whether its data is here."""
+def render(results: dict) -> str:
+    """The BENCHMARKS.md section: a row per measured task, then the presets still unmeasured (CPU presets with
+    whether their data was here, GPU presets)."""
+    rows = results["rows"]
     lines = [
         "## The paper's rows (`python -m bench.paper_rows`)", "",
         "Test accuracy in %. *original*: the K collected checkpoints; *ensemble*: their weight average; "
@@ -118,21 +119,22 @@ def render(rows: dict[str, dict], missing: dict[str, bool], gpu_tasks: list[str]
               "an earlier run's collection was reused); *generator s*: fit + sample n + evaluate, per seed.",
               "", "No GPU was available for this table. Still unmeasured:"]
     lines += [f"- `{t}`: CPU preset, {'not run yet' if present else 'its dataset is not in the data folder here'}"
-              for t, present in missing.items()]
-    lines += [f"- `{t}`: GPU preset" for t in gpu_tasks]
+              for t, present in results["unmeasured_cpu"].items() if t not in rows]
+    lines += [f"- `{t}`: GPU preset" for t in results["gpu_tasks"]]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/bench")
+    parser.set_defaults(threads=1)  # one torch thread: the timings were taken so on a shared machine
     parser.add_argument("--tasks", nargs="*", help="CPU presets to (re)measure; default: all with data here")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (else $PDIFF_DATA)")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> dict:
+    """Measure --tasks (default: every CPU preset with its data here), keeping the earlier rows of other tasks;
+    bench/paper_rows.json is saved after each task, so an interrupted call keeps what it measured."""
+    common.set_threads(args)
     cpu = [t for t in task_names() if load_config(t).hardware.startswith("cpu")]
     gpu = [t for t in task_names() if t not in cpu]
     present = [t for t in cpu if data_present(t, args.data_dir)]
@@ -140,18 +142,23 @@ def main() -> None:
     for task in tasks:
         if task not in present:
             raise SystemExit(f"{task} is not a CPU preset with its data here: choose from {', '.join(present)}")
+    tail = f" --tasks {' '.join(tasks)}" if args.tasks is not None else ""
+    command = f"python -m bench.paper_rows{tail}{' --data-dir ' + args.data_dir if args.data_dir else ''}"
+    rows = {}
     for task in tasks:
-        row = measure(task, args.runs_dir, args.data_dir)
-        rows = load_results()  # reread: another invocation may have added rows meanwhile
-        rows[task] = row
-        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
-        write_section(SECTION, render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
-    rows = load_results()
-    write_section(SECTION, render(rows, {t: t in present for t in cpu if t not in rows}, gpu))
+        rows[task] = measure_task(task, args.runs_dir, args.data_dir)
+        earlier = common.load_results(NAME).get("rows", {})  # reread: another invocation may have added rows
+        figures = common.results(command, rows={**earlier, **rows}, unmeasured_cpu={t: t in present for t in cpu},
+                                 gpu_tasks=gpu)
+        common.save_results(NAME, figures)
+    earlier = common.load_results(NAME).get("rows", {})
+    return common.results(command, rows={**earlier, **rows}, unmeasured_cpu={t: t in present for t in cpu},
+                          gpu_tasks=gpu)
 
 
-def load_results() -> dict[str, dict]:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m bench.scaling [--dims 1000 10000 100000 1000000] [--archs mlp conv1d tokens tokens-crop] [--steps 3]
                             [--k 100] [--max-gb 16] [--max-point-seconds 3600] [--cache runs/bench/scaling.json]
-                            [--section scaling]
+                            [--part archs]
 
 The checkpoint sets are random walks shaped like real ones, not trained checkpoints: for each D the spec is
 every parameter of MNIST's ConvNet-3 with channels (w, 2w, 2w), w chosen so that D is closest to the target,
@@ -20,7 +20,8 @@ arch's previous point; a point that would exceed --max-gb or --max-point-seconds
 extrapolates the step time to the presets' 2000 autoencoder + 3000 diffusion steps.
 Each point's result (with the 1-minute load average when it started) is kept in --cache and reused by later
 calls with the same --steps, --k and --sample-steps, so the table can be built over several short calls.
-Writes the "scaling" section of BENCHMARKS.md.
+Writes bench/scaling.json and the "scaling" section of BENCHMARKS.md: one part per --part (default "archs"; another
+name adds a table beside the first, e.g. for an arch measured later), each with its own provenance.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
 from pdiff.tasks.models import build_model
 
-from .markdown import clock, machine, table, write_section
+from . import common
+from .common import clock
+
+NAME = "scaling"
 
 # Each autoencoder arch with the denoiser it is paired with and the sizes the presets use.
 ARCHS = {
@@ -93,7 +97,7 @@ def point(arch: str, target: int, steps: int, k: int, sample_steps: int) -> dict
     gen.fit_autoencoder(ckpts, progress=False)
     ae_seconds = clock() - start
     start = clock()
-    gen.fit_diffusion(ckpts, progress=False)
+    gen.fit_prior(ckpts, progress=False)
     dm_seconds = clock() - start
     start = clock()
     latents = gen.sample_latents(SAMPLED, "ddim", sample_steps)
@@ -141,9 +145,9 @@ def run_point(arch: str, target: int, args: argparse.Namespace) -> dict:
     return cache[key]
 
 
-def compute_seconds(r: dict, args: argparse.Namespace) -> float:
+def compute_seconds(r: dict, steps: int, sample_steps: int) -> float:
     """The timed work of a point: its training steps and its sampling steps."""
-    return (r["ae_step"] + r["dm_step"]) * args.steps + r["sample100"] * args.sample_steps / DDIM_STEPS
+    return (r["ae_step"] + r["dm_step"]) * steps + r["sample100"] * sample_steps / DDIM_STEPS
 
 
 def slope(xs: list[float], ys: list[float]) -> str:
@@ -153,8 +157,8 @@ def slope(xs: list[float], ys: list[float]) -> str:
     return f"{np.polyfit(np.log(xs), np.log(ys), 1)[0]:.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__)
     parser.add_argument("--dims", type=int, nargs="*", default=[1000, 10000, 100000, 1000000])
     parser.add_argument("--archs", nargs="*", default=list(ARCHS), choices=list(ARCHS))
     parser.add_argument("--steps", type=int, default=3, help="training steps timed per network and point")
@@ -166,71 +170,106 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true",
                         help="run nothing: write the table from --cache, points missing from it marked so")
     parser.add_argument("--note", default="", help="a paragraph written below the table")
-    parser.add_argument("--section", default="scaling", help="the BENCHMARKS.md section written (another name "
-                        "adds a table beside the first, e.g. for an arch measured later)")
+    parser.add_argument("--part", default="archs", help="the part of the section written (another name adds a "
+                        "table beside the first, e.g. for an arch measured later)")
     parser.add_argument("--point", nargs=2, metavar=("ARCH", "D"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.point:
-        arch, target = args.point[0], int(args.point[1])
-        print(json.dumps({} if arch == "none" else point(arch, target, args.steps, args.k, args.sample_steps)))
-        return
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every (arch, D) point, measured, read from --cache, or skipped with the estimate that ruled it out; the
+    other parts' earlier entries are kept."""
     base = baseline(args)
-    rows, slopes = [], []
+    points = []
     for arch in args.archs:
         done: list[dict] = []
         for target in sorted(args.dims):
             if done:  # extrapolate linearly in D from the previous point
                 ratio = target / done[-1]["dim"]
                 gb = (base["rss"] + (done[-1]["rss"] - base["rss"]) * ratio) / 1024
-                seconds = done[-1]["wall"] + compute_seconds(done[-1], args) * (ratio - 1)
+                seconds = done[-1]["wall"] + compute_seconds(done[-1], args.steps, args.sample_steps) * (ratio - 1)
                 if gb > args.max_gb or seconds > args.max_point_seconds:
-                    rows.append([arch, f"~{target:.0e}", "-", f"not run: estimated {gb:.0f} GB, {seconds:.0f} s",
-                                 "", "", "", "", ""])
+                    points.append({"arch": arch, "target": target, "skipped": f"not run: estimated {gb:.0f} GB, "
+                                                                               f"{seconds:.0f} s"})
                     print(arch, target, "skipped", gb, seconds, flush=True)
                     continue
             if args.cached_only and not is_cached(arch, target, args):
-                rows.append([arch, f"~{target:.0e}", "-", "not measured (see the note)", "", "", "", "", ""])
+                points.append({"arch": arch, "target": target, "skipped": "not measured (see the note)"})
                 continue
-            r = run_point(arch, target, args)
-            done.append(r)
-            print(r, flush=True)
-            full = FULL_STEPS[0] * r["ae_step"] + FULL_STEPS[1] * r["dm_step"]
-            rows.append([arch, r["dim"], "x".join(map(str, r["latent"])), f"{r['ae_step']:.3f}",
-                         f"{r['dm_step']:.3f}", f"{r['sample100']:.1f}", f"{r['rss']:.0f}", f"{full / 60:.0f}",
-                         f"{r['load']:.1f}"])
-        dims = [r["dim"] for r in done]
-        slopes.append([arch, slope(dims, [r["ae_step"] + r["dm_step"] for r in done]),
-                       slope(dims, [r["rss"] for r in done]), slope(dims, [r["sample100"] for r in done]),
-                       slope(dims[-2:], [r["ae_step"] + r["dm_step"] for r in done[-2:]]),
-                       slope(dims[-2:], [max(r["rss"] - base["rss"], 1.0) for r in done[-2:]])])
+            done.append(run_point(arch, target, args))
+            points.append(done[-1])
+            print(done[-1], flush=True)
+    command = (f"python -m bench.scaling --dims {' '.join(map(str, args.dims))} --archs {' '.join(args.archs)} "
+               f"--steps {args.steps} --k {args.k} --sample-steps {args.sample_steps} --max-gb {args.max_gb:g} "
+               f"--max-point-seconds {args.max_point_seconds:g}" + " --cached-only" * args.cached_only
+               + f" --part {args.part}" * (args.part != "archs"))
+    entry = {"provenance": common.provenance(command), "archs": args.archs, "steps": args.steps, "k": args.k,
+             "sample_steps": args.sample_steps, "baseline_rss": base["rss"], "points": points, "note": args.note}
+    parts = {**common.load_results(NAME).get("parts", {}), args.part: entry}
+    return {"format_version": common.FORMAT_VERSION, "provenance": entry["provenance"], "parts": parts}
+
+
+def point_row(r: dict) -> list:
+    if "skipped" in r:
+        return [r["arch"], f"~{r['target']:.0e}", "-", r["skipped"], "", "", "", "", ""]
+    full = FULL_STEPS[0] * r["ae_step"] + FULL_STEPS[1] * r["dm_step"]
+    return [r["arch"], r["dim"], "x".join(map(str, r["latent"])), f"{r['ae_step']:.3f}", f"{r['dm_step']:.3f}",
+            f"{r['sample100']:.1f}", f"{r['rss']:.0f}", f"{full / 60:.0f}", f"{r['load']:.1f}"]
+
+
+def slopes_row(arch: str, done: list[dict], baseline_rss: float) -> list:
+    """Growth exponents of one arch's measured points: overall, and between the two largest."""
+    dims = [r["dim"] for r in done]
+    return [arch, slope(dims, [r["ae_step"] + r["dm_step"] for r in done]), slope(dims, [r["rss"] for r in done]),
+            slope(dims, [r["sample100"] for r in done]),
+            slope(dims[-2:], [r["ae_step"] + r["dm_step"] for r in done[-2:]]),
+            slope(dims[-2:], [max(r["rss"] - baseline_rss, 1.0) for r in done[-2:]])]
+
+
+def render_part(part: str, r: dict) -> str:
     header = ["arch (AE / denoiser)", "D", "latent per model", "AE s/step", "denoiser s/step",
               "sample 100 models s", "peak RSS MiB", "full training min (est.)", "load at start"]
-    title = "the generator archs" if args.section == "scaling" else ", ".join(args.archs)
-    write_section(args.section, f"""## Scaling in D: {title} (`python -m bench.scaling`)
+    slopes = [slopes_row(arch, [p for p in r["points"] if p["arch"] == arch and "skipped" not in p],
+                         r["baseline_rss"]) for arch in r["archs"]]
+    title = "the generator archs" if part == "archs" else ", ".join(r["archs"])
+    p = r["provenance"]
+    return f"""## Scaling in D: {title} (`python -m bench.scaling`)
 
-`python -m bench.scaling --dims {' '.join(map(str, args.dims))} --archs {' '.join(args.archs)} --steps {args.steps}
---k {args.k} --sample-steps {args.sample_steps} --max-gb {args.max_gb:g} --max-point-seconds {args.max_point_seconds:g}\
-{' --cached-only' * args.cached_only}{f' --section {args.section}' * (args.section != 'scaling')}`
-on {machine()}.
+`{p['command']}`
+on {common.machine(p)}.
 Random-walk checkpoint sets shaped like real ones (every parameter of MNIST ConvNet-3 with channels (w, 2w, 2w),
-K = {args.k}, the batch the whole set), not trained checkpoints: time and memory do not depend on the values.
+K = {r['k']}, the batch the whole set), not trained checkpoints: time and memory do not depend on the values.
 Pairs: mlp / mlp, conv1d / conv1d, tokens / transformer (tokens-crop: trained on crops of the token sequence,
 `tokens_per_step`), at the sizes in `bench/scaling.py`. Seconds per step
-are the fit's CPU seconds over {args.steps} steps (set-up included); sampling is DDIM-50 for 100 models,
-extrapolated from {args.sample_steps} timed steps plus one decode; peak RSS is the whole point's process
-(a child that only imports the same modules peaks at {base['rss']:.0f} MiB, the baseline). Full training
+are the fit's CPU seconds over {r['steps']} steps (set-up included); sampling is DDIM-50 for 100 models,
+extrapolated from {r['sample_steps']} timed steps plus one decode; peak RSS is the whole point's process
+(a child that only imports the same modules peaks at {r['baseline_rss']:.0f} MiB, the baseline). Full training
 extrapolates to 2000 AE + 3000 diffusion steps.
 
-{table(header, rows)}
+{common.table(header, [point_row(point) for point in r["points"]])}
 
-{args.note}
+{r['note']}
 
 Growth exponents (least-squares slope of log value on log D over the measured points; time per step and memory
 above the baseline also between the two largest points, where the fixed set-up in a 3-step fit matters least):
 
-{table(["arch", "time per step", "peak RSS", "sampling", "time per step, last two points",
-                 "RSS above baseline, last two points"], slopes)}
-""")
+{common.table(["arch", "time per step", "peak RSS", "sampling", "time per step, last two points",
+               "RSS above baseline, last two points"], slopes)}"""
+
+
+def render(results: dict) -> str:
+    parts = results["parts"]
+    order = sorted(parts, key=lambda part: (part != "archs", part))
+    return "\n\n".join(render_part(part, parts[part]) for part in order)
+
+
+def main() -> None:
+    args = parser().parse_args()
+    if args.point:
+        arch, target = args.point[0], int(args.point[1])
+        print(json.dumps({} if arch == "none" else point(arch, target, args.steps, args.k, args.sample_steps)))
+        return
+    common.publish(NAME, measure(args), render)
 
 
 if __name__ == "__main__":

@@ -1,77 +1,96 @@
-"""The pipeline issue's accuracy goal over several seeds, for the preset and for variants of it.
+"""What p-diff does on a task as a method: one run with several trained generators, its verdicts at method scope.
 
-    python -m bench.seeds [--task mnist1d-convnet] [--seeds 0 1 2 3 4] [--variant collect.subset_lr=0.003 ...]
+    python -m bench.seeds [--task mnist1d-convnet] [--generators 1 5]
 
-Runs the whole pipeline (`pdiff run TASK seed=S`, each seed retrains the base model and recollects) for
-every seed, once as the preset and once per --variant (space-separated key=value overrides in one string),
-in RUNS_DIR/<label>/seed<S>; finished runs are read back, not redone. Each row says whether the
-generated models' val-chosen best test accuracy (the test accuracy of the model with the best validation
-accuracy) is not lower than the originals' and their mean is within 0.5 points, each decided by the run's own
-95% CI (evaluate/results.json "comparisons", `pdiff.stats`). Writes the "seeds" section of BENCHMARKS.md.
+For each count G, runs the whole pipeline with train.generators=G (`pdiff run TASK train.generators=G`) in
+RUNS_DIR/g<G>; finished runs are read back, not redone. Generator s of a run is the one a single-generator run
+with train.seed = seed + s trains, so G = 1 is the plain run. The comparisons of the generated models with the
+originals and with every baseline come from evaluate/results.json: with G >= 2 their mean-accuracy CIs hold the
+spread between trained generators (scope "method", docs/statistics.md), with G = 1 they speak for one
+generator. The train stage's seconds (from its stage.json) show what the extra generators cost.
+Writes bench/seeds.json and the "seeds" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import run_pipeline
-from pdiff.report import points_with_ci
+from pdiff.report import dominance_words, points_with_ci, scope_words
 
-from .markdown import hardware, table, write_section
+from . import common
+
+NAME = "seeds"
 
 
-def goal_row(label: str, seed: int, results: dict, seconds: float) -> list:
-    """One table row: original / generated mean and val-chosen best, their differences with 95% CIs and
-    verdicts, and whether each part of the goal is met by the CI (best: not `lower`; mean: CI above -0.5)."""
-    o, g = results["summary"]["original"], results["summary"]["generated"]
-    versus = {c["metric"]: c for c in results["comparisons"]
-              if c["group"] == "generated" and c["versus"] == "original"}
-    mean, best = versus["mean_test_accuracy"], versus["best_val_chosen_test_accuracy"]
-    met = {"best": best["verdict"] != "lower", "mean": mean["ci_low"] >= -0.005}
-    return [label, seed, f"{100 * o['mean']:.2f} / {100 * g['mean']:.2f}", points_with_ci(mean), mean["verdict"],
-            f"{100 * o['best']:.2f} / {100 * g['best']:.2f}", points_with_ci(best), best["verdict"],
-            f"±{100 * results['resolution']:.2f}", *("yes" if met[k] else "no" for k in ("best", "mean")),
-            f"{seconds:.0f}"]
+def run_figures(generators: int, results: dict, seconds: dict[str, float]) -> dict:
+    """One run's figures: its generated-vs-other comparisons (as results.json records them), the groups' mean
+    test accuracy, the test set's resolution and the stages' seconds."""
+    comparisons = [c for c in results["comparisons"] if "generated" in (c["group"], c["versus"])
+                   and c["metric"] in ("mean_test_accuracy", "median_max_iou", "dominance")]
+    means = {group: s["mean"] for group, s in results["summary"].items()}
+    return {"generators": generators, "comparisons": comparisons, "means": means,
+            "resolution": results.get("resolution"), "seconds": seconds}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/bench-seeds")
+    parser.add_argument("--task", default="mnist1d-convnet")
+    parser.add_argument("--generators", nargs="*", type=int, default=[1, 5])
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    common.set_threads(args)
+    runs = []
+    for generators in args.generators:
+        config = load_config(args.task, [f"train.generators={generators}", *common.data_overrides(args)])
+        run = run_pipeline(config, args.runs_dir / f"g{generators}", progress=False)
+        results = json.loads((run.stage_dir("evaluate") / "results.json").read_text())
+        seconds = {stage: json.loads((run.stage_dir(stage) / "stage.json").read_text())["seconds"]
+                   for stage in STAGES}
+        runs.append(run_figures(generators, results, seconds))
+    return common.results(f"python -m bench.seeds --task {args.task} --generators "
+                          f"{' '.join(map(str, args.generators))}", task=args.task, runs=runs)
+
+
+def comparison_row(c: dict, generators: int) -> list:
+    if c["metric"] == "dominance":  # the baseline's record: generated is the subject of the sentence
+        return [generators, f"{c['group']} (accuracy-novelty plane)", "", dominance_words(c),
+                scope_words(c, generators)]
+    metric = "mean test accuracy, points" if c["metric"] == "mean_test_accuracy" else "median max IoU"
+    text = points_with_ci(c) if c["metric"] == "mean_test_accuracy" else points_with_ci(c, 1)
+    return [generators, f"{c['versus']}: {metric}", text, c["verdict"], scope_words(c, generators)]
+
+
+def render(results: dict) -> str:
+    p = results["provenance"]
+    rows = [comparison_row(c, r["generators"]) for r in results["runs"] for c in r["comparisons"]]
+    timing = [[r["generators"], f"{r['seconds']['train']:.0f}",
+               f"{r['seconds']['train'] / results['runs'][0]['seconds']['train']:.2f}",
+               f"{100 * r['means']['original']:.2f}", f"{100 * r['means']['generated']:.2f}",
+               f"±{100 * r['resolution']:.2f}"] for r in results["runs"]]
+    return f"""## p-diff as a method on {results['task']} (`python -m bench.seeds`)
+
+`{p['command']}` ({common.hardware(p)}). Each row compares the generated models with the originals or a baseline
+on the task's test set: difference with its 95% CI and verdict (`pdiff.stats`, docs/statistics.md), and what the
+CI speaks for. With several generators the mean-accuracy CI holds the spread between trained generators; the
+similarity CI (median max wrong-prediction IoU to the originals) pools their models. Dominance lines combine the
+two: "generated dominates X" when generated is not less accurate and less similar to the checkpoints.
+
+{common.table(["generators", "versus", "generated - versus [95% CI]", "verdict", "scope"], rows)}
+
+The train stage's wall seconds (its stage.json) against the single-generator run, the groups' mean test
+accuracy (%) and the test set's resolution (half-width of the CI between two halves of the originals):
+
+{common.table(["generators", "train s", "x one generator", "original mean", "generated mean", "resolution"],
+              timing)}"""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="mnist1d-convnet")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--variant", action="append", default=[], help="overrides, e.g. 'collect.subset_lr=0.003'")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench-seeds"))
-    args = parser.parse_args()
-    rows = []
-    for overrides in ["", *args.variant]:
-        label = "preset" + (f" + {overrides}" if overrides else "")
-        for seed in args.seeds:
-            config = load_config(args.task, [*overrides.split(), f"seed={seed}"])
-            run = run_pipeline(config, args.runs_dir / (overrides.replace(" ", ",") or "preset") / f"seed{seed}",
-                               progress=False)
-            results = json.loads((run.stage_dir("evaluate") / "results.json").read_text())
-            seconds = sum(json.loads((run.stage_dir(stage) / "stage.json").read_text())["seconds"] for stage in STAGES)
-            rows.append(goal_row(label, seed, results, seconds))
-            print(*rows[-1], flush=True)
-    header = ["config", "seed", "mean: original / generated", "generated - original mean [95% CI]", "verdict",
-              "best (val-chosen): original / generated", "difference [95% CI]", "verdict", "resolution",
-              "best met", "mean met", "stages s"]
-    write_section("seeds", f"""## The accuracy goal over seeds (`python -m bench.seeds`)
-
-`python -m bench.seeds --task {args.task} --seeds {' '.join(map(str, args.seeds))}{''.join(
-        f" --variant '{v}'" for v in args.variant)}` ({hardware()}).
-Each seed is a whole `pdiff run` (base training, collection, generator, {args.task} preset otherwise); test
-accuracy in %, original / generated; differences in points with the run's 95% CI (two-level paired bootstrap
-over test examples and models, `pdiff.stats`) and its verdict; *resolution*: the half-width of the CI of a
-mean difference between two groups of originals on this test set. The goal (pipeline issue), decided by the
-CIs: the generated val-chosen best is not lower than the originals' and the generated mean's CI lies above
-the originals' mean - 0.5 points. *stages s*: the five stages' wall seconds as recorded in their stage.json files
-when each run was made (a rerun reads finished runs back).
-
-{table(header, rows)}
-""")
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ other train settings), samples `generate.n` models with the run's sampler and ch
 generated mean test accuracy >= originals' mean - 0.5 points, and generated best >= originals' best
 (best = the test accuracy of the model with the best validation accuracy). One run per setting;
 --compile adds a row for the first setting with both networks under `torch.compile` (compilation
-included in the time, as a user pays it). Writes the "training" section of BENCHMARKS.md.
+included in the time, as a user pays it). Writes bench/training.json and the "training" section of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -18,26 +19,31 @@ import time
 from pathlib import Path
 
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
-from pdiff.config import load_config
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many
-from pdiff.tasks import Task
 
-from .markdown import machine, table, write_section
+from . import common
+
+NAME = "training"
 
 
 def best_and_mean(val, test) -> tuple[float, float]:
     return 100 * test[val.argmax()].item(), 100 * test.mean().item()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/mnist1d-convnet"))
     parser.add_argument("--steps", nargs="*", default=["2000:3000", "1000:1500", "500:1000", "300:500"])
     parser.add_argument("--compile", action="store_true", help="also time the first setting under torch.compile")
-    args = parser.parse_args()
-    config = load_config(args.run_dir / "config.yaml")
-    task = Task(config, progress=False)
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Train, sample and evaluate the run's generator once per setting; CPU seconds and accuracies."""
+    common.set_threads(args)
+    run = common.open_run(args.run_dir, common.data_overrides(args))
+    config, task = run.config, run.task
     collected = load_collected(task, args.run_dir)
     model, ckpts = collected.model, collected.checkpoints
     spec, chunk, g = ckpts.spec, config.evaluate.model_chunk, config.generate
@@ -52,34 +58,47 @@ def main() -> None:
         gen = ParameterGenerator(spec, train, "cpu", config.seed)
         if compiled:
             gen.autoencoder.compile()
-            gen.denoiser.compile()
+            gen.prior.denoiser.compile()  # the default task's flat prior
         start = time.process_time()
         gen.fit_autoencoder(ckpts, progress=False)
         ae_seconds = time.process_time() - start
-        gen.fit_diffusion(ckpts, progress=False)
+        gen.fit_prior(ckpts, progress=False)
         dm_seconds = time.process_time() - start - ae_seconds
         vectors = gen.sample(g.n, g.sampler, g.steps, seed=config.seed)
-        val_acc = accuracy_many(model, spec, vectors, val, chunk)
-        test_acc = accuracy_many(model, spec, vectors, test, chunk)
-        best, mean = best_and_mean(val_acc, test_acc)
-        goal = mean >= orig_mean - 0.5 and best >= orig_best
+        best, mean = best_and_mean(accuracy_many(model, spec, vectors, val, chunk),
+                                   accuracy_many(model, spec, vectors, test, chunk))
         label = f"{setting}, torch.compile" if compiled else setting
-        print(label, ae_seconds, dm_seconds, best, mean, goal, flush=True)
-        rows.append([label, f"{ae_seconds:.1f}", f"{dm_seconds:.1f}", f"{best:.2f}", f"{mean:.2f}",
-                     "yes" if goal else "no"])
+        print(label, ae_seconds, dm_seconds, best, mean, flush=True)
+        rows.append({"setting": label, "ae_s": ae_seconds, "diffusion_s": dm_seconds, "best": best, "mean": mean})
+    command = f"python -m bench.training --run-dir {args.run_dir} --steps {' '.join(args.steps)}"
+    return common.results(
+        command + " --compile" * args.compile,
+        task=config.task, seed=config.seed, sampler=g.sampler, sample_steps=g.steps, n=g.n,
+        original_best=orig_best, original_mean=orig_mean, rows=rows)
+
+
+def render(results: dict) -> str:
+    """The goal: generated mean >= originals' mean - 0.5 points and generated best >= originals' best."""
+    orig_best, orig_mean = results["original_best"], results["original_mean"]
+    rows = [[r["setting"], f"{r['ae_s']:.1f}", f"{r['diffusion_s']:.1f}", f"{r['best']:.2f}", f"{r['mean']:.2f}",
+             "yes" if r["mean"] >= orig_mean - 0.5 and r["best"] >= orig_best else "no"] for r in results["rows"]]
     header = ["AE:diffusion steps", "AE CPU s", "diffusion CPU s", "generated best %", "generated mean %",
               "goal met"]
-    write_section("training", f"""## Generator training: steps vs time and the accuracy goal
+    p = results["provenance"]
+    return f"""## Generator training: steps vs time and the accuracy goal
 
-`python -m bench.training --run-dir {args.run_dir} --steps {' '.join(args.steps)}{' --compile' * args.compile}` on
-{machine()}.
-Task {config.task}: originals best {orig_best:.2f}%, mean {orig_mean:.2f}%; the goal is generated mean
->= {orig_mean - 0.5:.2f}% and generated best >= {orig_best:.2f}%. One run per setting (seed {config.seed}),
-sampler {g.sampler} ({g.steps or 'all'} steps), {g.n} models; the mini-batch is min(batch_size, K) = the
-whole checkpoint set here, so every step is a full-batch step.
+`{p['command']}` on
+{common.machine(p)}.
+Task {results['task']}: originals best {orig_best:.2f}%, mean {orig_mean:.2f}%; the goal is generated mean
+>= {orig_mean - 0.5:.2f}% and generated best >= {orig_best:.2f}%. One run per setting (seed {results['seed']}),
+sampler {results['sampler']} ({results['sample_steps'] or 'all'} steps), {results['n']} models; the mini-batch is
+min(batch_size, K) = the whole checkpoint set here, so every step is a full-batch step.
 
-{table(header, rows)}
-""")
+{common.table(header, rows)}"""
+
+
+def main() -> None:
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
                                    [--runs-dir runs/full] [--note TEXT]
 
 For each task, runs collect, train, generate, evaluate and report as `python -m pdiff STAGE` processes
-(`bench.stages.run_stage`), so the train stage's CPU seconds and peak resident memory are its own process's.
+(`bench.common.stage_in_process`), so the train stage's CPU seconds and peak resident memory are its own process's.
 A stage already done in the run folder is not redone: its figures are read back from bench/whole_networks.json
 (or, for a stage done by some other command, its wall seconds from its stage.json, its memory unmeasured).
 Then reads results.json: the generated models' mean test accuracy against the originals' and against the
@@ -20,12 +20,8 @@ Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.js
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 from pathlib import Path
-
-from scipy.stats import binomtest
 
 from pdiff import evaluate, stats
 from pdiff.config import STAGES, load_config
@@ -34,11 +30,10 @@ from pdiff.pipeline import Run
 from pdiff.report import points_with_ci
 from pdiff.store import load_json
 
-from .markdown import machine, table, write_section
-from .stages import run_stage
+from . import common
+from .common import share_with_interval, table
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "whole_networks.json"
+NAME = "whole_networks"
 TARGET_POINTS = 0.01  # the generated mean within 1 point of the originals' mean
 TARGET_INSIDE = 0.95  # at least 95% of the generated models inside the originals' accuracy range
 AVERAGES = ("mean_of_k", "gaussian")  # the baselines that average the checkpoints (or sample around their mean)
@@ -47,7 +42,7 @@ COPY = "noise@0.001"  # checkpoints plus tiny noise: the max IoU of near-copies,
 
 def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
     """stage -> {"wall", "cpu", "rss"} (rss None when the stage was done by another command)."""
-    run = Run(load_config(task, overrides), runs_dir / task, progress=False)
+    run = Run(load_config(task, overrides), runs_dir / task, progress=False)  # to run: it may not exist yet
     figures = {}
     for stage in STAGES:
         if run.is_done(stage):
@@ -55,7 +50,7 @@ def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict
                 "wall": load_json(run.stage_dir(stage) / "stage.json")["seconds"], "cpu": None, "rss": None}
             continue
         print(f"{task}: {stage} ...", flush=True)
-        figures[stage] = run_stage(stage, task, runs_dir, overrides)
+        figures[stage] = common.stage_in_process(stage, task, runs_dir, overrides)
     return figures
 
 
@@ -68,16 +63,9 @@ def target_mean(c: dict) -> str:
     return "undecided"
 
 
-def share_with_interval(count: int, n: int) -> str:
-    """'99% [94.6, 99.8]': count of n as a percentage, with its Wilson 95% interval (the share a new draw of n
-    models would show, binomially)."""
-    interval = binomtest(count, n).proportion_ci(0.95, method="wilson")
-    return f"{100 * count / n:.0f}% [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
-
-
 def accuracy_figures(task: str, runs_dir: Path, overrides: list[str]) -> dict:
     """What results.json says of the generated models against the originals."""
-    run = Run(load_config(task, overrides), runs_dir / task, progress=False)
+    run = common.open_run(runs_dir / task, overrides)
     results = evaluate.load(run.task, run.root)
     test = {g: [r["test_accuracy"] for r in results["models"] if r["group"] == g] for g in ("original", "generated")}
     low, high = min(test["original"]), max(test["original"])
@@ -113,22 +101,33 @@ def mib(rss: float | None) -> str:
     return "not measured" if rss is None else f"{rss:.0f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    parser = common.arguments(__doc__, runs_dir="runs/full")
     parser.add_argument("--tasks", nargs="+", default=["mnist-convnet3-full", "mnist-mlp-full"])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "full")
     parser.add_argument("--note", default="", help="a line added under the tables")
-    args = parser.parse_args()
-    overrides = [f"data.data_dir={args.data_dir}"] if args.data_dir else []
-    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Each task's stages (in child processes) and accuracy figures; bench/whole_networks.json after each task,
+    keeping the earlier entries of tasks not named (and their stage figures, for stages not redone)."""
+    common.set_threads(args)
+    overrides = common.data_overrides(args)
+    recorded = common.load_results(NAME).get("tasks", {})
+    command = f"python -m bench.whole_networks --tasks {' '.join(args.tasks)}"
+    figures = {}
     for task in args.tasks:
         stages = measure_stages(task, args.runs_dir, overrides, recorded.get(task, {}).get("stages", {}))
         recorded[task] = {"stages": stages, **accuracy_figures(task, args.runs_dir, overrides)}
-        tmp = RESULTS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(recorded, indent=1))
-        tmp.replace(RESULTS)
-    tasks = [t for t in args.tasks if t in recorded]
+        figures = common.results(command, order=list(args.tasks), tasks=recorded, note=args.note)
+        common.save_results(NAME, figures)
+    return figures
+
+
+def render(results: dict) -> str:
+    recorded = results["tasks"]
+    tasks = [t for t in results["order"] if t in recorded]
+    p = results["provenance"]
     cost = table(["task", "D", "AE / denoiser", *(f"{s} min" for s in STAGES), "train peak RSS MiB"],
                  [[t, f"{recorded[t]['D']:,}", " / ".join(recorded[t]["arch"]),
                    *(minutes(recorded[t]["stages"][s]["wall"]) for s in STAGES),
@@ -155,11 +154,10 @@ def main() -> None:
                              for m in ("median_max_iou", "median_l2_to_original")),
                         "-" if recorded[t].get("copy_max_iou") is None else f"{recorded[t]['copy_max_iou']:.3f}"]
                        for t in tasks])
-    write_section("whole-networks", f"""
-## Whole networks on real data (`python -m bench.whole_networks`)
+    return f"""## Whole networks on real data (`python -m bench.whole_networks`)
 
-`python -m bench.whole_networks --tasks {' '.join(args.tasks)}` on {machine()}
-({os.cpu_count()} cores; torch's default threads in each stage process). Each stage ran as its own
+`{p['command']}` on {common.machine(p)}
+({p['cores']} cores; torch's default threads in each stage process). Each stage ran as its own
 `python -m pdiff STAGE` process; minutes are wall time, peak RSS the train stage's process. Every parameter of
 each network is generated; accuracies are on the MNIST test set, CIs by the two-level bootstrap of
 `pdiff.stats.compare_accuracy` (models and test examples resampled). Targets (issue 16): the generated mean
@@ -182,8 +180,11 @@ they are to each other; checkpoints plus noise of 0.001 ({COPY}) show where copi
 
 {closeness}
 
-{args.note}
-""")
+{results['note']}"""
+
+
+def main() -> None:
+    common.publish(NAME, measure(parser().parse_args()), render)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,25 @@
-"""Shared test set-up: one thread (tiny models run fastest so), tiny configs, the repo's MNIST copy."""
+"""Shared test set-up: one thread (tiny models run fastest so), tiny configs, the repo's MNIST copy, and the
+tiny run made once per machine for every test file that reads one."""
 
+import fcntl
+import hashlib
+import json
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+import pdiff
 from pdiff.config import Config, load_config
 from pdiff.pipeline import run_pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Finished tiny runs, one folder per source tree (see `tiny_run`); the system temp folder outlives a test session.
+TINY_RUN_CACHE = Path(tempfile.gettempdir()) / "pdiff-tests"
 
 TINY = [
     "data.num_samples=1500", "data.val_size=200", "collect.epochs=2", "collect.k=12",
@@ -34,10 +43,44 @@ def tiny_config(*overrides: str, task: str = "mnist1d-convnet") -> Config:
     return load_config(task, [*TINY, *overrides])
 
 
+def source_key() -> str:
+    """A hash of the pdiff source this session imports, this file (the tiny overrides, how the run is made),
+    Python's and torch's versions: the tiny run is remade whenever any of them changes."""
+    digest = hashlib.sha256(repr((sys.version, torch.__version__)).encode() + Path(__file__).read_bytes())
+    package = Path(pdiff.__file__).parent
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def files_of(folder: Path) -> dict[str, list[int]]:
+    """Every file under `folder` -> [size, mtime in ns]: what a test that wrote into the shared run changes."""
+    return {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished tiny run of every stage (read it, or copy it before changing anything)."""
-    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("tiny_run"), progress=False).root
+def tiny_run() -> Path:
+    """A finished tiny run of every stage, RUNS/mnist1d-convnet (read it, or copy it before changing anything).
+
+    Made once per machine and source tree: the first session (or xdist worker) to ask builds it under a file
+    lock into a hidden folder and renames it into place, the others wait for the lock and read it. Its file list
+    is kept beside it, so a test that changed the shared run fails the next session that asks for it.
+    """
+    key = source_key()
+    folder = TINY_RUN_CACHE / key
+    TINY_RUN_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TINY_RUN_CACHE / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process is killed
+        if not folder.is_dir():
+            partial = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=TINY_RUN_CACHE))
+            run_pipeline(tiny_config(), partial / "runs", progress=False)
+            (partial / "files.json").write_text(json.dumps(files_of(partial / "runs")))
+            partial.rename(folder)  # a killed build leaves only a hidden partial folder, never a half run here
+    if json.loads((folder / "files.json").read_text()) != files_of(folder / "runs"):
+        pytest.fail(f"the shared tiny run {folder} was changed by a test (copy it before changing it); delete the "
+                    "folder to have it made again")
+    return folder / "runs" / "mnist1d-convnet"
 
 
 def copy_stages(source: Path, target: Path, folders: tuple[str, ...]) -> Path:

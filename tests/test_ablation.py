@@ -4,13 +4,14 @@ import copy
 import importlib
 import json
 import os
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pdiff.ablation import ablate, study_variants
+from pdiff.ablation import Variant, ablate, distinct_labels, study_variants
 from pdiff.cli import app
 from pdiff.collect import collect
 from pdiff.errors import ConfigError
@@ -23,8 +24,11 @@ from tests.conftest import TINY, tiny_config
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("ablation_runs")
+def runs_dir(tiny_run, tmp_path_factory):
+    """The studies' runs folder; its main run is a copy of the shared tiny run (the studies add to it)."""
+    runs = tmp_path_factory.mktemp("ablation_runs")
+    shutil.copytree(tiny_run, runs / tiny_run.name)
+    return runs
 
 
 def _study(runs_dir, study: str, values: list[str] | None) -> tuple[dict, dict]:
@@ -91,8 +95,8 @@ def test_steps_study_trains_once(runs_dir) -> None:
     rows, out = _study(runs_dir, "steps", ["ddim-5", "ddim-10"])
     assert rows["ddim-5"]["ran"] == ["generate", "evaluate", "report"]
     assert set(rows["ddim-5"]["reused"]) == {"collect", "train"}
-    assert os.path.samefile(out["dir"] / "ddim-5/generator/diffusion.safetensors",
-                            runs_dir / "mnist1d-convnet/generator/diffusion.safetensors")
+    assert os.path.samefile(out["dir"] / "ddim-5/train/diffusion.safetensors",
+                            runs_dir / "mnist1d-convnet/train/diffusion.safetensors")
 
 
 def test_noise_study_switches_the_noise_off(runs_dir) -> None:
@@ -147,3 +151,15 @@ def test_cli_ablate(runs_dir) -> None:
     assert "ddim-5" in result.output and "report.html" in result.output
     result = runner.invoke(app, ["ablate", *TINY, "--study", "k", "13", "--runs-dir", str(runs_dir)])
     assert result.exit_code == 1 and "collect more with collect.k=13" in result.output
+
+
+def test_values_that_map_to_one_folder_get_labels_of_their_own() -> None:
+    """Two values whose folder names are one ('a*b' and 'a?b' both read a_b) get labels told apart by a digest of
+    their overrides, the same on every call, so neither overwrites the other; the same overrides twice are refused."""
+    variants = [Variant("a_b", {"collect.subset": ["a*b"]}), Variant("a_b", {"collect.subset": ["a?b"]}),
+                Variant("head", {"collect.subset": ["head.*"]})]
+    labels = [v.label for v in distinct_labels(variants)]
+    assert len(set(labels)) == 3 and labels[2] == "head" and all(label.startswith("a_b-") for label in labels[:2])
+    assert labels == [v.label for v in distinct_labels(variants)]
+    with pytest.raises(ConfigError, match="two values ask for the same variant 'head'"):
+        distinct_labels([*variants, Variant("head", {"collect.subset": ["head.*"]})])

@@ -48,7 +48,7 @@ def test_run_and_sample(tmp_path) -> None:
     result = runner.invoke(app, ["sample", str(tmp_path / "mnist1d-convnet"), "-n", "2", "--out", str(out),
                                  "--sampler", "ddim", "--steps", "5"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["model_000.safetensors", "model_001.safetensors", "samples.json"]
 
 
 def test_sample_a_target_from_an_unconditioned_generator_is_one_line(tiny_run, tmp_path) -> None:

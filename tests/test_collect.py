@@ -6,11 +6,11 @@ import torch
 from pdiff.checkpoints import CheckpointSet
 from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, train_base
 from pdiff.collect import run as collect_stage
-from pdiff.errors import ArtifactError, TrainingError
+from pdiff.errors import ArtifactError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
 from pdiff.store import save_tensors
-from pdiff.tasks import Task
+from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
 from tests.conftest import tiny_config
@@ -104,3 +104,18 @@ def test_first_k_takes_a_prefix_under_the_new_hash(tiny_run, tmp_path) -> None:
     full = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
     assert torch.equal(prefix.params, full.params[:5]) and torch.equal(prefix.test_predictions,
                                                                        full.test_predictions[:5])
+
+
+def test_a_model_returning_a_tuple_is_one_clear_error() -> None:
+    class Pair(MLP):
+        def forward(self, x):
+            return super().forward(x), x
+
+    with pytest.raises(TrainingError, match="forward returned a tuple, not a tensor of class scores"):
+        train_base(Pair((1, 8), 4, hidden=(16,)), TensorLoader(blobs(), 32), epochs=1, progress=False)
+
+
+def test_a_loader_of_dicts_is_one_clear_error() -> None:
+    batches = [{"image": x, "label": y} for x, y in TensorLoader(blobs(), 64)]
+    with pytest.raises(DatasetError, match=r"yields dicts with keys \['image', 'label'\]; pdiff trains on \(x, y\)"):
+        train_base(MLP((1, 8), 4, hidden=(16,)), batches, epochs=1, progress=False)

@@ -95,6 +95,7 @@ def launched(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]
     return tmp / "runs" / "mnist1d-convnet", tmp / "writes.log", result
 
 
+@pytest.mark.slow
 def test_two_processes_write_each_artifact_once(launched) -> None:
     root, writes, result = launched
     # a stage writes into .<folder>.partial/, renamed onto <folder>/ when it succeeds
@@ -103,7 +104,7 @@ def test_two_processes_write_each_artifact_once(launched) -> None:
     ranks = {line.split(" ", 1)[0] for line in writes.read_text().splitlines()}
     assert ranks == {"0"}  # only the main process writes
     artifacts = ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
-                 "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
+                 "train/autoencoder.safetensors", "train/diffusion.safetensors", "train/metrics.csv",
                  "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
                  "report/report.md", "report/report.html"]
     for name in artifacts:
@@ -114,6 +115,7 @@ def test_two_processes_write_each_artifact_once(launched) -> None:
     assert result.stdout.count("test accuracy (%)") == 1  # one process prints the table
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(launched) -> None:
     root = launched[0]
     two = json.loads((root / "evaluate/results.json").read_text())

@@ -83,8 +83,8 @@ def _other_spec(tensors: dict, meta: dict) -> None:
 
 
 def _edit_both_generator_files(change: Callable[[dict, dict], None]) -> Setup:
-    ae, dm = edit_tensors("generator/autoencoder.safetensors", change), edit_tensors(
-        "generator/diffusion.safetensors", change)
+    ae, dm = edit_tensors("train/autoencoder.safetensors", change), edit_tensors(
+        "train/diffusion.safetensors", change)
     return lambda root, tmp: (ae(root, tmp), dm(root, tmp))
 
 
@@ -140,7 +140,65 @@ def _image_folder(damage: Callable[[Path], object] | None = None) -> Setup:
 
 
 IMAGES = ["collect", "data.name=imagefolder", "data.val_size=2", "--data-dir", "{tmp}/images", "-q"]
+# A collect stage made from {tmp}/images, fast: a tiny ConvNet-3 (8x8 images survive its three poolings).
+IMAGE_RUN = [*IMAGES, "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}", "collect.k=3", "collect.epochs=1"]
 FORCE = ["--force", "-q"]
+
+
+def _image_run(change: Callable[[Path], object]) -> Setup:
+    """A setup that collects from a tiny image folder into the run folder, then lets `change(folder)` edit it."""
+    def setup(root: Path, tmp: Path) -> None:
+        _image_folder()(root, tmp)
+        args = [a.replace("{tmp}", str(tmp)) for a in IMAGE_RUN]
+        result = runner.invoke(app, [*args, "--runs-dir", str(root.parent)])
+        assert result.exit_code == 0, result.output
+        change(tmp / "images")
+    return setup
+
+
+def _relabel(folder: Path) -> None:
+    """One training image moved from cat/ to dog/: the same files, another label."""
+    (folder / "train" / "cat" / "000.png").rename(folder / "train" / "dog" / "100.png")
+
+
+def _replace_keeping_size_and_mtime(folder: Path) -> None:
+    """One image's bytes changed in place, its size and modification time as they were (a careful copy-over)."""
+    path = folder / "train" / "cat" / "000.png"
+    stat, data = path.stat(), bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _link(relative: str, target: str) -> Callable[[Path], None]:
+    return lambda folder: os.symlink(target, folder / relative)
+
+
+def _bomb(folder: Path) -> None:
+    """A small PNG file of more pixels than PIL decodes (twice its MAX_IMAGE_PIXELS): a decompression bomb."""
+    from PIL import Image
+
+    Image.new("1", (13500, 13500)).save(folder / "train" / "cat" / "bomb.png")
+
+
+def _unicode_twins(folder: Path) -> None:
+    """The class 'café' written with a composed é in train/ and as e + combining accent in test/."""
+    (folder / "train" / "cat").rename(folder / "train" / "caf\u00e9")
+    (folder / "test" / "cat").rename(folder / "test" / "cafe\u0301")
+
+
+def _edit_json(relative: str, change: Callable[[dict], object]) -> Setup:
+    def setup(root: Path, tmp: Path) -> None:
+        data = json.loads((root / relative).read_text())
+        change(data)
+        (root / relative).write_text(json.dumps(data))
+    return setup
+
+
+def _base_of_other_widths(tensors: dict, meta: dict) -> None:
+    """The generated parameters' tensors in the base twice as wide: a base of another model's widths."""
+    for name in meta["spec"]["names"]:
+        tensors[name] = torch.zeros(2 * tensors[name].shape[0])
 CASES = [
     # ---- config: keys, types, values -------------------------------------------------------------
     Case("unknown-key", ["run", "collect.kk=3"], "unknown config key 'collect.kk'", "did you mean collect.k"),
@@ -304,12 +362,12 @@ CASES = [
     Case("generator-of-another-subset", ["generate", *TINY, *FORCE], "trained for another parameter subset",
          "retrain it with `pdiff train --force`", _edit_both_generator_files(_other_spec), run=True),
     Case("generator-files-mixed", ["generate", *TINY, *FORCE], "mixes an autoencoder and a diffusion model",
-         "rerun `pdiff train --force`", edit_tensors("generator/diffusion.safetensors", _other_spec), run=True),
+         "rerun `pdiff train --force`", edit_tensors("train/diffusion.safetensors", _other_spec), run=True),
     Case("generator-of-another-config", ["generate", *TINY, *FORCE], "trained under another config",
          "rerun `pdiff train --force`",
-         edit_tensors("generator/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
+         edit_tensors("train/autoencoder.safetensors", _set_meta("config_hash", "0" * 16)), run=True),
     Case("nan-in-generator", ["generate", *TINY, *FORCE], "produced NaN or Inf parameters",
-         "retrain with `pdiff train --force`", edit_tensors("generator/autoencoder.safetensors",
+         "retrain with `pdiff train --force`", edit_tensors("train/autoencoder.safetensors",
                                                              _nan("normalizer.std")), run=True),
     Case("generated-for-another-subset", ["evaluate", *TINY, *FORCE], "made for another parameter subset",
          "rerun `pdiff generate --force`", edit_tensors("generate/generated.safetensors", _other_spec), run=True),
@@ -324,11 +382,11 @@ CASES = [
     # ---- training that diverges or collapses -----------------------------------------------------------
     Case("nan-loss-base-training", ["collect", *TINY, "collect.lr=1e30", "-q"], "loss became",
          "lower collect.lr"),
-    Case("nan-loss-autoencoder", ["train", *TINY, "train.autoencoder.lr=1e30", "-q"], "autoencoder loss became",
+    Case("nan-loss-autoencoder", ["train", *TINY, "train.autoencoder.lr=1e30", *FORCE], "autoencoder loss became",
          "lower train.autoencoder.lr", run=True),
-    Case("nan-loss-diffusion", ["train", *TINY, "train.diffusion.lr=1e30", "-q"], "diffusion loss became",
+    Case("nan-loss-diffusion", ["train", *TINY, "train.diffusion.lr=1e30", *FORCE], "diffusion loss became",
          "lower train.diffusion.lr", run=True),
-    Case("autoencoder-collapsed", ["train", *TINY, "train.health_tolerance=-1", "-q"], "it has collapsed",
+    Case("autoencoder-collapsed", ["train", *TINY, "train.health_tolerance=-1", *FORCE], "it has collapsed",
          "raise train.autoencoder.steps", run=True),
     # ---- pdiff sample -----------------------------------------------------------------------------------
     Case("sample-not-a-run", ["sample", "{tmp}/nowhere"], "base.safetensors does not exist",
@@ -339,12 +397,13 @@ CASES = [
     Case("sample-zero-steps", ["sample", "{root}", "--steps", "0"], "--steps 0", "give a positive number", run=True),
     Case("sample-beyond-memory", ["sample", "{root}", "-n", "100000000000", "--out", "{tmp}/out"],
          "-n 100000000000 needs at least", "ask for fewer models", run=True),
-    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty", "pass --force", run=True),
+    Case("sample-out-not-empty", ["sample", "{root}", "--out", "{root}"], "is not empty and holds no `pdiff sample`",
+         "give a new or empty folder", run=True),
     Case("sample-out-is-a-file", ["sample", "{root}", "--out", "{root}/config.yaml"], "is a file, not a folder",
          "pass a folder", run=True),
     Case("sample-generator-files-of-two-runs", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config (hash 1111111111111111, this config", "rerun `pdiff train --force`",
-         edit_tensors("generator/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
+         edit_tensors("train/diffusion.safetensors", _set_meta("config_hash", "1" * 16)), run=True),
     Case("sample-after-collect-with-another-seed", ["sample", "{root}", "--out", "{tmp}/out"],
          "trained under another config", "rerun `pdiff train --force`", _collect_again_with_another_seed, run=True),
     # ---- pdiff ablate ------------------------------------------------------------------------------------
@@ -354,6 +413,79 @@ CASES = [
          "give the K values to compare as numbers"),
     Case("ablate-location-matches-nothing", ["ablate", *TINY, "--study", "location", "nothing.*"],
          "pattern 'nothing.*' matches no parameter", "parameter names look like"),
+    Case("ablate-two-locations-one-folder", ["ablate", *TINY, "--study", "location", "features.2.1.*",
+                                             "features.2.1"],
+         "locations 'features.2.1.*' and 'features.2.1' select the same parameters", "give one of them"),
+    Case("ablate-one-value-twice", ["ablate", *TINY, "--study", "k", "3", "3"],
+         "two values ask for the same variant 'k3'", "give each value once"),
+    # ---- a finished run is never replaced unasked ---------------------------------------------------------
+    Case("rerun-another-collect-config", ["run", *TINY, "collect.k=10", "-q"],
+         "collect, train, generate, evaluate, report finished under another config (collect.k: 12 -> 10)",
+         "rerun with --force collect", run=True),
+    Case("rerun-own-images-in-a-preset-folder", ["run", *TINY, "data.name=imagefolder", "data.val_size=2",
+                                                 "--data-dir", "{tmp}/images", "-q"],
+         "finished under another config (data.name: 'mnist1d' -> 'imagefolder'", "task=NEW-NAME",
+         _image_folder(), run=True),
+    Case("rerun-another-train-config", ["train", *TINY, "train.diffusion.steps=100", "-q"],
+         "train, generate, evaluate, report finished under another config (train.diffusion.steps: 150 -> 100)",
+         "rerun with --force train", run=True),
+    Case("images-relabelled-after-collect", IMAGE_RUN, "collect finished under another config (the data changed",
+         "rerun with --force collect", _image_run(_relabel)),
+    Case("image-replaced-keeping-size-and-mtime", IMAGE_RUN, "(the data changed since: imagefolder at",
+         "rerun with --force collect", _image_run(_replace_keeping_size_and_mtime)),
+    # ---- image folders: links, huge images, names, sizes ------------------------------------------------
+    Case("imagefolder-link-leaves-its-class", IMAGES, "outside its class folder", "copy the image there",
+         _image_folder(_link("train/cat/other.png", "../dog/000.png"))),
+    Case("imagefolder-link-loop", IMAGES, "are the same folder (a link loop or a second link)",
+         "delete the extra link", _image_folder(_link("train/cat/loop", "."))),
+    Case("imagefolder-second-link-to-an-image", IMAGES, "are the same file (a second link)",
+         "delete the extra link", _image_folder(_link("train/cat/again.png", "000.png"))),
+    Case("imagefolder-folder-link-to-another-class", IMAGES, "outside its class folder",
+         "copy the images there, or move the link", _image_folder(_link("train/cat/dogs", "../dog"))),
+    Case("imagefolder-dangling-link", IMAGES, "which does not exist", "fix the link or delete it",
+         _image_folder(_link("train/cat/gone.png", "nowhere.png"))),
+    Case("imagefolder-decompression-bomb", IMAGES, "bomb.png is too large to decode safely", "shrink it or delete it",
+         _image_folder(_bomb)),
+    Case("imagefolder-classes-differ-in-unicode-only", IMAGES, "differ only in how their Unicode accents are encoded",
+         "give both splits the same class folders", _image_folder(_unicode_twins)),
+    Case("images-below-the-poolings", [*IMAGES, "model.name=convnet3"], "the images are 4x4, too small for "
+         "model.name=convnet3", "set data.image_size=N",
+         lambda root, tmp: write_image_folder(tmp / "images", {"train": {"cat": 3, "dog": 3},
+                                                               "test": {"cat": 1, "dog": 1}}, size=(4, 4))),
+    Case("image-size-below-the-poolings", [*IMAGES, "model.name=convnet3", "data.image_size=4"],
+         "data.image_size=4 is too small for model.name=convnet3", "give a larger data.image_size",
+         _image_folder()),
+    # ---- values range-checked before work ---------------------------------------------------------------
+    Case("sample-steps-above-timesteps", ["sample", "{root}", "--steps", "5000", "--out", "{tmp}/out"],
+         "steps=5000: sample with 1..1000 steps", "or None for the default", run=True),
+    Case("sample-seed-beyond-64-bits", ["sample", "{root}", "--seed", "18446744073709551616", "--out", "{tmp}/out"],
+         "--seed 18446744073709551616 is not a 64-bit seed", "give a whole number in 0..", run=True),
+    Case("sample-base-of-other-widths", ["sample", "{root}", "--out", "{tmp}/out"], "but the base state_dict has it",
+         "merge into the model's own weights", edit_tensors("collect/base.safetensors", _base_of_other_widths),
+         run=True),
+    Case("transformer-window-zero", ["run", "train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
+                                     "train.diffusion.kwargs={window: 0}"],
+         "train.diffusion.kwargs.window=0", "1 or more"),
+    # ---- JSON files that are valid JSON but not what pdiff wrote ------------------------------------------
+    Case("stage-marker-not-an-object", ["run", *TINY], "collect/stage.json holds a JSON list, not an object",
+         "rerun `pdiff collect --force`", write_file("collect/stage.json", b"[1, 2]\n"), run=True),
+    Case("stage-marker-not-utf8", ["run", *TINY], "stage.json is not UTF-8 text", "delete it and rerun its stage",
+         write_file("train/stage.json", b'{"hash": "\xff"}'), run=True),
+    Case("stage-marker-without-hash", ["run", *TINY], "stage.json has no 'hash'", "rerun `pdiff generate --force`",
+         _edit_json("generate/stage.json", lambda d: d.pop("hash")), run=True),
+    Case("stage-marker-files-not-a-list", ["run", *TINY], "'files' is a int", "rerun `pdiff evaluate --force`",
+         _edit_json("evaluate/stage.json", lambda d: d.update(files=3)), run=True),
+    Case("stage-marker-without-seconds", ["report", *TINY, *FORCE], "stage.json has no 'seconds'",
+         "rerun `pdiff train --force`", _edit_json("train/stage.json", lambda d: d.pop("seconds")), run=True),
+    Case("results-without-models", ["report", *TINY, *FORCE], "results.json has no 'models'",
+         "rerun `pdiff evaluate --force`", _edit_json("evaluate/results.json", lambda d: d.pop("models")), run=True),
+    # ---- messages that say what is wrong ------------------------------------------------------------------
+    Case("kwargs-without-a-space", ["run", "train.autoencoder.kwargs={hidden:64}"],
+         "YAML reads 'hidden:64' as one key", "with a space after the colon"),
+    Case("last-norm-without-norm-layers", ["collect", *TINY, "model.name=mlp", "model.kwargs={hidden: []}"],
+         "MLP has none with parameters", "select parameters by name instead"),
+    Case("newline-in-runs-dir", ["run", *TINY, "--runs-dir", "{tmp}/a\nb/runs"], "a\\nb",
+         "pass another --runs-dir", write_file("a\nb", b"", under_tmp=True)),
 ]
 if os.geteuid() != 0:  # root writes anywhere, so a read-only folder cannot be tested as root
     CASES.append(Case("read-only-run-folder", ["run", *TINY], "cannot write to the run folder",

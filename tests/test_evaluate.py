@@ -7,15 +7,17 @@ import torch
 
 from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError
+from pdiff.pipeline import run_pipeline
+from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
 def test_stage_alone_writes_results_and_predictions(tiny_run, tmp_path, monkeypatch) -> None:
     task = Task(tiny_config(), progress=False)
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator", "generate"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train", "generate"))
     out = root / evaluate.FOLDER
     out.mkdir()
     evaluated = []
@@ -30,7 +32,8 @@ def test_stage_alone_writes_results_and_predictions(tiny_run, tmp_path, monkeypa
     assert sorted(p.name for p in out.iterdir()) == [evaluate.PREDICTIONS_FILE, evaluate.RESULTS_FILE]
     assert 12 not in evaluated  # the 12 originals were measured by the collection, not here
     results = evaluate.load(task, root)
-    assert results == json.loads((tiny_run / "evaluate/results.json").read_text())  # same as the whole run's
+    whole_run = json.loads((tiny_run / "evaluate/results.json").read_text())
+    assert {**results, "provenance": None} == {**whole_run, "provenance": None}  # the whole run's but its commit
     assert [m["group"] for m in results["models"]][:19] == ["original"] * 12 + ["ensemble"] + ["generated"] * 6
 
 
@@ -38,7 +41,7 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     results = evaluate.load(Task(tiny_config(), progress=False), tiny_run)
     assert 0 < results["resolution"] < 0.2  # a fraction: +-x of accuracy
     comparisons = results["comparisons"]
-    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict"}
+    keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict", "scope"}
     assert all(set(c) == keys for c in comparisons)
     versus_original = {(c["group"], c["metric"]) for c in comparisons if c["versus"] == "original"}
     metrics = {"mean_test_accuracy", "median_test_accuracy", "best_val_chosen_test_accuracy", "median_max_iou",
@@ -47,8 +50,10 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     for c in comparisons:
         if c["metric"] == "dominance":
             assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
+        elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy"):  # descriptive
+            assert c["ci_low"] is c["ci_high"] is None and c["verdict"] == "descriptive (no verdict)"
         else:
-            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["metric"] == "best_val_chosen_test_accuracy"
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"] and c["scope"] == "generator"
             assert c["verdict"] in ("higher", "lower", "no detectable difference")
     assert {c["group"] for c in comparisons if c["metric"] == "dominance"} == set(results["summary"]) - {
         "original", "generated"}
@@ -87,3 +92,21 @@ def test_one_original_is_compared_on_accuracy_only() -> None:
     assert "resolution" not in decided
     assert {c["metric"] for c in decided["comparisons"]} == {"mean_test_accuracy", "median_test_accuracy",
                                                              "best_val_chosen_test_accuracy"}
+
+
+def test_several_generators_give_method_scope_verdicts(tmp_path) -> None:
+    """With train.generators=2 each generated record names its generator and the generated group's mean
+    comparisons speak for the method; the report says so in words."""
+    run = run_pipeline(tiny_config("train.generators=2", "generate.n=6"), tmp_path, progress=False)
+    results = json.loads((run.root / "evaluate/results.json").read_text())
+    assert [m["generator"] for m in results["models"] if m["group"] == "generated"] == [0, 0, 0, 1, 1, 1]
+    assert all("generator" not in m for m in results["models"] if m["group"] != "generated")
+    mean = next(c for c in results["comparisons"] if (c["group"], c["metric"]) == ("generated", "mean_test_accuracy"))
+    assert mean["scope"] == "method" and mean["ci_low"] <= mean["difference"] <= mean["ci_high"]
+    assert {c["scope"] for c in results["comparisons"] if (c["group"], c["versus"]) == ("ensemble", "original")} == {
+        "generator"}
+    assert {c["scope"] for c in results["comparisons"] if c["metric"] == "dominance"} == {"method"}
+    lines = verdict_lines(results)
+    assert any(line.startswith("generated vs original, mean test accuracy") and "(p-diff on this task, 2 generators)"
+               in line for line in lines)
+    assert results["provenance"]["threads"] >= 1 and "torch" in results["provenance"]

@@ -7,17 +7,18 @@ import torch
 
 from pdiff import generate
 from pdiff.collect import load as load_collected
-from pdiff.errors import ConfigError
-from pdiff.generate import sample_models
+from pdiff.errors import ArtifactError, ConfigError
+from pdiff.generator import ParameterGenerator
 from pdiff.pipeline import Run, run_stages
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
 def test_stage_alone_writes_generated_and_original_latents(tiny_run, tmp_path) -> None:
     task = Task(tiny_config(), progress=False)
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train"))
     out = root / generate.FOLDER
     out.mkdir()
     generate.run(task, root, out)
@@ -64,3 +65,14 @@ def test_sample_models_at_a_target(conditioned_run, tmp_path) -> None:
 def test_sample_models_refuses_a_target_without_conditioning(tiny_run, tmp_path) -> None:
     with pytest.raises(ConfigError, match="--target=max: this generator was trained without a condition"):
         sample_models(tiny_run, 2, tmp_path, sampler="ddim", steps=5, target="max")
+
+
+def test_nan_under_guidance_names_the_guidance_not_the_generator(conditioned_run, tmp_path, monkeypatch) -> None:
+    """Guidance extrapolates past the conditional and unconditional predictions; when that ends in NaN, a lower
+    guidance is the fix, not retraining the generator."""
+    task, root = conditioned_run
+    monkeypatch.setattr(ParameterGenerator, "decode", lambda self, latents: torch.full((len(latents), 128), torch.nan))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ArtifactError, match="generate.guidance=1.0 pushed the samples to NaN or Inf parameters: "
+                                            "lower generate.guidance"):
+        generate.run(task, root, tmp_path / "out")

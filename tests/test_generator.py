@@ -3,9 +3,11 @@ import torch
 
 from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
+from pdiff.diffusion import sample
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
-from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, token_crop, token_loss_weights
+from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator
 from pdiff.params import ParamSpec
+from pdiff.priors import factorised
 from pdiff.store import load_tensors, save_tensors
 from tests.conftest import tiny_config
 
@@ -89,19 +91,19 @@ def test_a_target_accuracy_draws_from_the_checkpoints_that_had_it(conditioned, g
 
 def test_targets_resolve_against_the_training_accuracies(conditioned) -> None:
     accuracies = labelled_clusters().val_accuracy
-    assert torch.equal(conditioned.accuracies, accuracies)
+    assert torch.equal(conditioned.prior.accuracies, accuracies)
     assert conditioned.target_accuracy("max") == pytest.approx(0.95)
     assert conditioned.target_accuracy("min") == pytest.approx(0.90)
     assert conditioned.target_accuracy("median") == pytest.approx(0.925)  # q50 interpolates: 16 of each
     assert conditioned.target_accuracy("q75") == pytest.approx(torch.quantile(accuracies.double(), 0.75).item())
     assert conditioned.target_accuracy("0.97") == conditioned.target_accuracy(0.97) == 0.97
-    assert conditioned.standardise_accuracy(torch.tensor([0.925])).item() == pytest.approx(0.0, abs=1e-5)
+    assert conditioned.prior.standardise_accuracy(torch.tensor([0.925])).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_conditioned_save_load_round_trip(conditioned, tmp_path) -> None:
     conditioned.save(tmp_path)
     loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
-    assert loaded.conditioned and torch.equal(loaded.accuracies, conditioned.accuracies)
+    assert loaded.prior.conditioned and torch.equal(loaded.prior.accuracies, conditioned.prior.accuracies)
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1, target="max", guidance=1.0),
                        conditioned.sample(4, "ddim", 10, seed=1, target="max", guidance=1.0))
 
@@ -125,8 +127,8 @@ def test_guidance_needs_a_target(conditioned) -> None:
 
 
 def test_a_target_on_an_unconditioned_generator_is_refused(fitted) -> None:
-    assert not fitted.conditioned and fitted.accuracies is None
-    assert not any(k.startswith("condition.") for k in fitted.denoiser.state_dict())  # the paper's network
+    assert not fitted.prior.conditioned and fitted.prior.accuracies is None
+    assert not any(k.startswith("condition.") for k in fitted.prior.denoiser.state_dict())  # the paper's network
     with pytest.raises(ConfigError, match="trained without a condition.*condition=accuracy"):
         fitted.sample(2, "ddim", 5, target="max")
 
@@ -172,7 +174,7 @@ def test_a_global_denoiser_draws_the_global_latent_and_is_saved(tmp_path) -> Non
                          "train.diffusion.global_steps=50").train
     gen = ParameterGenerator(SPEC, config)
     drawn = []
-    gen.global_denoiser.register_forward_hook(lambda m, a, out: drawn.append(out.shape))
+    gen.prior.global_denoiser.register_forward_hook(lambda m, a, out: drawn.append(out.shape))
     gen.fit(checkpoints(), progress=False)
     assert {"global diffusion", "diffusion"} <= {m["network"] for m in gen.metrics}
     assert drawn[-1] == (16, 2)  # trained on [batch, G * c]: all 16 checkpoints' one global token of 2 channels
@@ -180,16 +182,18 @@ def test_a_global_denoiser_draws_the_global_latent_and_is_saved(tmp_path) -> Non
     assert samples.shape == (8, 10) and torch.isfinite(samples).all() and drawn[-1] == (8, 2)
     # the global token of a sample is what the global denoiser's full DDPM chain drew, whatever the sampler
     z = gen.sample_latents(4, "ddim", 10, seed=3)
-    drawn_alone = gen.ddpm.sample(gen.global_denoiser, 4, 2, "ddpm", generator=torch.Generator().manual_seed(3))
+    drawn_alone = sample(gen.prior.global_denoiser, gen.prior.schedule, 4, 2, "ddpm",
+                         generator=torch.Generator().manual_seed(3))
     assert torch.allclose(z[:, :1], drawn_alone[:, None] * gen.latent_scale[:1] + gen.latent_mean[:1], atol=1e-6)
     gen.save(tmp_path)
     loaded = ParameterGenerator.load(tmp_path, spec=SPEC)
     assert torch.equal(loaded.sample(4, "ddim", 10, seed=1), gen.sample(4, "ddim", 10, seed=1))
-    assert torch.equal(loaded.global_denoiser.proj_in.weight, gen.global_denoiser.proj_in.weight)
+    assert torch.equal(loaded.prior.global_denoiser.proj_in.weight, gen.prior.global_denoiser.proj_in.weight)
 
 
 @pytest.mark.parametrize("crop", [0, 2])
-def test_with_a_global_denoiser_the_transformer_learns_the_rest_given_the_clean_global_token(crop: int) -> None:
+def test_with_a_global_denoiser_the_transformer_learns_the_rest_given_the_clean_global_token(crop: int, monkeypatch
+                                                                                           ) -> None:
     """The transformer's loss (on the whole sequence or on crops) gets the global token clean and unscored; the
     global denoiser's is the plain loss on the flat global latent."""
     config = tiny_config("train.autoencoder.arch=tokens", "train.diffusion.arch=transformer",
@@ -199,16 +203,21 @@ def test_with_a_global_denoiser_the_transformer_learns_the_rest_given_the_clean_
                          f"train.diffusion.tokens_per_step={crop}", "train.diffusion.global_steps=5",
                          "train.diffusion.steps=5").train
     gen = ParameterGenerator(SPEC, config)
-    calls, loss = [], gen.ddpm.loss
+    calls, plain, given = [], factorised.denoising_loss, factorised.clean_prefix_loss
 
-    def recorded(denoiser, x0, **kwargs):
-        calls.append((tuple(x0.shape), kwargs.get("clean_prefix", 0), kwargs.get("token_weights")))
-        return loss(denoiser, x0, **kwargs)
+    def recorded_plain(schedule, denoiser, x0, generator):
+        calls.append((tuple(x0.shape), 0))
+        return plain(schedule, denoiser, x0, generator)
 
-    gen.ddpm.loss = recorded
+    def recorded_given(schedule, denoiser, x0, prefix, generator):
+        calls.append((tuple(x0.shape), prefix))
+        return given(schedule, denoiser, x0, prefix, generator)
+
+    monkeypatch.setattr(factorised, "denoising_loss", recorded_plain)
+    monkeypatch.setattr(factorised, "clean_prefix_loss", recorded_given)
     gen.fit(checkpoints(), progress=False)
-    assert calls[:5] == [((16, 2), 0, None)] * 5  # the global denoiser: [K, G * c]
-    assert calls[5:] == [((16, 1 + (crop or 5), 2), 1, None)] * 5  # the transformer: the global token clean
+    assert calls[:5] == [((16, 2), 0)] * 5  # the global denoiser: [K, G * c]
+    assert calls[5:] == [((16, 1 + (crop or 5), 2), 1)] * 5  # the transformer: the global token clean
 
 
 def test_a_global_denoiser_needs_a_global_latent() -> None:
@@ -218,24 +227,6 @@ def test_a_global_denoiser_needs_a_global_latent() -> None:
     config.autoencoder.kwargs = {"token_size": 4}
     with pytest.raises(ConfigError, match="global_steps=10 trains a denoiser for the global latent"):
         ParameterGenerator(SPEC, config)
-
-
-def test_token_crop_is_aligned_wraps_and_covers_every_token() -> None:
-    g = torch.Generator().manual_seed(0)
-    crops = [token_crop(10, 4, 2, g) for _ in range(500)]
-    for ids in crops:
-        assert ids[0] % 2 == 0 and torch.equal(ids, (ids[0] + torch.arange(4)) % 10)  # whole windows, wrapping
-    counts = torch.bincount(torch.cat(crops), minlength=10)
-    assert counts.min() > 0.7 * counts.max()  # about 4/10 of the steps each, the first and last tokens too
-    for ids in (token_crop(11, 4, 2, g, prefix=1) for _ in range(100)):  # a global token, then 10 others
-        start = ids[1] - 1
-        assert ids[0] == 0 and start % 2 == 0 and torch.equal(ids[1:], 1 + (start + torch.arange(4)) % 10)
-
-
-def test_token_loss_weights_give_the_global_tokens_half() -> None:
-    weights = token_loss_weights(1 + 4, 1)
-    assert weights.tolist() == [0.5, 0.125, 0.125, 0.125, 0.125]
-    assert token_loss_weights(2 + 8, 2).sum().item() == pytest.approx(1.0)
 
 
 def test_tokens_generator_trains_on_crops() -> None:
@@ -249,7 +240,7 @@ def test_tokens_generator_trains_on_crops() -> None:
     gen = ParameterGenerator(SPEC, config)
     seen = {"ae": set(), "dm": set()}
     gen.autoencoder.encoder_in.register_forward_hook(lambda m, a, out: seen["ae"].add(out.shape[1]))
-    gen.denoiser.proj_in.register_forward_hook(lambda m, a, out: seen["dm"].add(out.shape[1]))
+    gen.prior.denoiser.proj_in.register_forward_hook(lambda m, a, out: seen["dm"].add(out.shape[1]))
     gen.fit(checkpoints(), progress=False)
     assert gen.latent_shape == (6, 2)  # a global token, then 6 + 4 numbers in tokens of 2
     # crops in training (the denoiser's with the global token), the whole sequence to encode the checkpoints
@@ -263,9 +254,9 @@ def test_ema_decay_zero_samples_the_raw_weights() -> None:
     """ema_decay=0 keeps the trained denoiser itself; any other decay replaces it by its average."""
     for decay, raw in ((0.0, True), (0.9, False)):
         gen = ParameterGenerator(SPEC, tiny_config(f"train.diffusion.ema_decay={decay}").train)
-        trained = gen.denoiser
+        trained = gen.prior.denoiser
         gen.fit(checkpoints(), progress=False)
-        assert (gen.denoiser is trained) == raw
+        assert (gen.prior.denoiser is trained) == raw
 
 
 def test_deviation_standardisation_is_fitted_saved_and_loaded(tmp_path) -> None:

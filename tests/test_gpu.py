@@ -124,7 +124,7 @@ def test_collection_and_the_generator_train_and_sample_on_the_device(fitted, mni
     assert {p.device.type for p in model.parameters()} == {DEVICE.type}
     assert ckpts.params.shape == (12, ckpts.spec.dim) and torch.isfinite(ckpts.params).all()
     assert (ckpts.params[1:] != ckpts.params[:-1]).any(dim=1).all(), "every step should move the subset"
-    for net in (gen.autoencoder, gen.denoiser):
+    for net in (gen.autoencoder, gen.prior.denoiser):
         assert {p.device.type for p in net.parameters()} == {DEVICE.type}
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in gen.metrics)
     samples = gen.sample(6, "ddim", 10)
@@ -155,7 +155,7 @@ def test_a_token_generator_with_a_global_denoiser_trained_on_the_device_samples_
                          "train.autoencoder.kwargs={hidden: 32, token_size: 8, global_dim: 2}",
                          "train.diffusion.kwargs={width: 32, depth: 2, heads: 2}", "train.diffusion.global_steps=50")
     gen = ParameterGenerator(ckpts.spec, config.train, DEVICE, seed=0).fit(ckpts, progress=False)
-    for net in (gen.autoencoder, gen.denoiser, gen.global_denoiser):
+    for net in (gen.autoencoder, gen.prior.rest.denoiser, gen.prior.global_denoiser):
         assert {p.device.type for p in net.parameters()} == {DEVICE.type}
     here = gen.sample(6, "ddim", 10, seed=3)
     assert torch.isfinite(here).all()

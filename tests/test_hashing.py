@@ -23,6 +23,7 @@ CASES = {  # name: (task, overrides)
     "unhashed": ("mnist1d-convnet", ["data.data_dir=/elsewhere", "data.download=false", "evaluate.model_chunk=7",
                                      "device=cpu", "task=other", "description=x", "hardware=y",
                                      "train.diffusion.p_uncond=0.5"]),
+    "one-generator": ("mnist1d-convnet", ["train.generators=1", "train.diffusion.prior=auto"]),  # the inert values
 }
 # The hashes of collect, train, generate, evaluate (report's is evaluate's) and the base model, as the config
 # module gave them before the fields carried their own hashing rules. Runs made then must stay done: a row may
@@ -40,6 +41,7 @@ PINNED = {
     "raw-deviation": "ba9404523c4bba5d 89aa35244a2957d0 02059e491215bffb 595f790c15deeaf3 1caeab2f4c9da4ab",
     "imagefolder": "44bbae421ad8cd54 bb17ebcd82789278 5249b4e41132a53d 3fcf1acb669217aa 5e6203499bf97b1b",
     "unhashed": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
+    "one-generator": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
 }
 
 
@@ -67,3 +69,11 @@ def test_a_key_at_its_inert_value_is_left_out_with_what_it_drops() -> None:
     conditioned = hashed_values(load_config("mnist1d-convnet", ["train.diffusion.condition=accuracy"]), "train")
     assert conditioned["diffusion"]["condition"] == "accuracy" and conditioned["diffusion"]["p_uncond"] == 0.1
     assert "data_dir" not in hashed_values(load_config("mnist1d-convnet"), "data")
+
+
+def test_several_generators_change_the_hashes_from_the_train_stage_on() -> None:
+    base, three = load_config("mnist1d-convnet"), load_config("mnist1d-convnet", ["train.generators=3"])
+    assert stage_hash(three, "collect") == stage_hash(base, "collect") and base_hash(three) == base_hash(base)
+    for stage in STAGES[1:]:
+        assert stage_hash(three, stage) != stage_hash(base, stage)
+    assert hashed_values(three, "train")["generators"] == 3 and "generators" not in hashed_values(base, "train")

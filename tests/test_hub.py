@@ -14,7 +14,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pdiff import CheckpointSet, ParameterGenerator, hub
+from pdiff import CheckpointSet, ParameterGenerator, share
 from pdiff.cli import app
 from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HubError
@@ -27,7 +27,7 @@ SAMPLING = {"sampler": "ddim", "steps": 5, "seed": 7}
 
 @pytest.fixture(scope="module")
 def exported(tiny_run: Path, tmp_path_factory) -> Path:
-    return hub.export(tiny_run, tmp_path_factory.mktemp("export") / "generator")
+    return share.export(tiny_run, tmp_path_factory.mktemp("export") / "generator")
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_export_is_a_hub_repo_whose_generator_samples_what_the_run_samples(tiny_
     assert config["task"] == "mnist1d-convnet" and config["config_hash"] == stage_hash(run_config, "train")
     assert config["train"]["autoencoder"]["latent_dim"] == 8 and config["base"]["model"] == run_config.model.name
 
-    from_run = ParameterGenerator.load(tiny_run / "generator")
+    from_run = ParameterGenerator.load(tiny_run / "train")
     from_hub = ParameterGenerator.from_pretrained(exported)
     assert from_hub.spec == from_run.spec and config["spec"] == from_run.spec.to_dict()
     assert torch.equal(from_hub.sample(3, **SAMPLING), from_run.sample(3, **SAMPLING))
@@ -71,9 +71,9 @@ def test_the_model_card_has_pdiff_metadata_results_and_the_command_that_made_it(
     assert "pdiff run mnist1d-convnet data.val_size=200" in card.text and " collect.k=12 " in card.text
     assert 'ParameterGenerator.from_pretrained("USER/REPO")' in card.text
     config = load_config(tiny_run / "config.yaml")
-    task, *overrides = hub.run_arguments(config)  # the card's command reproduces the run's config exactly
+    task, *overrides = share.run_arguments(config)  # the card's command reproduces the run's config exactly
     assert stage_hash(load_config(task, overrides), "report") == stage_hash(config, "report")
-    assert hub.run_arguments(load_config("mnist1d-convnet")) == ["mnist1d-convnet"]
+    assert share.run_arguments(load_config("mnist1d-convnet")) == ["mnist1d-convnet"]
 
 
 def test_pdiff_sample_on_an_export_writes_the_runs_loadable_state_dicts(tiny_run: Path, exported: Path,
@@ -145,5 +145,6 @@ def test_export_refuses_a_foreign_folder_and_replaces_an_earlier_export(tiny_run
     assert runner.invoke(app, ["export", str(tiny_run), str(out), "--no-base"]).exit_code == 0
     assert not (out / "base.safetensors").exists() and "base" not in json.loads((out / "config.json").read_text())
     assert "exported without its base model" in one_line_error(["sample", str(out), "--out", str(tmp_path / "s")])
-    assert runner.invoke(app, ["export", str(tiny_run), str(out)]).exit_code == 0
+    assert "pass --force to replace it" in one_line_error(["export", str(tiny_run), str(out)])
+    assert runner.invoke(app, ["export", str(tiny_run), str(out), "--force"]).exit_code == 0
     assert (out / "base.safetensors").is_file() and not list(tmp_path.glob(".out.*"))

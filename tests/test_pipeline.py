@@ -1,28 +1,34 @@
 """A tiny run of every stage on the default task (seconds), resume, force, and the run-folder checks."""
 
 import json
+import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from pdiff.errors import ArtifactError, HealthError
-from pdiff.generate import sample_models
 from pdiff.pipeline import Run, run_pipeline, run_stage
+from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
-from tests.conftest import copy_stages, tiny_config
+from tests.conftest import copy_stages, tiny_config, write_image_folder
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Run:
-    return run_pipeline(tiny_config(), tmp_path_factory.mktemp("runs"), progress=False)
+def finished(tiny_run, tmp_path_factory) -> Run:
+    """A copy of the shared tiny run (these tests rerun and force its stages)."""
+    root = tmp_path_factory.mktemp("runs") / tiny_run.name
+    shutil.copytree(tiny_run, root)
+    return Run(tiny_config(), root, progress=False)
 
 
 def test_every_artifact_is_written(finished: Run) -> None:
     root = finished.root
     for name in ["config.yaml", "collect/base.safetensors", "collect/checkpoints.safetensors",
-                 "generator/autoencoder.safetensors", "generator/diffusion.safetensors", "generator/metrics.csv",
+                 "train/autoencoder.safetensors", "train/diffusion.safetensors", "train/metrics.csv",
                  "generate/generated.safetensors", "evaluate/results.json", "evaluate/predictions.safetensors",
                  "report/report.md", "report/report.html",
                  "report/accuracy_hist.png", "report/accuracy_vs_similarity.png", "report/iou_bars.png",
@@ -34,7 +40,7 @@ def test_every_artifact_is_written(finished: Run) -> None:
     assert ckpts["val_accuracy"].shape == ckpts["test_accuracy"].shape == (12,)
     generated = load_file(root / "generate/generated.safetensors")
     assert generated["params"].shape == (6, 128) and generated["latents"].shape == (6, 8)
-    assert generated["original_latents"].shape == (12, 8)  # for the report's t-SNE: evaluate never opens generator/
+    assert generated["original_latents"].shape == (12, 8)  # for the report's t-SNE: evaluate never opens train/
 
 
 def test_results_json(finished: Run) -> None:
@@ -152,3 +158,74 @@ def test_tokens_generator_runs_train_to_report(tiny_run, tmp_path) -> None:
     assert generated["original_latents"].shape == (12, 4 + 8, 4)
     assert "collapse" in json.loads((root / "evaluate/results.json").read_text())
     assert (root / "report/tsne.png").stat().st_size > 1000
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_generate_n_reruns_the_cheap_stages_and_says_so(finished: Run, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="pdiff.pipeline"):
+        again = run_pipeline(tiny_config("generate.n=5"), finished.root.parent, progress=False)
+    assert set(again.seconds) == {"generate", "evaluate", "report"}
+    assert "generate, evaluate, report: replacing the finished stages made under another config (generate.n: 6 -> 5)" \
+        in caplog.text
+    run_pipeline(tiny_config(), finished.root.parent, progress=False)  # restore for the other tests
+
+
+def test_finished_training_is_replaced_only_when_forced(finished: Run, tmp_path) -> None:
+    shutil.copytree(finished.root, tmp_path / finished.root.name)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ArtifactError, match=r"finished under another config \(collect.k: 12 -> 10\).*--force collect"):
+        run_pipeline(tiny_config("collect.k=10"), tmp_path, progress=False)
+    with pytest.raises(ArtifactError, match=r"train, generate, evaluate, report finished under another config"):
+        run_pipeline(tiny_config("train.diffusion.steps=100"), tmp_path, stages=("train",), progress=False)
+    assert _snapshot(tmp_path) == before  # byte for byte
+    again = run_pipeline(tiny_config("collect.k=10"), tmp_path, force="collect", progress=False)
+    assert set(again.seconds) == {"collect", "train", "generate", "evaluate", "report"}
+    assert load_file(again.root / "collect/checkpoints.safetensors")["params"].shape[0] == 10
+
+
+def test_a_relative_data_dir_is_resolved_when_the_run_is_made(tmp_path, monkeypatch) -> None:
+    """config.yaml then names the same folder from any working directory (`pdiff sample`, `pdiff export`)."""
+    monkeypatch.chdir(tmp_path)
+    run = run_pipeline(tiny_config("data.data_dir=data"), "runs", stages=("collect",), progress=False)
+    assert run.config.data.data_dir == str(tmp_path / "data")
+    assert f"data_dir: {tmp_path / 'data'}" in (tmp_path / "runs" / run.config.task / "config.yaml").read_text()
+
+
+def test_changed_images_rerun_collect_with_a_new_base_when_forced(tmp_path, monkeypatch) -> None:
+    """Relabelled images: collect is not done any more, and --force collect trains a new base model on them
+    instead of reusing the one trained on the old labels."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_image_folder(tmp_path / "images", {"train": {"cat": 4, "dog": 4}, "test": {"cat": 1, "dog": 1}})
+    config = tiny_config("data.name=imagefolder", "data.val_size=2", f"data.data_dir={tmp_path / 'images'}",
+                         "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}", "collect.k=3")
+    run = run_pipeline(config, tmp_path / "runs", stages=("collect",), progress=False)
+    identity = load_tensors(run.root / "collect/base.safetensors")[1]["data"]
+    (tmp_path / "images/train/cat/000.png").rename(tmp_path / "images/train/dog/100.png")
+    assert not Run(config, run.root, progress=False).is_done("collect")
+    with pytest.raises(ArtifactError, match="the data changed since"):
+        run_pipeline(config, tmp_path / "runs", stages=("collect",), progress=False)
+    again = run_pipeline(config, tmp_path / "runs", stages=("collect",), force="collect", progress=False)
+    meta = load_tensors(again.root / "collect/base.safetensors")[1]
+    assert meta["data"] != identity and meta["data"] == again.task.data_identity
+    assert again.is_done("collect")
+
+
+def test_raising_the_generators_keeps_the_trained_ones(tiny_run, tmp_path, caplog) -> None:
+    """A finished run asked for train.generators=2 is refused with the way on; with --force train only the new
+    generator is trained, and generator 0's files are the single run's."""
+    root = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, root)
+    config = tiny_config("train.generators=2")
+    with pytest.raises(ArtifactError, match="train.generators: 1 -> 2.*--force train keeps the generators already"):
+        run_pipeline(config, tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="pdiff.train"):
+        run = run_pipeline(config, tmp_path, progress=False, force="train")
+    assert "generator 0 is already trained under this config: kept" in caplog.text
+    assert load_file(root / "train/diffusion.safetensors").keys() == load_file(
+        tiny_run / "train/diffusion.safetensors").keys()
+    assert all(torch.equal(load_file(root / "train/diffusion.safetensors")[k], v)
+               for k, v in load_file(tiny_run / "train/diffusion.safetensors").items())
+    assert (root / "train/generator-1/diffusion.safetensors").is_file() and run.is_done("report")

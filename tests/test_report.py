@@ -13,7 +13,7 @@ from pdiff.evaluate import summarise
 from pdiff.figures import plot_tsne
 from pdiff.report import write_report
 from pdiff.similarity import similarity_summary
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 GROUPS = ["original"] * 8 + ["ensemble"] + [g for g in ("generated", "noise@0.01", "noise@0.1", "mean_of_k")
@@ -73,7 +73,7 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path) -> None:
 
 
 def test_stage_alone_writes_the_report(tiny_run, tmp_path) -> None:
-    root = copy_stages(tiny_run, tmp_path, ("collect", "generator", "generate", "evaluate"))
+    root = copy_stages(tiny_run, tmp_path, ("collect", "train", "generate", "evaluate"))
     out = root / report.FOLDER
     out.mkdir()
     report.run(Task(tiny_config(), progress=False), root, out)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pdiff.config import Config, load_config
-from pdiff.diffusion import DENOISERS
+from pdiff.denoisers import DENOISERS
 from pdiff.errors import ConfigError
 from pdiff.rules import check_fields, each_of, ensure, positive, setting
 

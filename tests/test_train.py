@@ -1,5 +1,7 @@
 """The train stage alone on a tiny run folder: generator files, the health gate's figures, the loader's checks."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from pdiff.collect import load as load_collected
 from pdiff.errors import ArtifactError
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
-from pdiff.tasks import Task
+from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
 
 
@@ -36,7 +38,7 @@ def test_held_out_rows_never_reach_the_generator_and_are_evaluated(tiny_run, tmp
     all_rows = load_collected(task, root).checkpoints.params
     heldout = all_rows[[3, 7, 11]]  # interleaved: every (12 / 3)-th checkpoint
     fitted = []
-    for name in ("fit_autoencoder", "fit_diffusion"):
+    for name in ("fit_autoencoder", "fit_prior"):
         real = getattr(ParameterGenerator, name)
 
         def spy(self, checkpoints, progress=True, real=real):
@@ -64,3 +66,32 @@ def test_differences_kept_is_one_for_a_copy_zero_for_the_mean_and_none_without_d
     assert train.differences_kept(x, x.mean(0).expand_as(x)) == pytest.approx(0.0, abs=1e-6)
     assert train.differences_kept(x, x.mean(0) + 0.5 * (x - x.mean(0))) == pytest.approx(0.75)
     assert train.differences_kept(torch.ones(3, 6), torch.zeros(3, 6)) is None
+
+
+def test_several_generators_each_stored_raising_g_trains_only_the_new_ones(tiny_run, tmp_path, monkeypatch) -> None:
+    """train.generators=2 stores generator 1 (seed + 1) in train/generator-1/ and generator 0 where a single
+    generator always was (it is the one-generator run's); raising to 3 over that folder trains only generator 2."""
+    root = copy_stages(tiny_run, tmp_path, ("collect",))
+    fitted = []
+    real = ParameterGenerator.fit_prior
+
+    def spy(self, *args, **kwargs):
+        fitted.append(self.seed)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ParameterGenerator, "fit_prior", spy)
+    spec = load_collected(Task(tiny_config(), progress=False), root).checkpoints.spec
+    for generators, trained in ((2, [0, 1]), (3, [2])):
+        task = Task(tiny_config(f"train.generators={generators}"), progress=False)
+        out = tmp_path / f"build-{generators}"
+        out.mkdir()
+        train.run(task, root, out)
+        assert [seed - task.config.seed for seed in fitted] == trained
+        fitted.clear()
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"generator-{s}" for s in range(1, generators)]
+        shutil.rmtree(root / train.FOLDER, ignore_errors=True)  # as the runner swaps the new folder in
+        out.rename(root / train.FOLDER)
+        members = train.load_all(task, root, spec)
+        assert [g.seed - task.config.seed for g in members] == list(range(generators))
+    single = train.load(Task(tiny_config(), progress=False), tiny_run, spec)
+    assert torch.equal(single.sample(3, "ddim", 5, seed=1), members[0].sample(3, "ddim", 5, seed=1))

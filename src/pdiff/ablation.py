@@ -10,6 +10,8 @@ The runner (`pdiff.pipeline`) keeps every variant's folder; this module only say
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -25,12 +27,13 @@ from .diffusion import SAMPLERS
 from .errors import ConfigError
 from .figures import save_figure
 from .hashing import base_hash
+from .layout import BASE_FILE
 from .params import NORM_LAYERS, ParamSpec
-from .pipeline import Run, adopt, run_pipeline, run_stage, run_stages, stage_hash
-from .report import Section, points_with_ci, render_html, render_markdown
-from .runlock import run_lock
-from .store import load_json, load_tensors, save_json, save_text
-from .tasks import Task
+from .pipeline import Run, adopt, lock, run_pipeline, run_stage, run_stages, stage_hash
+from .render import Section, render_html, render_markdown
+from .report import points_with_ci
+from .store import check_record, load_json, load_tensors, save_json, save_text
+from .task import Task
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,16 +67,17 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
     for variant in variants:
         log.info("ablate %s: variant %s %s", study, variant.label, variant.overrides)
         run = Run(with_overrides(config, {**(shared or {}), **variant.overrides}), study_dir / variant.label, progress)
-        with run_lock(run.root):
+        with lock(run):
             reuse_file = run.root / "reuse.json"  # what was reused when the variant was first run
-            reused = load_json(reuse_file) if reuse_file.is_file() else {}
+            reused = check_record(reuse_file, load_json(reuse_file), {}, f"delete {reuse_file.name}"
+                                  ) if reuse_file.is_file() else {}
             copied = reuse(main, run)
             reused.update(copied)
             if not run.is_done("collect") and _same_base(main, run):
                 collect_from_base(main, run)
                 reused["collect"] = "base model of the main run (subset collected anew)"
             save_json(reuse_file, reused)
-            run_stages(run)
+            run_stages(run, keep_finished=False)  # a variant follows the main run, whose work is kept
         rows.append(_row(variant, run, reused, ran=[s for s in run.seconds if s not in copied]))
         rows[-1]["versus_main"] = versus_main(main, run, variant.label)
     report = study_dir / "report.md"
@@ -85,7 +89,29 @@ def ablate(config: Config, study: str, values: list[str] | None = None, runs_dir
 
 
 def study_variants(config: Config, study: str, values: list[str] | None = None) -> list[Variant]:
-    """The variants of a study: the given values, or the paper's scaled to what the task has."""
+    """The variants of a study: the given values, or the paper's scaled to what the task has; each has a folder
+    of its own (`distinct_labels`)."""
+    return distinct_labels(_variants(config, study, values))
+
+
+def distinct_labels(variants: list[Variant]) -> list[Variant]:
+    """Refuse two values that ask for one variant; give values that differ but map to one folder name
+    (`layer.*` and `layer?` both read `layer`) labels told apart by a digest of their overrides.
+
+    One folder per label: two variants sharing one would overwrite each other, and recompute both on every rerun.
+    """
+    settings = [json.dumps(v.overrides, sort_keys=True) for v in variants]
+    for i, setting in enumerate(settings):
+        if setting in settings[:i]:
+            raise ConfigError(f"two values ask for the same variant {variants[i].label!r} "
+                              f"({variants[i].overrides}): give each value once")
+    labels = [v.label for v in variants]
+    return [v if labels.count(v.label) == 1 else
+            Variant(f"{v.label}-{hashlib.sha256(setting.encode()).hexdigest()[:6]}", v.overrides)
+            for v, setting in zip(variants, settings, strict=True)]
+
+
+def _variants(config: Config, study: str, values: list[str] | None) -> list[Variant]:
     if study == "k":
         collected = config.collect.k
         not_whole = [v for v in values or () if not v.isdigit()]
@@ -101,8 +127,13 @@ def study_variants(config: Config, study: str, values: list[str] | None = None) 
     if study == "location":
         if values:
             model = Task(config).new_model()
+            chosen: dict[tuple[str, ...], str] = {}
             for value in values:  # a pattern that matches nothing fails here, before the main run
-                ParamSpec.select(model, value.split(","))
+                names = ParamSpec.select(model, value.split(",")).names
+                if names in chosen and chosen[names] != value:
+                    raise ConfigError(f"locations {chosen[names]!r} and {value!r} select the same parameters: "
+                                      "give one of them")
+                chosen[names] = value
             return [Variant(_slug(v), {"collect.subset": v.split(",")}) for v in values]
         return norm_pair_variants(config)
     if study == "noise":
@@ -176,7 +207,7 @@ def reuse(main: Run, run: Run) -> dict[str, str]:
 
 def collect_from_base(main: Run, run: Run) -> None:
     """Run `run`'s collect stage starting from the main run's base model (no base training)."""
-    base = main.stage_dir("collect") / collect.BASE_FILE
+    base = main.path("collect", BASE_FILE)
 
     def entry(out: Path) -> dict:
         return collect.run(run.task, run.root, out, base=base)
@@ -186,8 +217,8 @@ def collect_from_base(main: Run, run: Run) -> None:
 
 def _same_base(main: Run, run: Run) -> bool:
     """Whether the main run's base model was trained exactly as `run`'s config asks."""
-    meta = load_tensors(main.stage_dir("collect") / collect.BASE_FILE)[1]
-    return meta.get("base_hash") == base_hash(run.config)
+    meta = load_tensors(main.path("collect", BASE_FILE))[1]
+    return meta.get("base_hash") == base_hash(run.config) and meta.get("data") == run.task.data_identity
 
 
 def _differs_only_in(a: Config, b: Config, section: str, key: str) -> bool:
@@ -250,8 +281,8 @@ def write_ablation_report(study_dir: Path, task: str, study: str, rows: list[dic
                      "with the highest validation accuracy; *max IoU generated* is the mean over generated models "
                      "of their max wrong-prediction IoU to any original checkpoint, *max IoU original* the same "
                      "for each original against the other originals. *mean - main run*: the variant's generated "
-                     "mean test accuracy minus the main run's, in points, with its 95% CI (two-level bootstrap over "
-                     "test examples and models) and the verdict it supports."),
+                     "mean test accuracy minus the main run's, in points, with its 95% CI (variance components of "
+                     "test examples and models, docs/statistics.md) and the verdict it supports."),
         Section("Accuracy and similarity per variant", figures=["accuracy.png", "max_similarity.png",
                                                                  "accuracy_vs_similarity.png"]),
         Section("Variants", header=["variant", "overrides", "stages run by this call", "reused"], rows=reuse_rows,

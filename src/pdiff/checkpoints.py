@@ -11,7 +11,11 @@ from pathlib import Path
 import torch
 
 from .errors import ArtifactError
+from .folders import atomic_folder
+from .hub import download
+from .layout import CHECKPOINTS_FILE
 from .params import ParamSpec
+from .pretrained import CHECKPOINTS, checkpoints_card, read_export, version, write_export
 from .store import load_tensors, save_tensors
 
 HOLDOUT_SPLITS = ("interleaved", "last")
@@ -79,16 +83,30 @@ class CheckpointSet:
                     tensors.get("test_predictions"))
         return ckpts, metadata
 
-    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        """Write a Hugging Face hub dataset repository into `directory`: checkpoints.safetensors, config.json and
-        a dataset card (README.md); `pdiff export --checkpoints` adds a run's base model (see `pdiff.hub`)."""
-        from .hub import save_checkpoints  # hub builds on this module
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None, force: bool = False) -> Path:
+        """Write a Hugging Face hub dataset repository into `directory` (new or empty; an earlier checkpoints export
+        is replaced only with `force`): checkpoints.safetensors, config.json and a dataset card (README.md).
+        `pdiff export --checkpoints` adds a run's base model (`pdiff.share`)."""
+        with atomic_folder(directory, CHECKPOINTS, force) as folder:
+            self.write_pretrained(folder, metadata)
+        return Path(directory)
 
-        return save_checkpoints(self, directory, metadata)
+    def write_pretrained(self, folder: Path, metadata: dict | None = None, command: str | None = None,
+                         repo_id: str | None = None) -> None:
+        """`save_pretrained`'s files, written into `folder` as it is (for an export that adds files of its own)."""
+        metadata = dict(metadata or {})
+        self.save(folder / CHECKPOINTS_FILE, metadata)
+        fields = {**metadata, "k": len(self), "spec": self.spec.to_dict()}
+        test = None if self.test_accuracy is None else self.test_accuracy.tolist()
+        n_test = None if self.test_predictions is None else self.test_predictions.shape[1]
+        config = {"library_name": "pdiff", "kind": CHECKPOINTS.kind, "pdiff_version": version(), **fields}
+        write_export(folder, CHECKPOINTS, fields, checkpoints_card(config, test, n_test, command, repo_id))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None) -> CheckpointSet:
-        """A checkpoint set from a folder written by `save_pretrained`, or from a hub dataset repo id."""
-        from .hub import load_checkpoints  # hub builds on this module
-
-        return load_checkpoints(name_or_path, revision)
+        """A checkpoint set from a folder written by `save_pretrained`, or from a hub dataset repo id (downloaded
+        once, then read from the cache)."""
+        folder = download(name_or_path, "dataset", revision)
+        read_export(folder, CHECKPOINTS)
+        ckpts, _ = cls.load(folder / CHECKPOINTS_FILE)
+        return ckpts

@@ -5,6 +5,7 @@
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
                  [--target max --guidance 2]  ... at a validation accuracy (a generator conditioned on it)
     pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
+                                          (OUT_DIR new or empty; --force replaces an earlier export there)
     pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
@@ -26,16 +27,18 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import distributed, hub
+from . import distributed, share
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .config import STAGES, Config, config_keys, load_config, task_names
+from .config import MAX_SEED, STAGES, Config, config_keys, load_config, task_names
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
-from .generate import sample_models
+from .layout import STAGE_FILE
 from .pipeline import run_pipeline
 from .report import accuracy_table, generalization_table, verdict_lines
-from .store import load_json
+from .run_folder import open_run
+from .sample import sample_models
+from .store import load_record
 
 DEFAULT_TASK = "mnist1d-convnet"
 
@@ -66,20 +69,22 @@ def _config(task: str, overrides: list[str], data_dir: Path | None) -> Config:
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # a newline in a path must not split the line
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
 def _print_table(run_root: Path) -> None:
     if not distributed.is_main_process():
         return
-    path = run_root / "evaluate" / "results.json"
-    results = load_json(path)
-    if not isinstance(results, dict) or not isinstance(results.get("summary"), dict):
-        raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
+    run = open_run(run_root)
+    results = run.results
+    if not isinstance(results.get("summary"), dict):
+        raise ArtifactError(f"{run.stage_dir('evaluate')} holds no evaluation summary: rerun `pdiff evaluate --force`")
+    report = run.stage_dir("report") / "report.html"
     header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
-    _show_table(f"{results['task']}: test accuracy (%)", header, rows, run_root / "report" / "report.html")
-    asked = load_json(run_root / "generate" / "stage.json")
+    _show_table(f"{results['task']}: test accuracy (%)", header, rows, report)
+    asked = load_record(run.stage_dir("generate") / STAGE_FILE, {}, "rerun `pdiff generate --force`")
     if "target" in asked:  # a conditioned generator: what was asked for, beside what was reached
         generated = results["summary"]["generated"]
         console.print(f"target {asked['target']} = {100 * asked['target_accuracy']:.2f}% val accuracy (guidance "
@@ -93,7 +98,7 @@ def _print_table(run_root: Path) -> None:
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
     if "generalization" in results:
         header, rows = generalization_table(results["generalization"])
-        _show_table("generalization to held-out checkpoints", header, rows, run_root / "report" / "report.html")
+        _show_table("generalization to held-out checkpoints", header, rows, report)
 
 
 def _show_table(title: str, header: list[str], rows: list[list[str]], report: Path) -> None:
@@ -158,9 +163,12 @@ def sample(run_dir: Annotated[Path, typer.Argument(
                help="validation accuracy to ask for: a fraction (0.98) or max, median, min, qNN of the training "
                     "checkpoints' (needs train.diffusion.condition=accuracy)")] = None,
            guidance: Annotated[float, typer.Option(help="classifier-free guidance weight w (with --target)")] = 0.0,
-           force: Annotated[bool, typer.Option(help="replace the models of a non-empty --out")] = False) -> None:
+           force: Annotated[bool, typer.Option(help="replace an earlier `pdiff sample` output in --out")] = False
+           ) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--seed {seed} is not a 64-bit seed: give a whole number in 0..{MAX_SEED}")
         paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force, target=target,
                               guidance=guidance)
     except PdiffError as e:
@@ -174,11 +182,13 @@ Checkpoints = Annotated[bool, typer.Option("--checkpoints", help="the checkpoint
 
 @app.command()
 def export(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.g. runs/mnist1d-convnet")],
-           out_dir: Annotated[Path, typer.Argument(help="the folder to write (replaced if it holds an export)")],
-           base: Base = True, checkpoints: Checkpoints = False) -> None:
+           out_dir: Annotated[Path, typer.Argument(help="the folder to write: new or empty")],
+           base: Base = True, checkpoints: Checkpoints = False,
+           force: Annotated[bool, typer.Option(help="replace an earlier export of the same kind in OUT_DIR")] = False
+           ) -> None:
     """Write the run's generator as a Hugging Face hub model repository folder: config.json, weights, model card."""
     try:
-        (hub.export_checkpoints if checkpoints else hub.export)(run_dir, out_dir, base)
+        (share.export_checkpoints if checkpoints else share.export)(run_dir, out_dir, base, force=force)
     except PdiffError as e:
         _fail(e)
     console.print(f"wrote {out_dir}/", soft_wrap=True, highlight=False, markup=False)
@@ -192,7 +202,7 @@ def push(run_dir: Annotated[Path, typer.Argument(help="a finished run folder, e.
     """Export the run's generator (or checkpoints) and upload it to the Hugging Face hub (needs a network and a
     token: `hf auth login` or HF_TOKEN)."""
     try:
-        url = hub.push(run_dir, repo_id, private=private, checkpoints=checkpoints, base=base)
+        url = share.push(run_dir, repo_id, private=private, checkpoints=checkpoints, base=base)
     except PdiffError as e:
         _fail(e)
     console.print(f"uploaded to {url}", soft_wrap=True, highlight=False, markup=False)
@@ -210,9 +220,10 @@ def ablate(args: Annotated[list[str] | None, typer.Argument(
         overrides = [a for a in rest if "=" in a]
         values = [a for a in rest if "=" not in a] or None
         report = run_ablation(_config(task, overrides, data_dir), study, values, runs_dir, progress=not quiet)
+        rows = load_record(report.parent / "ablation.json", {"variants": list},
+                           f"rerun `pdiff ablate --study {study}`")["variants"]
     except PdiffError as e:
         _fail(e)
-    rows = load_json(report.parent / "ablation.json")["variants"]
     header, body = ablation_table(rows)
     _show_table(f"ablation {study}: generated test accuracy (%)", header, body, report.with_suffix(".html"))
 

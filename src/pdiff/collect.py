@@ -30,18 +30,18 @@ from .config import RECIPES
 from .errors import ArtifactError, SelectionError, TrainingError
 from .hashing import base_hash, check_made_under, config_hash, made_under
 from .inference import accuracy, predict_many
+from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
 from .params import ParamSpec
-from .store import load_json, load_tensors, save_tensors
-from .tasks import Task
-from .tasks.datasets import TensorLoader, augmentation
+from .store import load_record, load_tensors, save_tensors
+from .task import Task
+from .tasks.datasets import TensorLoader, augmentation, pairs
 
 log = logging.getLogger(__name__)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-FOLDER = "collect"  # runs/<task>/collect/
+FOLDER = STAGE_FOLDERS["collect"]  # runs/<task>/collect/
 # The config sections collect's output depends on; precision changes training (bf16 autocast), so it is hashed
 # here and reaches every later stage.
 CONFIG_SECTIONS = ("seed", "precision", "data", "model", "collect")
-BASE_FILE, CHECKPOINTS_FILE = "base.safetensors", "checkpoints.safetensors"
 
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
@@ -57,7 +57,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
     for epoch in tqdm(range(epochs), desc="train base", disable=not (progress and distributed.is_main_process())):
-        for x, y in loader:
+        for x, y in pairs(loader):
             _step(ddp_model, optimizer, x.to(device), y.to(device), f"base training, epoch {epoch}", "lower collect.lr")
             scheduler.step()
     distributed.release(ddp_model)
@@ -65,7 +65,7 @@ def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, 
     return model.eval()
 
 
-def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, recipe: str = "epoch",
+def collect_checkpoints(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, recipe: str = "epoch",
             lr: float = 0.001, weight_decay: float = 5e-4, device: torch.device | str = "cpu",
             progress: bool = True) -> CheckpointSet:
     """Train only `spec`'s parameters of a trained model and save them K times -> CheckpointSet.
@@ -97,7 +97,7 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
     bar = tqdm(total=k, desc=f"collect ({recipe})", disable=not (progress and distributed.is_main_process()))
     try:
         for epoch in range(k if recipe == "epoch" else math.ceil(k / len(loader))):
-            for x, y in loader:
+            for x, y in pairs(loader):
                 _step(ddp_model, optimizer, x.to(device), y.to(device), f"collection, epoch {epoch}",
                       "lower collect.subset_lr")
                 if recipe == "iteration" and len(checkpoints) < k:
@@ -114,10 +114,17 @@ def collect(model: nn.Module, loader: Batches, spec: ParamSpec, k: int = 200, re
     return CheckpointSet(torch.stack(checkpoints), spec)
 
 
+collect = collect_checkpoints  # the name of earlier versions
+
+
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, where: str,
           fix: str) -> None:
     """One cross-entropy step; a non-finite loss stops training with `fix` in the message."""
-    loss = F.cross_entropy(model(x), y)
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor):
+        raise TrainingError(f"the model's forward returned a {type(logits).__name__}, not a tensor of class "
+                            "scores [B, classes]: wrap the model so that forward returns the logits alone")
+    loss = F.cross_entropy(logits, y)
     _check_finite(loss, where, fix)
     optimizer.zero_grad(set_to_none=True)
     distributed.accelerator().backward(loss)
@@ -153,9 +160,9 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
-                 "base_hash": base_hash(task.config)}
+                 "base_hash": base_hash(task.config), "data": task.data_identity}
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
-    if _load_reusable_base(model, base, base_meta["base_hash"]):
+    if _load_reusable_base(model, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
         model.to(task.device).eval()
         for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
@@ -165,7 +172,7 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
         train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
                    task.progress)
     save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
-    ckpts = collect(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
+    ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, task.device, task.progress)
     chunk = task.config.evaluate.model_chunk
     val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
@@ -234,7 +241,7 @@ def first_k(task: Task, source: Path, out: Path) -> dict:
     ckpts.rows(slice(0, k)).save(out / CHECKPOINTS_FILE, meta)
     base, base_meta = load_tensors(source / FOLDER / BASE_FILE)
     save_tensors(out / BASE_FILE, base, {**base_meta, "config_hash": meta["config_hash"]})
-    summary = load_json(source / FOLDER / "stage.json")
+    summary = load_record(source / FOLDER / STAGE_FILE, {"dim": int, "names": list}, "rerun `pdiff collect --force`")
     return {"dim": summary["dim"], "names": summary["names"], "first_k_of": str(source / FOLDER)}
 
 
@@ -243,8 +250,9 @@ def weights_finite(tensors: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
-def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
-    """Load a finished base model into `model` if it was trained the same way and is sound."""
+def _load_reusable_base(model: nn.Module, path: Path, wanted: dict) -> bool:
+    """Load a finished base model into `model` if it was trained the same way (the base_hash of `wanted`) on the
+    same data (its `data`: an image folder's contents) and is sound."""
     if not path.is_file():
         return False
     try:
@@ -252,8 +260,8 @@ def _load_reusable_base(model: nn.Module, path: Path, wanted_hash: str) -> bool:
     except ArtifactError:  # corrupt: train anew
         return False
     expected = {name: t.shape for name, t in model.state_dict().items()}
-    if (meta.get("base_hash") != wanted_hash or {n: t.shape for n, t in tensors.items()} != expected
-            or not weights_finite(tensors)):
+    if (meta.get("base_hash") != wanted["base_hash"] or meta.get("data") != wanted["data"]
+            or {n: t.shape for n, t in tensors.items()} != expected or not weights_finite(tensors)):
         return False
     model.load_state_dict(tensors)
     return True

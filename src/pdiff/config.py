@@ -3,9 +3,8 @@
 The defaults reproduce the paper (DESIGN.md section 4); a task preset in `tasks/presets/*.yaml`
 overrides what its dataset and hardware need, and the command line overrides both.
 Each field carries its rules (`setting(default, *rules)`, see pdiff.rules), which `validate` runs in field
-order, and how the config hash treats it (pdiff.hashing). The rules between the generator's networks read the
-attributes of their registry entries (`latent`, `takes_condition`, `global_kwarg`), so a new network does not
-change this module.
+order, and how the config hash treats it (pdiff.hashing); the rules between the generator's networks read their
+registry entries' attributes, so a new network does not change this module.
 """
 
 from __future__ import annotations
@@ -23,12 +22,15 @@ from omegaconf.errors import OmegaConfBaseException
 from . import rules
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
-from .diffusion import DENOISERS, SAMPLERS
+from .denoisers import DENOISERS
+from .diffusion import SAMPLERS
 from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
+from .layout import resolve_data_dir
+from .priors import PRIORS
 from .rules import AT_LEAST_0, FRACTION, OPEN_FRACTION, REAL_ABOVE_0, REAL_AT_LEAST_0, ensure, one_of, positive, setting
-from .tasks.datasets import DATASETS, resolve_data_dir
-from .tasks.models import MODEL_ARGUMENTS, MODELS
+from .tasks.datasets import DATASETS
+from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
@@ -36,7 +38,6 @@ TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: 
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
 BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
-TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
 
 
 @dataclass
@@ -60,7 +61,7 @@ class DataConfig:
 class ModelConfig:
     name: str = setting("convnet1d", one_of(MODELS, known=True))
     kwargs: dict[str, Any] = setting({}, rules.sizes, lambda key, kwargs, c: rules.check_kwargs(
-        MODELS[c.model.name], kwargs, key, MODEL_ARGUMENTS))
+        MODELS[c.model.name], kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c))
 
 
 @dataclass
@@ -132,6 +133,9 @@ class DiffusionConfig:
     condition: str = setting("none", one_of(("none", "accuracy")), inert="none", drops=("p_uncond",))
     p_uncond: float = setting(0.1, ensure(lambda v, c: 0 <= v <= 1, "{key}={value} is a probability: set it in "
                                           "[0, 1]"))
+    # The latent prior family, a name in pdiff.priors.PRIORS: "auto" the DDPM prior that fits the latents (flat,
+    # tokens, or factorised with global_steps), as before the key existed.
+    prior: str = setting("auto", one_of(PRIORS), inert="auto")
 
 
 @dataclass
@@ -145,11 +149,16 @@ class TrainConfig:
     holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS))
     # the generator's initialisation and training noise; None: the run's seed (hashed already)
     seed: int | None = setting(None, inert=None)
+    # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
+    # this task) instead of one trained generator. One is what every run trained before the key existed.
+    generators: int = setting(1, positive(), inert=1)
 
 
 @dataclass
 class GenerateConfig:
-    n: int = setting(200, positive())
+    n: int = setting(200, positive(), ensure(lambda n, c: n >= c.train.generators, "{key}={value} leaves some of "
+                     "the train.generators={c.train.generators} generators without a model: ask for at least as many "
+                     "models"))
     sampler: str = setting("ddpm", one_of(SAMPLERS))  # "ddpm", "ddim" or "dpm"
     steps: int | None = setting(None, positive(": set it to 1 or more, or null for all"), ensure(  # None: all
         lambda v, c: v is None or v <= c.train.diffusion.num_train_timesteps, "{key}={value} is more than the "
@@ -263,25 +272,21 @@ def _check_keys(layer: DictConfig, schema: DictConfig, source: str, prefix: str 
             while isinstance(value, DictConfig) and len(value) == 1:  # report the whole dotted key typed
                 (child, value), = value.items()
                 full = f"{full}.{child}"
-            close = difflib.get_close_matches(full, _all_keys(OmegaConf.structured(Config)), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(full, config_keys(), n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(close)}?" if close else "; `pdiff tasks --keys` lists them"
             raise ConfigError(f"unknown config key {full!r} in {source}{hint}")
         if key != "kwargs" and isinstance(value, DictConfig) and isinstance(schema[key], DictConfig):
             _check_keys(value, schema[key], source, prefix=f"{full}.")
 
 
-def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
+def config_keys(node: DictConfig | None = None, prefix: str = "") -> list[str]:
+    """Every settable key (of `node`, else of the whole config), e.g. 'train.diffusion.steps'."""
     keys = []
-    for key, value in node.items():
+    for key, value in (OmegaConf.structured(Config) if node is None else node).items():
         keys.append(f"{prefix}{key}")
         if isinstance(value, DictConfig) and key != "kwargs":
-            keys.extend(_all_keys(value, f"{prefix}{key}."))
+            keys.extend(config_keys(value, f"{prefix}{key}."))
     return keys
-
-
-def config_keys() -> list[str]:
-    """Every settable key, e.g. 'train.diffusion.steps'."""
-    return _all_keys(OmegaConf.structured(Config))
 
 
 def validate(config: Config) -> None:
@@ -300,41 +305,39 @@ def check_task_name(task: str) -> None:
 
 def _two_left(holdout: int, k: int) -> None:
     if holdout and holdout > k - 2:  # K=1 without a holdout is fine
-        raise ConfigError(f"train.holdout={holdout} leaves fewer than 2 of the collect.k={k} checkpoints to train "
-                          f"on: hold out at most {k - 2}")
+        raise ConfigError(f"train.holdout={holdout} leaves fewer than 2 of the collect.k={k} checkpoints to "
+                          f"train on: hold out at most {k - 2}")
+
+
+def _takes_the_images(config: Config) -> None:
+    """An image folder resized to data.image_size must pass the model's poolings (`tasks.models.input_problem`)."""
+    size, m = config.data.image_size, config.model
+    if config.data.name == "imagefolder" and size and (problem := input_problem(m.name, m.kwargs, (3, size, size))):
+        raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({problem}): "
+                          "give a larger data.image_size")
 
 
 def _conditioned_for(target: str | None, config: Config) -> None:
     if target is not None:
-        parse_target(target)
+        rules.parse_target(target)
         if config.train.diffusion.condition == "none":
             raise ConfigError(f"generate.target={target} needs a generator conditioned on accuracy: add "
                               "train.diffusion.condition=accuracy")
 
 
-def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:
-    """A target accuracy as ("accuracy", fraction in [0, 1]) or ("percentile", 0 to 100) of the training
-    checkpoints' validation accuracies: "0.98" or 0.98, "max" (q100), "median" (q50), "min" (q0), "q90"."""
-    text = str(target).strip().lower()
-    if text in TARGET_PERCENTILES:
-        return "percentile", TARGET_PERCENTILES[text]
-    if match := re.fullmatch(r"q(\d+(?:\.\d*)?)", text):
-        percentile = float(match.group(1))
-        if percentile > 100:
-            raise ConfigError(f"{key}={target}: a percentile runs from q0 to q100")
-        return "percentile", percentile
-    try:
-        fraction = float(text)
-    except ValueError:
-        raise ConfigError(f"{key}={target!r} is not a target: give a validation accuracy as a fraction (0.98) or "
-                          f"one of {', '.join(TARGET_PERCENTILES)}, qNN (the NN-th percentile)") from None
-    if not 0 <= fraction <= 1:
-        raise ConfigError(f"{key}={target} is outside [0, 1]: give the accuracy as a fraction, e.g. 0.98 for 98%")
-    return "accuracy", fraction
-
-
 def to_dict(config: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves by dotted key: {"a": {"b": 1}} -> {"a.b": 1}; an empty dict stays a leaf."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_yaml(config: Config) -> str:

@@ -1,303 +1,116 @@
-"""The latent diffusion model: denoiser networks and the DDPM (training loss and sampling).
+"""The DDPM's math, apart from the networks (pdiff.denoisers): the noise schedule, the training losses and the
+samplers.
 
-The noise schedule and the samplers are diffusers' schedulers, kept apart from the network: a denoiser
-maps (x_t [B, d], t [B]) to the predicted noise eps [B, d] (the transformer: x_t [B, T, c] to [B, T, c])
-and knows nothing about the schedule. A conditioned denoiser (`conditioned=True`, mlp and conv1d) also takes
-c [B], a scalar condition per sample (pdiff: the checkpoint's standardised validation accuracy), where NaN
-marks a dropped condition: one network is then both the conditional and the unconditional model of
-classifier-free guidance (Ho & Salimans 2022).
+`NoiseSchedule` holds the betas and noises x0 to x_t. Each training loss is one function, one per way a
+prior trains its denoiser: `denoising_loss` (the paper's), `guidance_loss` (a conditioned denoiser, its
+condition dropped now and then: classifier-free guidance), `token_weighted_loss` (token latents whose tokens
+count unequally) and `clean_prefix_loss` (the tokens after a prefix, given the prefix). `sample` runs one of
+diffusers' schedulers ("ddpm", "ddim", "dpm") down from noise; diffusers is imported lazily: importing it
+costs seconds.
 """
 
 from __future__ import annotations
-
-import math
-from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pdiff.autoencoder import conv_block
+from .errors import ConfigError
+
+SAMPLERS = ("ddpm", "ddim", "dpm")
+# Sampling steps when none are given; "ddpm" runs the full chain of num_train_timesteps.
+DEFAULT_STEPS = {"ddim": 50, "dpm": 25}
 
 
-def timestep_embedding(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal embedding of integer timesteps, one per sample: t [B] -> [B, dim].
+class NoiseSchedule:
+    """Linear betas from beta_start to beta_end over num_train_timesteps (paper: 1e-4 to 2e-2, T = 1000),
+    epsilon prediction; every sampler's scheduler is made with these betas (`scheduler`)."""
 
-    Frequencies run geometrically from 1 to 1/10000 (Transformer / DDPM style). Each row uses its
-    own t; the official v1 code embedded sample 0's timestep for the whole batch, a bug.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)  # [half]
-    args = t.float()[:, None] * freqs[None]  # [B, half]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)  # [B, 2 * half]
-    return F.pad(emb, (0, dim - 2 * half))  # a zero column when dim is odd
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2):
+        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_start = beta_start
+        self.beta_end = beta_end
+        self.ddpm = DDPMScheduler(**self._arguments(), clip_sample=False)  # its add_noise noises x0
 
-class TimeMLP(nn.Module):
-    """Sinusoidal embedding followed by a small MLP: t [B] -> [B, time_dim]."""
+    def _arguments(self) -> dict:
+        """The arguments that every scheduler shares, so all samplers use the same betas."""
+        return dict(num_train_timesteps=self.num_train_timesteps, beta_start=self.beta_start,
+                    beta_end=self.beta_end, beta_schedule="linear", prediction_type="epsilon")
 
-    def __init__(self, time_dim: int):
-        super().__init__()
-        self.time_dim = time_dim
-        self.mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+    @property
+    def betas(self) -> Tensor:
+        """[T]"""
+        return self.ddpm.betas
 
-    def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_embedding(t, self.time_dim))
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """[T], alpha_bar_t = prod_{s <= t} (1 - beta_s)"""
+        return self.ddpm.alphas_cumprod
 
+    def noised(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, t [B], eps) for x0 [B, *]: t uniform in {0, ..., T-1} for each sample, eps ~ N(0, 1) like x0, and
+        x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps. Drawn on the generator's device (a CPU generator
+        cannot fill a GPU tensor), then moved to x0's."""
+        rng_device = generator.device if generator is not None else x0.device
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=rng_device)
+        eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
+        t, eps = t.to(x0.device), eps.to(x0.device)
+        return self.ddpm.add_noise(x0, eps, t), t, eps
 
-class ConditionEmbedding(nn.Module):
-    """A scalar condition c [B] -> [B, time_dim], added to the time embedding; NaN rows get a learned null.
+    def scheduler(self, sampler: str):
+        """A fresh diffusers scheduler for `sampler` ("ddpm", "ddim" with eta = 0, or "dpm": DPM-Solver++)."""
+        if sampler == "ddpm":
+            from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
-    The null embedding stands for "no condition": training drops conditions to it with probability p_uncond,
-    so the same weights also model the unconditional distribution (classifier-free guidance).
-    """
+            return DDPMScheduler(**self._arguments(), clip_sample=False)
+        if sampler == "ddim":
+            from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-    def __init__(self, time_dim: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
-        self.null = nn.Parameter(torch.zeros(time_dim))
+            return DDIMScheduler(**self._arguments(), clip_sample=False)
+        if sampler == "dpm":
+            from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 
-    def forward(self, c: Tensor | None, batch: int) -> Tensor:
-        """c [B] (NaN: dropped) or None (all dropped) -> [B, time_dim]"""
-        if c is None:
-            return self.null.expand(batch, -1)
-        dropped = c.isnan()[:, None]  # [B, 1]
-        # NaN must not enter the MLP: it would poison the gradients of the rows that are kept.
-        return torch.where(dropped, self.null, self.mlp(c.nan_to_num(0.0)[:, None]))
-
-
-def embed(time: TimeMLP, condition: ConditionEmbedding | None, t: Tensor, c: Tensor | None) -> Tensor:
-    """The embedding every block of a denoiser receives: time, plus the condition's if it is conditioned."""
-    emb = time(t)  # [B, time_dim]
-    if condition is not None:
-        return emb + condition(c, len(t))
-    if c is not None:
-        raise ValueError("this denoiser was built without conditioned=True: it takes no condition")
-    return emb
+            return DPMSolverMultistepScheduler(**self._arguments(), algorithm_type="dpmsolver++")
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
 
 
-class ResidualBlock(nn.Module):
-    """h + W2 act(W1 LN(h) + W_t emb): a pre-norm residual MLP block with the time embedding added."""
-
-    def __init__(self, width: int, time_dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.fc1 = nn.Linear(width, width)
-        self.time = nn.Linear(time_dim, width)
-        self.fc2 = nn.Linear(width, width)
-
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.time(emb)))
+def denoising_loss(schedule: NoiseSchedule, denoiser: nn.Module, x0: Tensor,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t), x0 [B, d] or
+    [B, T, c]."""
+    x_t, t, eps = schedule.noised(x0, generator)
+    return F.mse_loss(denoiser(x_t, t), eps)
 
 
-class MLPDenoiser(nn.Module):
-    """Residual MLP denoiser: dim -> width, `depth` residual blocks with the time embedding, -> dim."""
-
-    latent, takes_condition = "flat", True  # denoises flat latents [B, d]; can be conditioned (see embed)
-
-    def __init__(self, dim: int, width: int = 256, depth: int = 3, time_dim: int = 128, conditioned: bool = False):
-        super().__init__()
-        self.time = TimeMLP(time_dim)
-        self.proj_in = nn.Linear(dim, width)
-        self.blocks = nn.ModuleList(ResidualBlock(width, time_dim) for _ in range(depth))
-        self.proj_out = nn.Linear(width, dim)
-        # Built last, so that the other layers start from the same weights with or without it.
-        self.condition = ConditionEmbedding(time_dim) if conditioned else None
-
-    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
-        """x [B, d], t [B] int64 timesteps, c [B] conditions (conditioned only) -> predicted noise [B, d]"""
-        emb = embed(self.time, self.condition, t, c)  # [B, time_dim]
-        h = self.proj_in(x)  # [B, width]
-        for block in self.blocks:
-            h = block(h, emb)
-        # No norm before the output: the residual stream is linear in x, so the prediction can scale with
-        # x_t (eps ~ x_t near t = T); a LayerNorm here caps |eps| and throws far-out samples off.
-        return self.proj_out(h)
+def guidance_loss(schedule: NoiseSchedule, denoiser: nn.Module, x0: Tensor, c: Tensor, p_uncond: float,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """The DDPM loss of a conditioned denoiser, each condition c [B] dropped to the null condition (NaN) with
+    probability p_uncond after t and eps are drawn: classifier-free guidance's joint training of the
+    conditional and unconditional model."""
+    x_t, t, eps = schedule.noised(x0, generator)
+    rng_device = generator.device if generator is not None else x0.device
+    dropped = torch.rand(x0.shape[0], generator=generator, device=rng_device).to(x0.device) < p_uncond
+    return F.mse_loss(denoiser(x_t, t, torch.where(dropped, torch.nan, c)), eps)
 
 
-class ConvDenoiser(nn.Module):
-    """p-diff's 1-D conv encoder/decoder denoiser with additive skips and the time embedding per block.
-
-    The latent is zero-padded to a multiple of 2**len(channels) and read as a 1-channel signal. Each
-    encoder block halves the length, each decoder block doubles it and adds the encoder activation of
-    the same length; a Conv1d head maps back to one channel, cropped to d, plus a gated skip from x.
-    """
-
-    latent, takes_condition = "flat", True
-
-    def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128,
-                 conditioned: bool = False):
-        super().__init__()
-        self.dim = dim
-        scale = 2 ** len(channels)
-        self.padded_dim = -(-dim // scale) * scale
-        self.time = TimeMLP(time_dim)
-
-        widths = (1, *channels)
-        self.down = nn.ModuleList(conv_block(a, b) for a, b in pairwise(widths))
-        back = (*channels[::-1], channels[0])  # e.g. 256, 128, 64, 64: the last block keeps its width
-        self.up = nn.ModuleList(conv_block(a, b, transpose=True) for a, b in pairwise(back))
-        # One time projection per block, added to its output as a per-channel bias.
-        self.time_down = nn.ModuleList(nn.Linear(time_dim, c) for c in widths[1:])
-        self.time_up = nn.ModuleList(nn.Linear(time_dim, c) for c in back[1:])
-        self.head = nn.Conv1d(channels[0], 1, kernel_size=3, padding=1)
-        # A linear skip from x with a time-dependent gain: the normalised blocks cannot make the prediction
-        # scale with x_t (eps ~ x_t near t = T), which throws far-out samples off.
-        self.skip_gain = nn.Linear(time_dim, 1)
-        self.condition = ConditionEmbedding(time_dim) if conditioned else None  # last: see MLPDenoiser
-
-    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
-        """x [B, d], t [B] int64 timesteps, c [B] conditions (conditioned only) -> predicted noise [B, d]"""
-        emb = embed(self.time, self.condition, t, c)  # [B, time_dim]
-        h = F.pad(x, (0, self.padded_dim - self.dim)).unsqueeze(1)  # [B, 1, dpad]
-        skips = []
-        for block, time in zip(self.down, self.time_down, strict=True):
-            h = block(h) + time(emb)[:, :, None]  # [B, C_i, dpad / 2**(i+1)]
-            skips.append(h)
-        skips = skips[-2::-1]  # encoder outputs at the lengths the decoder blocks produce, deepest first
-        for i, (block, time) in enumerate(zip(self.up, self.time_up, strict=True)):
-            h = block(h) + time(emb)[:, :, None]
-            if i < len(skips):
-                h = h + skips[i]
-        return self.head(h).squeeze(1)[:, : self.dim] + self.skip_gain(emb) * x  # [B, dpad] -> [B, d]
+def token_weighted_loss(schedule: NoiseSchedule, denoiser: nn.Module, x0: Tensor, weights: Tensor,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """The DDPM loss on token latents x0 [B, T, c], each token's MSE weighted by weights [T] (summing to 1)."""
+    x_t, t, eps = schedule.noised(x0, generator)
+    return ((denoiser(x_t, t) - eps).pow(2).mean(dim=(0, 2)) * weights).sum()
 
 
-class WindowAttention(nn.Module):
-    """Multi-head self-attention within windows of `window` tokens, optionally shifted by `shift` tokens, with
-    a prefix of global tokens.
-
-    Full attention over T tokens costs T^2; within windows it costs T x window, linear in T (and in D).
-    A sequence no longer than the window gets full attention. Shifting every other block by half a window
-    (as Swin does) lets information cross window edges. The first `num_global` tokens of a longer sequence
-    attend to every token, and every window attends to them as well as to itself (global tokens, as in
-    Longformer): G x T more, still linear in T. Attention runs through F.scaled_dot_product_attention (its
-    memory-efficient kernels); padding keys are masked out.
-    """
-
-    def __init__(self, width: int, heads: int, window: int, shift: int = 0):
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} is not a multiple of heads {heads}")
-        self.heads, self.window, self.shift = heads, window, shift
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: Tensor, num_global: int = 0) -> Tensor:
-        """[B, L, width] (the first num_global tokens global) -> [B, L, width]"""
-        B, L, C = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [B, nh, L, hs]
-        if L <= self.window:
-            h = F.scaled_dot_product_attention(q, k, v)
-        elif num_global:
-            G = num_global
-            h = torch.cat([F.scaled_dot_product_attention(q[:, :, :G], k, v), self._windowed(q, k, v, G)], dim=2)
-        else:
-            h = self._windowed(q, k, v, 0)
-        return self.proj(h.transpose(1, 2).reshape(B, L, C))
-
-    def _windowed(self, q: Tensor, k: Tensor, v: Tensor, G: int) -> Tensor:
-        """The tokens after the G global ones attend within their window and to the global tokens:
-        q, k, v [B, nh, G + T, hs] -> [B, nh, T, hs]."""
-        B, nh, L, hs = q.shape
-        T, W = L - G, self.window
-        n_windows = -(-T // W)
-        pad = n_windows * W - T  # < window, so no window is padding only
-        valid = torch.arange(T + pad, device=q.device) < T  # [Tp]
-        if self.shift:
-            valid = valid.roll(-self.shift)
-
-        def windows(t: Tensor) -> Tensor:  # [B, nh, G + T, hs] -> [B, nh * n_windows, W, hs]
-            t = F.pad(t[:, :, G:], (0, 0, 0, pad))
-            return (t.roll(-self.shift, dims=2) if self.shift else t).reshape(B, nh * n_windows, W, hs)
-
-        def with_global(t: Tensor) -> Tensor:  # every window's keys (values): the global ones, then its own
-            shared = t[:, :, None, :G].expand(B, nh, n_windows, G, hs).reshape(B, nh * n_windows, G, hs)
-            return torch.cat([shared, windows(t)], dim=2)  # [B, nh * n_windows, G + W, hs]
-
-        keys = torch.cat([valid.new_ones(n_windows, G), valid.view(n_windows, W)], dim=1)  # [n_windows, G + W]
-        mask = keys[None, :, None].expand(nh, -1, -1, -1).reshape(1, nh * n_windows, 1, G + W)
-        h = F.scaled_dot_product_attention(windows(q), with_global(k), with_global(v), attn_mask=mask)
-        h = h.reshape(B, nh, n_windows * W, hs)
-        if self.shift:
-            h = h.roll(self.shift, dims=2)
-        return h[:, :, :T]
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm transformer block: the time embedding added to every token, windowed attention, then an MLP."""
-
-    def __init__(self, width: int, heads: int, window: int, shift: int, time_dim: int):
-        super().__init__()
-        self.time = nn.Linear(time_dim, width)
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = WindowAttention(width, heads, window, shift)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-
-    def forward(self, h: Tensor, emb: Tensor, num_global: int = 0) -> Tensor:
-        """h [B, T, width] (the first num_global tokens global), emb [B, time_dim] -> [B, T, width]"""
-        h = h + self.time(emb)[:, None]
-        h = h + self.attention(self.norm1(h), num_global)
-        return h + self.mlp(self.norm2(h))
-
-
-class TransformerDenoiser(nn.Module):
-    """A small transformer over the token latents [B, T, c] of the tokens autoencoder.
-
-    Each latent token is projected to `width` and given a learned position embedding (one per token) and
-    the time embedding; `depth` blocks of windowed attention (every other block shifted by half a window)
-    follow, then a linear head and a gated skip from x_t, as in ConvDenoiser (eps ~ x_t near t = T).
-    The first `global_tokens` tokens (the autoencoder's global latent) are seen by every window and see every
-    token, so that all windows draw one model rather than a patchwork of several (see WindowAttention).
-    Cost grows with T x (window + global_tokens), so linearly in D for a fixed token size.
-    """
-
-    latent, takes_condition = "tokens", False  # token latents [B, T, c], cropped in whole windows; no condition yet
-
-    def __init__(self, dim: int, tokens: int, width: int = 128, depth: int = 4, heads: int = 4, window: int = 256,
-                 time_dim: int = 128, global_tokens: int = 0):
-        super().__init__()
-        self.window, self.global_tokens = window, global_tokens
-        self.time = TimeMLP(time_dim)
-        self.proj_in = nn.Linear(dim, width)
-        self.position = nn.Parameter(0.02 * torch.randn(tokens, width))  # [T, width]
-        self.blocks = nn.ModuleList(
-            TransformerBlock(width, heads, window, window // 2 if i % 2 else 0, time_dim) for i in range(depth))
-        self.norm = nn.LayerNorm(width)
-        self.proj_out = nn.Linear(width, dim)
-        self.skip_gain = nn.Linear(time_dim, 1)
-
-    def forward(self, x: Tensor, t: Tensor, token_ids: Tensor | None = None) -> Tensor:
-        """x [B, T, c], t [B] int64 timesteps -> predicted noise [B, T, c].
-
-        token_ids [n]: x is the crop [B, n, c] of the sequence at those positions, the global tokens first
-        (training on crops: the cost of a step then does not grow with T); its windows are those of the crop.
-        """
-        emb = self.time(t)  # [B, time_dim]
-        position = self.position if token_ids is None else self.position[token_ids]  # [n, width]
-        h = self.proj_in(x) + position  # [B, n, width]
-        for block in self.blocks:
-            h = block(h, emb, self.global_tokens)
-        return self.proj_out(self.norm(h)) + self.skip_gain(emb)[:, :, None] * x
-
-
-DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoiser,
-                                         "transformer": TransformerDenoiser}
-TOKEN_DENOISERS = tuple(name for name, net in DENOISERS.items() if net.latent == "tokens")  # the others: [B, d]
-# What build_denoiser and the generator give a constructor, never train.diffusion.kwargs.
-DENOISER_ARGUMENTS = ("dim", "tokens", "conditioned", "global_tokens")
-
-
-def build_denoiser(arch: str, dim: int, tokens: int | None = None, global_tokens: int = 0, **kwargs) -> nn.Module:
-    """Build the denoiser named `arch` (a key of DENOISERS) for latents [dim] or, token denoisers, [tokens, dim]
-    (of which the first `global_tokens` are a global latent, see TransformerDenoiser)."""
-    if arch not in DENOISERS:
-        raise ValueError(f"unknown denoiser arch {arch!r}; choose one of {sorted(DENOISERS)}")
-    if arch in TOKEN_DENOISERS:
-        if tokens is None:
-            raise ValueError(f"the {arch} denoiser works on token latents [T, c]: give the number of tokens T")
-        kwargs.update(tokens=tokens, global_tokens=global_tokens)
-    return DENOISERS[arch](dim, **kwargs)
+def clean_prefix_loss(schedule: NoiseSchedule, denoiser: nn.Module, x0: Tensor, prefix: int,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """The DDPM loss on token latents x0 [B, T, c] whose first `prefix` tokens stay as they are in x0 and out
+    of the loss, so the denoiser learns the other tokens given them (p(rest | prefix)); `sample(prefix=...)` then
+    draws the rest for a prefix drawn elsewhere (pdiff: the global latent, by a denoiser of its own)."""
+    x_t, t, eps = schedule.noised(x0, generator)
+    x_t = torch.cat([x0[:, :prefix], x_t[:, prefix:]], dim=1)
+    return F.mse_loss(denoiser(x_t, t)[:, prefix:], eps[:, prefix:])
 
 
 def guide(eps_cond: Tensor, eps_uncond: Tensor, guidance: float) -> Tensor:
@@ -326,141 +139,54 @@ def predict_noise(denoiser: nn.Module, x_t: Tensor, t: Tensor, c: float | None =
     return guide(eps_cond, eps_uncond, guidance)
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm")
-# Sampling steps when none are given; "ddpm" runs the full chain of num_train_timesteps.
-DEFAULT_STEPS = {"ddim": 50, "dpm": 25}
+@torch.no_grad()
+def sample(
+    denoiser: nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    dim: int | tuple[int, ...],
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    c: float | None = None,
+    guidance: float = 0.0,
+    prefix: Tensor | None = None,
+) -> Tensor:
+    """Draw n latents [n, dim] (or [n, *dim], dim a shape such as (T, c)) by `steps` steps of `sampler`.
 
-
-class DDPM:
-    """The noise schedule and sampling loop, apart from the network (diffusers' schedulers do the math).
-
-    Linear betas from beta_start to beta_end over num_train_timesteps (paper: 1e-4 to 2e-2, T = 1000),
-    epsilon prediction. diffusers is imported lazily: importing it costs seconds.
+    steps defaults to num_train_timesteps for "ddpm" and to DEFAULT_STEPS otherwise. The same
+    generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
+    c (a conditioned denoiser): the condition of every sample, with classifier-free guidance w = `guidance`
+    (see `predict_noise`); None samples the denoiser as it is.
+    prefix [n, P, c] (token latents, a denoiser trained with `clean_prefix_loss`): the first P tokens of
+    every sample, held fixed at every step while the others are drawn given them.
     """
-
-    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2):
-        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
-
-        self.num_train_timesteps = num_train_timesteps
-        self.beta_start = beta_start
-        self.beta_end = beta_end
-        self.scheduler = DDPMScheduler(**self._schedule(), clip_sample=False)
-
-    def _schedule(self) -> dict:
-        """The arguments that every scheduler shares, so all samplers use the same betas."""
-        return dict(
-            num_train_timesteps=self.num_train_timesteps,
-            beta_start=self.beta_start,
-            beta_end=self.beta_end,
-            beta_schedule="linear",
-            prediction_type="epsilon",
-        )
-
-    @property
-    def betas(self) -> Tensor:
-        """[T]"""
-        return self.scheduler.betas
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        """[T], alpha_bar_t = prod_{s <= t} (1 - beta_s)"""
-        return self.scheduler.alphas_cumprod
-
-    def loss(self, denoiser: nn.Module, x0: Tensor, generator: torch.Generator | None = None,
-             c: Tensor | None = None, p_uncond: float = 0.0, token_weights: Tensor | None = None,
-             clean_prefix: int = 0) -> Tensor:
-        """The simple DDPM loss (Ho et al. 2020, Eq. 14): MSE between eps and eps_theta(x_t, t[, c]).
-
-        x0 [B, d] (or [B, T, c]); t is drawn uniformly from {0, ..., T-1} for each sample. With conditions c [B]
-        (a conditioned denoiser), each is dropped to the null condition with probability p_uncond, after t
-        and eps are drawn: classifier-free guidance's joint training of the conditional and unconditional model.
-        token_weights [T] (token latents, T those of x0, a crop's too; summing to 1): each token's MSE weighted,
-        instead of all alike (unconditioned only).
-        clean_prefix P (token latents): the first P tokens of x_t stay as they are in x0 and out of the loss, so
-        the denoiser learns the other tokens given them (p(rest | prefix)); `sample(prefix=...)` then draws the
-        rest for a prefix drawn elsewhere (pdiff: the global latent, by a denoiser of its own).
-        """
-        # Draw on the generator's device (a CPU generator cannot fill a GPU tensor), then move.
-        rng_device = generator.device if generator is not None else x0.device
-        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=rng_device)
-        eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype)
-        t, eps = t.to(x0.device), eps.to(x0.device)
-        x_t = self.scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
-        if clean_prefix:
-            if c is not None or token_weights is not None:
-                raise ValueError("clean_prefix is for unconditioned, unweighted token latents")
-            x_t = torch.cat([x0[:, :clean_prefix], x_t[:, clean_prefix:]], dim=1)
-            return F.mse_loss(denoiser(x_t, t)[:, clean_prefix:], eps[:, clean_prefix:])
-        if token_weights is not None:
-            if c is not None:
-                raise ValueError("token_weights are for unconditioned token latents: give no condition c")
-            return ((denoiser(x_t, t) - eps).pow(2).mean(dim=(0, 2)) * token_weights).sum()
-        if c is None:
-            return F.mse_loss(denoiser(x_t, t), eps)
-        dropped = torch.rand(x0.shape[0], generator=generator, device=rng_device).to(x0.device) < p_uncond
-        return F.mse_loss(denoiser(x_t, t, torch.where(dropped, torch.nan, c)), eps)
-
-    def make_scheduler(self, sampler: str):
-        """A fresh diffusers scheduler for `sampler` ("ddpm", "ddim" with eta = 0, or "dpm": DPM-Solver++)."""
-        if sampler == "ddpm":
-            from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
-
-            return DDPMScheduler(**self._schedule(), clip_sample=False)
-        if sampler == "ddim":
-            from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-
-            return DDIMScheduler(**self._schedule(), clip_sample=False)
-        if sampler == "dpm":
-            from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
-
-            return DPMSolverMultistepScheduler(**self._schedule(), algorithm_type="dpmsolver++")
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
-
-    @torch.no_grad()
-    def sample(
-        self,
-        denoiser: nn.Module,
-        n: int,
-        dim: int | tuple[int, ...],
-        sampler: str = "ddpm",
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        c: float | None = None,
-        guidance: float = 0.0,
-        prefix: Tensor | None = None,
-    ) -> Tensor:
-        """Draw n latents [n, dim] (or [n, *dim], dim a shape such as (T, c)) by `steps` steps of `sampler`.
-
-        steps defaults to num_train_timesteps for "ddpm" and to DEFAULT_STEPS otherwise. The same
-        generator state gives the same samples. The denoiser runs in eval mode; its mode is restored.
-        c (a conditioned denoiser): the condition of every sample, with classifier-free guidance w = `guidance`
-        (see `predict_noise`); None samples the denoiser as it is.
-        prefix [n, P, c] (token latents, a denoiser trained with `loss(clean_prefix=P)`): the first P tokens of
-        every sample, held fixed at every step while the others are drawn given them.
-        """
-        scheduler = self.make_scheduler(sampler)
-        scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, self.num_train_timesteps))
-        rng_device = generator.device if generator is not None else device
-        shape = (n, *dim) if isinstance(dim, tuple) else (n, dim)
-        x = torch.randn(shape, generator=generator, device=rng_device).to(device)  # x_T
-        x = x * scheduler.init_noise_sigma
-        fixed = 0 if prefix is None else prefix.shape[1]
-        if prefix is not None:
-            if prefix.ndim != 3 or prefix.shape[0] != n or prefix.shape[2:] != shape[2:] or fixed >= shape[1]:
-                raise ValueError(f"prefix must be [n, P, c] = [{n}, P < {shape[1]}, {shape[-1]}] for latents "
-                                 f"{tuple(shape)}, got {tuple(prefix.shape)}")
-            prefix = prefix.to(device)
-        was_training = denoiser.training
-        denoiser.eval()
-        try:
-            for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
-                t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
-                if fixed:
-                    x = torch.cat([prefix, x[:, fixed:]], dim=1)
-                eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # like x
-                x = scheduler.step(eps, t, x, generator=generator).prev_sample
-        finally:
-            denoiser.train(was_training)
-        return x if not fixed else torch.cat([prefix, x[:, fixed:]], dim=1)
+    if steps is not None and not 1 <= steps <= schedule.num_train_timesteps:  # 0 must not mean "the default"
+        raise ConfigError(f"steps={steps}: sample with 1..{schedule.num_train_timesteps} steps (the timesteps the "
+                          "diffusion model was trained on), or None for the default")
+    scheduler = schedule.scheduler(sampler)
+    scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, schedule.num_train_timesteps))
+    rng_device = generator.device if generator is not None else device
+    shape = (n, *dim) if isinstance(dim, tuple) else (n, dim)
+    x = torch.randn(shape, generator=generator, device=rng_device).to(device)  # x_T
+    x = x * scheduler.init_noise_sigma
+    fixed = 0 if prefix is None else prefix.shape[1]
+    if prefix is not None:
+        if prefix.ndim != 3 or prefix.shape[0] != n or prefix.shape[2:] != shape[2:] or fixed >= shape[1]:
+            raise ValueError(f"prefix must be [n, P, c] = [{n}, P < {shape[1]}, {shape[-1]}] for latents "
+                             f"{tuple(shape)}, got {tuple(prefix.shape)}")
+        prefix = prefix.to(device)
+    was_training = denoiser.training
+    denoiser.eval()
+    try:
+        for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler})", disable=not progress):
+            t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)  # [n]
+            if fixed:
+                x = torch.cat([prefix, x[:, fixed:]], dim=1)
+            eps = predict_noise(denoiser, scheduler.scale_model_input(x, t), t_batch, c, guidance)  # like x
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+    finally:
+        denoiser.train(was_training)
+    return x if not fixed else torch.cat([prefix, x[:, fixed:]], dim=1)

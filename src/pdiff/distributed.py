@@ -19,6 +19,7 @@ from accelerate.utils import broadcast
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import store
 from .errors import ConfigError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -75,6 +76,7 @@ def setup(device: str | torch.device = "auto", precision: str = "no") -> torch.d
         except ValueError as e:
             raise ConfigError(f"precision={settings[1]} does not work on {device} ({e}): use precision=no") from None
         _settings = settings
+        store.write_only_where(is_main_process)
         if not _accelerator.is_main_process:
             logging.getLogger("pdiff").setLevel(logging.WARNING)  # one process reports progress
     if _accelerator.num_processes == 1 or device.type == "cpu":

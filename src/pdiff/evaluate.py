@@ -16,22 +16,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect, generate, stats
+from . import collect, generate, memorization, stats
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .errors import ArtifactError
-from .hashing import check_made_under, config_hash, made_under
+from .hashing import check_hash, config_hash, made_under
 from .inference import accuracy, accuracy_many, predict_many
+from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
 from .params import Normalizer
+from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
-from .store import load_json, load_tensors, save_json, save_tensors
-from .tasks import Task
+from .store import check_format_version, check_record, load_json, load_tensors, save_json, save_tensors
+from .task import Task
 from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
-FOLDER = "evaluate"  # runs/<task>/evaluate/
+FOLDER = STAGE_FOLDERS["evaluate"]  # runs/<task>/evaluate/
 CONFIG_SECTIONS = (*generate.CONFIG_SECTIONS, "evaluate")
-RESULTS_FILE, PREDICTIONS_FILE = "results.json", "predictions.safetensors"
+RESULTS_FORMAT_VERSION = 1  # of results.json; 0: written before it carried one
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -59,17 +61,20 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                                 desc=task.bar(f"evaluate {group} (val)"))
         test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device,
                                  desc=task.bar(f"evaluate {group} (test)"))
-        records += _records(group, val_acc, accuracy(test_pred, test_labels))
+        made_by = generated.generator.tolist() if group == "generated" else None
+        records += _records(group, val_acc, accuracy(test_pred, test_labels), made_by)
         test_rows.append(test_pred)
     predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
     names = [r["group"] for r in records]
     standardised = normalizer.normalize(vectors)
     similarity = similarity_summary(predictions, test_labels, names, standardised)
-    results = {"task": task.config.task, "config_hash": config_hash(task.config, CONFIG_SECTIONS),
-               "seed": task.config.seed, "spec": ckpts.spec.to_dict(), "models": records,
+    results = {"format_version": RESULTS_FORMAT_VERSION, "task": task.config.task,
+               "config_hash": config_hash(task.config, CONFIG_SECTIONS), "seed": task.config.seed,
+               "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
     results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
+    results["provenance"] = provenance(task.device)
     if results["collapse"]["collapsed"]:
         log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
@@ -80,11 +85,19 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
 
 def load(task: Task, run_dir: Path) -> dict:
     """results.json of `run_dir`, checked to be made under this config."""
+    return read(run_dir, config_hash(task.config, CONFIG_SECTIONS))
+
+
+def read(run_dir: Path, config_hash: str) -> dict:
+    """results.json of `run_dir`, checked to be made under the config of `config_hash` and of a format_version
+    this pdiff reads."""
     path = run_dir / FOLDER / RESULTS_FILE
     results = load_json(path)
     if not isinstance(results, dict) or "summary" not in results:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
-    check_made_under(task.config, CONFIG_SECTIONS, path, results, "evaluate")
+    check_record(path, results, {"summary": dict, "models": list, "spec": dict}, "rerun `pdiff evaluate --force`")
+    check_format_version(path, results, RESULTS_FORMAT_VERSION)
+    check_hash(path, results, config_hash, "evaluate")
     return results
 
 
@@ -97,9 +110,15 @@ def load_correct(task: Task, run_dir: Path, group: str) -> tuple[torch.Tensor, t
     return tensors["predictions"][rows] == tensors["labels"], val
 
 
-def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor) -> list[dict]:
-    return [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
-            for i, (v, t) in enumerate(zip(val_accuracy.tolist(), test_accuracy.tolist(), strict=True))]
+def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor,
+             generators: list[int] | None = None) -> list[dict]:
+    """One record per model; a generated model's also names the generator that drew it (0 .. G - 1)."""
+    records = [{"group": group, "index": i, "val_accuracy": v, "test_accuracy": t}
+               for i, (v, t) in enumerate(zip(val_accuracy.tolist(), test_accuracy.tolist(), strict=True))]
+    if generators is not None:
+        for record, generator in zip(records, generators, strict=True):
+            record["generator"] = generator
+    return records
 
 
 def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: torch.Tensor,
@@ -160,10 +179,15 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
     val = torch.tensor([r["val_accuracy"] for r in records])
     iou = {g: torch.tensor(v["values"]) for g, v in similarity["max_iou_to_original"].items()}
     l2 = {g: torch.tensor(v["values"]) for g, v in similarity["distance_to_original"].items()}
+    generators = {g: torch.tensor([records[i].get("generator", 0) for i in rows[g].tolist()]) for g in rows}
 
     def accuracy(group: str, versus: str) -> list[stats.Comparison]:
         a, b = rows[group], rows[versus]
-        return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus, seed=seed)
+        return stats.compare_accuracy(correct[a], val[a], correct[b], val[b], group, versus,
+                                      generators=generators[group], versus_generators=generators[versus])
+
+    def similarity_to_originals(group: str, versus: str) -> stats.Comparison:
+        return stats.compare_values(iou[group], iou[versus], group, versus, "median_max_iou", seed=seed)
 
     comparisons = []
     for group in rows:
@@ -172,25 +196,24 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
         comparisons += [c.as_dict() for c in accuracy(group, "original")]
         if "original" not in iou:  # one original (K = 1) has no other to be similar to
             continue
-        comparisons.append(stats.compare_values(iou[group], iou["original"], group, "original", "median_max_iou",
-                                                seed=seed).as_dict())
+        comparisons.append(similarity_to_originals(group, "original").as_dict())
         comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
                                                 "median_l2_to_original", seed=seed).as_dict())
     for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
-        mean = accuracy("generated", baseline)[0]
-        novelty = stats.compare_values(iou["generated"], iou[baseline], "generated", baseline, "median_max_iou",
-                                       seed=seed)
-        comparisons.append(stats.dominance(mean, novelty, baseline))
+        comparisons.append(stats.dominance(accuracy("generated", baseline)[0],
+                                           similarity_to_originals("generated", baseline), baseline))
     decided = {"comparisons": comparisons}
     if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals
-        decided = {"resolution": stats.resolution(correct[rows["original"]], seed=seed), **decided}
+        decided = {"resolution": stats.resolution(correct[rows["original"]]), **decided}
     if "heldout" in rows:
         training, heldout = standardised[rows["original"]], standardised[rows["heldout"]]
         wrong = ~correct
         decided["generalization"] = {}
-        for group in [g for g in rows if g != "original"]:
-            figures = stats.generalization(standardised[rows[group]], training, heldout, seed=seed,
-                                           is_heldout=group == "heldout").as_dict()
+        compared = [g for g in rows if g != "original"]
+        size = min(len(rows[g]) - (g == "heldout") for g in compared)  # coverage grows with the models compared
+        for group in compared:
+            figures = memorization.generalization(standardised[rows[group]], training, heldout, seed=seed,
+                                           is_heldout=group == "heldout", size=size).as_dict()
             figures["max_iou_to_training_median"] = iou[group].median().item()
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
                                                               exclude_self=group == "heldout").median().item()

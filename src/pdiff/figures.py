@@ -159,7 +159,10 @@ def _png_bytes(fig) -> bytes:
 
 
 def plot_forest(comparisons: list[dict], path: Path) -> None:
-    """Each group's difference to the originals with its 95% CI, one panel per accuracy metric (in points)."""
+    """Each group's difference to the originals with its 95% CI, one panel per accuracy metric (in points).
+
+    Descriptive differences (no CI: median, val-chosen best) are drawn as open gray points without bars.
+    """
     metrics = [("mean_test_accuracy", "mean"), ("median_test_accuracy", "median"),
                ("best_val_chosen_test_accuracy", "val-chosen best")]
     rows = {m: [c for c in comparisons if c["metric"] == m and c["versus"] == "original"] for m, _ in metrics}
@@ -167,6 +170,9 @@ def plot_forest(comparisons: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(12, 0.8 + 0.35 * len(groups)), sharey=True)
     for ax, (metric, title) in zip(axes, metrics, strict=True):
         for y, c in enumerate(rows[metric]):
+            if c["ci_low"] is None:
+                ax.plot(100 * c["difference"], y, "o", mfc="none", color="tab:gray")
+                continue
             color = "tab:gray" if c["verdict"] == "no detectable difference" else group_color(c["group"], groups)
             ax.errorbar(100 * c["difference"], y, xerr=[[100 * (c["difference"] - c["ci_low"])],
                                                          [100 * (c["ci_high"] - c["difference"])]],

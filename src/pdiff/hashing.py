@@ -53,7 +53,12 @@ def made_under(config: Config, sections: Iterable[str]) -> dict:
 
 def check_made_under(config: Config, sections: Iterable[str], path: Path, meta: dict, stage: str) -> None:
     """Refuse an artifact of `stage` (at `path`, with metadata `meta`) made under other values of `sections`."""
-    expected = config_hash(config, sections)
+    check_hash(path, meta, config_hash(config, sections), stage)
+
+
+def check_hash(path: Path, meta: dict, expected: str, stage: str) -> None:
+    """Refuse an artifact of `stage` (at `path`, with metadata `meta`) whose recorded config hash is not
+    `expected` (a finished run's, read without its Task)."""
     if meta.get("config_hash") != expected:
         raise ArtifactError(f"{path.name} was made under another config (hash {meta.get('config_hash')}, "
                             f"this config {expected}): rerun `pdiff {stage} --force`")

@@ -88,8 +88,22 @@ class ParamSpec:
             return subset
         merged = dict(base)
         for name, tensor in subset.items():
-            merged[name] = tensor.to(base[name].dtype)
+            if name not in base or tuple(base[name].shape) != tuple(tensor.shape):
+                found = "lacks it" if name not in base else f"has it as {tuple(base[name].shape)}"
+                raise SelectionError(f"the generated {name!r} is {tuple(tensor.shape)} but the base state_dict "
+                                     f"{found}: the base is of another model; merge into the model's own weights")
+            for alias in self.aliases(base, name):  # tied weights: one tensor under several names
+                merged[alias] = tensor.to(base[name].dtype)
         return merged
+
+    @staticmethod
+    def aliases(state_dict: dict[str, torch.Tensor], name: str) -> list[str]:
+        """`name` and every other entry of `state_dict` that is the same tensor (tied weights, e.g. an input
+        embedding shared with the output layer): load_state_dict copies each, so all must get the new value."""
+        tensor = state_dict[name]
+        return [other for other, t in state_dict.items() if t is tensor or (
+            t.device == tensor.device and t.data_ptr() == tensor.data_ptr() and t.shape == tensor.shape
+            and t.stride() == tensor.stride() and t.numel() > 0)]
 
     @torch.no_grad()
     def load_into(self, model: nn.Module, vector: torch.Tensor) -> nn.Module:
@@ -122,6 +136,9 @@ def last_norm_layers(model: nn.Module, n: int) -> ParamSpec:
     """The affine parameters of the last `n` normalization layers (the paper's default subset, n=2)."""
     norms = [(name, m) for name, m in model.named_modules()
              if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))]
+    if not norms:
+        raise SelectionError(f"last_norm:{n} selects normalization layers, but {type(model).__name__} has none with "
+                             "parameters: select parameters by name instead, e.g. collect.subset=['head.*'] or 'all'")
     if n < 1 or n > len(norms):
         raise SelectionError(f"asked for the last {n} normalization layers but {type(model).__name__} has "
                              f"{len(norms)} with parameters: choose 1..{len(norms)} or use name patterns")

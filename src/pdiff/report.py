@@ -9,15 +9,12 @@ autoencoder latents and, given several runs' results, max similarity against the
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import collect, distributed, evaluate, generate, train
+from . import distributed, evaluate, generate
 from .config import STAGES, to_dict
 from .figures import (
     plot_accuracy_histogram,
@@ -28,11 +25,13 @@ from .figures import (
     plot_similarity_vs_k,
     plot_tsne,
 )
+from .layout import STAGE_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
-from .store import load_json, save_text
-from .tasks import Task
+from .render import Section, render_html, render_markdown
+from .store import load_record, save_text
+from .task import Task
 
-FOLDER = "report"  # runs/<task>/report/
+FOLDER = STAGE_FOLDERS["report"]  # runs/<task>/report/
 CONFIG_SECTIONS = evaluate.CONFIG_SECTIONS  # the report reads what evaluate wrote and depends on nothing more
 ACCURACY_METRICS = {"mean_test_accuracy": "mean test accuracy", "median_test_accuracy": "median test accuracy",
                     "best_val_chosen_test_accuracy": "test accuracy of the val-chosen best"}
@@ -46,24 +45,16 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     if not distributed.is_main_process():
         return {}
     results = evaluate.load(task, run_dir)
-    folders = {"collect": collect.FOLDER, "train": train.FOLDER, "generate": generate.FOLDER,
-               "evaluate": evaluate.FOLDER}
-    seconds = {stage: load_json(run_dir / folders[stage] / "stage.json").get("seconds") for stage in STAGES[:-1]}
+    seconds = {stage: load_record(stage_folder(run_dir, stage) / STAGE_FILE, {"seconds": (int, float)},
+                                  f"rerun `pdiff {stage} --force`")["seconds"] for stage in STAGES[:-1]}
     generated = generate.load(task, run_dir, ParamSpec.from_dict(results["spec"]))
-    latents = {"original": generated.original_latents.numpy(), "generated": generated.latents.numpy()}
+    # latents of different generators live in different spaces: the checkpoints' are generator 0's
+    latents = {"original": generated.original_latents.numpy(),
+               "generated": generated.latents[generated.generator == 0].numpy()}
     if len(generated.heldout_latents):
         latents["heldout"] = generated.heldout_latents.numpy()
     write_report(out, results, to_dict(task.config), seconds, latents=latents, conditioning=generated.conditioning)
     return {}
-
-
-@dataclass
-class Section:
-    title: str
-    text: str = ""
-    header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)  # PNG file names in the report folder
 
 
 def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: list[dict] | None = None
@@ -88,25 +79,52 @@ def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: l
 
 
 def points_with_ci(c: dict, scale: float = 100) -> str:
-    """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1)."""
-    low, difference, high = (f"{scale * c[key]:+.{2 if scale == 100 else 3}f}" for key in ("ci_low", "difference",
-                                                                                         "ci_high"))
-    return f"{difference} [{low}, {high}]"
+    """'+0.02 [-0.04, +0.08]': a comparison's difference and CI, in points (scale 100) or raw units (scale 1);
+    a descriptive difference (no CI) is the difference alone."""
+    digits = 2 if scale == 100 else 3
+    difference = f"{scale * c['difference']:+.{digits}f}"
+    if c["ci_low"] is None:
+        return difference
+    return f"{difference} [{scale * c['ci_low']:+.{digits}f}, {scale * c['ci_high']:+.{digits}f}]"
+
+
+def scope_words(c: dict, generators: int) -> str:
+    """What a comparison's CI speaks for, in words: "this generator", "p-diff on this task, 3 generators", ..."""
+    if c.get("scope") == "method":
+        return f"p-diff on this task, {generators} generators"
+    if "generated" not in (c["group"], c["versus"]):
+        return "these models"
+    return "this generator" if generators == 1 else f"the models of {generators} generators, pooled"
+
+
+def dominance_words(c: dict) -> str:
+    """A dominance record (a baseline's, against the generated models) with generated as the subject:
+    "generated dominates noise@0.001", "generated is dominated by mean_of_k", "generated vs gaussian: undecided"."""
+    baseline = c["group"]
+    return {"generated dominates": f"generated dominates {baseline}",
+            "is dominated": f"generated is dominated by {baseline}"}.get(c["verdict"], f"generated vs {baseline}: "
+                                                                                     f"{c['verdict']}")
 
 
 def verdict_lines(results: dict) -> list[str]:
     """One line per comparison of results.json, e.g. 'generated vs original, mean test accuracy: +0.02 points
-    [-0.04, +0.08], no detectable difference'; dominance records read 'noise@0.05 vs generated: undecided'."""
+    [-0.04, +0.08], no detectable difference (this generator)'; dominance records read 'generated is dominated
+    by mean_of_k on the accuracy-novelty plane (this generator)'; median and val-chosen best differences are
+    descriptive (no CI, no verdict)."""
+    generators = len({r.get("generator", 0) for r in results.get("models", []) if r["group"] == "generated"})
     lines = []
     for c in results.get("comparisons", []):
         if c["metric"] == "dominance":
-            lines.append(f"{c['group']} vs {c['versus']} (accuracy-novelty plane): {c['verdict']}")
-        elif c["metric"] in ACCURACY_METRICS:
-            lines.append(f"{c['group']} vs {c['versus']}, {ACCURACY_METRICS[c['metric']]}: "
-                         f"{points_with_ci(c).replace(' [', ' points [')}, {c['verdict']}")
+            lines.append(f"{dominance_words(c)} on the accuracy-novelty plane ({scope_words(c, generators)})")
+            continue
+        if c["metric"] in ACCURACY_METRICS:
+            figure = points_with_ci(c)
+            figure = figure.replace(" [", " points [") if " [" in figure else f"{figure} points"
+            name = ACCURACY_METRICS[c["metric"]]
         else:
-            lines.append(f"{c['group']} vs {c['versus']}, {NOVELTY_METRICS[c['metric']]}: {points_with_ci(c, 1)}, "
-                         f"{c['verdict']}")
+            figure, name = points_with_ci(c, 1), NOVELTY_METRICS[c["metric"]]
+        lines.append(f"{c['group']} vs {c['versus']}, {name}: {figure}, {c['verdict']} "
+                     f"({scope_words(c, generators)})")
     return lines
 
 
@@ -146,8 +164,13 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
                       "originals). " if "resolution" in results else "")  # one original (K = 1) has no halves
         sections.append(Section(
             "Verdicts", figures=["forest.png"],
-            text=resolution + "Each line: difference to the reference group with its 95% CI (two-level bootstrap "
-                 "over test examples and models) and the verdict it supports.\n\n"
+            text=resolution + "Each line: difference to the reference group with its 95% CI and the verdict it "
+                 "supports, and what the CI speaks for: this generator's models (test examples and models "
+                 "resampled), or the method (several trained generators). The mean's CI counts the model, "
+                 "example and interaction variance once each; the median and the val-chosen best are "
+                 "descriptive (no calibrated CI exists for them here). Each verdict answers its own question: "
+                 "with many comparisons in one run, some will read 'higher' or 'lower' by chance (no "
+                 "family-wise control).\n\n"
                  + "\n".join(f"- {line}" for line in verdict_lines(results))))
     if conditioning:
         header, rows = conditioning_table(results, conditioning)
@@ -262,44 +285,3 @@ def baseline_text(settings: dict) -> str:
         parts.append(f"*mean_of_k* are averages of {settings['mean_of_k']} random checkpoints")
     parts.append("*gaussian* are samples of a per-coordinate Gaussian fitted to the checkpoints")
     return "; ".join(parts) + f" ({settings.get('n', '?')} models each)."
-
-
-def render_markdown(title: str, sections: list[Section]) -> str:
-    lines = [f"# {title}", ""]
-    for s in sections:
-        lines += [f"## {s.title}", ""]
-        if s.text:
-            lines += [s.text, ""]
-        if s.header:
-            lines.append("| " + " | ".join(s.header) + " |")
-            lines.append("|" + "---|" * len(s.header))
-            lines += ["| " + " | ".join(row) + " |" for row in s.rows]
-            lines.append("")
-        lines += [f"![{name}]({name})" for name in s.figures]
-        if s.figures:
-            lines.append("")
-    return "\n".join(lines)
-
-
-def render_html(title: str, sections: list[Section], figure_dir: Path) -> str:
-    """One self-contained page: tables as HTML, figures embedded as base64 PNG."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;"
-             "text-align:right}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;overflow:auto}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.text.startswith("```"):
-            parts.append(f"<pre>{html.escape(s.text.strip('`').removeprefix('json'))}</pre>")
-        elif s.text:
-            parts.append(f"<p>{html.escape(s.text).replace('*', '').replace(chr(10), '<br>')}</p>")
-        if s.header:
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in s.header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in s.rows]
-            parts.append("</table>")
-        for name in s.figures:
-            data = base64.b64encode((figure_dir / name).read_bytes()).decode()
-            parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

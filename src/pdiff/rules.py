@@ -13,12 +13,13 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import field, fields, is_dataclass
 from typing import Any
 
 from .autoencoder import AUTOENCODER_ARGUMENTS, AUTOENCODERS, build_autoencoder
-from .diffusion import DENOISER_ARGUMENTS, DENOISERS, build_denoiser
+from .denoisers import DENOISER_ARGUMENTS, DENOISERS, build_denoiser
 from .errors import ConfigError, try_build
 
 Rule = Callable[[str, Any, Any], None]  # (dotted key, value, whole config): raises a ConfigError naming the key
@@ -114,7 +115,10 @@ def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewh
     accepted = [name for name in parameters if name not in set_elsewhere]
     for name in kwargs:
         if name not in accepted:
-            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take: "
+            spaced = str(name).partition(":")
+            hint = (f" (YAML reads '{name}' as one key: write {{{spaced[0]}: {spaced[2]}}} with a space after the "
+                    "colon)" if spaced[1] and spaced[0] in accepted else "")
+            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take{hint}: "
                               f"choose from {', '.join(accepted)}")
 
 
@@ -145,6 +149,9 @@ def check_networks(ae: Any, dm: Any) -> None:
                               f"{key}.arch={section.arch} does not have: set it to 0, or use arch {croppers}")
     parameters = inspect.signature(denoiser).parameters  # a windowed denoiser's crop is whole windows
     window = dm.kwargs.get("window", parameters["window"].default) if "window" in parameters else 1
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(f"train.diffusion.kwargs.window={window!r}: a window is a whole number of tokens, 1 or "
+                          "more (tokens attend within it)")
     if dm.tokens_per_step % window:
         raise ConfigError(f"train.diffusion.tokens_per_step={dm.tokens_per_step} is not a multiple of the "
                           f"transformer's window ({window}): give a multiple, so a crop is whole windows")
@@ -157,3 +164,27 @@ def check_networks(ae: Any, dm: Any) -> None:
               "train.autoencoder.kwargs", ae.kwargs)
     tokens = 4 if denoiser.latent == "tokens" else None  # a nominal T, like the nominal D
     try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+
+
+TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
+
+
+def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:
+    """A target accuracy as ("accuracy", fraction in [0, 1]) or ("percentile", 0 to 100) of the training
+    checkpoints' validation accuracies: "0.98" or 0.98, "max" (q100), "median" (q50), "min" (q0), "q90"."""
+    text = str(target).strip().lower()
+    if text in TARGET_PERCENTILES:
+        return "percentile", TARGET_PERCENTILES[text]
+    if match := re.fullmatch(r"q(\d+(?:\.\d*)?)", text):
+        percentile = float(match.group(1))
+        if percentile > 100:
+            raise ConfigError(f"{key}={target}: a percentile runs from q0 to q100")
+        return "percentile", percentile
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}={target!r} is not a target: give a validation accuracy as a fraction (0.98) or "
+                          f"one of {', '.join(TARGET_PERCENTILES)}, qNN (the NN-th percentile)") from None
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"{key}={target} is outside [0, 1]: give the accuracy as a fraction, e.g. 0.98 for 98%")
+    return "accuracy", fraction

@@ -15,10 +15,15 @@ def iou_matrix(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Two models that make no mistake at all are identical on the test set: their IoU is 1.
     """
-    wrong = (predictions != labels).float()  # [M, n]
-    intersection = wrong @ wrong.T  # [M, M]
-    counts = wrong.sum(1)
-    union = counts[:, None] + counts[None, :] - intersection
+    wrong = predictions != labels  # [M, n]
+    return wrong_iou(wrong, wrong)
+
+
+def wrong_iou(wrong: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """IoU [M, R] of the wrong sets wrong [M, n] and references [R, n] (bool); two empty sets have IoU 1."""
+    a, b = wrong.float(), references.float()
+    intersection = a @ b.T  # [M, R]
+    union = a.sum(1, keepdim=True) + b.sum(1) - intersection
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
 
 
@@ -27,10 +32,7 @@ def max_iou_to(wrong: torch.Tensor, references: torch.Tensor, exclude_self: bool
 
     With `exclude_self` (the models are the references) a model is not compared with itself.
     """
-    a, b = wrong.float(), references.float()
-    intersection = a @ b.T  # [M, R]
-    union = a.sum(1, keepdim=True) + b.sum(1) - intersection
-    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    iou = wrong_iou(wrong, references)
     if exclude_self:
         iou.fill_diagonal_(-1.0)
     return iou.max(1).values

@@ -6,7 +6,8 @@ A full disk or a folder we may not write is a `StorageError` naming the path and
 Metadata travels inside the safetensors header as one JSON string, so every tensor file explains
 itself (spec, config hash, task) without pickle. Under a multi-process launch only the main process
 writes (like accelerate's `Accelerator.save`); the others return at once, and the pipeline holds them
-at a barrier until the files are there.
+at a barrier until the files are there. Which process is the main one is the launcher's business: it says so
+through `write_only_where` (`pdiff.distributed.setup` does), so this module knows no launcher.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,21 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .distributed import is_main_process
 from .errors import ArtifactError, StorageError
 
 METADATA_KEY = "pdiff"
+_is_main: Callable[[], bool] = lambda: True  # noqa: E731 (replaced by `write_only_where`)
+
+
+def write_only_where(is_main: Callable[[], bool]) -> None:
+    """Write files only in the process where `is_main()` is true (the main process of a launch)."""
+    global _is_main
+    _is_main = is_main
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files (see `write_only_where`)."""
+    return _is_main()
 
 
 # Write failures that the user fixes (space, quota, permissions), not bugs.
@@ -137,9 +149,34 @@ def load_json(path: str | Path) -> Any:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist: run the stage that writes it first")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); delete it and rerun its "
+                            "stage") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); delete it and rerun its stage") from e
+
+
+def load_record(path: str | Path, keys: dict[str, type | tuple[type, ...]], fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object with `keys` of the given types (a stage.json, a results.json).
+
+    Anything else (a list, a missing key, a string where a number belongs) is one `ArtifactError` naming the
+    file, what is wrong and `fix`, the step that writes the file anew.
+    """
+    return check_record(path, load_json(path), keys, fix)
+
+
+def check_record(path: str | Path, data: Any, keys: dict[str, type | tuple[type, ...]], fix: str) -> dict[str, Any]:
+    """`data`, read from the JSON file `path`, if it is an object with `keys` (see `load_record`)."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} holds a JSON {type(data).__name__}, not an object: {fix}")
+    for key, kind in keys.items():
+        if key not in data:
+            raise ArtifactError(f"{path} has no {key!r}: {fix}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(data[key], kinds) or isinstance(data[key], bool) and bool not in kinds:
+            raise ArtifactError(f"{path}: {key!r} is a {type(data[key]).__name__}, not what pdiff wrote: {fix}")
+    return data
 
 
 def save_text(path: str | Path, text: str) -> None:
@@ -154,3 +191,16 @@ def save_bytes(path: str | Path, data: bytes) -> None:
         return
     with atomic_path(path, size=len(data)) as tmp:
         tmp.write_bytes(data)
+
+
+def check_format_version(path: str | Path, data: dict, newest: int) -> int:
+    """The integer `format_version` of a JSON artifact (0 where an older pdiff wrote none); one written by a newer
+    pdiff than this one, which reads up to `newest`, is refused."""
+    found = data.get("format_version", 0)
+    if not isinstance(found, int) or isinstance(found, bool) or found < 0:
+        raise ArtifactError(f"{path}: format_version {found!r} is not a whole number: the file was edited; write "
+                            "it again with pdiff")
+    if found > newest:
+        raise ArtifactError(f"{path} has format_version {found}, written by a newer pdiff than this one (which "
+                            f"reads up to {newest}): upgrade pdiff (pip install -U pdiff)")
+    return found

@@ -2,8 +2,10 @@
 
 Between the two fits the health gate checks that the autoencoder's reconstructions keep the checkpoints'
 validation accuracy: diffusion on the latents of a collapsed autoencoder could only make broken models.
-Writes generator/autoencoder.safetensors, generator/diffusion.safetensors and generator/metrics.csv;
-`load` reads the generator back, checked against the config and the parameter subset.
+Writes train/autoencoder.safetensors, train/diffusion.safetensors and train/metrics.csv (an earlier pdiff
+named the folder generator/, still read); with train.generators = G > 1, generators 1..G-1 (seeds train.seed
++ s) in train/generator-s/ beside them, so that verdicts can speak for the method, not one trained generator.
+`load` reads generator 0 back, `load_all` every one, checked against the config and the parameter subset.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,40 +22,99 @@ from torch import nn
 
 from . import collect
 from .checkpoints import CheckpointSet
-from .errors import HealthError
+from .config import Config
+from .errors import HealthError, PdiffError
 from .generator import ParameterGenerator
 from .hashing import config_hash, made_under
 from .inference import accuracy_many
+from .layout import DIFFUSION_FILE, MEMBER_PREFIX, METRICS_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
-from .store import save_text
-from .tasks import Task
+from .store import load_tensors, save_text
+from .task import Task
 from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
-FOLDER = "generator"  # runs/<task>/generator/
+FOLDER = STAGE_FOLDERS["train"]  # runs/<task>/train/
 CONFIG_SECTIONS = (*collect.CONFIG_SECTIONS, "train")  # the generator learns collect's checkpoints
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
-    """Fit the generator on the collected checkpoints (less train.holdout) and save it into `out`; returns the
-    health figures."""
+    """Fit train.generators generators on the collected checkpoints (less train.holdout) and save them into
+    `out`; returns the health figures of each.
+
+    Generator s is the one a run with train.generators=1 and train.seed = seed + s trains, stored in `out`
+    (s = 0, where a single generator always was) or `out`/generator-s. One finished under the same config in
+    the folder this stage replaces is kept instead of trained again, so raising train.generators trains only
+    the new ones.
+    """
     collected = collect.load(task, run_dir)
     cfg = task.config.train
     ckpts, _ = collected.checkpoints.split(cfg.holdout, cfg.holdout_split)  # the held-out rows are never seen
-    seed = task.config.seed if cfg.seed is None else cfg.seed  # train.seed: other generators, same checkpoints
-    gen = ParameterGenerator(ckpts.spec, cfg, task.device, seed)
-    gen.fit_autoencoder(ckpts, task.progress)
-    health = check_reconstructions(gen, collected.model, ckpts, task.loader("val"), task.config.train.health_tolerance,
-                                   task.config.evaluate.model_chunk, task.device)
-    gen.fit_diffusion(ckpts, task.progress)
-    gen.save(out, made_under(task.config, CONFIG_SECTIONS))
-    save_text(out / "metrics.csv", _csv(gen.metrics))
-    return {"health": health}
+    health = []
+    for member in range(cfg.generators):
+        config = member_config(task.config, member)
+        folder = member_folder(out, member)
+        folder.mkdir(exist_ok=True)
+        previous = member_folder(stage_folder(run_dir, "train"), member)
+        kept = _finished_member(previous, config, ckpts.spec, task)
+        if kept is not None:
+            log.info("train: generator %d is already trained under this config: kept", member)
+            kept.save(folder, _member_metadata(task, config))
+            shutil.copyfile(previous / METRICS_FILE, folder / METRICS_FILE)
+            health.append(None)
+            continue
+        seed = task.config.seed if config.train.seed is None else config.train.seed
+        torch.manual_seed(task.config.seed)  # as the runner seeds each stage: generator s is a lone run's
+        gen = ParameterGenerator(ckpts.spec, config.train, task.device, seed)
+        gen.fit_autoencoder(ckpts, task.progress)
+        health.append(check_reconstructions(gen, collected.model, ckpts, task.loader("val"), cfg.health_tolerance,
+                                            task.config.evaluate.model_chunk, task.device))
+        gen.fit_prior(ckpts, task.progress)
+        gen.save(folder, _member_metadata(task, config))
+        save_text(folder / METRICS_FILE, _csv(gen.metrics))
+    return {"health": health[0]} if cfg.generators == 1 else {"health": health}
+
+
+def member_config(config: Config, member: int) -> Config:
+    """The config of generator `member` alone: train.generators=1 and train.seed = the generators' seed + member."""
+    seed = (config.seed if config.train.seed is None else config.train.seed) + member
+    train = replace(config.train, generators=1, seed=None if member == 0 and config.train.seed is None else seed)
+    return replace(config, train=train)
+
+
+def member_folder(folder: Path, member: int) -> Path:
+    """Where generator `member` lives in a train folder: the folder itself for 0, else generator-<member>/."""
+    return folder if member == 0 else folder / f"{MEMBER_PREFIX}{member}"
+
+
+def _member_metadata(task: Task, config: Config) -> dict:
+    return {**made_under(task.config, CONFIG_SECTIONS), "member_hash": config_hash(config, CONFIG_SECTIONS)}
+
+
+def _finished_member(folder: Path, config: Config, spec: ParamSpec, task: Task) -> ParameterGenerator | None:
+    """The generator in `folder` when it was trained under `config` (a single-generator run's files count)."""
+    if not (folder / DIFFUSION_FILE).is_file() or not (folder / METRICS_FILE).is_file():
+        return None
+    try:
+        _, meta = load_tensors(folder / DIFFUSION_FILE)
+        if meta.get("member_hash", meta.get("config_hash")) != config_hash(config, CONFIG_SECTIONS):
+            return None
+        return ParameterGenerator.load(folder, task.device, spec)
+    except PdiffError:  # unreadable or made for something else: train it again
+        return None
 
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> ParameterGenerator:
-    """The generator of `run_dir`, checked to be trained under this config for `spec`."""
-    return ParameterGenerator.load(run_dir / FOLDER, task.device, spec, config_hash(task.config, CONFIG_SECTIONS))
+    """Generator 0 of `run_dir`, checked to be trained under this config for `spec`."""
+    return load_all(task, run_dir, spec)[0]
+
+
+def load_all(task: Task, run_dir: Path, spec: ParamSpec) -> list[ParameterGenerator]:
+    """Every generator of `run_dir` (train.generators of them), checked to be trained under this config."""
+    folder = stage_folder(run_dir, "train")
+    expected = config_hash(task.config, CONFIG_SECTIONS)
+    return [ParameterGenerator.load(member_folder(folder, s), task.device, spec, expected)
+            for s in range(task.config.train.generators)]
 
 
 def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: CheckpointSet, val_loader: TensorLoader,

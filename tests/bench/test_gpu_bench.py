@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench import gpu
+from bench import common, gpu
 from pdiff.config import load_config
 
 PER_STEP = {"base_step_s": 1.0, "collect_step_s": 2.0, "autoencoder_step_s": 3.0, "diffusion_step_s": 4.0,
@@ -25,10 +25,10 @@ def test_projection_counts_the_presets_steps_and_models() -> None:
 def test_the_section_says_what_did_not_finish_and_a_toy_run_stays_out_of_benchmarks(tmp_path) -> None:
     tests = {"passed": 10, "failed": 1, "skipped": 0, "seconds": 12.5,
              "tests": [{"name": "test_x", "seconds": 1.0, "outcome": "failure", "message": "assert 1 == 2"}]}
-    results = {"command": "python -m bench.gpu --device cpu --toy", "device": "cpu", "toy": True, "steps": {
+    results = common.results("python -m bench.gpu --device cpu --toy", "cpu", toy=True, steps={
         "tests": {"status": "ok", "seconds": 20.0, "limit_s": 150, "figures": tests},
         "evaluation": {"status": "timeout", "seconds": 90.0, "limit_s": 90, "log_tail": "loading\nstill going\n"},
-        "probe-cifar10-vit-tiny": {"status": "not run", "reason": "the budget was spent"}}}
+        "probe-cifar10-vit-tiny": {"status": "not run", "reason": "the budget was spent"}})
     section = gpu.render(results)
     assert "No figure below is a GPU measurement" in section
     assert "10 passed, 1 failed, 0 skipped" in section and "`test_x`: failure: assert 1 == 2" in section

@@ -1,5 +1,6 @@
 import pytest
-from bench.whole_networks import share_with_interval, target_mean
+from bench.common import share_with_interval
+from bench.whole_networks import target_mean
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [

@@ -4,41 +4,23 @@ Small classification sets fit in memory, and batching tensors directly is severa
 CPU than a DataLoader over PIL images. `TensorLoader` yields (x, y) batches like a DataLoader, so
 every library function also accepts a user's own DataLoader. Training augmentation (random crop with
 padding + horizontal flip for CIFAR, STL-10 and image folders) is a tensor transform applied to training
-batches only. `imagefolder` reads any folder of images in torchvision's ImageFolder layout and caches the
-decoded pixels, so only the first load pays for decoding.
+batches only. `imagefolder` reads any folder of images in torchvision's ImageFolder layout
+(`pdiff.tasks.imagefolder`, which caches the decoded pixels, so only the first load pays for decoding).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import logging
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..distributed import is_main_process
-from ..errors import ArtifactError, DatasetError
-from ..store import load_tensors, save_tensors
-
-if TYPE_CHECKING:
-    from torchvision.datasets import ImageFolder
-
-log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR = Path("~/.cache/pdiff/data")  # where datasets live without data.data_dir or $PDIFF_DATA
-CACHE_FOLDER = ".pdiff-cache"  # inside an image folder's root, beside train/ and test/
-USER_CACHE_DIR = Path("~/.cache/pdiff/imagefolder")  # where the cache goes when the data folder is read-only
-CACHE_VERSION = 1  # part of the cache key: raise it when the cached tensors change meaning
+from ..errors import DatasetError
+from ..layout import resolve_data_dir
+from .imagefolder import read_image_folder
 
 
 @dataclass
@@ -111,10 +93,16 @@ class TensorLoader:
             yield (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x), self.split.y[idx]
 
 
-def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """`data_dir`, else $PDIFF_DATA, else ~/.cache/pdiff/data, as an absolute path."""
-    chosen = data_dir or os.environ.get("PDIFF_DATA") or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
+def pairs(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (x, y) batches of any loader, each checked to be a pair of tensors: a loader of dicts (a Hugging
+    Face dataset's, say) would otherwise unpack its keys as x and y."""
+    for batch in loader:
+        if not (isinstance(batch, tuple | list) and len(batch) == 2 and all(isinstance(t, torch.Tensor)
+                                                                           for t in batch)):
+            kind = f"dicts with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
+            raise DatasetError(f"the loader yields {kind}; pdiff trains on (x, y) pairs of tensors: wrap the "
+                               "loader so that it yields (inputs, labels)")
+        yield batch[0], batch[1]
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 1000, seed: int = 0,
@@ -209,39 +197,17 @@ def load_image_folder(root: Path, image_size: int | None = None, progress: bool 
     Returns the train and test splits, x [n, 3, H, W] float32 normalised per channel with the mean and std
     of train/ (the validation split is held out of it later, as for every dataset), and the class count.
     With `image_size` every image is resized (shorter side) and centre-cropped to image_size x image_size;
-    without it the images must all have one size. Decoded pixels are cached as uint8 (`_read_cache`), so
-    a folder is decoded once until a file in it is added, removed or changed.
+    without it the images must all have one size. The pixels come from `pdiff.tasks.imagefolder`, which
+    checks the folder and decodes it once until its contents change.
     """
-    folders = {split: _image_split(root, split) for split in ("train", "test")}
-    train_classes, test_classes = folders["train"].classes, folders["test"].classes
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes)) or ["-"]
-        only_test = sorted(set(test_classes) - set(train_classes)) or ["-"]
-        raise DatasetError(f"the class folders of {root}/train and {root}/test differ (only in train/: "
-                           f"{', '.join(only_train)}; only in test/: {', '.join(only_test)}): "
-                           "give both splits the same class folders")
-    key = _listing_key(folders, image_size)
-    tensors = _read_cache(root, image_size, key)
-    if tensors is None:
-        start = time.perf_counter()
-        tensors = {}
-        for split, folder in folders.items():
-            tensors[f"{split}_x"], tensors[f"{split}_y"] = _decode(folder, image_size, progress)
-        sizes = {tuple(tensors[f"{split}_x"].shape[2:]) for split in folders}
-        if len(sizes) > 1:
-            raise DatasetError(f"the images of {root}/train and {root}/test have different sizes "
-                               f"({' and '.join('x'.join(map(str, s)) for s in sorted(sizes))}): "
-                               "set data.image_size=N to resize them all to N x N")
-        log.info("imagefolder: decoded %d images of %s in %.1f s", sum(len(f.samples) for f in folders.values()),
-                 root, time.perf_counter() - start)
-        _write_cache(root, image_size, key, tensors)
+    tensors, num_classes = read_image_folder(root, image_size, progress)
     mean, std = _channel_stats(tensors["train_x"])
 
     def normalised(x: torch.Tensor) -> torch.Tensor:  # uint8 [n, 3, H, W] -> float32, per-channel standardised
         return x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
     return (Split(normalised(tensors["train_x"]), tensors["train_y"]),
-            Split(normalised(tensors["test_x"]), tensors["test_y"]), len(train_classes))
+            Split(normalised(tensors["test_x"]), tensors["test_y"]), num_classes)
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,127 +223,6 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean.append(m)
         std.append(((counts * (values - m) ** 2).sum() / (counts.sum() - 1)).sqrt())
     return torch.stack(mean).float(), torch.stack(std).clamp_min(1e-6).float()  # a constant channel: 0, not NaN
-
-
-def _image_split(root: Path, split: str) -> ImageFolder:
-    """torchvision's ImageFolder over root/`split` (it only lists the files), with its problems as DatasetError."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    path = root / split
-    if not path.is_dir():
-        raise DatasetError(f"{path} is missing: an image folder needs train/<class>/ and test/<class>/ folders "
-                           "of images (torchvision's ImageFolder layout); pass the folder holding them as "
-                           "--data-dir")
-    try:
-        folder = ImageFolder(str(path), allow_empty=True)
-    except FileNotFoundError:  # no class folders at all
-        raise DatasetError(f"{path} holds no class folders: put each class's images in {path}/<class>/") from None
-    counts = np.bincount([label for _, label in folder.samples], minlength=len(folder.classes))
-    empty = [name for name, count in zip(folder.classes, counts, strict=True) if count == 0]
-    if empty:
-        raise DatasetError(f"{path}/{empty[0]} holds no images ({' '.join(IMG_EXTENSIONS)}): add images to it "
-                           "or remove the folder")
-    return folder
-
-
-def _listing_key(folders: dict[str, ImageFolder], image_size: int | None) -> str:
-    """Hash of every image's path (relative to the split folder), size and mtime, and of `image_size`.
-
-    Stat-ing is cheap (60,000 files in a fraction of a second), and any added, removed, renamed or
-    rewritten file changes the key, so a stale cache is never used.
-    """
-    entries = []
-    for split, folder in folders.items():
-        for path, _ in folder.samples:
-            stat = os.stat(path)
-            relative = path[len(folder.root) + 1:]  # <class>/<file>; os.path.relpath is 10x slower
-            entries.append((split, relative, stat.st_size, stat.st_mtime_ns))
-    listing = json.dumps({"version": CACHE_VERSION, "image_size": image_size, "files": entries})
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def _cache_paths(root: Path, image_size: int | None) -> list[Path]:
-    """Where the cache may live, in order: inside the data folder, and under the user's home.
-
-    One file per folder and image size: a changed folder overwrites its stale cache instead of adding one.
-    """
-    name = f"imagefolder-{image_size or 'native'}.safetensors"
-    folder_id = hashlib.sha256(str(root).encode()).hexdigest()[:16]  # which data folder a home cache is for
-    return [root / CACHE_FOLDER / name, USER_CACHE_DIR.expanduser() / f"{folder_id}-{name}"]
-
-
-def _writable(root: Path) -> bool:
-    """Whether the cache may be written inside the data folder `root`.
-
-    Not when the folder has no write bit at all, even for root (who may write anyway): such a folder is
-    meant to be read-only, like a shared copy of a dataset.
-    """
-    return os.access(root, os.W_OK) and bool(root.stat().st_mode & 0o222)
-
-
-def _read_cache(root: Path, image_size: int | None, key: str) -> dict[str, torch.Tensor] | None:
-    """The cached tensors whose key matches the folder as it is now, or None (no cache, stale or corrupt)."""
-    for path in _cache_paths(root, image_size):
-        if not path.is_file():
-            continue
-        try:
-            tensors, meta = load_tensors(path)
-        except ArtifactError:  # corrupt (e.g. a disk filled up while copying it): decode again
-            continue
-        if meta.get("key") == key:
-            return tensors
-    return None
-
-
-def _write_cache(root: Path, image_size: int | None, key: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Save the decoded tensors atomically in the first cache place that can be written."""
-    inside, home = _cache_paths(root, image_size)
-    for path in ([inside] if _writable(root) else []) + [home]:
-        try:
-            save_tensors(path, tensors, {"key": key, "root": str(root)})
-        except OSError:  # a read-only file system, a full disk: try the next place
-            continue
-        log.info("imagefolder: cached the decoded images in %s", path)
-        return
-    log.warning("imagefolder: could not write a cache (tried %s); the images will be decoded again next time",
-                ", ".join(map(str, _cache_paths(root, image_size))))
-
-
-def _decode(folder: ImageFolder, image_size: int | None, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode every image of an ImageFolder: x [n, 3, H, W] uint8, y [n] int64.
-
-    One thread: on 2 cores neither threads nor processes decoded 32x32 JPEGs faster (each image is
-    ~0.2 ms, mostly Python and file overhead), so the simple loop stays.
-    """
-    from torchvision.transforms.functional import center_crop, resize
-
-    n = len(folder.samples)
-    pixels: np.ndarray | None = None  # [n, H, W, 3], allocated once the first image gives the size
-    first = ""
-    for i, (path, _) in enumerate(tqdm(folder.samples, desc=f"decode {Path(folder.root).name}/", unit="img",
-                                       disable=not (progress and is_main_process()), mininterval=1.0)):
-        try:
-            image = folder.loader(path)  # PIL, converted to RGB
-            if image_size is not None:
-                image = center_crop(resize(image, image_size), image_size)
-            array = np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:  # what PIL raises for truncated or non-image files
-            raise DatasetError(f"cannot read the image {path} ({type(e).__name__}: {_first_line(e)}): "
-                               "replace or delete it") from None
-        if pixels is None:
-            pixels, first = np.empty((n, *array.shape), dtype=np.uint8), path
-        elif array.shape != pixels.shape[1:]:
-            raise DatasetError(f"the images differ in size ({path} is {array.shape[1]}x{array.shape[0]}, {first} "
-                               f"is {pixels.shape[2]}x{pixels.shape[1]}): set data.image_size=N to resize "
-                               "them all to N x N")
-        pixels[i] = array
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
 
 
 def augmentation(name: str, input_shape: tuple[int, ...]) -> Augment | None:

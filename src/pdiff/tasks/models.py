@@ -9,8 +9,10 @@ official code names: ResNet-18 `layer4.1.bn1/bn2`, ResNet-50 `layer4.2.bn2/bn3`,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 
@@ -147,3 +149,20 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name](tuple(input_shape), num_classes, **kwargs)
+
+
+def input_problem(name: str, kwargs: dict, input_shape: Sequence[int]) -> str | None:
+    """Why model `name` cannot take one input of `input_shape` (too small for its poolings, say), or None.
+
+    One example through the model on the meta device: no memory, no data. An op the meta device lacks tells
+    nothing (None): the real model will.
+    """
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "zero-element tensors": the error returned says it better
+            build_model(name, input_shape, 2, **kwargs).eval()(torch.zeros(1, *input_shape))
+    except NotImplementedError:
+        return None
+    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, AssertionError) as e:
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return None

@@ -1,0 +1,329 @@
+"""What every benchmark shares: the script convention, results JSON, BENCHMARKS.md sections, timing, runs.
+
+The convention. A benchmark is bench/NAME.py, run as `python -m bench.NAME [options]`, and has:
+- `NAME = "NAME"`: its results live in bench/NAME.json, its section of BENCHMARKS.md between
+  `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`;
+- `parser() -> argparse.ArgumentParser`: its options (`arguments()` adds the shared --data-dir, --threads and
+  --runs-dir);
+- `measure(args) -> dict`: does the work and returns `results(command, device, **figures)`, where `command` is
+  the call as typed (the section shows it, so a reader can rerun it): JSON types only, with an integer
+  `format_version` and the `provenance` (pdiff version, git commit, torch version, thread count, device, machine,
+  command). A finished run is opened with `open_run`, and only so; a script that keeps entries over calls (one
+  per task, say) reads the earlier ones with `load_results(NAME)`;
+- `render(results: dict) -> str`: the section's markdown from the results alone (no measuring, no file read);
+- `main()`: `publish(NAME, measure(parser().parse_args()), render)`, which writes bench/NAME.json atomically and
+  then the section, with the commit it was measured on.
+`python -m bench --render-all` rebuilds every section from the committed JSON (tests/bench checks that the
+committed BENCHMARKS.md is what it renders, and each script's parts). A script imports pdiff and this module,
+never another script: what two scripts share lives here. Sections whose results were never kept as JSON are
+archival text, marked with ARCHIVAL, left as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+# pdiff (and scipy) are imported inside the functions that use them: bench.gpu imports this module on a lent machine
+# where a missing package must fail only the steps that need it, never the script that records what failed.
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+FORMAT_VERSION = 1  # of bench/NAME.json; raise it when a field changes meaning, and teach render the old one
+LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark script starts, before its own work
+TITLE = "# pdiff benchmarks\n\nEvery section is written by the script named in it; rerun that script to refresh it.\n"
+ARCHIVAL = ("*Archival: written before its script kept its results in JSON, so `python -m bench --render-all` "
+            "cannot rebuild it and keeps this text as it is.*")
+
+
+# ---- runs and options -------------------------------------------------------------------------------------
+def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The pdiff.pipeline.Run of a finished run folder, its config read from the config.yaml there (with
+    `overrides`, e.g. where its data lies now): every script opens a finished run through this one function."""
+    from pdiff.config import load_config
+    from pdiff.pipeline import Run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{run_dir} holds no run (no config.yaml): run its task there first")
+    return Run(load_config(run_dir / "config.yaml", list(overrides)), run_dir, progress=False)
+
+
+def arguments(doc: str, runs_dir: str | None = None) -> argparse.ArgumentParser:
+    """A parser described by the script's docstring, with the shared options: --data-dir, --threads and, when the
+    script keeps runs, --runs-dir (default `runs_dir` under the repository root)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (else $PDIFF_DATA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    if runs_dir is not None:
+        parser.add_argument("--runs-dir", type=Path, default=ROOT / runs_dir)
+    return parser
+
+
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """The config override that points a task at --data-dir, if one was given."""
+    return [f"data.data_dir={args.data_dir}"] if args.data_dir else []
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
+# ---- provenance and results ---------------------------------------------------------------------------
+def git_commit() -> str | None:
+    """The checked-out commit, with "+changes" when src/ or bench/ differ from it; None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench"],
+                                 cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    changed_code = [line for line in changed.stdout.splitlines() if line.endswith(".py")]
+    return head.stdout.strip() + ("+changes" if changed_code else "")
+
+
+def provenance(command: str, device: str = "cpu") -> dict:
+    """Where and with what the numbers were taken (the `machine` phrase is rendered from these fields)."""
+    try:
+        pdiff_version = version("pdiff")
+    except PackageNotFoundError:
+        pdiff_version = None
+    return {"command": command, "pdiff_version": pdiff_version, "git_commit": git_commit(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+            "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_at_start": round(LOAD_AT_START, 1)}
+
+
+def results(command: str, device: str = "cpu", **figures) -> dict:
+    """A script's results: `format_version`, `provenance` and its own figures (JSON types)."""
+    return {"format_version": FORMAT_VERSION, "provenance": provenance(command, device), **figures}
+
+
+def results_path(name: str) -> Path:
+    return ROOT / "bench" / f"{name}.json"
+
+
+def load_results(name: str) -> dict:
+    """bench/NAME.json ({} when the script never ran); a newer format than this code knows is refused."""
+    path = results_path(name)
+    if not path.is_file():
+        return {}
+    loaded = json.loads(path.read_text())
+    if loaded.get("format_version", 0) > FORMAT_VERSION:
+        raise SystemExit(f"{path} has format_version {loaded['format_version']}, newer than this bench's "
+                         f"{FORMAT_VERSION}: update the repository")
+    return loaded
+
+
+def save_results(name: str, figures: dict) -> Path:
+    """Write bench/NAME.json atomically (a temporary file renamed over it)."""
+    path = results_path(name)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(figures, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def publish(name: str, figures: dict, render: Callable[[dict], str], path: Path = BENCHMARKS) -> None:
+    """Save a script's results, then put its rendered section in BENCHMARKS.md with the commit measured on."""
+    save_results(name, figures)
+    write_section(name, render(figures), path, commit=figures["provenance"]["git_commit"])
+
+
+# ---- BENCHMARKS.md ------------------------------------------------------------------------------------
+def commit_line(commit: str | None) -> str:
+    return "*Commit not recorded.*" if commit is None else f"*Measured at commit `{commit}`.*"
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS, commit: str | None = None) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md with `body` and the line naming `commit`."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = path.read_text() if path.is_file() else TITLE
+    block = f"{start}\n{body.strip()}\n\n{commit_line(commit)}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_sections(path: Path = BENCHMARKS) -> dict[str, str]:
+    """name -> the text between the section's markers, for every section of BENCHMARKS.md."""
+    text = path.read_text()
+    names = [line[len("<!-- bench:"):-len(" -->")] for line in text.splitlines()
+             if line.startswith("<!-- bench:") and line.endswith(" -->")]
+    return {n: text.split(f"<!-- bench:{n} -->\n", 1)[1].split(f"\n<!-- /bench:{n} -->", 1)[0] for n in names}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def share_with_interval(count: int, n: int) -> str:
+    """'99% [94.6, 99.8]': count of n as a percentage, with its Wilson 95% interval (the share a new draw of n
+    models would show, binomially)."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(count, n).proportion_ci(0.95, method="wilson")
+    return f"{100 * count / n:.0f}% [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def hardware(p: dict) -> str:
+    """The processor, core count, torch version and thread count of provenance `p`, in one phrase."""
+    return f"{p['processor']}, {p['cores']} CPU cores, torch {p['torch']} with {p['threads']} thread(s)"
+
+
+def machine(p: dict) -> str:
+    """One line naming the hardware and thread count of provenance `p`, and what the times are."""
+    return (f"{hardware(p)} (1-minute load average {p['load_at_start']:.1f} at the start); times are CPU seconds of "
+            "the benchmarking process")
+
+
+# ---- timing -------------------------------------------------------------------------------------------
+def clock(device: torch.device | str = "cpu") -> float:
+    """Seconds now: CPU time of this process for the CPU, wall time after `torch.cuda.synchronize()` for a GPU.
+
+    CPU time on the CPU: on a machine shared with other jobs the wall clock mostly measures them, and with one
+    torch thread CPU time equals the wall time the same work takes on an idle core. On a GPU the work runs after
+    the Python call that queued it returns, so the clock is read only once every queued kernel has finished.
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu"
+                   ) -> tuple[float, list[float]]:
+    """Median seconds (see `clock`) of `repeats` calls of fn (and every time, for the record)."""
+    times = []
+    for _ in range(repeats):
+        start = clock(device)
+        fn()
+        times.append(clock(device) - start)
+    return statistics.median(times), times
+
+
+def stage_in_process(stage: str, task: str, runs_dir: Path, overrides: list[str]) -> dict:
+    """Run one stage as `python -m pdiff STAGE` in a child process: wall seconds, CPU seconds, peak RSS (MiB)."""
+    command = [sys.executable, "-m", "pdiff", stage, task, *overrides, "--runs-dir", str(runs_dir), "-q"]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
+
+
+# ---- evaluating many models, timed (bench.evaluation on the CPU, bench.gpu on the device) -----------------------
+EVALUATION_TASKS = {"mnist-convnet3": 500, "mnist1d-convnet": None}  # task -> test examples used (None: all)
+EVALUATION_HEADER = ["task", "test examples x batch", "generated D", "chunk", "one by one (s)",
+                     "whole-model vmap (s)", "split + vmap (s)", "floor (s)", "speedup vs one by one",
+                     "split / floor", "predictions differing"]
+
+
+def one_by_one(model: nn.Module, spec, vectors: torch.Tensor, loader, device: torch.device) -> torch.Tensor:
+    """Predictions [M, n_test] of each vector loaded into a copy of the model in turn."""
+    from pdiff.inference import predict
+
+    model = copy.deepcopy(model)
+    return torch.stack([predict(spec.load_into(model, v.to(device)), loader, device) for v in vectors])
+
+
+@torch.no_grad()
+def whole_model_vmap(model: nn.Module, spec, vectors: torch.Tensor, loader, chunk: int,
+                     device: torch.device) -> torch.Tensor:
+    """pdiff's evaluation before the split: every layer runs once per vector."""
+    batched = vmap(lambda subset, x: functional_call(model, subset, (x,)), in_dims=(0, None))
+    vectors = vectors.to(device)
+    rows = [torch.cat([batched(spec.unflatten(vectors[s:s + chunk]), x.to(device)).argmax(-1).cpu()
+                       for x, _ in loader], dim=1)
+            for s in range(0, len(vectors), chunk)]
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def floor_seconds(model: nn.Module, spec, loader, repeats: int, device: torch.device) -> tuple[float, float]:
+    """(prefix over the test set once, suffix of one model over the test set), medians."""
+    from pdiff.inference import split_model
+
+    prefix, suffix, _ = split_model(model, spec)
+    t_prefix, _ = median_seconds(lambda: [prefix(x.to(device)) for x, _ in loader], repeats, device)
+    frontiers = [prefix(x.to(device)) for x, _ in loader]
+    t_suffix, _ = median_seconds(lambda: [suffix(*f) for f in frontiers], repeats, device)
+    return t_prefix, t_suffix
+
+
+def measure_evaluation(task: str, n_test: int | None, n_models: int, repeats: int, data_dir: str | None,
+                       device: torch.device | str = "cpu") -> dict:
+    """Every figure of one task's row: seconds of each way, the floor, and the predictions that differ.
+
+    A fresh model with random running statistics and `n_models` vectors around its subset: timing does not
+    depend on training."""
+    from pdiff.config import load_config
+    from pdiff.inference import predict_many
+    from pdiff.params import ParamSpec
+    from pdiff.tasks.datasets import Split, TensorLoader, load_dataset
+    from pdiff.tasks.models import build_model
+
+    device = torch.device(device)
+    config = load_config(task, [f"data.data_dir={data_dir}"] if data_dir else [])
+    d = config.data
+    data = load_dataset(d.name, d.data_dir, d.val_size, config.seed, d.num_samples, download=False)
+    test = data.test if n_test is None else Split(data.test.x[:n_test], data.test.y[:n_test])
+    loader = TensorLoader(test, d.eval_batch_size)
+    torch.manual_seed(0)
+    model = build_model(config.model.name, data.input_shape, data.num_classes, **config.model.kwargs).eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2)
+    spec = ParamSpec.select(model, config.collect.subset)
+    vectors = spec.flatten(model) + 0.05 * torch.randn(n_models, spec.dim)
+    model.to(device)
+    chunk = config.evaluate.model_chunk
+    reference = one_by_one(model, spec, vectors, loader, device)
+    batched = predict_many(model, spec, vectors, loader, chunk, device)
+    mismatches = int((reference != batched).sum())
+    t_one, _ = median_seconds(lambda: one_by_one(model, spec, vectors, loader, device), max(1, repeats - 1), device)
+    t_whole, _ = median_seconds(lambda: whole_model_vmap(model, spec, vectors, loader, chunk, device), repeats,
+                                device)
+    t_split, times = median_seconds(lambda: predict_many(model, spec, vectors, loader, chunk, device), repeats,
+                                    device)
+    t_prefix, t_suffix = floor_seconds(model, spec, loader, repeats, device)
+    floor = t_prefix + n_models * t_suffix
+    print(f"{task}: one-by-one {t_one:.2f}s, whole vmap {t_whole:.2f}s, split {t_split:.2f}s {times}, "
+          f"floor {floor:.2f}s (prefix {t_prefix:.3f}s + {n_models} x {t_suffix:.4f}s), mismatches {mismatches}")
+    return {"task": task, "test_examples": len(test), "eval_batch_size": d.eval_batch_size, "dim": spec.dim,
+            "tensors": len(spec.names), "chunk": chunk, "models": n_models, "one_by_one_s": t_one,
+            "whole_vmap_s": t_whole, "split_s": t_split, "split_times_s": times, "prefix_s": t_prefix,
+            "suffix_s": t_suffix, "floor_s": floor, "mismatches": mismatches, "predictions": reference.numel()}
+
+
+def evaluation_row(m: dict) -> list:
+    """A `measure_evaluation` result as a row under EVALUATION_HEADER."""
+    return [m["task"], f"{m['test_examples']} x {m['eval_batch_size']}", f"{m['dim']} ({m['tensors']} tensors)",
+            m["chunk"], f"{m['one_by_one_s']:.2f}", f"{m['whole_vmap_s']:.2f}", f"**{m['split_s']:.2f}**",
+            f"{m['floor_s']:.2f}", f"{m['one_by_one_s'] / m['split_s']:.1f}x", f"{m['split_s'] / m['floor_s']:.2f}",
+            f"{m['mismatches']} of {m['predictions']}"]

@@ -1,0 +1,134 @@
+"""Share a finished run: `pdiff export` (its generator, or its checkpoints, as a Hugging Face hub repository
+folder) and `pdiff push` (the same, uploaded).
+
+An exported generator is the folder `ParameterGenerator.save_pretrained` writes (`pdiff.pretrained`) plus the run's
+base model (base.safetensors, so that samples become full, ready-to-load models) and, in the model card, the run's
+results and the `pdiff run` command that reproduces it. An exported checkpoint set is `CheckpointSet.save_pretrained`'s
+folder plus the base model. The run is read through `open_run`; the folder is written whole or not at all, and
+replaces only an earlier export of the same kind, with `force`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, leaves, load_config, task_names, to_dict
+from .folders import atomic_folder
+from .hub import check_upload, upload
+from .layout import BASE_FILE, RESULTS_FILE
+from .pipeline import stage_hash
+from .pretrained import CHECKPOINTS, GENERATOR, version
+from .render import Section
+from .report import accuracy_table, verdict_lines
+from .run_folder import FinishedRun, open_run
+from .store import load_json, save_tensors
+
+
+def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id: str | None = None,
+           force: bool = False) -> Path:
+    """Write the generator of a finished run (with its base model unless `base=False`) into `out_dir` as a hub
+    model repository with a model card; returns `out_dir`."""
+    run = open_run(run_dir)
+    gen, config = run.generator, run.config
+    metadata = _metadata(run, stage_hash(config, "train"))
+    sections = results_sections(_current_results(run), run.checkpoints.test_predictions)
+    with atomic_folder(out_dir, GENERATOR, force, option="OUT_DIR") as folder:
+        if base:
+            metadata["base"] = _copy_base(run, folder)
+        gen.write_pretrained(folder, metadata, sections, shlex.join(["pdiff", "run", *run_arguments(config)]),
+                             repo_id)
+    return Path(out_dir)
+
+
+def export_checkpoints(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id: str | None = None,
+                       force: bool = False) -> Path:
+    """Write the collected checkpoints of a run (with its base model unless `base=False`) into `out_dir` as a
+    hub dataset repository with a dataset card; returns `out_dir`."""
+    run = open_run(run_dir)
+    ckpts = run.checkpoints
+    metadata = _metadata(run, stage_hash(run.config, "collect"))
+    with atomic_folder(out_dir, CHECKPOINTS, force, option="OUT_DIR") as folder:
+        if base:
+            metadata["base"] = _copy_base(run, folder)
+        ckpts.write_pretrained(folder, metadata, shlex.join(["pdiff", "collect", *run_arguments(run.config)]),
+                               repo_id)
+    return Path(out_dir)
+
+
+def push(run_dir: str | Path, repo_id: str, private: bool = False, checkpoints: bool = False, base: bool = True,
+         token: str | None = None) -> str:
+    """Export the run's generator (or with `checkpoints`, its checkpoint set as a dataset) and upload it to the
+    hub repo `repo_id`, created if missing; returns the repo's URL."""
+    token = check_upload(repo_id, token)  # before the export: an upload that cannot happen fails at once
+    repo_type = "dataset" if checkpoints else "model"
+    with tempfile.TemporaryDirectory(prefix="pdiff-push-") as tmp:
+        folder = Path(tmp) / "export"
+        (export_checkpoints if checkpoints else export)(run_dir, folder, base, repo_id)
+        return upload(folder, repo_id, repo_type, f"pdiff {version()}: {repo_type} exported from {Path(run_dir).name}",
+                      private, token)
+
+
+def results_sections(results: dict | None, test_predictions: Any = None) -> list[Section]:
+    """The model card's sections on a run's results.json: accuracy table with CIs, resolution and verdicts."""
+    if results is None:
+        return [Section("Results", text="The run folder holds no evaluation of this generator's models "
+                                        "(`pdiff evaluate` makes one).")]
+    header, rows = accuracy_table(results["summary"], comparisons=results.get("comparisons"))
+    n_test = None if test_predictions is None else test_predictions.shape[1]
+    sections = [Section(
+        "Results", header=header, rows=rows,
+        text=f"Test accuracy (%) of the run's models{f' on {n_test} test examples' if n_test else ''}: *best* is "
+             "the test accuracy of the model with the best validation accuracy, *max* the test-set maximum; the "
+             "mean's 95% CI counts the model, test-example and interaction variance once each, and each verdict "
+             "says whether it speaks for this generator or for p-diff on this task (several generators).")]
+    lines = [f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points."
+             ] if "resolution" in results else []
+    lines += [f"- {line}" for line in verdict_lines(results) if line.startswith("generated ")]
+    return sections + ([Section("Verdicts", text="\n".join(lines))] if lines else [])
+
+
+def run_arguments(config: Config) -> list[str]:
+    """[TASK, key=value, ...]: the preset and the overrides that give `config` (data.data_dir left out: it is a
+    local path), so that `pdiff run` with them reproduces the run."""
+    if config.task not in task_names():
+        return [f"{config.task}.yaml"]
+    preset = leaves(to_dict(load_config(config.task)))
+    overrides = []
+    for key, value in leaves(to_dict(config)).items():
+        if key not in ("data.data_dir", "data.download") and preset.get(key, object()) != value:
+            overrides.append(f"{key}={_yaml_value(value)}")
+    return [config.task, *overrides]
+
+
+def _metadata(run: FinishedRun, config_hash: str) -> dict:
+    config = run.config
+    return {"task": config.task, "config_hash": config_hash, "model": config.model.name, "dataset": config.data.name}
+
+
+def _current_results(run: FinishedRun) -> dict | None:
+    """The run's results.json if it was made under the run's config, else None."""
+    path = run.stage_dir("evaluate") / RESULTS_FILE
+    if not path.is_file():
+        return None
+    results = load_json(path)
+    if not isinstance(results, dict) or results.get("config_hash") != stage_hash(run.config, "evaluate"):
+        return None
+    return run.results
+
+
+def _copy_base(run: FinishedRun, out: Path) -> dict:
+    """Copy the run's base model into `out`; returns what config.json records about its architecture."""
+    tensors, meta = run.base_state
+    save_tensors(out / BASE_FILE, tensors, meta)
+    return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
+            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
+
+
+def _yaml_value(value: Any) -> str:
+    """`value` as an override's right-hand side: YAML in flow style ([a, b], {hidden: 64}, null, 0.001)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]

@@ -1,0 +1,67 @@
+"""A task = a dataset + a model factory + the recipe in its config. `Task` is what every stage of a run shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from . import distributed
+from .config import Config
+from .errors import ConfigError, try_build
+from .tasks.datasets import DataSplits, TensorLoader, load_dataset
+from .tasks.imagefolder import image_folder_identity
+from .tasks.models import build_model, input_problem
+
+
+@dataclass
+class Task:
+    """One config with the things its stages need: the device, the data splits (loaded once) and fresh models."""
+
+    config: Config
+    progress: bool = True
+    device: torch.device = field(init=False)  # this process's device (its own GPU under a multi-process launch)
+
+    def __post_init__(self) -> None:
+        self.device = distributed.setup(distributed.resolve_device(self.config.device), self.config.precision)
+
+    @cached_property
+    def data(self) -> DataSplits:
+        d, m = self.config.data, self.config.model
+        data = load_dataset(d.name, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
+                            d.image_size, self.progress)
+        if d.name == "imagefolder" and d.image_size is None:  # a given image_size was checked with the config
+            problem = input_problem(m.name, m.kwargs, data.input_shape)
+            if problem:
+                size = "x".join(map(str, data.input_shape[1:]))
+                raise ConfigError(f"the images are {size}, too small for model.name={m.name} ({problem}): set "
+                                  "data.image_size=N to resize them to a size the model takes")
+        return data
+
+    @cached_property
+    def data_identity(self) -> str | None:
+        """The contents of a user's image folder (`image_folder_identity`), recorded with every stage made from
+        it; None for the named datasets, fixed files that torchvision checks."""
+        d = self.config.data
+        return image_folder_identity(d.data_dir) if d.name == "imagefolder" else None
+
+    def loader(self, split: str) -> TensorLoader:
+        """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
+        return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)
+
+    def bar(self, label: str) -> str | None:
+        """A progress bar's label where this run shows progress, else None (what `predict_many`'s desc takes)."""
+        return label if self.progress else None
+
+    def labels(self, split: str) -> torch.Tensor:
+        """The labels [n] of a split, in the loader's order."""
+        return getattr(self.data, split).y
+
+    def new_model(self) -> nn.Module:
+        """A freshly initialised model; an error of its constructor is a ConfigError naming model.kwargs."""
+        m = self.config.model
+        shape, classes = self.data.input_shape, self.data.num_classes
+        return try_build(lambda: build_model(m.name, shape, classes, **m.kwargs), "model.kwargs", m.kwargs,
+                         device=None)

@@ -1,0 +1,102 @@
+"""`pdiff sample` never loses what is in --out: a folder it did not write is refused even with --force, a second
+sampler on the same folder is refused, and a kill at any point leaves the old samples or the new ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pdiff.cli import app
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+runner = CliRunner()
+ARGS = ["--sampler", "ddim", "--steps", "2"]
+
+# `pdiff ARGS...` with a SIGKILL injected at one step of the folder's replacement.
+KILLED_CLI = """
+import os, signal, sys
+import pdiff.folders as folders
+import pdiff.store as store
+point = sys.argv.pop(1)
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "writing":  # the second model file half way
+    real, calls = store.save_file, []
+    def save_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            die()
+        return real(*args, **kwargs)
+    store.save_file = save_file
+elif point == "swap":
+    folders._swap = die
+from pdiff.cli import app
+app(prog_name="pdiff")
+"""
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+def test_a_folder_of_the_users_is_refused_even_with_force(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model_000.safetensors").write_bytes(os.urandom(100))  # looks like ours, is not
+    (out / "thesis.tex").write_text("years of work")
+    before = snapshot(out)
+    for force in ([], ["--force"]):
+        error = one_line_error(["sample", str(tiny_run), "--out", str(out), *ARGS, *force])
+        assert "holds no `pdiff sample` output" in error and "give a new or empty folder" in error
+        assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_a_second_sampler_on_the_same_folder_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["sample", str(tiny_run), "--out", str(out), "-n", "2", *ARGS]).exit_code == 0
+    before = snapshot(out)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".out.lock").write_text(f"{other.pid}\n")  # a pdiff sample writing into `out` right now
+        error = one_line_error(["sample", str(tiny_run), "--out", str(out), "-n", "3", "--force", *ARGS])
+        assert f"{out} is in use by another pdiff process (pid {other.pid})" in error
+        assert snapshot(out) == before
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("point", ["writing", "swap"])
+def test_a_killed_sample_leaves_the_old_samples_and_the_users_files(point: str, tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["sample", str(tiny_run), "--out", str(out), "-n", "2", *ARGS]).exit_code == 0
+    (out / "notes.txt").write_text("which seed was best")
+    before = snapshot(out)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_CLI, point, "sample", str(tiny_run), "--out", str(out),
+                             "-n", "3", "--seed", "1", "--force", *ARGS], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert snapshot(out) == before  # the old samples, complete, and the notes byte for byte
+    result = runner.invoke(app, ["sample", str(tiny_run), "--out", str(out), "-n", "3", "--seed", "1", "--force",
+                                 *ARGS])
+    assert result.exit_code == 0, result.output
+    assert sorted(snapshot(out)) == ["model_000.safetensors", "model_001.safetensors", "model_002.safetensors",
+                                     "notes.txt", "samples.json"]
+    assert snapshot(out)["notes.txt"] == before["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
