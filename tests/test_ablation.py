@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pdiff.ablation import Variant, ablate, distinct_labels, study_variants
 from pdiff.cli import app
 from pdiff.collect import collect
-from pdiff.config import base_hash
 from pdiff.errors import ConfigError
+from pdiff.hashing import base_hash
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run, run_pipeline, run_stage
 from pdiff.tasks.datasets import TensorLoader, load_dataset

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from pdiff.config import _hashed, load_config, stage_hash, task_names, to_dict
+from pdiff.config import load_config, task_names
 from pdiff.errors import ConfigError
+from pdiff.hashing import hashed_values
+from pdiff.pipeline import stage_hash
 
 
 @pytest.mark.parametrize("task", task_names())
@@ -74,8 +76,8 @@ def test_raw_latents_change_the_train_hash_and_the_default_keeps_the_older_one()
     raw = load_config("mnist1d-convnet", ["train.diffusion.standardise_latents=false"])
     assert stage_hash(base, "collect") == stage_hash(raw, "collect")
     assert stage_hash(base, "train") != stage_hash(raw, "train")
-    assert "standardise_latents" not in json.dumps(_hashed(to_dict(base), "train"))
-    assert "tokens_per_step" not in json.dumps(_hashed(to_dict(base), "train"))  # 0: every token, as before
+    assert "standardise_latents" not in json.dumps(hashed_values(base, "train"))
+    assert "tokens_per_step" not in json.dumps(hashed_values(base, "train"))  # 0: every token, as before
 
 
 def test_deviation_standardisation_changes_the_train_hash_and_tensor_keeps_the_older_one() -> None:
@@ -83,7 +85,7 @@ def test_deviation_standardisation_changes_the_train_hash_and_tensor_keeps_the_o
     deviation = load_config("mnist1d-convnet", ["train.autoencoder.standardise=deviation"])
     assert stage_hash(base, "collect") == stage_hash(deviation, "collect")
     assert stage_hash(base, "train") != stage_hash(deviation, "train")
-    assert "standardise" not in json.dumps(_hashed(to_dict(base), "train")).replace("standardise_latents", "")
+    assert "standardise" not in json.dumps(hashed_values(base, "train")).replace("standardise_latents", "")
     with pytest.raises(ConfigError, match="standardise.*deviation"):
         load_config("mnist1d-convnet", ["train.autoencoder.standardise=per-number"])
 

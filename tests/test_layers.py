@@ -20,7 +20,7 @@ LAYERS = {
     "networks": ("autoencoder", "denoisers", "diffusion", "fitting", "priors", "priors.base", "priors.flat",
                  "priors.tokens", "priors.factorised", "tasks.models", "tasks.datasets", "tasks.imagefolder",
                  "baselines"),
-    "config": ("config",),
+    "config": ("rules", "config", "hashing"),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),
     "cli": ("terminal", "cli", "__main__", "__init__"),

@@ -28,6 +28,8 @@ class ParameterAutoencoder(nn.Module, ABC):
     """
 
     global_tokens = 0  # G: latent tokens that code the whole vector (TokenAutoencoder with a global latent)
+    latent = "flat"  # the latent of one model: "flat" [d] or "tokens" [T, c] (which alone can be cropped)
+    global_kwarg: str | None = None  # the kwarg that gives it a global latent, if it can have one
 
     def __init__(self, dim: int, latent_dim: int, input_noise: float, latent_noise: float):
         super().__init__()
@@ -198,6 +200,8 @@ class TokenAutoencoder(ParameterAutoencoder):
     the output, so a loss on decode's [B, D] keeps it out.
     """
 
+    latent, global_kwarg = "tokens", "global_dim"
+
     def __init__(
         self,
         dim: int,
@@ -354,6 +358,8 @@ class TokenAutoencoder(ParameterAutoencoder):
         return self._own(self.tensor_index, token_ids), self._own(self.offset, token_ids)
 
 
+# What a constructor is given from the data and the config's own keys, never from train.autoencoder.kwargs.
+AUTOENCODER_ARGUMENTS = ("dim", "latent_dim", "input_noise", "latent_noise", "numels")
 AUTOENCODERS: dict[str, type[ParameterAutoencoder]] = {
     "mlp": MLPAutoencoder, "conv1d": ConvAutoencoder, "tokens": TokenAutoencoder}
 

@@ -25,8 +25,9 @@ from torch import nn
 
 from . import distributed
 from .checkpoints import CheckpointSet
-from .config import RECIPES, base_hash, stage_hash
+from .config import RECIPES
 from .errors import ArtifactError, SelectionError, TrainingError
+from .hashing import base_hash, check_made_under, config_hash, made_under
 from .inference import accuracy, predict_many
 from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
 from .params import ParamSpec
@@ -37,6 +38,9 @@ from .tasks.datasets import TensorLoader, augmentation, pairs
 log = logging.getLogger(__name__)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 FOLDER = STAGE_FOLDERS["collect"]  # runs/<task>/collect/
+# The config sections collect's output depends on; precision changes training (bf16 autocast), so it is hashed
+# here and reaches every later stage.
+CONFIG_SECTIONS = ("seed", "precision", "data", "model", "collect")
 
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
@@ -153,7 +157,7 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
                                 augment=augment)
     model = task.new_model()
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
-    base_meta = {**task.metadata("collect"), "input_shape": list(task.data.input_shape),
+    base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
                  "base_hash": base_hash(task.config), "data": task.data_identity}
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
@@ -192,7 +196,7 @@ def load_base(task: Task, run_dir: Path) -> nn.Module:
     """The trained base model read from collect/base.safetensors, on the task's device in eval mode."""
     path = run_dir / FOLDER / BASE_FILE
     tensors, meta = load_tensors(path)
-    task.check_made_for(path, meta, "collect")
+    check_made_under(task.config, CONFIG_SECTIONS, path, meta, "collect")
     if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
     model = task.new_model()
@@ -209,7 +213,7 @@ def load_checkpoints(task: Task, run_dir: Path, model: nn.Module) -> CheckpointS
     """The collected checkpoints, checked against `model` (the base model) and the task's config."""
     path = run_dir / FOLDER / CHECKPOINTS_FILE
     ckpts, meta = CheckpointSet.load(path)
-    task.check_made_for(path, meta, "collect")
+    check_made_under(task.config, CONFIG_SECTIONS, path, meta, "collect")
     try:
         ckpts.spec.check(model)
     except SelectionError as e:
@@ -231,7 +235,7 @@ def first_k(task: Task, source: Path, out: Path) -> dict:
     both recipes save checkpoints in order), under this config's hash; returns the stage summary."""
     k = task.config.collect.k
     ckpts, meta = CheckpointSet.load(source / FOLDER / CHECKPOINTS_FILE)
-    meta = {**meta, "config_hash": stage_hash(task.config, "collect")}
+    meta = {**meta, "config_hash": config_hash(task.config, CONFIG_SECTIONS)}
     meta.pop("spec")
     ckpts.rows(slice(0, k)).save(out / CHECKPOINTS_FILE, meta)
     base, base_meta = load_tensors(source / FOLDER / BASE_FILE)

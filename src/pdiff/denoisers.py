@@ -92,6 +92,8 @@ class ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """Residual MLP denoiser: dim -> width, `depth` residual blocks with the time embedding, -> dim."""
 
+    latent, takes_condition = "flat", True  # denoises flat latents [B, d]; can be conditioned (see embed)
+
     def __init__(self, dim: int, width: int = 256, depth: int = 3, time_dim: int = 128, conditioned: bool = False):
         super().__init__()
         self.time = TimeMLP(time_dim)
@@ -119,6 +121,8 @@ class ConvDenoiser(nn.Module):
     encoder block halves the length, each decoder block doubles it and adds the encoder activation of
     the same length; a Conv1d head maps back to one channel, cropped to d, plus a gated skip from x.
     """
+
+    latent, takes_condition = "flat", True
 
     def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128,
                  conditioned: bool = False):
@@ -246,6 +250,8 @@ class TransformerDenoiser(nn.Module):
     Cost grows with T x (window + global_tokens), so linearly in D for a fixed token size.
     """
 
+    latent, takes_condition = "tokens", False  # token latents [B, T, c], cropped in whole windows; no condition yet
+
     def __init__(self, dim: int, tokens: int, width: int = 128, depth: int = 4, heads: int = 4, window: int = 256,
                  time_dim: int = 128, global_tokens: int = 0):
         super().__init__()
@@ -275,7 +281,9 @@ class TransformerDenoiser(nn.Module):
 
 DENOISERS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "conv1d": ConvDenoiser,
                                          "transformer": TransformerDenoiser}
-TOKEN_DENOISERS = ("transformer",)  # denoisers of token latents [B, T, c]; the others take flat latents [B, d]
+TOKEN_DENOISERS = tuple(name for name, net in DENOISERS.items() if net.latent == "tokens")  # the others: [B, d]
+# What build_denoiser and the generator give a constructor, never train.diffusion.kwargs.
+DENOISER_ARGUMENTS = ("dim", "tokens", "conditioned", "global_tokens")
 
 
 def build_denoiser(arch: str, dim: int, tokens: int | None = None, global_tokens: int = 0, **kwargs) -> nn.Module:

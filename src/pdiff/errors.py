@@ -4,6 +4,14 @@ The command line prints any `PdiffError` as that one line and exits with code 1;
 and keeps its traceback. This module imports nothing of pdiff, so every layer can raise these.
 """
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
 
 class PdiffError(Exception):
     """Base class of every error caused by input, files or settings rather than by a bug."""
@@ -43,3 +51,21 @@ class NotFittedError(PdiffError, RuntimeError):
 
 class HubError(PdiffError, RuntimeError):
     """A Hugging Face hub repository cannot be found, downloaded or uploaded (offline, no token, no such repo)."""
+
+
+def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device: str | None = "meta") -> Any:
+    """`build()` on `device` (None: the default), with a constructor's own error (a bad size in `kwargs`, say)
+    as a ConfigError naming `key`. On "meta" it is a dry run that allocates nothing.
+
+    Without kwargs there is nothing of the user's to check, and an error is pdiff's own bug (a traceback).
+    """
+    if not kwargs:
+        return build() if device is None else None
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return build()
+    except NotImplementedError:  # an op the meta device lacks: nothing learnt, the real build will tell
+        return None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
+        raise ConfigError(f"{key}={kwargs} cannot build the network ({str(e).strip().splitlines()[0]}): "
+                          f"fix {key}") from None

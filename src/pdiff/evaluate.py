@@ -19,19 +19,20 @@ from torch import nn
 from . import collect, generate, memorization, stats
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
-from .config import stage_hash
 from .errors import ArtifactError
+from .hashing import check_hash, config_hash, made_under
 from .inference import accuracy, accuracy_many, predict_many
 from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
 from .params import Normalizer
 from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
 from .store import check_format_version, check_record, load_json, load_tensors, save_json, save_tensors
-from .task import Task, check_made_for
+from .task import Task
 from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
 FOLDER = STAGE_FOLDERS["evaluate"]  # runs/<task>/evaluate/
+CONFIG_SECTIONS = (*generate.CONFIG_SECTIONS, "evaluate")
 RESULTS_FORMAT_VERSION = 1  # of results.json; 0: written before it carried one
 
 
@@ -68,7 +69,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     standardised = normalizer.normalize(vectors)
     similarity = similarity_summary(predictions, test_labels, names, standardised)
     results = {"format_version": RESULTS_FORMAT_VERSION, "task": task.config.task,
-               "config_hash": stage_hash(task.config, "evaluate"), "seed": task.config.seed,
+               "config_hash": config_hash(task.config, CONFIG_SECTIONS), "seed": task.config.seed,
                "spec": ckpts.spec.to_dict(), "models": records,
                "summary": summarise(records), "baselines": settings, "similarity": similarity,
                **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
@@ -77,14 +78,14 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     if results["collapse"]["collapsed"]:
         log.warning("evaluate: %s", collapse_message(results["collapse"]))
     save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
-                 {**task.metadata("evaluate"), "spec": ckpts.spec.to_dict()})
+                 {**made_under(task.config, CONFIG_SECTIONS), "spec": ckpts.spec.to_dict()})
     save_json(out / RESULTS_FILE, results)
     return {}
 
 
 def load(task: Task, run_dir: Path) -> dict:
     """results.json of `run_dir`, checked to be made under this config."""
-    return read(run_dir, stage_hash(task.config, "evaluate"))
+    return read(run_dir, config_hash(task.config, CONFIG_SECTIONS))
 
 
 def read(run_dir: Path, config_hash: str) -> dict:
@@ -96,7 +97,7 @@ def read(run_dir: Path, config_hash: str) -> dict:
         raise ArtifactError(f"{path} holds no evaluation summary: rerun `pdiff evaluate --force`")
     check_record(path, results, {"summary": dict, "models": list, "spec": dict}, "rerun `pdiff evaluate --force`")
     check_format_version(path, results, RESULTS_FORMAT_VERSION)
-    check_made_for(path, results, config_hash, "evaluate")
+    check_hash(path, results, config_hash, "evaluate")
     return results
 
 

@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 
 from . import collect, train
-from .config import stage_hash
 from .errors import ArtifactError, ConfigError
+from .hashing import check_hash, config_hash, made_under
 from .layout import GENERATED_FILE, STAGE_FOLDERS
 from .params import ParamSpec
 from .store import load_tensors, save_tensors
-from .task import Task, check_made_for
+from .task import Task
 
 FOLDER = STAGE_FOLDERS["generate"]  # runs/<task>/generate/
+CONFIG_SECTIONS = (*train.CONFIG_SECTIONS, "generate")
 
 
 @dataclass
@@ -69,7 +70,8 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     conditioning = {} if cfg.target is None else {
         "target": cfg.target, "target_accuracy": gen.target_accuracy(cfg.target, "generate.target"),
         "guidance": cfg.guidance}
-    save_tensors(out / GENERATED_FILE, tensors, {**task.metadata("generate"), "spec": spec.to_dict(), **conditioning})
+    metadata = {**made_under(task.config, CONFIG_SECTIONS), "spec": spec.to_dict(), **conditioning}
+    save_tensors(out / GENERATED_FILE, tensors, metadata)
     return conditioning
 
 
@@ -80,14 +82,14 @@ def spread(n: int, generators: int) -> list[int]:
 
 def load(task: Task, run_dir: Path, spec: ParamSpec) -> Generated:
     """The generated vectors of `run_dir`, checked to be made under this config for `spec` and finite."""
-    return read(run_dir, stage_hash(task.config, "generate"), spec)
+    return read(run_dir, config_hash(task.config, CONFIG_SECTIONS), spec)
 
 
 def read(run_dir: Path, config_hash: str, spec: ParamSpec) -> Generated:
     """The generated vectors of `run_dir`, checked to be made under the config of `config_hash` for `spec`."""
     path = run_dir / FOLDER / GENERATED_FILE
     tensors, meta = load_tensors(path)
-    check_made_for(path, meta, config_hash, "generate")
+    check_hash(path, meta, config_hash, "generate")
     if ParamSpec.from_dict(meta.get("spec", {"names": [], "shapes": []})) != spec:
         raise ArtifactError(f"{GENERATED_FILE} was made for another parameter subset: rerun `pdiff generate --force`")
     if "params" not in tensors or not torch.isfinite(tensors["params"]).all():

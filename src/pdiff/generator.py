@@ -17,7 +17,7 @@ import torch
 
 from .autoencoder import build_autoencoder
 from .checkpoints import CheckpointSet, params_of
-from .config import AutoencoderConfig, DiffusionConfig, TrainConfig, parse_target
+from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
 from .errors import ArtifactError, ConfigError, NotFittedError, TrainingError
 from .fitting import TokenCrop, fit_network
 from .folders import atomic_folder
@@ -27,6 +27,7 @@ from .params import Normalizer, ParamSpec
 from .pretrained import GENERATOR, generator_card, read_export, version, write_export
 from .priors import build_prior
 from .render import Section
+from .rules import parse_target
 from .store import load_tensors, save_tensors
 
 
@@ -56,8 +57,7 @@ class ParameterGenerator:
 
     # ---- training -------------------------------------------------------------------------------
     def fit(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> ParameterGenerator:
-        """Train the autoencoder, then the prior, on checkpoints [K, D] (with their val accuracies when the prior
-        is conditioned)."""
+        """Train the autoencoder, then the prior, on checkpoints [K, D] (and val accuracies, if conditioned)."""
         self._condition_of(checkpoints)  # fail before training anything
         self.fit_autoencoder(checkpoints, progress)
         self.fit_prior(checkpoints, progress)

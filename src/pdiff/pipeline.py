@@ -27,10 +27,11 @@ import torch
 import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
-from .config import STAGES, Config, check_task_name, leaves, resolve_data_dir, stage_hash, to_dict, to_yaml
+from .config import STAGES, Config, check_task_name, leaves, to_dict, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
 from .folders import atomic_folder
-from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, stage_folder
+from .hashing import config_hash
+from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, resolve_data_dir, stage_folder
 from .params import ParamSpec
 from .runlock import run_lock
 from .store import STORAGE_ERRNOS, load_record, save_json, save_text, storage_error
@@ -41,6 +42,12 @@ STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "eval
 STAGE_DIRS = STAGE_FOLDERS  # stage -> its folder's name in a run folder
 Entry = Callable[[Path], dict]  # fills a stage's folder, returns the extra fields of its stage.json
 TRAINED_STAGES = ("collect", "train")  # they train networks: a finished one is replaced only when asked
+
+
+def stage_hash(config: Config, stage: str) -> str:
+    """Hash of every config value that `stage`'s output depends on (its module's CONFIG_SECTIONS, which include
+    those of the stages before it): a stage is done while its stage.json holds this hash."""
+    return config_hash(config, STAGE_MODULES[stage].CONFIG_SECTIONS)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .store import load_record, save_text
 from .task import Task
 
 FOLDER = STAGE_FOLDERS["report"]  # runs/<task>/report/
+CONFIG_SECTIONS = evaluate.CONFIG_SECTIONS  # the report reads what evaluate wrote and depends on nothing more
 ACCURACY_METRICS = {"mean_test_accuracy": "mean test accuracy", "median_test_accuracy": "median test accuracy",
                     "best_val_chosen_test_accuracy": "test accuracy of the val-chosen best"}
 NOVELTY_METRICS = {"median_max_iou": "median max IoU to the originals",

@@ -22,13 +22,14 @@ from torch import nn
 from . import evaluate, generate
 from .checkpoints import CheckpointSet
 from .collect import weights_finite
-from .config import Config, stage_hash
+from .config import Config
 from .errors import ArtifactError
 from .generate import Generated
 from .generator import ParameterGenerator
+from .hashing import check_hash
 from .layout import BASE_FILE, CHECKPOINTS_FILE, RUN_CONFIG_FILE, stage_folder
+from .pipeline import stage_hash
 from .store import load_tensors
-from .task import check_made_for
 from .tasks.models import build_model
 
 
@@ -80,7 +81,7 @@ class FinishedRun:
         """The collected checkpoints, made under this run's config."""
         path = self.stage_dir("collect") / CHECKPOINTS_FILE
         ckpts, meta = CheckpointSet.load(path)
-        check_made_for(path, meta, stage_hash(self.config, "collect"), "collect")
+        check_hash(path, meta, stage_hash(self.config, "collect"), "collect")
         return ckpts
 
     @cached_property

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from .config import Config, leaves, load_config, stage_hash, task_names, to_dict
+from .config import Config, leaves, load_config, task_names, to_dict
 from .folders import atomic_folder
 from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE
+from .pipeline import stage_hash
 from .pretrained import CHECKPOINTS, GENERATOR, version
 from .render import Section
 from .report import accuracy_table, summary_in_words, verdict_lines

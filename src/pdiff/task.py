@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import distributed
-from .config import Config, stage_hash, try_build
-from .errors import ArtifactError, ConfigError
+from .config import Config
+from .errors import ConfigError, try_build
 from .tasks.datasets import DataSplits, TensorLoader, load_dataset
 from .tasks.imagefolder import image_folder_identity
 from .tasks.models import build_model, input_problem
@@ -66,19 +65,3 @@ class Task:
         shape, classes = self.data.input_shape, self.data.num_classes
         return try_build(lambda: build_model(m.name, shape, classes, **m.kwargs), "model.kwargs", m.kwargs,
                          device=None)
-
-    def metadata(self, stage: str) -> dict:
-        """What every artifact of `stage` records about the config that made it."""
-        return {"task": self.config.task, "config_hash": stage_hash(self.config, stage),
-                "model": self.config.model.name, "seed": self.config.seed}
-
-    def check_made_for(self, path: Path, meta: dict, stage: str) -> None:
-        """Refuse an artifact of `stage` whose recorded config hash is not this config's."""
-        check_made_for(path, meta, stage_hash(self.config, stage), stage)
-
-
-def check_made_for(path: Path, meta: dict, expected: str, stage: str) -> None:
-    """Refuse an artifact of `stage` whose recorded config hash is not `expected`."""
-    if meta.get("config_hash") != expected:
-        raise ArtifactError(f"{path.name} was made under another config (hash {meta.get('config_hash')}, "
-                            f"this config {expected}): rerun `pdiff {stage} --force`")

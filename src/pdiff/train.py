@@ -22,9 +22,10 @@ from torch import nn
 
 from . import collect
 from .checkpoints import CheckpointSet
-from .config import Config, stage_hash
+from .config import Config
 from .errors import HealthError, PdiffError
 from .generator import ParameterGenerator
+from .hashing import config_hash, made_under
 from .inference import accuracy_many
 from .layout import DIFFUSION_FILE, MEMBER_PREFIX, METRICS_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
@@ -34,6 +35,7 @@ from .tasks.datasets import TensorLoader
 
 log = logging.getLogger(__name__)
 FOLDER = STAGE_FOLDERS["train"]  # runs/<task>/train/
+CONFIG_SECTIONS = (*collect.CONFIG_SECTIONS, "train")  # the generator learns collect's checkpoints
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
@@ -86,7 +88,7 @@ def member_folder(folder: Path, member: int) -> Path:
 
 
 def _member_metadata(task: Task, config: Config) -> dict:
-    return {**task.metadata("train"), "member_hash": stage_hash(config, "train")}
+    return {**made_under(task.config, CONFIG_SECTIONS), "member_hash": config_hash(config, CONFIG_SECTIONS)}
 
 
 def _finished_member(folder: Path, config: Config, spec: ParamSpec, task: Task) -> ParameterGenerator | None:
@@ -95,7 +97,7 @@ def _finished_member(folder: Path, config: Config, spec: ParamSpec, task: Task) 
         return None
     try:
         _, meta = load_tensors(folder / DIFFUSION_FILE)
-        if meta.get("member_hash", meta.get("config_hash")) != stage_hash(config, "train"):
+        if meta.get("member_hash", meta.get("config_hash")) != config_hash(config, CONFIG_SECTIONS):
             return None
         return ParameterGenerator.load(folder, task.device, spec)
     except PdiffError:  # unreadable or made for something else: train it again
@@ -110,7 +112,8 @@ def load(task: Task, run_dir: Path, spec: ParamSpec) -> ParameterGenerator:
 def load_all(task: Task, run_dir: Path, spec: ParamSpec) -> list[ParameterGenerator]:
     """Every generator of `run_dir` (train.generators of them), checked to be trained under this config."""
     folder = stage_folder(run_dir, "train")
-    return [ParameterGenerator.load(member_folder(folder, s), task.device, spec, stage_hash(task.config, "train"))
+    expected = config_hash(task.config, CONFIG_SECTIONS)
+    return [ParameterGenerator.load(member_folder(folder, s), task.device, spec, expected)
             for s in range(task.config.train.generators)]
 
 

@@ -131,6 +131,7 @@ def timm_model(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+MODEL_ARGUMENTS = ("input_shape", "num_classes")  # what a factory is given from the data, never from model.kwargs
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "convnet1d": ConvNet1d,
     "mlp": MLP,

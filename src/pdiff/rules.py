@@ -1,0 +1,190 @@
+"""Config fields that carry their own rules, and the one validator that runs them.
+
+`setting(default, *rules, **hashing)` is a dataclass field whose metadata holds the rules its value must pass
+and how the config hash treats it (pdiff.hashing). A rule is a function (dotted key, value, whole config) that
+raises a ConfigError naming the key and the fix; `check_fields` runs every field's rules in field order, so a
+rule may rely on the fields declared before its own. `check_networks` holds the rules between the generator's
+two networks, which read the attributes of the networks' registry entries: a new network sets its attributes,
+and neither this module nor pdiff.config changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import field, fields, is_dataclass
+from typing import Any
+
+from .autoencoder import AUTOENCODER_ARGUMENTS, AUTOENCODERS, build_autoencoder
+from .denoisers import DENOISER_ARGUMENTS, DENOISERS, build_denoiser
+from .errors import ConfigError, try_build
+
+Rule = Callable[[str, Any, Any], None]  # (dotted key, value, whole config): raises a ConfigError naming the key
+
+
+def setting(default: Any, *rules: Rule, **hashing: Any) -> Any:
+    """A config field: its default, the `rules` its value must pass, and how pdiff.hashing treats it (`hashed`:
+    False or a function of the section; `hash_as`; `inert`: the value at which a key added after runs were made
+    changes nothing, left out of the hash then with the sibling keys it `drops`)."""
+    metadata = {"rules": rules, **hashing}
+    if isinstance(default, list | dict):  # mutable: every config gets its own copy
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_fields(node: Any, config: Any, prefix: str = "") -> None:
+    """Run the rules of every field of the dataclass `node` (and of the dataclasses inside it) in field order."""
+    for f in fields(node):
+        value = getattr(node, f.name)
+        for rule in f.metadata.get("rules", ()):
+            rule(f"{prefix}{f.name}", value, config)
+        if is_dataclass(value):
+            check_fields(value, config, f"{prefix}{f.name}.")
+
+
+def ensure(ok: Callable[[Any, Any], bool], message: str) -> Rule:
+    """The rule `ok(value, config)`; else `message`, formatted with the key, the value and the config `c`."""
+    def rule(key: str, value: Any, config: Any) -> None:
+        if not ok(value, config):
+            raise ConfigError(message.format(key=key, value=value, c=config))
+    return rule
+
+
+def one_of(choices: Iterable[str], known: bool = False) -> Rule:
+    """The value must be one of `choices`; a registry is read when checked, so entries added later count."""
+    def rule(key: str, value: Any, config: Any) -> None:
+        if value not in choices:
+            names = ", ".join(sorted(choices) if known else choices)
+            raise ConfigError(f"{key}={value!r} is {'not known' if known else 'not valid'}: choose one of {names}")
+    return rule
+
+
+def each_of(choices: Iterable[str]) -> Rule:
+    """Every item of the list value must be one of `choices`."""
+    def rule(key: str, values: list, config: Any) -> None:
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise ConfigError(f"{key}: unknown {unknown[0]!r}: choose from {', '.join(choices)}")
+    return rule
+
+
+def positive(fix: str = ": set it to 1 or more") -> Rule:
+    return ensure(lambda v, c: v is None or v > 0, "{key}={value} must be positive" + fix)  # None: a null default
+
+
+def within(low: float, high: float, low_ok: bool, high_ok: bool) -> Rule:
+    """A finite real from `low` to `high`, each end included where its `*_ok`."""
+    interval = f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+    return ensure(lambda v, c: math.isfinite(v) and (v >= low if low_ok else v > low)
+                  and (v <= high if high_ok else v < high), "{key}={value} is out of range: give a finite value "
+                  "in " + interval)
+
+
+AT_LEAST_0 = ensure(lambda v, c: v >= 0, "{key}={value} must be zero or more: set it to 0 or above")
+INF = float("inf")
+REAL_ABOVE_0, REAL_AT_LEAST_0 = within(0, INF, False, False), within(0, INF, True, False)
+FRACTION, OPEN_FRACTION = within(0, 1, True, True), within(0, 1, False, False)
+
+
+def sizes(key: str, kwargs: dict[str, Any], config: Any) -> None:
+    """Every number inside a network's kwargs (lists and nested dicts included) is finite and not negative."""
+    for name, value in _numbers(kwargs):
+        if value < 0 or not math.isfinite(value):
+            raise ConfigError(f"{key}.{name}={value} is negative or not finite: give sizes of 1 or more "
+                              "(and rates of 0 or more)")
+
+
+def _numbers(value: Any, name: str = "") -> list[tuple[str, float]]:
+    """(dotted name, number) of every number inside a kwargs dict, lists and nested dicts included."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [(name, value)]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [pair for key, child in items for pair in _numbers(child, f"{name}.{key}" if name else str(key))]
+
+
+def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewhere: tuple[str, ...]) -> None:
+    """Raise ConfigError naming `key` if `kwargs` holds an argument that `factory` does not take from it."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # the factory passes its kwargs on (timm models): the library it calls checks them
+    accepted = [name for name in parameters if name not in set_elsewhere]
+    for name in kwargs:
+        if name not in accepted:
+            spaced = str(name).partition(":")
+            hint = (f" (YAML reads '{name}' as one key: write {{{spaced[0]}: {spaced[2]}}} with a space after the "
+                    "colon)" if spaced[1] and spaced[0] in accepted else "")
+            raise ConfigError(f"{key} has {name!r}, which {factory.__name__} does not take{hint}: "
+                              f"choose from {', '.join(accepted)}")
+
+
+def check_networks(ae: Any, dm: Any) -> None:
+    """The rules between the generator's networks, given the train.autoencoder (`ae`) and train.diffusion (`dm`)
+    sections: each one's kwargs, and what one asks of the other, read from their registry entries: the latent
+    each codes or takes (`latent`: "flat" [d] or "tokens" [T, c], which alone can be cropped), the kwarg that
+    gives an autoencoder a global latent (`global_kwarg`), and whether a denoiser `takes_condition`."""
+    encoder, denoiser = AUTOENCODERS[ae.arch], DENOISERS[dm.arch]
+    check_kwargs(encoder, ae.kwargs, "train.autoencoder.kwargs", AUTOENCODER_ARGUMENTS)
+    check_kwargs(denoiser, dm.kwargs, "train.diffusion.kwargs", DENOISER_ARGUMENTS)
+    has_global = bool(encoder.global_kwarg and ae.kwargs.get(encoder.global_kwarg))
+    if has_global and not dm.standardise_latents:
+        raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
+                          "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
+                          "standardise the latents or set global_dim: 0 (and train.diffusion.global_steps: 0)")
+    if dm.global_steps and not has_global:
+        raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for the global latent, "
+                          "which only the tokens autoencoder with a global_dim has: set train.autoencoder.kwargs."
+                          "global_dim (and arch tokens), or global_steps: 0")
+    if encoder.latent != denoiser.latent:
+        raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
+                          "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
+    for key, section, registry in (("train.autoencoder", ae, AUTOENCODERS), ("train.diffusion", dm, DENOISERS)):
+        if section.tokens_per_step and registry[section.arch].latent != "tokens":
+            croppers = " or ".join(name for name, net in registry.items() if net.latent == "tokens")
+            raise ConfigError(f"{key}.tokens_per_step={section.tokens_per_step} crops token sequences, which "
+                              f"{key}.arch={section.arch} does not have: set it to 0, or use arch {croppers}")
+    parameters = inspect.signature(denoiser).parameters  # a windowed denoiser's crop is whole windows
+    window = dm.kwargs.get("window", parameters["window"].default) if "window" in parameters else 1
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(f"train.diffusion.kwargs.window={window!r}: a window is a whole number of tokens, 1 or "
+                          "more (tokens attend within it)")
+    if dm.tokens_per_step % window:
+        raise ConfigError(f"train.diffusion.tokens_per_step={dm.tokens_per_step} is not a multiple of the "
+                          f"transformer's window ({window}): give a multiple, so a crop is whole windows")
+    if dm.condition != "none" and not denoiser.takes_condition:
+        takers = " or ".join(name for name, net in DENOISERS.items() if net.takes_condition)
+        raise ConfigError(f"train.diffusion.condition={dm.condition} with train.diffusion.arch={dm.arch}: the "
+                          f"{dm.arch} denoiser takes no condition yet; use the {takers} denoiser")
+    # Built on the meta device (no memory); the autoencoder at a nominal D, since D needs the model.
+    try_build(lambda: build_autoencoder(ae.arch, 64, latent_dim=ae.latent_dim, **ae.kwargs),
+              "train.autoencoder.kwargs", ae.kwargs)
+    tokens = 4 if denoiser.latent == "tokens" else None  # a nominal T, like the nominal D
+    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+
+
+TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
+
+
+def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:
+    """A target accuracy as ("accuracy", fraction in [0, 1]) or ("percentile", 0 to 100) of the training
+    checkpoints' validation accuracies: "0.98" or 0.98, "max" (q100), "median" (q50), "min" (q0), "q90"."""
+    text = str(target).strip().lower()
+    if text in TARGET_PERCENTILES:
+        return "percentile", TARGET_PERCENTILES[text]
+    if match := re.fullmatch(r"q(\d+(?:\.\d*)?)", text):
+        percentile = float(match.group(1))
+        if percentile > 100:
+            raise ConfigError(f"{key}={target}: a percentile runs from q0 to q100")
+        return "percentile", percentile
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}={target!r} is not a target: give a validation accuracy as a fraction (0.98) or "
+                          f"one of {', '.join(TARGET_PERCENTILES)}, qNN (the NN-th percentile)") from None
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"{key}={target} is outside [0, 1]: give the accuracy as a fraction, e.g. 0.98 for 98%")
+    return "accuracy", fraction
