@@ -289,3 +289,10 @@ def test_a_tokens_generator_without_the_per_token_maps_is_one_line_error(fitted_
     with pytest.raises(ArtifactError, match="do not fit the saved architecture.*train --force") as error:
         ParameterGenerator.load(tmp_path, spec=SPEC)
     assert "\n" not in str(error.value) and "encoder_basis" in str(error.value)
+
+
+def test_a_seed_torch_cannot_take_is_one_line(fitted) -> None:
+    """The library checks sampling seeds as the command line does (torch seeds are 64-bit)."""
+    for seed in (2**64, -1):
+        with pytest.raises(ConfigError, match=rf"seed={seed} is not a 64-bit seed: give a whole number"):
+            fitted.sample_latents(2, "ddim", 5, seed=seed)

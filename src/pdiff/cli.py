@@ -29,11 +29,12 @@ from rich.table import Table
 from . import distributed, share
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .config import MAX_SEED, STAGES, Config, config_keys, load_config, task_names
+from .config import STAGES, Config, config_keys, load_config, task_names
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
 from .layout import STAGE_FILE
 from .pipeline import run_pipeline
+from .rules import check_seed
 from .run_folder import open_run
 from .sample import sample_models
 from .store import load_record
@@ -144,8 +145,7 @@ def sample(run_dir: Annotated[Path, typer.Argument(
            ) -> None:
     """Write N full-model state_dicts from a trained generator, without retraining anything."""
     try:
-        if not 0 <= seed <= MAX_SEED:
-            raise ConfigError(f"--seed {seed} is not a 64-bit seed: give a whole number in 0..{MAX_SEED}")
+        check_seed(seed, "--seed ")
         paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force, target=target,
                               guidance=guidance)
     except PdiffError as e:

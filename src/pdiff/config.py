@@ -33,7 +33,6 @@ from .tasks.datasets import DATASETS
 from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
-MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
@@ -197,8 +196,7 @@ class Config:
     task: str = setting("custom", lambda key, task, c: check_task_name(task))
     description: str = ""
     hardware: str = "cpu"  # what the preset is sized for
-    seed: int = setting(0, ensure(lambda v, c: 0 <= v <= MAX_SEED, "{key}={value} is not a 64-bit seed: give a "
-                                  f"whole number in 0..{MAX_SEED}"))
+    seed: int = setting(0, rules.SEED)
     device: str = setting("auto", lambda key, device, c: resolve_device(device))  # "auto", "cpu", "cuda:1", ...
     # training: "no" (float32), "bf16", "fp16"; "auto": bf16 on a GPU with bf16, else no
     precision: str = setting("auto", one_of(PRECISIONS))

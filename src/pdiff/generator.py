@@ -27,7 +27,7 @@ from .params import Normalizer, ParamSpec
 from .pretrained import GENERATOR, generator_card, read_export, version, write_export
 from .priors import build_prior
 from .render import Section
-from .rules import parse_target
+from .rules import check_seed, parse_target
 from .store import load_tensors, save_tensors
 
 
@@ -126,7 +126,7 @@ class ParameterGenerator:
         if target is None and guidance != 0:
             raise ConfigError(f"guidance={guidance} steers towards a target: give a target too (e.g. target='max')")
         accuracy = None if target is None else self.target_accuracy(target)
-        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        generator = torch.Generator().manual_seed(check_seed(self.seed if seed is None else seed))
         z = self.prior.sample(n, sampler, steps, generator, condition=accuracy, guidance=guidance, progress=progress)
         return z.cpu() * self.latent_scale + self.latent_mean
 

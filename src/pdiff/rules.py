@@ -169,6 +169,21 @@ def check_networks(ae: Any, dm: Any) -> None:
 TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
 
 
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the seed + 1 + rank of each process must fit too
+
+
+def check_seed(seed: int, key: str = "seed=") -> int:
+    """`seed` itself when torch can take it (a whole number in 0..2^63 - 1), else a one-line ConfigError naming
+    it as `key` ("seed=" in the library, "--seed " on the command line)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{key}{seed} is not a 64-bit seed: give a whole number in 0..{MAX_SEED}")
+    return seed
+
+
+SEED = ensure(lambda v, c: 0 <= v <= MAX_SEED, "{key}={value} is not a 64-bit seed: give a whole number in "
+              f"0..{MAX_SEED}")
+
+
 def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:
     """A target accuracy as ("accuracy", fraction in [0, 1]) or ("percentile", 0 to 100) of the training
     checkpoints' validation accuracies: "0.98" or 0.98, "max" (q100), "median" (q50), "min" (q0), "q90"."""
