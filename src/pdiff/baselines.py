@@ -1,4 +1,4 @@
-"""Reference parameter vectors to compare generated models against (DESIGN.md section 4).
+"""Reference parameter vectors to compare generated models against (docs/design.md, "Following the paper").
 
 Each baseline answers "could something simpler than diffusion make these models?": the average of
 all checkpoints (the paper's "ensemble"), checkpoints plus noise, checkpoints trained a few steps

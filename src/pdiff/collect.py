@@ -1,6 +1,6 @@
 """Stage 1, collect: train a base model, then keep training only the chosen subset and save K checkpoints of it.
 
-Two recipes from the official code (DESIGN.md section 4): "epoch" (v1) trains the subset with SGD at
+Two recipes from the official code (docs/design.md, "Following the paper"): "epoch" (v1) trains the subset with SGD at
 a small lr and saves once per epoch; "iteration" (v2) trains it with AdamW at a constant lr and saves
 after every step. Everything else stays frozen and the model stays in eval mode, so BatchNorm running
 statistics remain those of the base model.

@@ -1,6 +1,6 @@
 """Configs: one dataclass per stage, YAML task presets, `key=value` overrides, validation.
 
-The defaults reproduce the paper (DESIGN.md section 4); a task preset in `tasks/presets/*.yaml`
+The defaults reproduce the paper (docs/design.md, "Following the paper"); a task preset in `tasks/presets/*.yaml`
 overrides what its dataset and hardware need, and the command line overrides both.
 Each field carries its rules (`setting(default, *rules)`, see pdiff.rules), which `validate` runs in field
 order, and how the config hash treats it (pdiff.hashing); the rules between the generator's networks read their

@@ -2,7 +2,7 @@
 
 `ParamSpec` names the generated parameters (sorted in the model's own order) and their shapes;
 a parameter vector is their concatenation, shape [D]. `Normalizer` standardises each tensor by its
-mean and std over the K checkpoints (DESIGN.md section 4).
+mean and std over the K checkpoints (docs/design.md, "Following the paper").
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+"""The README and docs/ stay true to the repository: links resolve, the README stays short, the commands it
+gives are the ones CI runs, every task preset is in its table, and the project speaks of itself only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pdiff.config import task_names
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+MAX_README_LINES = 250
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target): inline links
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def prose(page: Path) -> str:
+    """The page without its fenced code blocks (a `[x](y)` inside code is no link)."""
+    return FENCE.sub("", page.read_text(encoding="utf-8"))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {slug(line.lstrip("#")) for line in prose(page).splitlines() if line.startswith("#")}
+
+
+def relative_links(page: Path) -> list[str]:
+    return [t for t in LINK.findall(prose(page)) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(page: Path) -> None:
+    broken = []
+    for target in relative_links(page):
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(target)
+        elif anchor and resolved.suffix == ".md" and resolved in PAGES and anchor not in anchors(resolved):
+            broken.append(target)  # anchors are checked on the pages this test owns; BENCHMARKS.md is rendered
+    assert not broken, f"{page.name}: links that resolve to nothing: {broken}"
+
+
+def test_readme_is_short() -> None:
+    lines = len(README.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines: move detail into docs/"
+
+
+def test_readme_gives_the_commands_ci_and_a_newcomer_run() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = next(line.strip() for line in ci.splitlines() if "pytest" in line and not line.startswith("#"))
+    readme = README.read_text(encoding="utf-8")
+    assert test_command in readme
+    assert "python -m pip install -e . && pdiff run" in readme
+
+
+def test_every_task_is_in_the_readme_table() -> None:
+    table = "\n".join(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("|"))
+    missing = [name for name in task_names() if f"`{name}`" not in table]
+    assert not missing, f"tasks missing from README.md's table: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_pages_speak_of_the_project_only(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    found = re.findall(r"\bissue \d+|\b20\d\d-\d\d-\d\d\b|DESIGN\.md", text)
+    assert not found, f"{page.name} mentions development history: {found}"
