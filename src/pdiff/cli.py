@@ -10,7 +10,7 @@
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
     pdiff tasks                           the named tasks (and --keys: every config key)
 
-Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run ...` (README "Scaling out").
+Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run ...` (docs/scaling-out.md).
 """
 
 from __future__ import annotations

@@ -248,7 +248,8 @@ def dominance(accuracy: Comparison, similarity: Comparison, group: str, versus: 
     BASELINE: `accuracy` of mean test accuracy, `similarity` of e.g. median max IoU to the originals.
     Verdict "generated dominates": generated is not less accurate and is less similar; "is dominated"
     (generated is, by the baseline): the baseline is not less accurate and is less similar; else "undecided".
-    The record has the Comparison's keys, with None where a number has no meaning, and the accuracy's scope.
+    The record has the Comparison's keys, with None where a number has no meaning, and the narrower scope of
+    the two (a method-scope accuracy beside a one-generator similarity speaks for the generators' models only).
     """
     for c in (accuracy, similarity):
         if (c.group, c.versus) != (versus, group):
@@ -260,7 +261,8 @@ def dominance(accuracy: Comparison, similarity: Comparison, group: str, versus: 
     else:
         outcome = DOMINANCE_VERDICTS[2]
     return {"group": group, "versus": versus, "metric": "dominance", "difference": None, "ci_low": None,
-            "ci_high": None, "p_value": None, "verdict": outcome, "scope": accuracy.scope}
+            "ci_high": None, "p_value": None, "verdict": outcome,
+            "scope": accuracy.scope if similarity.scope == accuracy.scope else SCOPES[0]}  # the narrower of the two
 
 
 def resolution(correct: torch.Tensor) -> float:
