@@ -160,7 +160,7 @@ def render(results: dict) -> str:
 ({p['cores']} cores; torch's default threads in each stage process). Each stage ran as its own
 `python -m pdiff STAGE` process; minutes are wall time, peak RSS the train stage's process. Every parameter of
 each network is generated; accuracies are on the MNIST test set, CIs by the two-level bootstrap of
-`pdiff.stats.compare_accuracy` (models and test examples resampled). Targets (issue 16): the generated mean
+`pdiff.stats.compare_accuracy` (models and test examples resampled). Targets: the generated mean
 within 1 point of the originals' (met when the whole CI lies within +-1 point) and at least 95% of the generated
 models inside the originals' test-accuracy range.
 
