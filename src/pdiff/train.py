@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
         if kept is not None:
             log.info("train: generator %d is already trained under this config: kept", member)
             kept.save(folder, _member_metadata(task, config))
-            shutil.copyfile(previous / METRICS_FILE, folder / METRICS_FILE)
+            save_text(folder / METRICS_FILE, (previous / METRICS_FILE).read_text())  # the main process writes
             health.append(None)
             continue
         seed = task.config.seed if config.train.seed is None else config.train.seed
