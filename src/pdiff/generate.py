@@ -43,7 +43,8 @@ class Generated:
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
-    """Sample generate.n vectors from the run's generator and write them into `out`."""
+    """Sample generate.n vectors from the run's generators (spread evenly, generator s seeded seed + s) and write
+    them into `out`."""
     collected = collect.load(task, run_dir)
     spec = collected.checkpoints.spec
     training, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
