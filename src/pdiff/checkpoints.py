@@ -15,7 +15,8 @@ from .folders import atomic_folder
 from .hub import download
 from .layout import CHECKPOINTS_FILE
 from .params import ParamSpec
-from .pretrained import CHECKPOINTS, checkpoints_card, read_export, version, write_export
+from .pretrained import CHECKPOINTS, checkpoints_card, read_export, write_export
+from .provenance import version
 from .store import load_tensors, save_tensors
 
 HOLDOUT_SPLITS = ("interleaved", "last")

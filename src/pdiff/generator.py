@@ -24,8 +24,9 @@ from .folders import atomic_folder
 from .hub import download
 from .layout import AUTOENCODER_FILE, DIFFUSION_FILE
 from .params import Normalizer, ParamSpec
-from .pretrained import GENERATOR, generator_card, read_export, version, write_export
+from .pretrained import GENERATOR, generator_card, read_export, write_export
 from .priors import build_prior
+from .provenance import version
 from .render import Section
 from .rules import check_seed, parse_target
 from .store import load_tensors, save_tensors
@@ -116,9 +117,8 @@ class ParameterGenerator:
 
         target (a conditioned prior): a fraction, or "max", "median", "min", "qNN" of the training
         checkpoints' accuracies (see `target_accuracy`); guidance: classifier-free guidance w. Without a target
-        a conditioned prior samples its unconditional model. The noise is drawn on the CPU and moved to the
-        device, so a seed gives the same latents on any device (up to float rounding): a generator trained on
-        a GPU samples the same vectors when loaded on a CPU.
+        a conditioned prior samples its unconditional model. The noise is drawn on the CPU, so a seed gives the
+        same latents on any device (up to float rounding): a GPU-trained generator samples alike on a CPU.
         """
         self._check_fitted("sample")
         if guidance < 0:

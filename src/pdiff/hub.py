@@ -6,7 +6,6 @@ What an export holds is `pdiff.pretrained`; exporting a run is `pdiff.share`. A 
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import httpx2  # the HTTP client of huggingface_hub; its network errors are no OSErrors
@@ -15,13 +14,10 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntry
 from huggingface_hub.utils import validate_repo_id
 
 from .errors import HubError
+from .provenance import version
 
 LIBRARY = "pdiff"
 NETWORK_ERRORS = (OSError, HfHubHTTPError, httpx2.TransportError)
-
-
-def _version() -> str:
-    return importlib.metadata.version("pdiff")
 
 
 def is_repo_id(name: str) -> bool:
@@ -44,7 +40,7 @@ def download(name_or_path: str | Path, repo_type: str = "model", revision: str |
                        "(`pdiff export`) or a repo id")
     try:
         return Path(huggingface_hub.snapshot_download(name, repo_type=repo_type, revision=revision,
-                                                      library_name=LIBRARY, library_version=_version()))
+                                                      library_name=LIBRARY, library_version=version()))
     except LocalEntryNotFoundError:
         why = ("HF_HUB_OFFLINE=1 forbids downloading it" if huggingface_hub.constants.HF_HUB_OFFLINE
                else "the hub cannot be reached")
@@ -75,7 +71,7 @@ def upload(folder: Path, repo_id: str, repo_type: str, message: str, private: bo
            token: str | None = None) -> str:
     """Upload `folder` to the hub repo `repo_id` (a "model" or "dataset" repo), created if missing; returns its URL."""
     token = check_upload(repo_id, token)
-    api = huggingface_hub.HfApi(token=token, library_name=LIBRARY, library_version=_version())
+    api = huggingface_hub.HfApi(token=token, library_name=LIBRARY, library_version=version())
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=message)

@@ -14,7 +14,6 @@ export` adds a run's base model and results. config.json is the folder's marker.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 from huggingface_hub import DatasetCardData, ModelCardData
@@ -23,6 +22,7 @@ from .errors import ArtifactError
 from .folders import LIBRARY, Marker, owned_by_pdiff
 from .layout import CARD_FILE, EXPORT_CONFIG_FILE
 from .params import ParamSpec
+from .provenance import version
 from .render import Section, render_markdown
 from .store import check_format_version, save_json, save_text
 
@@ -30,10 +30,6 @@ FORMAT_VERSION = 1  # of config.json; 0: written before it carried one
 GENERATOR = Marker(EXPORT_CONFIG_FILE, "generator", "pdiff export of a generator")
 CHECKPOINTS = Marker(EXPORT_CONFIG_FILE, "checkpoints", "pdiff export of checkpoints")
 PAPER = "https://arxiv.org/abs/2402.13144"
-
-
-def version() -> str:
-    return importlib.metadata.version("pdiff")
 
 
 def write_export(folder: Path, marker: Marker, fields: dict, card: str) -> dict:

@@ -16,11 +16,12 @@ import torch
 def provenance(device: torch.device | str = "cpu") -> dict:
     """{"pdiff", "commit", "dirty", "torch", "threads", "device"}; commit and dirty are None outside a git checkout."""
     commit, dirty = _git_state(Path(__file__).resolve().parent)
-    return {"pdiff": _version(), "commit": commit, "dirty": dirty, "torch": torch.__version__,
+    return {"pdiff": version(), "commit": commit, "dirty": dirty, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(device)}
 
 
-def _version() -> str:
+def version() -> str:
+    """The installed pdiff version ("unknown" in a source tree that was never installed)."""
     try:
         return metadata.version("pdiff")
     except metadata.PackageNotFoundError:  # imported from a source tree that was never installed

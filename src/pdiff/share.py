@@ -22,7 +22,8 @@ from .folders import atomic_folder
 from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE
 from .pipeline import stage_hash
-from .pretrained import CHECKPOINTS, GENERATOR, version
+from .pretrained import CHECKPOINTS, GENERATOR
+from .provenance import version
 from .render import Section
 from .report import accuracy_table, summary_in_words, verdict_lines
 from .run_folder import FinishedRun, open_run
