@@ -58,10 +58,11 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
         params.append(gen.decode(drawn))
         members.append(torch.full((n,), member, dtype=torch.int64))
     gen, params = generators[0], torch.cat(params)
-    if not torch.isfinite(params).all() and cfg.guidance:  # guidance extrapolates past both models' predictions
+    finite = bool(torch.isfinite(params).all())
+    if not finite and cfg.guidance:  # guidance extrapolates past both models' predictions
         raise ArtifactError(f"generate.guidance={cfg.guidance} pushed the samples to NaN or Inf parameters: lower "
                             "generate.guidance (0 turns guidance off)")
-    if not torch.isfinite(params).all():
+    if not finite:
         raise ArtifactError("the generator produced NaN or Inf parameters: retrain with `pdiff train --force`")
     tensors = {"params": params, "latents": torch.cat(latents), "original_latents": gen.encode(training.params)}
     if len(generators) > 1:  # which generator drew each row (latents of different generators live apart)
