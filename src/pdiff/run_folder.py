@@ -22,7 +22,7 @@ from torch import nn
 from . import evaluate, generate
 from .checkpoints import CheckpointSet
 from .collect import weights_finite
-from .config import Config
+from .config import Config, field_names
 from .errors import ArtifactError
 from .generate import Generated
 from .generator import ParameterGenerator
@@ -118,7 +118,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist: {run_dir} is not a finished run; run `pdiff run` first")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), field_names(OmegaConf.load(path))))
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not a pdiff config ({str(e).strip().splitlines()[0]}): rerun "
                             "`pdiff run` to rewrite it") from None
