@@ -133,6 +133,8 @@ BAD = {  # id: (write the file at path, error class, words the one line must hol
               "'2.bias' is (3,) but the model's is (2,)"),
     "dtype": (lambda p: torch.save(_wrong(lambda s: s.update({"0.bias": s["0.bias"].half()})), p), SelectionError,
               "'0.bias' is torch.float16 but the model's is torch.float32"),
+    "not-finite": (lambda p: torch.save(_wrong(lambda s: s["1.weight"].fill_(float("nan"))), p), ArtifactError,
+                   "holds NaN or Inf in the parameters of collect.subset"),
     "missing": (lambda p: torch.save(_wrong(lambda s: s.pop("2.weight")), p), SelectionError,
                 "lacks '2.weight' of the model"),
 }
@@ -146,6 +148,7 @@ def test_each_bad_checkpoint_is_one_line(tmp_path: Path, case: str) -> None:
     model = small_model()
     with pytest.raises(error) as raised:
         check_against(read_state_dict(path, "collect.from"), model.state_dict(), path)
+        read_checkpoints([path], "collect.from", ParamSpec.select(model, "1.*"), model.state_dict())
     assert words in str(raised.value) and "\n" not in str(raised.value)
 
 

@@ -1,19 +1,25 @@
 import copy
+import importlib
+import logging
+import os
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pdiff.checkpoints import CheckpointSet
-from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, train_base
+from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, split, train_base
 from pdiff.collect import run as collect_stage
+from pdiff.config import load_config
 from pdiff.errors import ArtifactError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
-from pdiff.store import save_tensors
+from pdiff.pipeline import Run, run_stages
+from pdiff.store import load_tensors, save_tensors
 from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config, write_checkpoints
 
 
 def blobs(n: int = 256, seed: int = 0) -> Split:
@@ -119,3 +125,107 @@ def test_a_loader_of_dicts_is_one_clear_error() -> None:
     batches = [{"image": x, "label": y} for x, y in TensorLoader(blobs(), 64)]
     with pytest.raises(DatasetError, match=r"yields dicts with keys \['image', 'label'\]; pdiff trains on \(x, y\)"):
         train_base(MLP((1, 8), 4, hidden=(16,)), batches, epochs=1, progress=False)
+
+
+# ---- your own checkpoints (collect.from, collect.base, train.holdout_from) --------------------------------
+NATURAL = {"ckpt_1": 0, "ckpt_2": 1, "ckpt_10": 2, "ckpt_11": 3}  # natural order: rows 0..3
+
+
+def read_plain(path, kind: str) -> dict[str, torch.Tensor]:
+    """The state_dict in the checkpoint at `path`, read with plain torch / safetensors."""
+    if kind in ("pt", "wrapped"):
+        state = torch.load(path, weights_only=True)
+        return state["model"] if kind == "wrapped" else state
+    return load_file(str(path / "model.safetensors" if kind == "folder" else path))
+
+
+def plain_torch_accuracy(task: Task, path, kind: str) -> tuple[float, float]:
+    """(val, test) accuracy of the checkpoint at `path`, loaded into a fresh model with plain torch."""
+    model = task.new_model()
+    model.load_state_dict(read_plain(path, kind))
+    model.eval()
+    with torch.no_grad():
+        return tuple((model(getattr(task.data, split).x).argmax(1) == task.labels(split)).float().mean().item()
+                     for split in ("val", "test"))
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pt", "wrapped", "folder"])
+def test_collect_from_reads_each_kind_in_natural_order(tiny_run, tmp_path, kind: str) -> None:
+    paths = write_checkpoints(tiny_run, tmp_path / "mine", dict(reversed(NATURAL.items())), kind)
+    key = ["collect.state_dict_key=model"] if kind == "wrapped" else []
+    task = Task(tiny_config(f"collect.from={tmp_path}/mine/ckpt_*", *key), progress=False)
+    out = tmp_path / "run" / FOLDER
+    out.mkdir(parents=True)
+    summary = collect_stage(task, tmp_path / "run", out)
+    assert summary["checkpoint_files"] == [str(p) for p in reversed(paths)]  # ckpt_2 before ckpt_10
+    ckpts = load(task, tmp_path / "run").checkpoints  # K = the files matched, not collect.k
+    original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
+    assert torch.equal(ckpts.params, original.params[:4])
+    for i, path in enumerate(reversed(paths)):
+        val, test = plain_torch_accuracy(task, path, kind)
+        assert (ckpts.val_accuracy[i].item(), ckpts.test_accuracy[i].item()) == (val, test)
+    assert torch.equal(ckpts.test_predictions, original.test_predictions[:4])
+    base, meta = load_tensors(out / BASE_FILE)  # the first checkpoint is the base, never reused as a trained one
+    first = read_plain(paths[-1], kind)
+    assert all(torch.equal(base[name], first[name]) for name in first) and meta["base_hash"] is None
+
+
+def test_collect_base_starts_pdiffs_own_collection_from_your_model(tiny_run, tmp_path, monkeypatch) -> None:
+    given = tiny_run / FOLDER / BASE_FILE
+    trained = lambda *args, **kwargs: pytest.fail("the base was trained")  # noqa: E731
+    monkeypatch.setattr(importlib.import_module("pdiff.collect"), "train_base", trained)
+    task = Task(tiny_config(f"collect.base={given}", "collect.k=3"), progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    collect_stage(task, tmp_path, out)
+    saved, _ = load_tensors(out / BASE_FILE)
+    expected, _ = load_tensors(given)
+    assert all(torch.equal(saved[name], expected[name]) for name in expected)
+    assert load(task, tmp_path).checkpoints.params.shape == (3, 128)
+
+
+def test_differences_outside_the_subset_are_named_and_the_base_is_used(tiny_run, tmp_path, caplog) -> None:
+    paths = write_checkpoints(tiny_run, tmp_path / "mine", {"a": 0, "b": 1}, "pt")
+    state = torch.load(paths[1], weights_only=True)
+    state["head.bias"] += 1
+    torch.save(state, paths[1])
+    task = Task(tiny_config(f"collect.from={tmp_path}/mine/*.pt", f"collect.base={tiny_run}/collect/base.safetensors"),
+                progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="pdiff.checkpoint_files"):
+        collect_stage(task, tmp_path, out)
+    assert "head.bias" in caplog.text and "b.pt" in caplog.text
+    original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
+    assert torch.equal(load(task, tmp_path).checkpoints.test_predictions, original.test_predictions[:2])
+
+
+def test_a_changed_checkpoint_file_reruns_collect(tiny_run, tmp_path) -> None:
+    paths = write_checkpoints(tiny_run, tmp_path / "mine", {"a": 0, "b": 1, "c": 2}, "safetensors")
+    overrides = [*TINY, f"collect.from={tmp_path}/mine/*.safetensors"]
+    run = run_stages(Run(load_config("mnist1d-convnet", overrides), tmp_path / "runs", progress=False), ("collect",))
+    os.utime(paths[0])  # touched, the same bytes: still done
+    assert Run(load_config("mnist1d-convnet", overrides), run.root, progress=False).is_done("collect")
+    write_checkpoints(tiny_run, tmp_path / "other", {"a": 5}, "safetensors")[0].replace(paths[1])
+    later = os.stat(paths[1]).st_mtime_ns + 10**9
+    os.utime(paths[1], ns=(later, later))
+    changed = Run(load_config("mnist1d-convnet", overrides), run.root, progress=False)
+    assert not changed.is_done("collect")
+    with pytest.raises(ArtifactError, match="a file of collect.from changed since.*--force collect"):
+        run_stages(changed, ("collect",))
+    run_stages(changed, ("collect",), force="collect")
+    original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
+    assert torch.equal(load(changed.task, run.root).checkpoints.params, original.params[[0, 5, 2]])
+
+
+def test_holdout_from_holds_out_another_runs_checkpoints(tiny_run, tmp_path) -> None:
+    write_checkpoints(tiny_run, tmp_path / "mine", {f"c{i}": i for i in range(8)}, "pt")
+    write_checkpoints(tiny_run, tmp_path / "other", {f"h{i}": i for i in range(8, 12)}, "pt")
+    task = Task(tiny_config(f"collect.from={tmp_path}/mine/*.pt", f"train.holdout_from={tmp_path}/other/*.pt"),
+                progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    collect_stage(task, tmp_path, out)
+    training, heldout = split(task, load(task, tmp_path))
+    original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
+    assert torch.equal(training.params, original.params[:8]) and torch.equal(heldout.params, original.params[8:])

@@ -226,6 +226,9 @@ def read_checkpoints(paths: list[Path], key: str, spec: ParamSpec, base: StateDi
         tensors = read_state_dict(path, key, state_dict_key)
         check_against(tensors, base, path, spec.names)
         params.append(spec.flatten(tensors))
+        if not torch.isfinite(params[-1]).all():
+            raise ArtifactError(f"{path} holds NaN or Inf in the parameters of collect.subset: leave out the "
+                                "checkpoints of a training that diverged")
         for name, tensor in tensors.items():
             if name not in spec.names and name not in differing and not torch.equal(tensor, base[name]):
                 differing[name] = path

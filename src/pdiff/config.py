@@ -250,8 +250,11 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     try:
         layers = [preset, OmegaConf.from_dotlist(list(overrides or []))]
     except (yaml.YAMLError, OmegaConfBaseException) as e:
-        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): write key=value, quoting lists "
-                          "and dicts, e.g. 'collect.subset=[layer4.*]'") from None
+        star = next((o for o in overrides or [] if o.partition("=")[2].startswith("*")), None)
+        fix = (f"quote a value that starts with * (YAML reads it as an alias), e.g. '{star.partition('=')[0]}="
+               f"\"{star.partition('=')[2]}\"'" if star else "write key=value, quoting lists and dicts, e.g. "
+               "'collect.subset=[layer4.*]'")
+        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): {fix}") from None
     if not isinstance(preset, DictConfig):
         raise ConfigError(f"{path} holds no mapping of config keys: write e.g. `collect: {{k: 50}}`")
     if "task" not in layers[0]:
