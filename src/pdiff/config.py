@@ -260,7 +260,7 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     if "task" not in layers[0]:
         layers[0].task = path.stem
     for layer, source in zip(layers, (str(path), "the command line"), strict=True):
-        field_names(layer)
+        rules.field_names(layer)
         _check_keys(layer, schema, source)
     _kwargs_follow_arch(*layers, schema)
     try:
@@ -273,18 +273,6 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     config: Config = OmegaConf.to_object(merged)
     validate(config)
     return config
-
-
-def field_names(node: DictConfig) -> DictConfig:
-    """`node` (a config as the user writes it) with its keys renamed, in place, to the fields' names: `from`
-    becomes `from_` (`rules.config_key`); free-form kwargs are left as they are."""
-    for key in list(node.keys()):
-        value = node[key]
-        if isinstance(value, DictConfig) and key != "kwargs":
-            field_names(value)
-        if str(key) != rules.field_name(str(key)):
-            node[rules.field_name(str(key))] = node.pop(key)
-    return node
 
 
 def _kwargs_follow_arch(preset: DictConfig, command_line: DictConfig, schema: DictConfig) -> None:
@@ -367,12 +355,7 @@ def _conditioned_for(target: str | None, config: Config) -> None:
 
 def to_dict(config: Config) -> dict[str, Any]:
     """The config as plain containers, under the keys a user writes (`collect.from`, see `rules.config_key`)."""
-    return _user_keys(OmegaConf.to_container(OmegaConf.structured(config), resolve=True))
-
-
-def _user_keys(tree: dict[str, Any]) -> dict[str, Any]:
-    return {rules.config_key(key): _user_keys(value) if isinstance(value, dict) and key != "kwargs" else value
-            for key, value in tree.items()}
+    return rules.user_keys(OmegaConf.to_container(OmegaConf.structured(config), resolve=True))
 
 
 def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:

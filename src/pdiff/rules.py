@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import field, fields, is_dataclass
 from typing import Any
 
+from omegaconf import DictConfig
+
 from .autoencoder import AUTOENCODER_ARGUMENTS, AUTOENCODERS, build_autoencoder
 from .denoisers import DENOISER_ARGUMENTS, DENOISERS, build_denoiser
 from .errors import ConfigError, try_build
@@ -45,6 +47,23 @@ def config_key(name: str) -> str:
 def field_name(key: str) -> str:
     """The field a user's `key` names (`config_key`'s inverse)."""
     return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def field_names(node: DictConfig) -> DictConfig:
+    """`node` (a config as the user writes it) with its keys renamed, in place, to the fields' names (`from` to
+    `from_`); free-form kwargs are left as they are."""
+    for key in list(node.keys()):
+        if isinstance(node[key], DictConfig) and key != "kwargs":
+            field_names(node[key])
+        if str(key) != field_name(str(key)):
+            node[field_name(str(key))] = node.pop(key)
+    return node
+
+
+def user_keys(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config as plain containers (field names) under the keys a user writes (`from_` to `from`)."""
+    return {config_key(key): user_keys(value) if isinstance(value, dict) and key != "kwargs" else value
+            for key, value in tree.items()}
 
 
 def check_fields(node: Any, config: Any, prefix: str = "") -> None:

@@ -22,13 +22,14 @@ from torch import nn
 from . import evaluate, generate
 from .checkpoints import CheckpointSet
 from .collect import weights_finite
-from .config import Config, field_names
+from .config import Config
 from .errors import ArtifactError
 from .generate import Generated
 from .generator import ParameterGenerator
 from .hashing import check_hash
 from .layout import BASE_FILE, CHECKPOINTS_FILE, RUN_CONFIG_FILE, stage_folder
 from .pipeline import stage_hash
+from .rules import field_names
 from .store import load_tensors
 from .tasks.models import build_model
 
