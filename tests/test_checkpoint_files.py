@@ -163,3 +163,17 @@ def test_a_missing_state_dict_key_and_bad_globs_are_one_line(tmp_path: Path) -> 
         find(str(tmp_path / "*"), "collect.from")
     with pytest.raises(ConfigError, match="collect.base='nowhere.pt' does not exist"):
         find_one("nowhere.pt", "collect.base")
+
+
+def test_checkpoints_from_makes_a_checkpoint_set_in_the_library(tmp_path: Path) -> None:
+    import pdiff
+
+    model = small_model()
+    spec = ParamSpec.select(model, "2.*")
+    for i in (10, 9):
+        state = state_of(model)
+        state["2.bias"] += i
+        save_file(state, str(tmp_path / f"epoch{i}.safetensors"))
+    ckpts = pdiff.checkpoints_from(str(tmp_path / "epoch*.safetensors"), model, spec)
+    assert ckpts.spec == spec and torch.equal(ckpts.params[:, -2:], model.state_dict()["2.bias"] + torch.tensor(
+        [[9.0], [10.0]]))

@@ -464,6 +464,9 @@ CASES = [
     # ---- pdiff ablate ------------------------------------------------------------------------------------
     Case("ablate-misspelt-task", ["ablate", "mnist1d-convnt", "--study", "location"],
          "'mnist1d-convnt' is not a task (did you mean mnist1d-convnet?)", "give the task first"),
+    Case("ablate-k-on-own-checkpoints", ["ablate", *TINY, "collect.from={tmp}/mine/*", "--study", "k", "5"],
+         "--study k takes the first K of pdiff's own collection", "runs whose collect.from globs match fewer",
+         own_checkpoint("c.pt")),
     Case("ablate-k-not-a-number", ["ablate", "--study", "k", "ten"], "K value 'ten' is not a whole number",
          "give the K values to compare as numbers"),
     Case("ablate-location-matches-nothing", ["ablate", *TINY, "--study", "location", "nothing.*"],

@@ -5,7 +5,8 @@
 folder holding a `model.safetensors`. The first entry that accepts a path reads it, so a new kind of checkpoint
 is one more entry. `find` expands a glob into paths in natural order (ckpt_2 before ckpt_10); `identity` is the
 SHA-256 of the files a reader reads, which the config hash takes so that a changed file reruns what depends on
-it; `read_checkpoints` cuts a parameter subset out of each checkpoint, checked against the model.
+it; `read_checkpoints` cuts a parameter subset out of each checkpoint, checked against the model, and
+`checkpoints_from` (`pdiff.checkpoints_from` in the library) makes a CheckpointSet of them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch import nn
 
+from .checkpoints import CheckpointSet
 from .errors import ArtifactError, ConfigError, SelectionError
 from .params import ParamSpec
 
@@ -239,6 +242,15 @@ def read_checkpoints(paths: list[Path], key: str, spec: ParamSpec, base: StateDi
                     "each is evaluated with the base model's values there; add them to collect.subset, or give "
                     "collect.base", key, shown, differing[names[0]])
     return torch.stack(params)
+
+
+def checkpoints_from(pattern: str, model: nn.Module, spec: ParamSpec, state_dict_key: str | None = None,
+                     key: str = "collect.from") -> CheckpointSet:
+    """The checkpoints the glob `pattern` matches, in natural order, as a CheckpointSet of `spec`'s subset (params
+    [K, D]), each checked against `model`, whose own values are the base outside the subset (`read_checkpoints`).
+    `key`: the config key that gave the glob, for the messages."""
+    base = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    return CheckpointSet(read_checkpoints(find(pattern, key), key, spec, base, state_dict_key), spec)
 
 
 def _first_line(e: Exception) -> str:

@@ -163,13 +163,12 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     given = checkpoint_files.find_one(cfg.base, "collect.base") if cfg.base is not None else paths and paths[0]
     summary = {"dim": spec.dim, "names": list(spec.names)}
     if given:
-        base_state = load_given_base(model, given, cfg.state_dict_key)
+        load_given_base(model, given, cfg.state_dict_key)
         base_meta["base_hash"] = None  # not trained by pdiff: never reused as a trained base
         summary["base_file"] = str(given.resolve())
     if paths is not None:
         save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
-        ckpts = CheckpointSet(checkpoint_files.read_checkpoints(paths, "collect.from", spec, base_state,
-                                                                cfg.state_dict_key), spec)
+        ckpts = checkpoint_files.checkpoints_from(cfg.from_, model, spec, cfg.state_dict_key)
         summary["checkpoint_files"] = [str(path.resolve()) for path in paths]
     else:
         ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
@@ -213,15 +212,13 @@ def _collect(task: Task, run_dir: Path, out: Path, model: nn.Module, spec: Param
                                cfg.subset_weight_decay, task.device, task.progress)
 
 
-def load_given_base(model: nn.Module, path: Path, state_dict_key: str | None = None) -> dict[str, torch.Tensor]:
-    """Load the user's base model (a whole state_dict at `path`, checked against `model`) into `model`; returns
-    its tensors."""
+def load_given_base(model: nn.Module, path: Path, state_dict_key: str | None = None) -> None:
+    """Load the user's base model (a whole state_dict at `path`, checked against `model`) into `model`."""
     tensors = checkpoint_files.read_state_dict(path, "collect.base", state_dict_key)
     checkpoint_files.check_against(tensors, model.state_dict(), path)
     if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: give a base model whose weights are finite")
     model.load_state_dict(tensors)
-    return tensors
 
 
 def split(task: Task, collected: Collected) -> tuple[CheckpointSet, CheckpointSet | None]:
@@ -231,12 +228,9 @@ def split(task: Task, collected: Collected) -> tuple[CheckpointSet, CheckpointSe
     cfg = task.config.train
     if cfg.holdout_from is None:
         return collected.checkpoints.split(cfg.holdout, cfg.holdout_split)
-    spec = collected.checkpoints.spec
-    paths = checkpoint_files.find(cfg.holdout_from, "train.holdout_from")
-    base = {name: t.cpu() for name, t in collected.model.state_dict().items()}
-    params = checkpoint_files.read_checkpoints(paths, "train.holdout_from", spec, base,
-                                               task.config.collect.state_dict_key)
-    return collected.checkpoints, CheckpointSet(params, spec)
+    heldout = checkpoint_files.checkpoints_from(cfg.holdout_from, collected.model, collected.checkpoints.spec,
+                                                task.config.collect.state_dict_key, "train.holdout_from")
+    return collected.checkpoints, heldout
 
 
 def load(task: Task, run_dir: Path) -> Collected:
