@@ -58,6 +58,8 @@ def test_a_new_kind_of_checkpoint_is_one_registry_entry(tmp_path: Path, monkeypa
     state = state_of(small_model())
 
     class NumbersFolder:
+        kind = "folders holding a numbers.pt"
+
         def accepts(self, path: Path) -> bool:
             return path.is_dir() and (path / "numbers.pt").is_file()
 
@@ -74,6 +76,8 @@ def test_a_new_kind_of_checkpoint_is_one_registry_entry(tmp_path: Path, monkeypa
     read = read_state_dict(tmp_path / "run", "collect.from")
     assert torch.equal(read["0.weight"], 2 * state["0.weight"])
     assert digest(tmp_path / "run", "collect.from")
+    with pytest.raises(ConfigError, match="or folders holding a numbers.pt"):  # the messages name the new kind
+        find(str(tmp_path / "nothing*"), "collect.from")
 
 
 def test_identity_follows_the_bytes_not_the_path(tmp_path: Path) -> None:

@@ -379,7 +379,7 @@ CASES = [
          run=True),
     # ---- your own checkpoints (collect.from, collect.base, train.holdout_from) --------------------------
     Case("from-matches-nothing", ["collect", *TINY, "collect.from={tmp}/mine/*.pt"], "matches no file or folder",
-         "give a glob of .safetensors or .pt"),
+         "give a glob of .safetensors state_dict files, .pt / .pth"),
     Case("from-not-a-checkpoint", ["collect", *TINY, "collect.from={tmp}/mine/*"], "which is no checkpoint pdiff",
          "narrow the glob", own_checkpoint("notes.txt", lambda state: b"notes")),
     Case("from-unreadable", ["collect", *TINY, "collect.from={tmp}/mine/*"], "is not a readable torch file",

@@ -32,14 +32,15 @@ from .params import ParamSpec
 log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 MODEL_FILE = "model.safetensors"  # what a model folder (Hugging Face's save_pretrained layout) holds
-KINDS = f".safetensors or .pt / .pth state_dict files, or folders holding a {MODEL_FILE}"
 
 
 class CheckpointReader(Protocol):
-    """One kind of checkpoint path. `accepts(path)`: whether `path` is of this kind (by its name and, for a folder,
-    the files in it); `files(path)`: the files `read` reads, whose digests identify the checkpoint;
-    `read(path, state_dict_key)`: its tensors by the model's names (`state_dict_key`: the entry of a file that
-    holds a dict around the state_dict, for the kinds that have such files)."""
+    """One kind of checkpoint path. `kind`: how messages name it; `accepts(path)`: whether `path` is of this kind
+    (by its name and, for a folder, the files in it); `files(path)`: the files `read` reads, whose digests identify
+    the checkpoint; `read(path, state_dict_key)`: its tensors by the model's names (`state_dict_key`: the entry of
+    a file that holds a dict around the state_dict, for the kinds that have such files)."""
+
+    kind: str
 
     def accepts(self, path: Path) -> bool: ...
 
@@ -49,6 +50,8 @@ class CheckpointReader(Protocol):
 
 
 class SafetensorsFile:
+    kind = ".safetensors state_dict files"
+
     def accepts(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".safetensors"
 
@@ -60,6 +63,8 @@ class SafetensorsFile:
 
 
 class TorchFile:
+    kind = ".pt / .pth state_dict files"
+
     def accepts(self, path: Path) -> bool:
         return path.is_file() and path.suffix in (".pt", ".pth")
 
@@ -91,6 +96,8 @@ class TorchFile:
 
 
 class ModelFolder:
+    kind = f"folders holding a {MODEL_FILE}"
+
     def accepts(self, path: Path) -> bool:
         return path.is_dir() and (path / MODEL_FILE).is_file()
 
@@ -105,12 +112,18 @@ READERS: dict[str, CheckpointReader] = {"safetensors": SafetensorsFile(), "torch
                                         "model_folder": ModelFolder()}
 
 
+def kinds() -> str:
+    """Every kind of checkpoint the readers take, for messages: "a, b or c"."""
+    names = [reader.kind for reader in READERS.values()]
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def reader_for(path: Path, key: str) -> CheckpointReader:
     """The first reader that accepts `path` (found through the config key `key`), else one line naming it."""
     for reader in READERS.values():
         if reader.accepts(path):
             return reader
-    raise ConfigError(f"{key} matches {path}, which is no checkpoint pdiff reads: give {KINDS} (narrow the glob "
+    raise ConfigError(f"{key} matches {path}, which is no checkpoint pdiff reads: give {kinds()} (narrow the glob "
                       "to them)")
 
 
@@ -120,7 +133,7 @@ def find(pattern: str, key: str) -> list[Path]:
     paths = sorted((Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True)), key=natural_order)
     if not paths:
         raise ConfigError(f"{key}={pattern!r} matches no file or folder (relative paths start at "
-                          f"{Path.cwd()}): give a glob of {KINDS}")
+                          f"{Path.cwd()}): give a glob of {kinds()}")
     for path in paths:
         reader_for(path, key)
     return paths
@@ -131,8 +144,8 @@ def find_one(path: str, key: str) -> Path:
     missing or of no kind pdiff reads."""
     found = Path(os.path.expanduser(path))
     if not found.exists():
-        raise ConfigError(f"{key}={path!r} does not exist (relative paths start at {Path.cwd()}): give a "
-                          f"state_dict file or a folder holding a {MODEL_FILE}")
+        raise ConfigError(f"{key}={path!r} does not exist (relative paths start at {Path.cwd()}): give one of "
+                          f"the {kinds()}")
     reader_for(found, key)
     return found
 
