@@ -14,7 +14,7 @@ from pdiff.pipeline import Run, run_pipeline, run_stage
 from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
-from tests.conftest import copy_stages, tiny_config, write_image_folder
+from tests.conftest import copy_stages, tiny_config, write_checkpoints, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,19 @@ def test_a_relative_data_dir_is_resolved_when_the_run_is_made(tmp_path, monkeypa
     run = run_pipeline(tiny_config("data.data_dir=data"), "runs", stages=("collect",), progress=False)
     assert run.config.data.data_dir == str(tmp_path / "data")
     assert f"data_dir: {tmp_path / 'data'}" in (tmp_path / "runs" / run.config.task / "config.yaml").read_text()
+
+
+def test_relative_checkpoint_globs_are_made_absolute_when_the_run_is_made(tiny_run, tmp_path, monkeypatch) -> None:
+    """A run made from your checkpoint files reads the same files from any working directory."""
+    from pdiff.run_folder import open_run
+
+    write_checkpoints(tiny_run, tmp_path / "mine", {"a": 0, "b": 1, "c": 2}, "pt")
+    monkeypatch.chdir(tmp_path)
+    run = run_pipeline(tiny_config("collect.from=mine/*.pt", "collect.base=mine/a.pt"), "runs", stages=("collect",),
+                       progress=False)
+    assert (run.config.collect.from_, run.config.collect.base) == (f"{tmp_path}/mine/*.pt", f"{tmp_path}/mine/a.pt")
+    monkeypatch.chdir(tmp_path / "mine")
+    assert open_run(tmp_path / "runs" / run.config.task).checkpoints.params.shape == (3, 128)
 
 
 def test_changed_images_rerun_collect_with_a_new_base_when_forced(tmp_path, monkeypatch) -> None:

@@ -150,6 +150,12 @@ def find_one(path: str, key: str) -> Path:
     return found
 
 
+def absolute(pattern: str | None) -> str | None:
+    """`pattern` (a path or glob) made absolute, `~` expanded: what a run's config.yaml records, so that it reads
+    the same files from any folder (None stays None)."""
+    return None if pattern is None else os.path.abspath(os.path.expanduser(pattern))
+
+
 def natural_order(path: Path) -> list[str | int]:
     """A sort key that reads digit runs as numbers: ckpt_2 < ckpt_10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
+from .checkpoint_files import absolute
 from .config import STAGES, Config, check_task_name, leaves, to_dict, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
 from .folders import atomic_folder
@@ -264,4 +265,7 @@ def run_pipeline(config: Config, runs_dir: str | Path = "runs", force: str | Non
     check_task_name(config.task)  # a name, never a path: nothing is written outside runs_dir
     if config.data.data_dir is not None or config.data.name == "imagefolder":  # config.yaml works from anywhere
         config = replace(config, data=replace(config.data, data_dir=str(resolve_data_dir(config.data.data_dir))))
+    c, t = config.collect, config.train  # your checkpoint files, found from any folder too
+    config = replace(config, collect=replace(c, from_=absolute(c.from_), base=absolute(c.base)),
+                     train=replace(t, holdout_from=absolute(t.holdout_from)))
     return run_stages(Run(config, Path(runs_dir) / config.task, progress), stages, force)
