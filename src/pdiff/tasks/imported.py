@@ -48,7 +48,7 @@ def resolve(name: str, key: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name is not None and module_name.startswith(e.name):  # the named module itself is missing
+        if e.name is not None and f"{module_name}.".startswith(f"{e.name}."):  # the named module (or its package)
             raise ConfigError(f"{key}={name!r}: no module {module_name!r} in the current folder, the YAML file's "
                               "folder or sys.path: put it there, or fix the module part") from None
         raise ConfigError(f"{key}={name!r}: importing {module_name} failed ({_first_line(e)}): install or fix "
