@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+import pdiff
 from pdiff import evaluate, inference
-from pdiff.errors import ArtifactError
+from pdiff.errors import ArtifactError, ConfigError
 from pdiff.pipeline import run_pipeline
 from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
@@ -110,3 +111,64 @@ def test_several_generators_give_method_scope_verdicts(tmp_path) -> None:
     assert any(line.startswith("generated vs original, mean test accuracy") and "(p-diff on this task, 2 generators)"
                in line for line in lines)
     assert results["provenance"]["threads"] >= 1 and "torch" in results["provenance"]
+
+
+def tiny_models() -> tuple[torch.nn.Module, pdiff.ParamSpec, list, list, torch.Tensor]:
+    """An MLP trained a few steps on a toy problem, its last BatchNorm as the subset, (x, y) batch lists for
+    val and test, and its subset's vector [D]."""
+    torch.manual_seed(0)
+    x = torch.randn(600, 8)
+    y = (x[:, :4].sum(1) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 2))
+    optimizer = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[:400]), y[:400]).backward()
+        optimizer.step()
+    spec = pdiff.ParamSpec.select(model, "last_norm:1")
+    batches = [(x[i:i + 50], y[i:i + 50]) for i in range(400, 600, 50)]
+    return model, spec, batches[:2], batches[2:], spec.flatten(model).detach()
+
+
+def test_evaluate_models_measures_any_model_and_writes_the_report(tmp_path) -> None:
+    model, spec, val, test, vector = tiny_models()
+    originals = vector + 0.02 * torch.randn(8, spec.dim)
+    generated = vector + 0.02 * torch.randn(6, spec.dim)
+    train = [(torch.randn(32, 8), torch.randint(0, 2, (32,)))]
+    results = pdiff.evaluate_models(model, spec, {"original": originals, "generated": generated}, val, test,
+                                    ["ensemble", "noise", "finetune", "gaussian"], noise_strengths=[0.1],
+                                    finetune=pdiff.FineTuning(train, steps=2))
+    assert list(results["summary"]) == ["original", "ensemble", "generated", "noise@0.1", "finetune", "gaussian"]
+    assert results["summary"]["generated"]["count"] == 6 and results["summary"]["noise@0.1"]["count"] == 6
+    mean = next(c for c in results["comparisons"] if c["group"] == "generated" and c["versus"] == "original"
+                and c["metric"] == "mean_test_accuracy")
+    assert mean["ci_low"] <= mean["difference"] <= mean["ci_high"] and mean["verdict"]
+    assert {"generated", "original"} <= set(results["similarity"]["max_iou_to_original"])
+    assert results["collapse"]["collapsed"] is False and "resolution" in results
+    report = pdiff.write_report(results, tmp_path / "report")
+    assert "generated vs original, mean test accuracy" in report.read_text()
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_evaluate_models_warns_of_collapse_with_the_fix(caplog) -> None:
+    model, spec, val, test, vector = tiny_models()
+    broken = vector + 50 * torch.randn(6, spec.dim)
+    results = pdiff.evaluate_models(model, spec, {"original": vector + 0.01 * torch.randn(6, spec.dim),
+                                                  "generated": broken}, val, test, baselines=[])
+    assert results["collapse"]["collapsed"]
+    assert "generation has collapsed. Try" in caplog.text
+
+
+@pytest.mark.parametrize("groups, baselines, message", [
+    ({"original": 1}, [], "groups has no 'generated'"),
+    ({"original": torch.zeros(3, 5), "generated": torch.zeros(2, 5)}, [], r"groups\['original'\] is \(3, 5\): give "
+                                                                          r"\[M, 32\] parameter vectors"),
+    (None, ["finetune"], "pass finetune=FineTuning\\(train_loader\\)"),
+    (None, ["noise", "median"], "baselines: unknown 'median'"),
+])
+def test_evaluate_models_refuses_bad_input_in_one_line(groups, baselines, message) -> None:
+    model, spec, val, test, vector = tiny_models()
+    groups = groups or {"original": vector.repeat(3, 1), "generated": vector.repeat(2, 1)}
+    with pytest.raises(ConfigError, match=message):
+        pdiff.evaluate_models(model, spec, groups, val, test, baselines)

@@ -5,7 +5,7 @@ from pdiff.checkpoints import CheckpointSet
 from pdiff.config import load_config
 from pdiff.diffusion import sample
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
-from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator
+from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, quick_config
 from pdiff.params import ParamSpec
 from pdiff.priors import factorised
 from pdiff.store import load_tensors, save_tensors
@@ -296,3 +296,18 @@ def test_a_seed_torch_cannot_take_is_one_line(fitted) -> None:
     for seed in (2**64, -1):
         with pytest.raises(ConfigError, match=rf"seed={seed} is not a 64-bit seed: give a whole number"):
             fitted.sample_latents(2, "ddim", 5, seed=seed)
+
+
+def test_without_a_config_the_generator_is_the_cpu_presets() -> None:
+    """The library's default trains in about a minute on a CPU core at small D (BENCHMARKS.md, "Generator
+    training"), not the paper's 30,000 + 30,000 conv1d steps; presets keep their own (their hashes are pinned)."""
+    gen = ParameterGenerator(SPEC)
+    assert gen.config == quick_config() == load_config("mnist1d-convnet").train
+    assert (gen.config.autoencoder.arch, gen.config.diffusion.arch) == ("mlp", "mlp")
+    assert (gen.config.autoencoder.steps, gen.config.diffusion.steps) == (2000, 3000)
+
+
+def test_fit_warns_with_the_fix_when_reconstructions_lose_the_differences(caplog) -> None:
+    config = tiny_config("train.autoencoder.steps=1", "train.diffusion.steps=1").train
+    ParameterGenerator(SPEC, config).fit(checkpoints(), progress=False)
+    assert "reconstructions keep only" in caplog.text and "more autoencoder.steps" in caplog.text

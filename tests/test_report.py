@@ -43,7 +43,7 @@ def report_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     latents = {"original": rng.normal(size=(8, 4)), "generated": rng.normal(size=(6, 4))}
     runs = [results, fake_results(["original"] * 4 + GROUPS[8:], seed=1)]  # a second run with K = 4
-    write_report(out, results, CONFIG, {"collect": 1.0}, latents=latents, runs=runs)
+    write_report(results, out, CONFIG, {"collect": 1.0}, latents=latents, runs=runs)
     return out
 
 
@@ -87,7 +87,7 @@ def test_a_conditioned_run_shows_its_target_beside_the_accuracy_reached(tmp_path
     results = fake_results(GROUPS)
     val = [m["val_accuracy"] for m in results["models"] if m["group"] == "generated"]
     target = sorted(val)[3]  # the 3 generated models above it and any tied with it reach it
-    write_report(tmp_path, results, CONFIG, {"collect": 1.0},
+    write_report(results, tmp_path, CONFIG, {"collect": 1.0},
                  conditioning={"target": "q60", "target_accuracy": target, "guidance": 2.0})
     text = (tmp_path / "report.md").read_text()
     assert f"| target (q60) | {100 * target:.2f} |  |" in text
@@ -95,7 +95,7 @@ def test_a_conditioned_run_shows_its_target_beside_the_accuracy_reached(tmp_path
     assert f"| generated mean | {100 * mean['val_mean']:.2f} | {100 * mean['mean']:.2f} |" in text
     reached = sum(v >= target for v in val)
     assert f"guidance w = 2: {reached} of 6 generated models reach it" in text
-    assert "Target accuracy" not in (write_report(tmp_path / "plain", results, CONFIG, {}).read_text())
+    assert "Target accuracy" not in (write_report(results, tmp_path / "plain", CONFIG, {}).read_text())
 
 
 def test_tsne_of_identical_latents(tmp_path) -> None:
@@ -110,7 +110,7 @@ def test_collapse_section_and_token_latents(tmp_path) -> None:
     results["collapse"] = {"worst_original": 0.88, "resolution": 0.01, "share_below": 0.83, "collapsed": True}
     rng = np.random.default_rng(0)
     latents = {"original": rng.normal(size=(8, 5, 3)), "generated": rng.normal(size=(6, 5, 3))}
-    write_report(tmp_path, results, CONFIG, {"collect": 1.0}, latents=latents)
+    write_report(results, tmp_path, CONFIG, {"collect": 1.0}, latents=latents)
     text = (tmp_path / "report.md").read_text()
     assert "## Collapse" in text and "83% of the generated models" in text
     assert (tmp_path / "tsne.png").stat().st_size > 1000

@@ -7,20 +7,22 @@ from .checkpoints import CheckpointSet
 from .collect import collect, collect_checkpoints, train_base  # collect: collect_checkpoints, as before
 from .config import Config, load_config
 from .errors import PdiffError
+from .evaluate import FineTuning, evaluate_models
 from .generator import ParameterGenerator
 from .inference import accuracy, predict, predict_many
 from .params import Normalizer, ParamSpec, last_norm_layers
 from .pipeline import Run, run_pipeline, run_stage
+from .report import write_report
 from .run_folder import FinishedRun, open_run
 from .sample import sample_models
 from .similarity import iou_matrix, max_similarity, nearest_checkpoint, similarity_summary
 from .task import Task
 
 __all__ = [
-    "CheckpointSet", "Config", "FinishedRun", "Normalizer", "ParamSpec", "ParameterGenerator", "PdiffError", "Run",
-    "Task", "ablate", "accuracy", "collect", "collect_checkpoints", "fine_tuned", "gaussian_fit", "iou_matrix",
-    "last_norm_layers", "load_config", "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run",
-    "predict", "predict_many", "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base",
-    "weight_average",
-    "checkpoints_from",
+    "CheckpointSet", "Config", "FineTuning", "FinishedRun", "Normalizer", "ParamSpec", "ParameterGenerator",
+    "PdiffError", "Run", "Task", "ablate", "accuracy", "checkpoints_from", "collect", "collect_checkpoints",
+    "evaluate_models", "fine_tuned", "gaussian_fit", "iou_matrix", "last_norm_layers", "load_config",
+    "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run", "predict", "predict_many",
+    "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base", "weight_average",
+    "write_report",
 ]

@@ -30,7 +30,8 @@ from .layout import resolve_data_dir
 from .priors import PRIORS
 from .rules import AT_LEAST_0, FRACTION, OPEN_FRACTION, REAL_ABOVE_0, REAL_AT_LEAST_0, ensure, one_of, positive, setting
 from .tasks.datasets import DATASETS
-from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
+from .tasks.imported import importable, is_import_path, resolve, source_digest
+from .tasks.models import MODEL_ARGUMENTS, input_problem, model_factory
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
@@ -41,7 +42,9 @@ BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
 
 @dataclass
 class DataConfig:
-    name: str = setting("mnist1d", one_of(DATASETS, known=True))
+    # a registry name, or your own "package.module:factory" (hashed with its module's source)
+    name: str = setting("mnist1d", lambda key, name, c: _known_dataset(name), hash_as=lambda name: _identity(
+        name, "data.name"))
     # None: $PDIFF_DATA, else ~/.cache/pdiff/data. Where the data lives changes no result, except for an image
     # folder, which is the dataset: another folder must not reuse this one's stages (however its path is written).
     data_dir: str | None = setting(None, hashed=lambda data: data.name == "imagefolder",
@@ -58,9 +61,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = setting("convnet1d", one_of(MODELS, known=True))
+    # a registry name, any timm architecture, or your own "package.module:factory" (hashed with its module's source)
+    name: str = setting("convnet1d", lambda key, name, c: model_factory(name), hash_as=lambda name: _identity(
+        name, "model.name"))
     kwargs: dict[str, Any] = setting({}, rules.sizes, lambda key, kwargs, c: rules.check_kwargs(
-        MODELS[c.model.name], kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c))
+        model_factory(c.model.name), kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c))
 
 
 @dataclass
@@ -242,6 +247,8 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
         close = difflib.get_close_matches(str(task), task_names(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown task {str(task)!r}{hint}: `pdiff tasks` lists the tasks, or pass a YAML path")
+    if path.parent != PRESETS_DIR:  # the factories a YAML file names by import path may sit beside it
+        importable(path.parent)
     schema = OmegaConf.structured(Config)
     try:
         preset = OmegaConf.load(path)
@@ -343,6 +350,20 @@ def _takes_the_images(config: Config) -> None:
     if config.data.name == "imagefolder" and size and (problem := input_problem(m.name, m.kwargs, (3, size, size))):
         raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({problem}): "
                           "give a larger data.image_size")
+
+
+def _known_dataset(name: str) -> None:
+    if is_import_path(name):
+        resolve(name, "data.name")
+    elif name not in DATASETS:
+        raise ConfigError(f"data.name={name!r} is not known: choose one of {', '.join(sorted(DATASETS))}, or a "
+                          "factory of your own as package.module:factory")
+
+
+def _identity(name: str, key: str) -> str:
+    """What a config hash holds for a model or dataset name: the name, with its module's source digest when it is
+    an import path (a changed file reruns what was made from it)."""
+    return source_digest(name, key) if is_import_path(name) else name
 
 
 def _conditioned_for(target: str | None, config: Config) -> None:

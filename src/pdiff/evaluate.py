@@ -5,12 +5,15 @@ train.holdout, the K - H the generator was fitted on, then `heldout`: the H it n
 generated, then the baselines (config.BASELINES), all made from the generator's training checkpoints.
 Writes evaluate/results.json (one record per model, per-group summary, similarity, comparisons with
 CIs) and evaluate/predictions.safetensors (test predictions [M, n_test], row i = record i); `load` reads
-results.json back, checked against the config.
+results.json back, checked against the config. The measuring is `evaluate_models`, which takes any model,
+vectors and loaders: the stage only gathers them from the run folder and writes what it returns.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,11 +22,12 @@ from torch import nn
 from . import collect, generate, memorization, stats
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
-from .errors import ArtifactError
+from .config import BASELINES
+from .errors import ArtifactError, ConfigError
 from .hashing import check_hash, config_hash, made_under
-from .inference import accuracy, accuracy_many, predict_many
+from .inference import Batches, accuracy, accuracy_many, labels_of, predict_many
 from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
-from .params import Normalizer
+from .params import Normalizer, ParamSpec
 from .provenance import provenance
 from .similarity import max_iou_to, similarity_summary
 from .store import check_format_version, check_record, load_json, load_tensors, save_json, save_tensors
@@ -34,53 +38,123 @@ log = logging.getLogger(__name__)
 FOLDER = STAGE_FOLDERS["evaluate"]  # runs/<task>/evaluate/
 CONFIG_SECTIONS = (*generate.CONFIG_SECTIONS, "evaluate")
 RESULTS_FORMAT_VERSION = 1  # of results.json; 0: written before it carried one
+NO_TRAINING_BASELINES = tuple(b for b in BASELINES if b != "finetune")  # made from the checkpoints alone
 
 
 def run(task: Task, run_dir: Path, out: Path) -> dict:
     """Evaluate the originals, the generated models and the baselines; write results and predictions into `out`."""
     collected = collect.load(task, run_dir)
-    model = collected.model
     ckpts, heldout = collect.split(task, collected)
     generated = generate.load(task, run_dir, ckpts.spec)
-    # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever
-    # train.autoencoder.standardise the generator used.
-    normalizer = Normalizer.fit(ckpts.params, ckpts.spec)
-    groups, settings = model_groups(task, model, ckpts, generated.params, normalizer)
-    if heldout is not None:  # evaluated like the originals, never seen by the generator
-        groups = {"original": groups.pop("original"), "heldout": heldout.params, **groups}
-    test_labels = task.labels("test")
-    measured = {"original": ckpts, "heldout": heldout}  # by the collection: not evaluated again
-    records, test_rows = [], []
-    for group, vectors in groups.items():
-        if group in measured and measured[group].test_accuracy is not None:  # train.holdout_from's are not
-            records += _records(group, measured[group].val_accuracy, measured[group].test_accuracy)
-            test_rows.append(measured[group].test_predictions.long())
-            continue
-        chunk, device = task.config.evaluate.model_chunk, task.device
-        val_acc = accuracy_many(model, ckpts.spec, vectors, task.loader("val"), chunk, device,
-                                desc=task.bar(f"evaluate {group} (val)"))
-        test_pred = predict_many(model, ckpts.spec, vectors, task.loader("test"), chunk, device,
-                                 desc=task.bar(f"evaluate {group} (test)"))
-        made_by = generated.generator.tolist() if group == "generated" else None
-        records += _records(group, val_acc, accuracy(test_pred, test_labels), made_by)
-        test_rows.append(test_pred)
-    predictions, vectors = torch.cat(test_rows), torch.cat(list(groups.values()))  # [M, n_test], [M, D]
-    names = [r["group"] for r in records]
-    standardised = normalizer.normalize(vectors)
-    similarity = similarity_summary(predictions, test_labels, names, standardised)
+    cfg, collect_cfg = task.config.evaluate, task.config.collect
+    groups = {"original": ckpts, **({"heldout": heldout} if heldout is not None else {}),
+              "generated": generated.params}
+    finetune = FineTuning(
+        TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True,
+                     generator=torch.Generator().manual_seed(task.config.seed)),
+        cfg.finetune_steps, cfg.finetune_lr or collect_cfg.subset_lr,
+        "adamw" if collect_cfg.recipe == "iteration" else "sgd", collect_cfg.subset_weight_decay)
+    results, predictions = measure(
+        collected.model, ckpts.spec, groups, task.loader("val"), task.loader("test"), cfg.baselines,
+        finetune=finetune, baseline_n=cfg.baseline_n, noise_strengths=cfg.noise_strengths, mean_of_k=cfg.mean_of_k,
+        generators=generated.generator, seed=task.config.seed, device=task.device, model_chunk=cfg.model_chunk,
+        progress=task.progress)
     results = {"format_version": RESULTS_FORMAT_VERSION, "task": task.config.task,
-               "config_hash": config_hash(task.config, CONFIG_SECTIONS), "seed": task.config.seed,
-               "spec": ckpts.spec.to_dict(), "models": records,
-               "summary": summarise(records), "baselines": settings, "similarity": similarity,
-               **decide(records, predictions == test_labels, similarity, standardised, task.config.seed)}
-    results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
-    results["provenance"] = provenance(task.device)
-    if results["collapse"]["collapsed"]:
-        log.warning("evaluate: %s", collapse_message(results["collapse"]))
-    save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": test_labels},
+               "config_hash": config_hash(task.config, CONFIG_SECTIONS), "seed": task.config.seed, **results,
+               "provenance": provenance(task.device)}
+    save_tensors(out / PREDICTIONS_FILE, {"predictions": predictions.to(torch.int16), "labels": task.labels("test")},
                  {**made_under(task.config, CONFIG_SECTIONS), "spec": ckpts.spec.to_dict()})
     save_json(out / RESULTS_FILE, results)
     return {}
+
+
+@dataclass
+class FineTuning:
+    """The finetune baseline's training: `steps` more optimiser steps on the subset from each checkpoint, on
+    shuffled training batches (x, y), with the optimiser ("sgd" or "adamw") that collected the checkpoints."""
+
+    loader: Batches
+    steps: int = 10
+    lr: float = 1e-3
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+
+
+def evaluate_models(model: nn.Module, spec: ParamSpec, groups: Mapping[str, torch.Tensor | CheckpointSet],
+                    val_loader: Batches, test_loader: Batches, baselines: Sequence[str] = NO_TRAINING_BASELINES, *,
+                    finetune: FineTuning | None = None, baseline_n: int | None = None,
+                    noise_strengths: Sequence[float] = (0.001, 0.05, 0.15), mean_of_k: int = 16,
+                    generators: torch.Tensor | None = None, seed: int = 0, device: torch.device | str = "cpu",
+                    model_chunk: int = 50, progress: bool = False) -> dict:
+    """What `pdiff evaluate` measures, for any model: every group's accuracy, the comparisons with their CIs and
+    verdicts, the similarity study and the collapse check, as the dict results.json holds (`write_report` renders
+    it). The collapse check warns, with the fix, when most generated models fall below the worst original.
+
+    model: the network whose `spec` subset the vectors fill; groups: "original" (the checkpoints, [K, D] or a
+    CheckpointSet, whose measured accuracies and predictions are reused), "generated" ([N, D]), optionally
+    "heldout" (checkpoints the generator never saw) and any group of your own ([M, D]), each compared with the
+    originals. val_loader, test_loader: (x, y) batches in a fixed order (the validation split chooses; the test
+    split measures). baselines: made from the originals, each with its own generator seeded by `seed` (see
+    config.BASELINES; "finetune" also needs `finetune`, the training data); baseline_n models each (None: as
+    many as generated), at `noise_strengths` (standardised units) and averages of `mean_of_k` checkpoints.
+    generators [N]: which trained generator drew each generated model (several: verdicts for the method).
+    """
+    return measure(model, spec, groups, val_loader, test_loader, baselines, finetune=finetune, baseline_n=baseline_n,
+                   noise_strengths=noise_strengths, mean_of_k=mean_of_k, generators=generators, seed=seed,
+                   device=device, model_chunk=model_chunk, progress=progress)[0]
+
+
+def measure(model: nn.Module, spec: ParamSpec, groups: Mapping[str, torch.Tensor | CheckpointSet],
+            val_loader: Batches, test_loader: Batches, baselines: Sequence[str], *, finetune: FineTuning | None,
+            baseline_n: int | None, noise_strengths: Sequence[float], mean_of_k: int, generators: torch.Tensor | None,
+            seed: int, device: torch.device | str, model_chunk: int, progress: bool) -> tuple[dict, torch.Tensor]:
+    """`evaluate_models`'s results and every model's test predictions [M, n_test] (row i = record i)."""
+    missing = [g for g in ("original", "generated") if g not in groups]
+    if missing:
+        raise ConfigError(f"groups has no {missing[0]!r}: give the checkpoints as groups['original'] and the "
+                          "generated vectors as groups['generated'] ([N, D] tensors)")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"baselines: unknown {unknown[0]!r}: choose from {', '.join(BASELINES)}")
+    if "finetune" in baselines and finetune is None:
+        raise ConfigError("baselines has 'finetune', which trains from the checkpoints: pass finetune=FineTuning("
+                          "train_loader), or leave 'finetune' out")
+    vectors = {g: _vectors(g, v, spec.dim) for g, v in groups.items()}
+    params, generated = vectors["original"], vectors["generated"]
+    # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever standardisation
+    # the generator used.
+    normalizer = Normalizer.fit(params, spec)
+    made, settings = baseline_groups(model, spec, params, normalizer, baselines, finetune, baseline_n or len(generated),
+                                     noise_strengths, mean_of_k, seed, device)
+    ordered = {"original": params, **{g: vectors[g] for g in ("heldout",) if g in vectors},
+               **{g: made.pop(g) for g in ("ensemble",) if g in made}, "generated": generated,
+               **{g: v for g, v in vectors.items() if g not in ("original", "heldout", "generated")}, **made}
+    test_labels = labels_of(test_loader)
+    records, test_rows = [], []
+    for group, rows in ordered.items():
+        given = groups.get(group)
+        if isinstance(given, CheckpointSet) and given.test_predictions is not None:  # measured by the collection
+            records += _records(group, given.val_accuracy, given.test_accuracy)
+            test_rows.append(given.test_predictions.long())
+            continue
+        val_acc = accuracy_many(model, spec, rows, val_loader, model_chunk, device,
+                                desc=f"evaluate {group} (val)" if progress else None)
+        test_pred = predict_many(model, spec, rows, test_loader, model_chunk, device,
+                                 desc=f"evaluate {group} (test)" if progress else None)
+        made_by = generators.tolist() if group == "generated" and generators is not None else None
+        records += _records(group, val_acc, accuracy(test_pred, test_labels), made_by)
+        test_rows.append(test_pred)
+    predictions, stacked = torch.cat(test_rows), torch.cat(list(ordered.values()))  # [M, n_test], [M, D]
+    names = [r["group"] for r in records]
+    standardised = normalizer.normalize(stacked)
+    similarity = similarity_summary(predictions, test_labels, names, standardised)
+    results = {"seed": seed, "spec": spec.to_dict(), "models": records, "summary": summarise(records),
+               "baselines": settings, "similarity": similarity,
+               **decide(records, predictions == test_labels, similarity, standardised, seed)}
+    results["collapse"] = collapse(records, results.get("resolution", 0.0))  # no resolution with one original
+    if results["collapse"]["collapsed"]:
+        log.warning("evaluate: %s", collapse_message(results["collapse"]))
+    return results, predictions
 
 
 def load(task: Task, run_dir: Path) -> dict:
@@ -110,6 +184,17 @@ def load_correct(task: Task, run_dir: Path, group: str) -> tuple[torch.Tensor, t
     return tensors["predictions"][rows] == tensors["labels"], val
 
 
+def _vectors(group: str, value: torch.Tensor | CheckpointSet, dim: int) -> torch.Tensor:
+    """A group's parameter vectors [M, dim] (float32); a wrong shape is one line naming the group. Non-finite
+    vectors are evaluated like any other: a broken generator's models are results too."""
+    rows = value.params if isinstance(value, CheckpointSet) else value
+    if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or rows.shape[1] != dim:
+        shape = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
+        raise ConfigError(f"groups[{group!r}] is {shape}: give [M, {dim}] parameter vectors of this spec, one row "
+                          "per model")
+    return rows.float()
+
+
 def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor,
              generators: list[int] | None = None) -> list[dict]:
     """One record per model; a generated model's also names the generator that drew it (0 .. G - 1)."""
@@ -121,44 +206,39 @@ def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor
     return records
 
 
-def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: torch.Tensor,
-                 normalizer: Normalizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Every group's parameter vectors in results.json order (config.BASELINES), and the baselines' settings.
+def baseline_groups(model: nn.Module, spec: ParamSpec, params: torch.Tensor, normalizer: Normalizer,
+                    baselines: Sequence[str], finetune: FineTuning | None, n: int, noise_strengths: Sequence[float],
+                    k: int, seed: int, device: torch.device | str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The baselines' parameter vectors, made from the checkpoints `params` [K, D], in results.json order
+    (config.BASELINES), and their settings.
 
-    Order: original, ensemble, generated, noise@<strength> for each strength, finetune, mean_of_k, gaussian
-    (those asked for in evaluate.baselines). Each baseline draws from its own generator seeded with the run's
-    seed, so the noise groups start from the same checkpoints and differ only in strength.
+    Order: ensemble, noise@<strength> for each strength, finetune, mean_of_k, gaussian (those in `baselines`),
+    n models each (the ensemble is one). Each baseline draws from its own generator seeded with `seed`, so the
+    noise groups start from the same checkpoints and differ only in strength.
     """
-    cfg, params = task.config.evaluate, ckpts.params
-    chosen, n = set(cfg.baselines), cfg.baseline_n or len(generated)
+    chosen = set(baselines)
 
     def rng() -> torch.Generator:
-        return torch.Generator().manual_seed(task.config.seed)
+        return torch.Generator().manual_seed(seed)
 
-    groups = {"original": params}
+    groups = {}
     if "ensemble" in chosen:
         groups["ensemble"] = weight_average(params)
-    groups["generated"] = generated
     settings: dict = {"n": n}
     if "noise" in chosen:
-        for strength in cfg.noise_strengths:
+        for strength in noise_strengths:
             groups[f"noise@{strength:g}"] = noise_added(params, normalizer, strength, n, rng())
-        settings["noise_strengths"] = list(cfg.noise_strengths)
+        settings["noise_strengths"] = list(noise_strengths)
     if "finetune" in chosen:
-        collect_cfg = task.config.collect
-        lr = cfg.finetune_lr or collect_cfg.subset_lr
-        loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=rng())
-        groups["finetune"] = fine_tuned(model, ckpts.spec, params, loader, cfg.finetune_steps, lr, n, rng(),
-                                        "adamw" if collect_cfg.recipe == "iteration" else "sgd",
-                                        collect_cfg.subset_weight_decay, task.device)
-        settings["finetune"] = {"steps": cfg.finetune_steps, "lr": lr}
+        groups["finetune"] = fine_tuned(model, spec, params, finetune.loader, finetune.steps, finetune.lr, n, rng(),
+                                        finetune.optimizer, finetune.weight_decay, device)
+        settings["finetune"] = {"steps": finetune.steps, "lr": finetune.lr}
     if "mean_of_k" in chosen:
-        k = min(cfg.mean_of_k, len(params))
-        if k < cfg.mean_of_k:
-            log.info("evaluate: mean_of_k averages all %d checkpoints (evaluate.mean_of_k=%d > collect.k)",
-                     k, cfg.mean_of_k)
-        groups["mean_of_k"] = mean_of_k(params, k, n, rng())
-        settings["mean_of_k"] = k
+        used = min(k, len(params))
+        if used < k:
+            log.info("evaluate: mean_of_k averages all %d checkpoints (evaluate.mean_of_k=%d > collect.k)", used, k)
+        groups["mean_of_k"] = mean_of_k(params, used, n, rng())
+        settings["mean_of_k"] = used
     if "gaussian" in chosen:
         groups["gaussian"] = gaussian_fit(params, n, rng())
     return groups, settings

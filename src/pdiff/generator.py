@@ -10,6 +10,7 @@ validation accuracy and sample(n, target=..., guidance=...) asks for one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,13 +32,25 @@ from .render import Section
 from .rules import check_seed, parse_target
 from .store import load_tensors, save_tensors
 
+log = logging.getLogger(__name__)
+
+
+def quick_config() -> TrainConfig:
+    """The generator a `ParameterGenerator` without a config trains: the CPU presets' (an MLP autoencoder, latent
+    32, and an MLP denoiser; 2000 + 3000 full-batch steps), about 45 CPU seconds on one core at D = 128
+    (BENCHMARKS.md, "Generator training: steps vs time"). `TrainConfig()` is the paper's: conv1d networks trained
+    30,000 + 30,000 steps, hours on a CPU."""
+    return TrainConfig(AutoencoderConfig(arch="mlp", latent_dim=32, kwargs={"hidden": 256}, steps=2000),
+                       DiffusionConfig(arch="mlp", kwargs={"width": 256, "depth": 3}, steps=3000))
+
 
 class ParameterGenerator:
-    """Generates parameter vectors for `spec` after `fit` on checkpoints of it."""
+    """Generates parameter vectors for `spec` after `fit` on checkpoints of it. Without a `config` it trains
+    `quick_config()`, sized for a first try on a CPU; a run's config is `load_config(task).train`."""
 
     def __init__(self, spec: ParamSpec, config: TrainConfig | None = None, device: torch.device | str = "cpu",
                  seed: int = 0):
-        self.spec, self.config = spec, config or TrainConfig()
+        self.spec, self.config = spec, config or quick_config()
         self.device, self.seed = torch.device(device), seed
         ae = self.config.autoencoder
         self.autoencoder = build_autoencoder(ae.arch, spec.dim, spec.numels, latent_dim=ae.latent_dim,
@@ -58,9 +71,20 @@ class ParameterGenerator:
 
     # ---- training -------------------------------------------------------------------------------
     def fit(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> ParameterGenerator:
-        """Train the autoencoder, then the prior, on checkpoints [K, D] (and val accuracies, if conditioned)."""
+        """Train the autoencoder, then the prior, on checkpoints [K, D] (and val accuracies, if conditioned).
+
+        Warns, with the fix, when the autoencoder's reconstructions lose most of how the checkpoints differ from
+        each other: every generated model would then sit near their average (the run's train stage checks
+        this, and the reconstructions' accuracy, itself)."""
         self._condition_of(checkpoints)  # fail before training anything
         self.fit_autoencoder(checkpoints, progress)
+        params = params_of(checkpoints, self.spec.dim)
+        kept = differences_kept(self.normalizer.normalize(params), self.normalizer.normalize(self.reconstruct(params)))
+        if kept is not None and kept < 0.5:
+            log.warning("the autoencoder's reconstructions keep only %.0f%% of how the checkpoints differ from their "
+                        "mean, so generated models will sit near the checkpoints' average: give ParameterGenerator "
+                        "a config with more autoencoder.steps, a larger autoencoder.latent_dim or "
+                        "autoencoder.standardise='deviation' (see quick_config)", 100 * kept)
         self.fit_prior(checkpoints, progress)
         return self
 
@@ -248,3 +272,13 @@ class ParameterGenerator:
             raise ArtifactError(f"{folder}: config.json and the weight files describe different parameter subsets; "
                                 "export the run again")
         return gen
+
+
+def differences_kept(x: torch.Tensor, reconstructed: torch.Tensor) -> float | None:
+    """1 - |reconstructed - x|^2 / |x - mean(x)|^2 for checkpoints x [K, D] (standardised): the share of the
+    checkpoints' variance about their mean that the reconstructions keep (1: all of it, 0: no better than
+    decoding every checkpoint to the mean). None when the checkpoints do not differ."""
+    spread = (x - x.mean(0)).pow(2).sum()
+    if spread == 0:
+        return None
+    return 1 - ((reconstructed - x).pow(2).sum() / spread).item()

@@ -37,6 +37,7 @@ from .params import ParamSpec
 from .runlock import run_lock
 from .store import STORAGE_ERRNOS, load_record, save_json, save_text, storage_error
 from .task import Task
+from .tasks.imported import is_import_path
 
 log = logging.getLogger(__name__)
 STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "evaluate": evaluate, "report": report}
@@ -245,6 +246,10 @@ def _why_replaced(run: Run, stage: str) -> str:
                if old.get(key) != value and key not in unhashed]
     if len(changed) > 3:
         changed = [*changed[:3], f"{len(changed) - 3} more"]
+    if not changed:  # the same keys: a factory named by import path changed its source
+        imported = [f"{key}={name}" for key, name in (("model.name", run.config.model.name),
+                                                     ("data.name", run.config.data.name)) if is_import_path(name)]
+        changed = [f"the source of {' or '.join(imported)} changed"] if imported else []
     own = [key for key in ("collect.from", "collect.base", "train.holdout_from") if new.get(key) is not None]
     return "; ".join(changed) or (f"a file of {' or '.join(own)} changed since" if own else f"see {path}")
 

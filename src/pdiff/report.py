@@ -53,7 +53,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
                "generated": generated.latents[generated.generator == 0].numpy()}
     if len(generated.heldout_latents):
         latents["heldout"] = generated.heldout_latents.numpy()
-    write_report(out, results, to_dict(task.config), seconds, latents=latents, conditioning=generated.conditioning)
+    write_report(results, out, to_dict(task.config), seconds, latents=latents, conditioning=generated.conditioning)
     return {}
 
 
@@ -211,21 +211,27 @@ def generalization_table(generalization: dict) -> tuple[list[str], list[list[str
     return header, rows
 
 
-def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict[str, float],
-                 latents: dict[str, np.ndarray] | None = None, runs: list[dict] | None = None,
-                 conditioning: dict | None = None) -> Path:
-    """Write figures, report.md and report.html for one run's results.json; returns report.md's path.
+def write_report(results: dict, out_dir: str | Path, config: dict | None = None,
+                 seconds: dict[str, float] | None = None, latents: dict[str, np.ndarray] | None = None,
+                 runs: list[dict] | None = None, conditioning: dict | None = None) -> Path:
+    """Write figures, report.md and report.html for one run's results.json, or `evaluate_models`'s results;
+    returns report.md's path.
 
-    `latents` (group -> autoencoder latents [n, d], e.g. original and generated) adds the t-SNE; `runs`, the
-    results.json of several runs of the task with different K, adds max similarity vs K; `conditioning` (the
-    generate stage's target, target_accuracy and guidance) adds the target beside the accuracy achieved.
+    `config` (the run's, as a dict) adds the setup and the config; `seconds` (stage -> seconds) the time per
+    stage; `latents` (group -> autoencoder latents [n, d], e.g. original and generated) the t-SNE; `runs`, the
+    results.json of several runs of the task with different K, max similarity vs K; `conditioning` (the generate
+    stage's target, target_accuracy and guidance) the target beside the accuracy achieved.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary, similarity = results["summary"], results["similarity"]
+    subset = (f"the subset {', '.join(config['collect']['subset'])}" if config else
+              f"a subset of {ParamSpec.from_dict(results['spec']).dim} numbers")
+    counts = (f"{summary['original']['count']} checkpoints of {subset}; {summary['generated']['count']} generated "
+              "models")
     sections = [Section("Setup", text=f"Task `{results['task']}`: {config.get('description', '')} "
-                        f"Seed {config['seed']}; {summary['original']['count']} checkpoints of the subset "
-                        f"{', '.join(config['collect']['subset'])}; {summary['generated']['count']} generated "
-                        f"models ({config['generate']['sampler']} sampler).")]
+                        f"Seed {config['seed']}; {counts} ({config['generate']['sampler']} sampler)."
+                        if config else f"Seed {results.get('seed', 0)}; {counts}.")]
     if results.get("collapse", {}).get("collapsed"):
         sections.append(Section("Collapse", text=evaluate.collapse_message(results["collapse"]) + "."))
     comparisons = results.get("comparisons")
@@ -288,7 +294,7 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
     sections.append(Section("Mean IoU within and between groups", header=["pair", "IoU"], rows=sim_rows,
                             figures=["iou_bars.png"]))
     if latents is not None:
-        plot_tsne(latents, out_dir / "tsne.png", seed=config.get("seed", 0))
+        plot_tsne(latents, out_dir / "tsne.png", seed=results.get("seed", 0))
         sections.append(Section("t-SNE of autoencoder latents", figures=["tsne.png"],
                                 text="The originals' parameters encoded by the trained autoencoder (no noise) and "
                                      "the generated models' latents, embedded together in 2-D by t-SNE."))
@@ -296,11 +302,13 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
         plot_similarity_vs_k(runs, out_dir / "similarity_vs_k.png")
         sections.append(Section("Max similarity vs number of checkpoints K", figures=["similarity_vs_k.png"],
                                 text="Mean over each group of every model's max IoU to the originals, one run per K."))
-    sections.append(Section("Time per stage (s)", header=list(seconds),
-                            rows=[[f"{v:.1f}" if v is not None else "" for v in seconds.values()]]))
-    sections.append(Section("Config", text="```json\n" + json.dumps(config, indent=2) + "\n```"))
+    if seconds:
+        sections.append(Section("Time per stage (s)", header=list(seconds),
+                                rows=[[f"{v:.1f}" if v is not None else "" for v in seconds.values()]]))
+    if config:
+        sections.append(Section("Config", text="```json\n" + json.dumps(config, indent=2) + "\n```"))
 
-    title = f"p-diff report: {results['task']}"
+    title = f"p-diff report: {results['task']}" if "task" in results else "p-diff report"
     save_text(out_dir / "report.md", render_markdown(title, sections))
     save_text(out_dir / "report.html", render_html(title, sections, out_dir))
     return out_dir / "report.md"

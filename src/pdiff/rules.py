@@ -84,12 +84,11 @@ def ensure(ok: Callable[[Any, Any], bool], message: str) -> Rule:
     return rule
 
 
-def one_of(choices: Iterable[str], known: bool = False) -> Rule:
+def one_of(choices: Iterable[str]) -> Rule:
     """The value must be one of `choices`; a registry is read when checked, so entries added later count."""
     def rule(key: str, value: Any, config: Any) -> None:
         if value not in choices:
-            names = ", ".join(sorted(choices) if known else choices)
-            raise ConfigError(f"{key}={value!r} is {'not known' if known else 'not valid'}: choose one of {names}")
+            raise ConfigError(f"{key}={value!r} is not valid: choose one of {', '.join(choices)}")
     return rule
 
 

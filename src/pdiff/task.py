@@ -13,6 +13,7 @@ from .config import Config
 from .errors import ConfigError, try_build
 from .tasks.datasets import DataSplits, TensorLoader, load_dataset
 from .tasks.imagefolder import image_folder_identity
+from .tasks.imported import is_import_path
 from .tasks.models import build_model, input_problem
 
 
@@ -60,8 +61,11 @@ class Task:
         return getattr(self.data, split).y
 
     def new_model(self) -> nn.Module:
-        """A freshly initialised model; an error of its constructor is a ConfigError naming model.kwargs."""
+        """A freshly initialised model; an error of its constructor is a ConfigError naming model.kwargs (or, for
+        a factory of your own, naming it)."""
         m = self.config.model
         shape, classes = self.data.input_shape, self.data.num_classes
+        if is_import_path(m.name):  # its errors are one line already
+            return build_model(m.name, shape, classes, **m.kwargs)
         return try_build(lambda: build_model(m.name, shape, classes, **m.kwargs), "model.kwargs", m.kwargs,
                          device=None)

@@ -23,7 +23,7 @@ from . import collect
 from .checkpoints import CheckpointSet
 from .config import Config
 from .errors import HealthError, PdiffError
-from .generator import ParameterGenerator
+from .generator import ParameterGenerator, differences_kept
 from .hashing import config_hash, made_under
 from .inference import accuracy_many
 from .layout import DIFFUSION_FILE, MEMBER_PREFIX, METRICS_FILE, STAGE_FOLDERS, stage_folder
@@ -144,16 +144,6 @@ def check_reconstructions(gen: ParameterGenerator, model: nn.Module, ckpts: Chec
             f"{100 * original:.1f}% for the checkpoints: it has collapsed; raise train.autoencoder.steps, "
             "lower train.autoencoder.latent_noise or try train.autoencoder.arch=mlp")
     return health
-
-
-def differences_kept(x: torch.Tensor, reconstructed: torch.Tensor) -> float | None:
-    """1 - |reconstructed - x|^2 / |x - mean(x)|^2 for checkpoints x [K, D] (standardised): the share of the
-    checkpoints' variance about their mean that the reconstructions keep (1: all of it, 0: no better than
-    decoding every checkpoint to the mean). None when the checkpoints do not differ."""
-    spread = (x - x.mean(0)).pow(2).sum()
-    if spread == 0:
-        return None
-    return 1 - ((reconstructed - x).pow(2).sum() / spread).item()
 
 
 def _csv(rows: list[dict]) -> str:

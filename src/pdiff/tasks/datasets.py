@@ -6,6 +6,7 @@ every library function also accepts a user's own DataLoader. Training augmentati
 padding + horizontal flip for CIFAR, STL-10 and image folders) is a tensor transform applied to training
 batches only. `imagefolder` reads any folder of images in torchvision's ImageFolder layout
 (`pdiff.tasks.imagefolder`, which caches the decoded pixels, so only the first load pays for decoding).
+`data.name` may also name a factory of your own, "package.module:factory" (`pdiff.tasks.imported`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import DatasetError
 from ..layout import resolve_data_dir
 from .imagefolder import read_image_folder
+from .imported import is_import_path, splits_of
 
 
 @dataclass
@@ -111,10 +113,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 
     """Load a dataset by name and hold `val_size` training examples out as the validation split.
 
     `image_size` and `progress` (a bar while decoding) concern `imagefolder` only; see `load_image_folder`.
+    `name` may be an import path, "package.module:factory", of a function returning (train, test) datasets.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
-    if name == "mnist1d":
+    if name not in DATASETS and not is_import_path(name):
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}, or give a "
+                           "factory of your own as package.module:factory")
+    if is_import_path(name):
+        (train_x, train_y), (test_x, test_y), num_classes = splits_of(name)
+        train, test = Split(train_x, train_y), Split(test_x, test_y)
+    elif name == "mnist1d":
         train, test, num_classes = _mnist1d(num_samples, seed=42)
     elif name == "imagefolder":
         train, test, num_classes = load_image_folder(resolve_data_dir(data_dir), image_size, progress)

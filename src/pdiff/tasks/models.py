@@ -1,6 +1,8 @@
-"""Classifier architectures, each a one-line entry in `MODELS` (name -> factory).
+"""Classifier architectures, each a one-line entry in `MODELS` (name -> factory), and any other by name.
 
-Every factory takes the dataset's input shape [C, H, W] (or [C, L]) and number of classes. The paper's
+Every factory takes the dataset's input shape [C, H, W] (or [C, L]) and number of classes. Besides the
+registry, `model.name` may be any timm architecture (`timm_model`) or a factory of your own by import path,
+"package.module:factory" (`pdiff.tasks.imported`). The paper's
 default subset of each is its last two normalization layers (`last_norm:2`), which are the layers the
 official code names: ResNet-18 `layer4.1.bn1/bn2`, ResNet-50 `layer4.2.bn2/bn3`, ViT the last block's
 `norm2` + the final `norm`, ConvNeXt the last block's `norm` + `head.norm` (tests/tasks/test_models.py).
@@ -14,6 +16,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+from .imported import build_imported_model, is_import_path, resolve
 
 
 def conv_bn_relu(conv: nn.Module, channels: int, norm: Callable[[int], nn.Module]) -> nn.Sequential:
@@ -118,17 +123,33 @@ class CifarResNet18(nn.Module):
 
 
 def timm_model(name: str) -> Callable[..., nn.Module]:
-    """A factory for timm architecture `name`, randomly initialised (no weight download), sized to the data."""
+    """A factory for timm architecture `name`, randomly initialised (no weight download), sized to the data:
+    `in_chans` and `num_classes`, and the image size where the architecture takes one (a ViT's patch grid)."""
 
     def build(input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
         import timm  # slow to import: only when a timm model is built
 
-        if name.startswith("vit"):
-            kwargs.setdefault("img_size", tuple(input_shape[1:]))
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0],
-                                 **kwargs)
+        def create(**sized) -> nn.Module:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0],
+                                     **sized, **kwargs)
+
+        if len(input_shape) != 3 or "img_size" in kwargs:
+            return create()
+        try:
+            return create(img_size=tuple(input_shape[1:]))
+        except TypeError as e:  # timm has no list of the architectures that take an image size: ask the class
+            if "img_size" not in str(e):
+                raise
+            return create()
 
     return build
+
+
+def is_timm_model(name: str) -> bool:
+    """Whether `name` is one of timm's architectures (timm is imported only to answer this)."""
+    import timm
+
+    return timm.is_model(name)
 
 
 MODEL_ARGUMENTS = ("input_shape", "num_classes")  # what a factory is given from the data, never from model.kwargs
@@ -144,11 +165,24 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory `name` stands for: a registry entry, a factory of your own ("package.module:factory") or a timm
+    architecture; a ConfigError for anything else."""
+    if name in MODELS:
+        return MODELS[name]
+    if is_import_path(name):
+        return resolve(name, "model.name")
+    if is_timm_model(name):
+        return timm_model(name)
+    raise ConfigError(f"model.name={name!r} is not known: choose one of {', '.join(sorted(MODELS))}, any timm "
+                      "architecture, or a factory of your own as package.module:factory")
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    """Instantiate a registered architecture for inputs of `input_shape` (without the batch dim)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name](tuple(input_shape), num_classes, **kwargs)
+    """Instantiate architecture `name` (see `model_factory`) for inputs of `input_shape` (without the batch dim)."""
+    if is_import_path(name):
+        return build_imported_model(name, tuple(input_shape), num_classes, **kwargs)
+    return model_factory(name)(tuple(input_shape), num_classes, **kwargs)
 
 
 def input_problem(name: str, kwargs: dict, input_shape: Sequence[int]) -> str | None:
@@ -163,6 +197,8 @@ def input_problem(name: str, kwargs: dict, input_shape: Sequence[int]) -> str | 
             build_model(name, input_shape, 2, **kwargs).eval()(torch.zeros(1, *input_shape))
     except NotImplementedError:
         return None
+    except ConfigError:  # the factory of an import path failed: its own one-line error says why
+        raise
     except (RuntimeError, ValueError, ZeroDivisionError, IndexError, AssertionError) as e:
         return (str(e).strip().splitlines() or [type(e).__name__])[0]
     return None
