@@ -15,9 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config import Config, leaves, load_config, task_names, to_dict
+from .config import Config, leaves, load_config, task_names, to_dict, yaml_value
 from .folders import atomic_folder
 from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE
@@ -103,7 +101,7 @@ def run_arguments(config: Config) -> list[str]:
     overrides = []
     for key, value in leaves(to_dict(config)).items():
         if key not in ("data.data_dir", "data.download") and preset.get(key, object()) != value:
-            overrides.append(f"{key}={_yaml_value(value)}")
+            overrides.append(f"{key}={yaml_value(value)}")
     return [config.task, *overrides]
 
 
@@ -129,8 +127,3 @@ def _copy_base(run: FinishedRun, out: Path) -> dict:
     save_tensors(out / BASE_FILE, tensors, meta)
     return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
             "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
-
-
-def _yaml_value(value: Any) -> str:
-    """`value` as an override's right-hand side: YAML in flow style ([a, b], {hidden: 64}, null, 0.001)."""
-    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]

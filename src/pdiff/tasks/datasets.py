@@ -105,10 +105,11 @@ def pairs(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield batch[0], batch[1]
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 1000, seed: int = 0,
+def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int | float = 1000, seed: int = 0,
                  num_samples: int = 10000, download: bool = True, image_size: int | None = None,
                  progress: bool = True) -> DataSplits:
-    """Load a dataset by name and hold `val_size` training examples out as the validation split.
+    """Load a dataset by name and hold `val_size` training examples (or, given a float below 1, that fraction of
+    them) out as the validation split.
 
     `image_size` and `progress` (a bar while decoding) concern `imagefolder` only; see `load_image_folder`.
     """
@@ -120,11 +121,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 
         train, test, num_classes = load_image_folder(resolve_data_dir(data_dir), image_size, progress)
     else:
         train, test, num_classes = DATASETS[name](resolve_data_dir(data_dir), download)
-    if not 0 < val_size < len(train):
-        raise DatasetError(f"data.val_size={val_size} must be between 1 and {len(train) - 1} "
-                           f"(the {name} training set has {len(train)} examples)")
+    held_out = round(val_size * len(train)) if isinstance(val_size, float) else val_size
+    if not 0 < held_out < len(train):
+        raise DatasetError(f"data.val_size={val_size} holds out {held_out} of the {len(train)} examples in the "
+                           f"{name} training set: give a count between 1 and {len(train) - 1}, or a fraction "
+                           "such as 0.1")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    val_idx, train_idx = order[:held_out], order[held_out:]
     return DataSplits(Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx]),
                       test, num_classes)
 
