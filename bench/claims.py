@@ -40,8 +40,8 @@ from pdiff.report import points_with_ci
 from . import common
 
 NAME = "claims"
-MATCH = 0.005  # a claimed match holds within +-0.5 points (the pipeline issue's margin for the mean)
-HOLDOUT_EVERY = 5  # train.holdout = K / 5: 40 of 200 checkpoints, as in the decisive-answers issue
+MATCH = 0.005  # a claimed match holds within +-0.5 points: half a point is a margin a user would not notice
+HOLDOUT_EVERY = 5  # train.holdout = K / 5: 40 of 200 checkpoints, enough held out to see coverage
 VARIANT = {"evaluate.baselines": [], "generate.n": 50}  # every run but the main one: what its claims need
 VERDICTS = ("reproduced", "refuted", "not resolvable here")
 log = logging.getLogger("claims")

@@ -11,7 +11,7 @@ Then reads results.json: the generated models' mean test accuracy against the or
 mean-of-k and Gaussian baselines (differences with their 95% CIs), the share of generated models inside the
 originals' test-accuracy range (with its Wilson 95% interval) and the collapse check, how close the generated
 models lie to the checkpoints (median max wrong-prediction IoU and L2 to the nearest original, against the
-originals' own, with 95% CIs), and decides the issue's two targets: the mean within TARGET_POINTS of the
+originals' own, with 95% CIs), and decides two targets: the mean within TARGET_POINTS of the
 originals' (CI inside +-1 point: met; outside: not met; else undecided) and at least TARGET_INSIDE of the
 generated models inside the range (of the n drawn: the interval says how much another draw may differ).
 Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.json.

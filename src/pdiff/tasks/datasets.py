@@ -71,8 +71,8 @@ class TensorLoader:
     """Iterate (x, y) batches of a Split; reshuffled each pass when `shuffle`, seeded by `generator`.
 
     `augment(x, generator)` transforms each batch (give it for training loaders only). Image batches
-    [B, C, H, W] come channels-last: oneDNN's CPU convolutions run that layout faster (ConvNet-3 on CIFAR,
-    2 cores: 1.4x in training, 2.4x when evaluating many models at once); the values are the same.
+    [B, C, H, W] come channels-last: oneDNN's CPU convolutions run that layout faster; the values are the
+    same.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False,
