@@ -19,7 +19,7 @@ def render_all(path: Path = common.BENCHMARKS) -> list[str]:
     for name in names:
         figures = common.load_results(name)
         render = importlib.import_module(f"bench.{name}").render
-        common.write_section(name, render(figures), path, commit=figures["provenance"]["git_commit"])
+        common.write_section(name, render(figures), path, **common.measured_at(figures))
     return names
 
 
