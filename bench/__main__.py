@@ -1,7 +1,10 @@
-"""`python -m bench --render-all`: rebuild every BENCHMARKS.md section that has its results JSON, computing nothing.
+"""`python -m bench --render-all`: rebuild BENCHMARKS.md and the README's results table from the committed JSON,
+computing nothing.
 
 Each bench/NAME.json is rendered by `bench.NAME.render` into the section NAME (see bench/common.py for the
-convention); sections without a JSON are archival text and stay as they are.
+convention); sections without a JSON are archival text and stay as they are. A script that has a
+`glance(results) -> [[question, task, finding], ...]` adds those rows to the README's "results at a glance" table,
+each linking to its section.
 """
 
 from __future__ import annotations
@@ -12,21 +15,51 @@ from pathlib import Path
 
 from . import common
 
+README = common.ROOT / "README.md"
+GLANCE = ("<!-- glance: written by `python -m bench --render-all` from bench/*.json -->", "<!-- /glance -->")
 
-def render_all(path: Path = common.BENCHMARKS) -> list[str]:
-    """Rewrite the section of every script with a results JSON; the names rendered, in order."""
+
+def render_all(path: Path = common.BENCHMARKS, readme: Path = README) -> list[str]:
+    """Rewrite the section of every script with a results JSON, and the README's table; the names rendered."""
     names = sorted(p.stem for p in (common.ROOT / "bench").glob("*.json"))
     for name in names:
         figures = common.load_results(name)
         render = importlib.import_module(f"bench.{name}").render
         common.write_section(name, render(figures), path, **common.measured_at(figures))
+    write_glance(readme)
     return names
+
+
+def glance_table() -> str:
+    """The README's results table: every script's `glance` rows from its committed JSON, in the order of
+    BENCHMARKS.md's questions, each linking to its section there."""
+    rows = []
+    for name in (entry.name for entries in common.QUESTIONS.values() for entry in entries):
+        if not common.results_path(name).is_file():
+            continue
+        module = importlib.import_module(f"bench.{name}")
+        if hasattr(module, "glance"):
+            figures = common.load_results(name)
+            link = common.link(module.render(figures), common.BENCHMARKS.name)
+            rows += [[*row, link] for row in module.glance(figures)]
+    return common.table(["question", "task", "finding", "measured in"], rows)
+
+
+def write_glance(readme: Path = README) -> None:
+    """Put `glance_table()` between the README's GLANCE markers."""
+    text = readme.read_text()
+    if GLANCE[0] not in text or GLANCE[1] not in text:
+        raise SystemExit(f"{readme} has no {GLANCE[0]} ... {GLANCE[1]} markers for the results table")
+    head, rest = text.split(GLANCE[0], 1)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(f"{head}{GLANCE[0]}\n{glance_table()}\n{GLANCE[1]}{rest.split(GLANCE[1], 1)[1]}")
+    tmp.replace(readme)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render-all", action="store_true", required=True,
-                        help="rebuild BENCHMARKS.md's sections from bench/*.json")
+                        help="rebuild BENCHMARKS.md's sections and the README's results table from bench/*.json")
     parser.parse_args()
     print("rendered: " + ", ".join(render_all()))
 

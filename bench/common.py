@@ -244,7 +244,7 @@ def document(sections: dict[str, str]) -> str:
     groups: dict[str, list[tuple[Entry, str]]] = {}
     for question, entries in (*QUESTIONS.items(), (OTHER, [Entry(n, n, "") for n in sections if n not in known])):
         groups[question] = [(e, _demoted(sections[e.name])) for e in entries if e.name in sections]
-    rows = [[question if i == 0 else "", f"[{_title(body)}](#{_slug(_heading(body))})",
+    rows = [[question if i == 0 else "", link(body),
              f"`bench.{e.script}`" if e.script else "by hand", e.task, *_measured(body)]
             for question, members in groups.items() for i, (e, body) in enumerate(members)]
     parts = [TITLE, "## Contents\n", table(["question", "section", "script", "task", "commit", "date"], rows)]
@@ -258,6 +258,11 @@ def document(sections: dict[str, str]) -> str:
 def _demoted(body: str) -> str:
     """A section's text with its level-2 headings at level 3, under the question's."""
     return "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines())
+
+
+def link(body: str, page: str = "") -> str:
+    """A markdown link to the section whose text is `body`, on `page` ("": this page): its title, its anchor."""
+    return f"[{_title(body)}]({page}#{_slug(_heading(body))})"
 
 
 def _heading(body: str) -> str:

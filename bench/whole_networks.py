@@ -183,6 +183,14 @@ they are to each other; checkpoints plus noise of 0.001 ({COPY}) show where copi
 {results['note']}"""
 
 
+def glance(results: dict) -> list[list[str]]:
+    """The README's rows (question, task, finding): each whole network's generated mean against the originals'."""
+    return [["Can every parameter of a network be generated?", f"{task} (D = {entry['D']:,})",
+             f"mean {points_with_ci(entry['mean_comparison'], 100)} points vs the originals, "
+             f"{entry['mean_comparison']['verdict']}; {100 * entry['inside']:.0f}% inside their range"]
+            for task in results["order"] for entry in [results["tasks"][task]]]
+
+
 def main() -> None:
     common.publish(NAME, measure(parser().parse_args()), render)
 

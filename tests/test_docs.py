@@ -12,6 +12,7 @@ from pdiff.config import task_names
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 250
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target): inline links
@@ -45,8 +46,8 @@ def test_relative_links_resolve(page: Path) -> None:
         resolved = (page.parent / path).resolve() if path else page
         if not resolved.exists():
             broken.append(target)
-        elif anchor and resolved.suffix == ".md" and resolved in PAGES and anchor not in anchors(resolved):
-            broken.append(target)  # anchors are checked on the pages this test owns; BENCHMARKS.md is rendered
+        elif anchor and resolved in (*PAGES, BENCHMARKS) and anchor not in anchors(resolved):
+            broken.append(target)
     assert not broken, f"{page.name}: links that resolve to nothing: {broken}"
 
 

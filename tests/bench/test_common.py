@@ -7,7 +7,7 @@ import re
 import shutil
 
 import pytest
-from bench.__main__ import render_all
+from bench.__main__ import README, glance_table, render_all
 
 from bench import common
 
@@ -49,10 +49,21 @@ def test_write_section_replaces_only_its_own_section_and_names_the_commit(tmp_pa
 def test_committed_benchmarks_md_is_what_the_committed_json_renders(tmp_path):
     """`python -m bench --render-all` on the committed files changes nothing: every section with a JSON is its
     render, so the JSON holds everything the text says."""
-    copy = tmp_path / "BENCHMARKS.md"
+    copy, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
     shutil.copy(common.BENCHMARKS, copy)
-    assert render_all(copy)
+    shutil.copy(README, readme)
+    assert render_all(copy, readme)
     assert copy.read_text() == common.BENCHMARKS.read_text()
+    assert readme.read_text() == README.read_text()
+
+
+def test_the_readmes_results_table_is_what_the_committed_json_renders():
+    table = glance_table()
+    assert f"\n{table}\n" in README.read_text()
+    sections = common.read_sections()
+    for target in re.findall(r"\]\(BENCHMARKS\.md#([^)]+)\)", table):
+        assert any(common.link(body).endswith(f"(#{target})") for body in sections.values()), target
+    assert "| mnist1d-convnet, 5 generators |" in table  # the default task's headline, from bench/seeds.json
 
 
 def test_every_section_has_its_json_or_is_marked_archival_and_is_stamped():
