@@ -3,7 +3,10 @@ gives are the ones CI runs, every task preset is in its table, and the project s
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,25 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 250
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target): inline links
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+RUNNABLE = "<!-- runnable -->"  # directly before a ```python fence: the block runs as it stands, in seconds
+
+
+def runnable_blocks(page: Path) -> list[tuple[int, str]]:
+    """(line number, code) of every block of `page` marked RUNNABLE; a marker before anything but a Python
+    fence fails, so that no marked block is skipped."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip() != RUNNABLE:
+            continue
+        assert i + 1 < len(lines) and lines[i + 1].strip() == "```python", \
+            f"{page.name}:{i + 1}: {RUNNABLE} must stand directly before a ```python fence"
+        end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
+        blocks.append((i + 3, "\n".join(lines[i + 2:end])))
+    return blocks
+
+
+BLOCKS = [(page, line, code) for page in PAGES for line, code in runnable_blocks(page)]
 
 
 def prose(page: Path) -> str:
@@ -75,3 +97,17 @@ def test_pages_speak_of_the_project_only(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     found = re.findall(r"\bissue \d+|\b20\d\d-\d\d-\d\d\b|DESIGN\.md", text)
     assert not found, f"{page.name} mentions development history: {found}"
+
+
+def test_some_blocks_are_marked_runnable() -> None:
+    assert BLOCKS, f"no Python block in README.md or docs/ is marked {RUNNABLE}"
+
+
+@pytest.mark.parametrize("page, line, code", BLOCKS,
+                         ids=[f"{p.relative_to(ROOT).as_posix()}:{n}" for p, n, _ in BLOCKS])
+def test_runnable_blocks_run(page: Path, line: int, code: str, tmp_path: Path) -> None:
+    """Each marked block runs as it stands, in a fresh interpreter in an empty folder, on one thread."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PDIFF_DATA": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"{page.name}:{line} fails:\n{done.stderr[-3000:]}"
