@@ -159,7 +159,8 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
-                 "base_hash": base_hash(task.config), "data": task.data_identity}
+                 "base_hash": base_hash(task.config), "data": task.data_identity,
+                 **(task.data.input_format.to_dict() if task.data.input_format else {})}
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
     if _load_reusable_base(model, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
