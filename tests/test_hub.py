@@ -20,6 +20,7 @@ from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HubError
 from pdiff.pipeline import stage_hash
 from pdiff.tasks.models import build_model
+from tests.conftest import TINY, write_image_folder
 
 runner = CliRunner()
 SAMPLING = {"sampler": "ddim", "steps": 5, "seed": 7}
@@ -154,3 +155,31 @@ def test_export_refuses_a_foreign_folder_and_replaces_an_earlier_export(tiny_run
     assert "pass --force to replace it" in one_line_error(["export", str(tiny_run), str(out)])
     assert runner.invoke(app, ["export", str(tiny_run), str(out), "--force"]).exit_code == 0
     assert (out / "base.safetensors").is_file() and not list(tmp_path.glob(".out.*"))
+
+
+def test_an_image_folder_run_made_with_a_relative_data_dir_samples_and_exports_from_elsewhere(
+        tmp_path: Path, monkeypatch) -> None:
+    """The run records the folder's absolute path, so sampling and exporting from another directory neither fail
+    nor send the user to rerun collect; the export names the classes and the normalisation its models expect."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "project").mkdir()
+    write_image_folder(tmp_path / "project" / "photos", {"train": {"cat": 6, "dog": 6}, "test": {"cat": 2, "dog": 2}})
+    monkeypatch.chdir(tmp_path / "project")
+    made = runner.invoke(app, ["run", *TINY, "task=photos", "data.name=imagefolder", "--data-dir", "photos",
+                               "data.val_size=0.25", "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}",
+                               "collect.k=3", "--runs-dir", "runs", "-q"])
+    assert made.exit_code == 0, made.output
+    run = tmp_path / "project" / "runs" / "photos"
+    monkeypatch.chdir(tmp_path)
+    sampled = runner.invoke(app, ["sample", str(run), "-n", "2", "--out", "samples", "--sampler", "ddim",
+                                  "--steps", "5"])
+    assert sampled.exit_code == 0 and "collect --force" not in sampled.output, sampled.output
+    exported = runner.invoke(app, ["export", str(run), "export"])
+    assert exported.exit_code == 0, exported.output
+    base = json.loads((tmp_path / "export" / "config.json").read_text())["base"]
+    assert base["classes"] == ["cat", "dog"] and base["input_shape"][0] == 3
+    assert len(base["normalisation"]["mean"]) == len(base["normalisation"]["std"]) == 3
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Classes, in label order: `cat`, `dog`." in card and "pixels divided by 255" in card
+    assert "pdiff run config.yaml --data-dir DATA" in card and "data_dir: null" in (tmp_path / "export" /
+                                                                                  "config.yaml").read_text()
