@@ -4,30 +4,51 @@ computing nothing.
 Each bench/NAME.json is rendered by `bench.NAME.render` into the section NAME (see bench/common.py for the
 convention); sections without a JSON are archival text and stay as they are. A script that has a
 `glance(results) -> [[question, task, finding], ...]` adds those rows to the README's "results at a glance" table,
-each linking to its section.
+each linking to its section; one that has an `expected(results)` adds the stage times and memory it measured to
+src/pdiff/tasks/expected.json, which `pdiff run` prints before it runs a preset's stages.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from pathlib import Path
 
 from . import common
 
 README = common.ROOT / "README.md"
+EXPECTED = common.ROOT / "src" / "pdiff" / "tasks" / "expected.json"  # what `pdiff run` says a stage will take
 GLANCE = ("<!-- glance: written by `python -m bench --render-all` from bench/*.json -->", "<!-- /glance -->")
 
 
-def render_all(path: Path = common.BENCHMARKS, readme: Path = README) -> list[str]:
-    """Rewrite the section of every script with a results JSON, and the README's table; the names rendered."""
+def render_all(path: Path = common.BENCHMARKS, readme: Path = README, expected: Path = EXPECTED) -> list[str]:
+    """Rewrite the section of every script with a results JSON, the README's table and the expected stage
+    costs; the names rendered."""
     names = sorted(p.stem for p in (common.ROOT / "bench").glob("*.json"))
     for name in names:
         figures = common.load_results(name)
         render = importlib.import_module(f"bench.{name}").render
         common.write_section(name, render(figures), path, **common.measured_at(figures))
     write_glance(readme)
+    write_expected(expected)
     return names
+
+
+def expected_costs() -> dict:
+    """task -> {"on": where, "stages": {stage: {"seconds", "peak_mib"}}}: what the scripts with an
+    `expected(results)` measured of a preset's stages, from their committed JSON."""
+    found: dict = {}
+    for name in sorted(p.stem for p in (common.ROOT / "bench").glob("*.json")):
+        module = importlib.import_module(f"bench.{name}")
+        if hasattr(module, "expected"):
+            for task, entry in module.expected(common.load_results(name)).items():
+                found.setdefault(task, entry)  # one script's measurement per task, the first in name order
+    return found
+
+
+def write_expected(path: Path = EXPECTED) -> None:
+    path.write_text(json.dumps(expected_costs(), indent=1, sort_keys=True) + "\n")
 
 
 def glance_table() -> str:

@@ -183,6 +183,15 @@ they are to each other; checkpoints plus noise of 0.001 ({COPY}) show where copi
 {results['note']}"""
 
 
+def expected(results: dict) -> dict:
+    """task -> where it was measured and each stage's wall seconds and peak memory (MiB), which `pdiff run` prints
+    before running that task's preset."""
+    on = f"{results['provenance']['cores']} CPU cores"
+    return {task: {"on": on, "stages": {stage: {"seconds": round(m["wall"]), "peak_mib": round(m["rss"])}
+                                        for stage, m in results["tasks"][task]["stages"].items()}}
+            for task in results["order"]}
+
+
 def glance(results: dict) -> list[list[str]]:
     """The README's rows (question, task, finding): each whole network's generated mean against the originals'."""
     return [["Can every parameter of a network be generated?", f"{task} (D = {entry['D']:,})",

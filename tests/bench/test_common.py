@@ -7,7 +7,7 @@ import re
 import shutil
 
 import pytest
-from bench.__main__ import README, glance_table, render_all
+from bench.__main__ import EXPECTED, README, glance_table, render_all
 
 from bench import common
 
@@ -49,12 +49,13 @@ def test_write_section_replaces_only_its_own_section_and_names_the_commit(tmp_pa
 def test_committed_benchmarks_md_is_what_the_committed_json_renders(tmp_path):
     """`python -m bench --render-all` on the committed files changes nothing: every section with a JSON is its
     render, so the JSON holds everything the text says."""
-    copy, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    copy, readme, expected = tmp_path / "BENCHMARKS.md", tmp_path / "README.md", tmp_path / "expected.json"
     shutil.copy(common.BENCHMARKS, copy)
     shutil.copy(README, readme)
-    assert render_all(copy, readme)
+    assert render_all(copy, readme, expected)
     assert copy.read_text() == common.BENCHMARKS.read_text()
     assert readme.read_text() == README.read_text()
+    assert expected.read_text() == EXPECTED.read_text()  # what `pdiff run` says a preset's stages take
 
 
 def test_the_readmes_results_table_is_what_the_committed_json_renders():
