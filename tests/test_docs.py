@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,27 @@ def test_runnable_blocks_run(page: Path, line: int, code: str, tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, f"{page.name}:{line} fails:\n{done.stderr[-3000:]}"
+
+
+def test_the_readmes_own_images_example_runs_on_a_small_folder_into_a_folder_of_its_own(tmp_path, monkeypatch) -> None:
+    """The README's command as written, on a folder of a few dozen images, plus settings that only shrink the work:
+    it runs, and writes runs/<its task=> alone, never the preset's folder."""
+    from typer.testing import CliRunner
+
+    from pdiff.cli import app
+    from tests.conftest import write_image_folder
+
+    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    command = next(line for line in text.splitlines() if "pdiff run" in line and "data.name=imagefolder" in line)
+    args = shlex.split(command.strip())[2:]
+    assert args[args.index("--data-dir") + 1] == "my-photos" and "task=my-photos" in args
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    write_image_folder(tmp_path / "my-photos", {"train": {"cat": 10, "dog": 10}, "test": {"cat": 3, "dog": 3}},
+                       size=(40, 36))
+    smaller = ["collect.epochs=1", "collect.k=4", "train.autoencoder.steps=20", "train.diffusion.steps=20",
+               "generate.n=4", "generate.sampler=ddim", "generate.steps=5", "evaluate.baseline_n=2",
+               "train.health_tolerance=1.0"]
+    result = CliRunner().invoke(app, ["run", *args, *smaller, "--runs-dir", "runs", "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["my-photos"]
