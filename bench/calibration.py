@@ -179,6 +179,15 @@ def _met(cell: dict) -> str:
     return "met" if 0.93 <= cell["coverage"] <= 0.97 and 0.9 <= cell["se_ratio"] <= 1.1 else "NOT met"
 
 
+def glance(results: dict) -> list[list[str]]:
+    """The README's row (question, task, finding): how many cells meet the coverage and SE targets."""
+    cells = results["cells"]
+    coverage = [100 * c["coverage"] for c in cells]
+    return [["Do the 95% CIs cover 95% of the time?", "simulated accuracies",
+             f"{sum(_met(c) == 'met' for c in cells)} of {len(cells)} settings on target; coverage "
+             f"{min(coverage):.1f}-{max(coverage):.1f}%"]]
+
+
 def main() -> None:
     common.publish(NAME, measure(parser().parse_args()), render)
 

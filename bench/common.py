@@ -12,7 +12,9 @@ The convention. A benchmark is bench/NAME.py, run as `python -m bench.NAME [opti
   per task, say) reads the earlier ones with `load_results(NAME)`;
 - `render(results: dict) -> str`: the section's markdown from the results alone (no measuring, no file read);
 - `main()`: `publish(NAME, measure(parser().parse_args()), render)`, which writes bench/NAME.json atomically and
-  then the section, with the commit it was measured on.
+  then the section, with the commit and date it was measured on.
+BENCHMARKS.md is written whole by `document`: a table of contents, then the sections grouped by the question they
+answer (QUESTIONS: a new script adds its Entry there).
 `python -m bench --render-all` rebuilds every section from the committed JSON (tests/bench checks that the
 committed BENCHMARKS.md is what it renders, and each script's parts). A script imports pdiff and this module,
 never another script: what two scripts share lives here. Sections whose results were never kept as JSON are
@@ -26,11 +28,13 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -45,9 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 FORMAT_VERSION = 1  # of bench/NAME.json; raise it when a field changes meaning, and teach render the old one
 LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark script starts, before its own work
-TITLE = "# pdiff benchmarks\n\nEvery section is written by the script named in it; rerun that script to refresh it.\n"
-ARCHIVAL = ("*Archival: written before its script kept its results in JSON, so `python -m bench --render-all` "
-            "cannot rebuild it and keeps this text as it is.*")
 
 
 # ---- runs and options -------------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ def provenance(command: str, device: str = "cpu") -> dict:
     except PackageNotFoundError:
         pdiff_version = None
     return {"command": command, "pdiff_version": pdiff_version, "git_commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
             "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "load_at_start": round(LOAD_AT_START, 1)}
@@ -142,35 +144,147 @@ def save_results(name: str, figures: dict) -> Path:
 def publish(name: str, figures: dict, render: Callable[[dict], str], path: Path = BENCHMARKS) -> None:
     """Save a script's results, then put its rendered section in BENCHMARKS.md with the commit measured on."""
     save_results(name, figures)
-    write_section(name, render(figures), path, commit=figures["provenance"]["git_commit"])
+    write_section(name, render(figures), path, **measured_at(figures))
+
+
+def measured_at(figures: dict) -> dict:
+    """The commit and date a results dict was measured at (None where its provenance has none)."""
+    p = figures["provenance"]
+    return {"commit": p.get("git_commit"), "date": p.get("date")}
 
 
 # ---- BENCHMARKS.md ------------------------------------------------------------------------------------
-def commit_line(commit: str | None) -> str:
-    return "*Commit not recorded.*" if commit is None else f"*Measured at commit `{commit}`.*"
+@dataclass(frozen=True)
+class Entry:
+    """A section of BENCHMARKS.md: its name (its markers, and bench/NAME.json where its results were kept), the
+    script that writes it (bench/SCRIPT.py; "" for a measurement made by hand) and the task it measured."""
+
+    name: str
+    script: str
+    task: str
 
 
-def write_section(name: str, body: str, path: Path = BENCHMARKS, commit: str | None = None) -> None:
-    """Replace (or append) the section `name` of BENCHMARKS.md with `body` and the line naming `commit`."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = path.read_text() if path.is_file() else TITLE
-    block = f"{start}\n{body.strip()}\n\n{commit_line(commit)}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+# The sections grouped by the question they answer, in reading order.
+QUESTIONS = {
+    "Does p-diff reproduce the paper?": (
+        Entry("paper_rows", "paper_rows", "the CPU presets"), Entry("claims", "claims", "cifar10-convnet3-cpu"),
+        Entry("ablations", "ablations", "mnist1d-convnet")),
+    "Are the generated models new, or copies of the checkpoints?": (
+        Entry("novelty", "novelty", "mnist1d-convnet"),),
+    "Does a verdict hold for p-diff as a method, and are the CIs right?": (
+        Entry("seeds", "seeds", "mnist1d-convnet"), Entry("calibration", "calibration", "simulated accuracies")),
+    "Can you ask for an accuracy?": (
+        Entry("conditioning", "conditioning", "mnist1d-convnet"),
+        Entry("conditioning-cifar10-convnet3-cpu", "conditioning", "cifar10-convnet3-cpu")),
+    "Can whole networks and long vectors be generated?": (
+        Entry("whole_networks", "whole_networks", "mnist-mlp-full, mnist-convnet3-full"),
+        Entry("global_steps", "global_steps", "mnist-mlp-full"),
+        Entry("scaling", "scaling", "random-walk checkpoints"),
+        Entry("scaling-crops", "scaling", "random-walk checkpoints")),
+    "How long does it take, and where does the time go?": (
+        Entry("stages", "stages", "mnist1d-convnet"), Entry("training", "training", "mnist1d-convnet"),
+        Entry("generation", "generation", "mnist1d-convnet"),
+        Entry("evaluation", "evaluation", "mnist-convnet3, mnist1d-convnet"),
+        Entry("scaling-out", "", "mnist1d-convnet (tiny)"), Entry("gpu", "gpu", "GPU presets")),
+}
+OTHER = "Other measurements"
+TITLE = """# Benchmarks
+
+Each section answers one question about pdiff by measuring it. The script named in the contents below writes it
+(`python -m bench.NAME`) and keeps its results in bench/NAME.json with the commit, date, torch version and thread
+count they were measured with; `python -m bench --render-all` rebuilds this file from that JSON without computing
+anything. Sections marked *archival* have no JSON: their text stays as written until their script runs again.
+
+**Read every accuracy comparison with its margin.** Every run's `results.json` and report give each comparison a
+95% CI, a verdict and its scope (`pdiff.stats`; [docs/statistics.md](docs/statistics.md)); how well the CIs cover
+is measured in "Calibration of the CIs". A section measured at an older commit may print the wider intervals of an
+older bootstrap, and some archival tables have no CIs (their differences are counts of test examples); rerunning
+its script restates it with the current intervals. A mean that differs by one test example, or a best by a few,
+is no finding.
+"""
+ARCHIVAL = ("*Archival: written before its script kept its results in JSON, so `python -m bench --render-all` "
+            "cannot rebuild it and keeps this text as it is.*")
+STAMP = re.compile(r"\*Measured at commit `([^`]+)`(?: on (\S+))?\.\*")
+
+
+def stamp(commit: str | None, date: str | None = None) -> str:
+    """The line that ends a section: the commit (and date) it was measured at, or that they were not recorded."""
+    if commit is None:
+        return "*Commit not recorded.*"
+    return f"*Measured at commit `{commit}`{f' on {date}' if date else ''}.*"
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS, commit: str | None = None,
+                  date: str | None = None) -> None:
+    """Replace (or add) the section `name` of BENCHMARKS.md with `body` and its stamp, and rewrite the file."""
+    sections = read_sections(path) if path.is_file() else {}
+    sections[name] = f"{body.strip()}\n\n{stamp(commit, date)}"
+    write_document(sections, path)
 
 
 def read_sections(path: Path = BENCHMARKS) -> dict[str, str]:
-    """name -> the text between the section's markers, for every section of BENCHMARKS.md."""
+    """name -> the text between the section's markers, for every section of BENCHMARKS.md, in file order."""
     text = path.read_text()
     names = [line[len("<!-- bench:"):-len(" -->")] for line in text.splitlines()
              if line.startswith("<!-- bench:") and line.endswith(" -->")]
     return {n: text.split(f"<!-- bench:{n} -->\n", 1)[1].split(f"\n<!-- /bench:{n} -->", 1)[0] for n in names}
+
+
+def write_document(sections: dict[str, str], path: Path = BENCHMARKS) -> None:
+    """Write BENCHMARKS.md atomically from its sections' texts (see `document`)."""
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(document(sections))
+    tmp.replace(path)
+
+
+def document(sections: dict[str, str]) -> str:
+    """BENCHMARKS.md: the title, a table of contents (question, section, script, task, commit, date), then the
+    sections under their questions (QUESTIONS; any other under OTHER), each headed one level below its question."""
+    known = {e.name: (question, e) for question, entries in QUESTIONS.items() for e in entries}
+    groups: dict[str, list[tuple[Entry, str]]] = {}
+    for question, entries in (*QUESTIONS.items(), (OTHER, [Entry(n, n, "") for n in sections if n not in known])):
+        groups[question] = [(e, _demoted(sections[e.name])) for e in entries if e.name in sections]
+    rows = [[question if i == 0 else "", link(body),
+             f"`bench.{e.script}`" if e.script else "by hand", e.task, *_measured(body)]
+            for question, members in groups.items() for i, (e, body) in enumerate(members)]
+    parts = [TITLE, "## Contents\n", table(["question", "section", "script", "task", "commit", "date"], rows)]
+    for question, members in groups.items():
+        if members:
+            parts.append(f"## {question}")
+            parts += [f"<!-- bench:{e.name} -->\n{body}\n<!-- /bench:{e.name} -->" for e, body in members]
+    return "\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+def _demoted(body: str) -> str:
+    """A section's text with its level-2 headings at level 3, under the question's."""
+    return "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines())
+
+
+def link(body: str, page: str = "") -> str:
+    """A markdown link to the section whose text is `body`, on `page` ("": this page): its title, its anchor."""
+    return f"[{_title(body)}]({page}#{_slug(_heading(body))})"
+
+
+def _heading(body: str) -> str:
+    """A section's first heading."""
+    return next((line.lstrip("#").strip() for line in body.splitlines() if line.startswith("#")), "untitled")
+
+
+def _title(body: str) -> str:
+    """A section's first heading, without the script it names (the contents give the script)."""
+    return re.sub(r" \(`python -m bench\.[\w.]+`\)$", "", _heading(body))
+
+
+def _slug(title: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def _measured(body: str) -> list[str]:
+    """[commit (short), date] from a section's stamp, each "not recorded" where absent."""
+    found = STAMP.search(body)
+    commit, date = found.groups() if found else (None, None)
+    return [f"`{commit[:7]}`" if commit else "not recorded", date or "not recorded"]
 
 
 def table(header: list[str], rows: list[list]) -> str:

@@ -508,7 +508,7 @@ def write_benchmarks(results: dict, path: Path) -> None:
             sys.exit("bench.gpu: a toy or CPU run is no GPU measurement: not written to BENCHMARKS.md "
                      "(give --write-benchmarks another file to see the section)")
         common.save_results(NAME, results)
-    common.write_section(NAME, render(results), path, commit=results["provenance"]["git_commit"])
+    common.write_section(NAME, render(results), path, **common.measured_at(results))
     print(f"bench.gpu: wrote the {NAME!r} section of {path}")
 
 

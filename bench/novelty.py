@@ -242,8 +242,8 @@ checkpoints (seed 0) and generate 200 models; test accuracy on the 2000 MNIST-1D
 0.05 points; this test set resolves mean differences of about ±{resolution:.2f} points). Differences to the
 originals in points with the run's 95% CI (two-level paired bootstrap, `pdiff.stats`). Max IoU: each generated
 model's max wrong-prediction IoU to an original; L2: its distance to the nearest original in standardised units;
-both as the mean over models with a 95% bootstrap CI over models. The official row is the issue's (its code run
-on this machine, evaluated by pdiff): means only. *official* columns: whether the official mean lies in our CI
+both as the mean over models with a 95% bootstrap CI over models. The official row is the official p-diff code run
+on this machine and evaluated by pdiff: means only. *official* columns: whether the official mean lies in our CI
 (*within*), beyond it on the novel side (*beyond*: our models are more novel) or not (*no*). Coverage: with
 train.holdout={HOLDOUT}, the fraction of held-out checkpoints nearer some generated model than any training
 checkpoint (`pdiff.stats.generalization`). Seconds: CPU seconds of the train and generate stages with one

@@ -114,7 +114,7 @@ def render(results: dict) -> str:
             f"| {task} | {r['dim']} | {o['best']:.1f} / {o['mean']:.1f} / {o['median']:.1f} | {r['ensemble']:.1f} "
             + "".join(f"| {spread([s[key] for s in seeds])} " for key in ("best", "val_best", "mean", "median"))
             + f"| {paper} | {r['collect_s']:.0f} | {spread([s['seconds'] for s in seeds])} |")
-    lines += ["", "Timings: a shared 2-core CPU (other agents' jobs ran beside it; one torch thread), so they "
+    lines += ["", "Timings: a shared 2-core CPU (other jobs ran beside it; one torch thread), so they "
               "are noisy upper bounds. *collect s*: base training + K checkpoints + their evaluation (near 0 where "
               "an earlier run's collection was reused); *generator s*: fit + sample n + evaluate, per seed.",
               "", "No GPU was available for this table. Still unmeasured:"]
@@ -154,6 +154,14 @@ def measure(args: argparse.Namespace) -> dict:
     earlier = common.load_results(NAME).get("rows", {})
     return common.results(command, rows={**earlier, **rows}, unmeasured_cpu={t: t in present for t in cpu},
                           gpu_tasks=gpu)
+
+
+def expected(results: dict) -> dict:
+    """task -> where it was measured and its collect stage's seconds (the table times only collect on its own),
+    which `pdiff run` prints before running that task's preset; a collection reused from an earlier run (under a
+    second) is left out."""
+    return {task: {"on": "a shared 2-core CPU", "stages": {"collect": {"seconds": round(row["collect_s"])}}}
+            for task, row in results["rows"].items() if row["collect_s"] >= 1}
 
 
 def main() -> None:

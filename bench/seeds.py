@@ -18,7 +18,7 @@ import json
 
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import run_pipeline
-from pdiff.report import dominance_words, points_with_ci, scope_words
+from pdiff.report import DOMINANCE_WORDS, dominance_words, points_with_ci, scope_words
 
 from . import common
 
@@ -88,6 +88,24 @@ kept). The train stage's wall seconds (its stage.json) and per generator trained
 
 {common.table(["generators", "trained", "train s", "s per generator", "original mean", "generated mean",
                "resolution"], timing)}"""
+
+
+def glance(results: dict) -> list[list[str]]:
+    """The README's rows (question, task, finding) from the run with the most generators: the generated models'
+    mean test accuracy against the originals' (for p-diff as a method) and where they sit among the baselines."""
+    run = max(results["runs"], key=lambda r: r["generators"])
+    task = f"{results['task']}, {run['generators']} generators"
+    mean = next(c for c in run["comparisons"] if c["metric"] == "mean_test_accuracy" and c["versus"] == "original")
+    baselines: dict[str, list[str]] = {}
+    for c in run["comparisons"]:
+        if c["metric"] == "dominance":
+            baselines.setdefault(c["verdict"], []).append(c["group"])
+    plane = [f"{'undecided against' if verdict == 'undecided' else DOMINANCE_WORDS[verdict]} {', '.join(groups)}"
+             for verdict, groups in baselines.items()]
+    return [["Are the generated models as accurate as the checkpoints?", task,
+             f"{points_with_ci(mean, 100)} points, {mean['verdict']}"],
+            ["Do they beat simpler ways to make models (accuracy-novelty plane)?",
+             f"{results['task']}, one generator", "generated " + "; ".join(plane)]]
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Then reads results.json: the generated models' mean test accuracy against the or
 mean-of-k and Gaussian baselines (differences with their 95% CIs), the share of generated models inside the
 originals' test-accuracy range (with its Wilson 95% interval) and the collapse check, how close the generated
 models lie to the checkpoints (median max wrong-prediction IoU and L2 to the nearest original, against the
-originals' own, with 95% CIs), and decides the issue's two targets: the mean within TARGET_POINTS of the
+originals' own, with 95% CIs), and decides two targets: the mean within TARGET_POINTS of the
 originals' (CI inside +-1 point: met; outside: not met; else undecided) and at least TARGET_INSIDE of the
 generated models inside the range (of the n drawn: the interval says how much another draw may differ).
 Writes the "whole-networks" section of BENCHMARKS.md and bench/whole_networks.json.
@@ -181,6 +181,23 @@ they are to each other; checkpoints plus noise of 0.001 ({COPY}) show where copi
 {closeness}
 
 {results['note']}"""
+
+
+def expected(results: dict) -> dict:
+    """task -> where it was measured and each stage's wall seconds and peak memory (MiB), which `pdiff run` prints
+    before running that task's preset."""
+    on = f"{results['provenance']['cores']} CPU cores"
+    return {task: {"on": on, "stages": {stage: {"seconds": round(m["wall"]), "peak_mib": round(m["rss"])}
+                                        for stage, m in results["tasks"][task]["stages"].items()}}
+            for task in results["order"]}
+
+
+def glance(results: dict) -> list[list[str]]:
+    """The README's rows (question, task, finding): each whole network's generated mean against the originals'."""
+    return [["Can every parameter of a network be generated?", f"{task} (D = {entry['D']:,})",
+             f"mean {points_with_ci(entry['mean_comparison'], 100)} points vs the originals, "
+             f"{entry['mean_comparison']['verdict']}; {100 * entry['inside']:.0f}% inside their range"]
+            for task in results["order"] for entry in [results["tasks"][task]]]
 
 
 def main() -> None:

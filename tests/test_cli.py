@@ -24,6 +24,22 @@ def test_tasks_lists_the_presets() -> None:
 def test_keys_lists_config_keys() -> None:
     result = runner.invoke(app, ["tasks", "--keys"])
     assert "train.diffusion.steps" in result.output.split()
+    assert "generate.sampler (str; default ddpm; one of ddpm, ddim, dpm)\n    ddpm (the paper's)" in result.output
+
+
+def test_show_prints_the_resolved_config_with_types_defaults_ranges_and_help() -> None:
+    result = runner.invoke(app, ["show", "mnist1d-convnet", "data.val_size=0.1"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    entry = lines.index("data.val_size: 0.1 (int | float; default 1000; > 0; a count, or a fraction < 1)")
+    assert lines[entry + 1].startswith("    held out of the training data")
+    assert "collect.k: 200 (int; default 200; > 0)" in lines
+    assert "task: mnist1d-convnet (str; default custom)" in lines
+
+
+def test_show_refuses_a_bad_override_in_one_line() -> None:
+    result = runner.invoke(app, ["show", "data.val_size=1.5"])
+    assert result.exit_code == 1 and "data.val_size=1.5 is neither a count nor a fraction" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pdiff.config import load_config, task_names
+from pdiff.config import config_keys, key_help, load_config, task_names
 from pdiff.errors import ConfigError
 from pdiff.hashing import hashed_values
 from pdiff.pipeline import stage_hash
@@ -232,3 +232,28 @@ def test_collect_from_is_written_from_in_yaml_and_read_back(tmp_path) -> None:
     (tmp_path / RUN_CONFIG_FILE).write_text(to_yaml(config))
     assert read_run_config(tmp_path) == config
     assert "collect.from" in config_keys() and "collect.from_" not in config_keys()
+
+
+def test_every_key_says_what_it_sets_and_ranges_come_from_its_rules() -> None:
+    entries = {e.key: e for e in key_help(load_config("mnist1d-convnet"))}
+    leaves = [k for k in config_keys() if not any(other.startswith(k + ".") for other in config_keys())]
+    assert sorted(entries) == sorted(leaves)
+    assert not [key for key, e in entries.items() if not e.help], "every setting(...) needs a help string"
+    assert entries["collect.momentum"].allowed == "[0, 1]" and entries["collect.epochs"].allowed == ">= 0"
+    assert entries["train.diffusion.beta_start"].allowed == "(0, 1)"
+    assert entries["generate.sampler"].allowed == "one of ddpm, ddim, dpm"
+    assert entries["collect.k"].default == 200 and entries["generate.n"].value == load_config().generate.n
+
+
+@pytest.mark.parametrize("val_size, held_out", [(0.1, 800), (200, 200)])
+def test_val_size_is_a_count_or_a_fraction_of_the_training_data(val_size, held_out) -> None:
+    from pdiff.tasks.datasets import load_dataset
+
+    data = load_dataset("mnist1d", val_size=val_size, num_samples=10000)
+    assert len(data.val) == held_out and len(data.train) + len(data.val) == 8000
+
+
+@pytest.mark.parametrize("override", ["data.val_size=1.5", "data.val_size=0.0", "data.val_size=-0.1"])
+def test_val_size_fractions_are_below_one_and_above_zero(override: str) -> None:
+    with pytest.raises(ConfigError, match="data.val_size"):
+        load_config("mnist1d-convnet", [override])

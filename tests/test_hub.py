@@ -20,6 +20,7 @@ from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HubError
 from pdiff.pipeline import stage_hash
 from pdiff.tasks.models import build_model
+from tests.conftest import TINY, write_image_folder
 
 runner = CliRunner()
 SAMPLING = {"sampler": "ddim", "steps": 5, "seed": 7}
@@ -49,12 +50,14 @@ def one_line_error(args: list[str]) -> str:
 
 def test_export_is_a_hub_repo_whose_generator_samples_what_the_run_samples(tiny_run: Path, exported: Path) -> None:
     assert sorted(p.name for p in exported.iterdir()) == ["README.md", "autoencoder.safetensors", "base.safetensors",
-                                                         "config.json", "diffusion.safetensors"]
+                                                         "config.json", "config.yaml", "diffusion.safetensors"]
     config = json.loads((exported / "config.json").read_text())
     run_config = load_config(tiny_run / "config.yaml")
     assert config["library_name"] == "pdiff" and config["kind"] == "generator" and config["pdiff_version"]
     assert config["task"] == "mnist1d-convnet" and config["config_hash"] == stage_hash(run_config, "train")
     assert config["train"]["autoencoder"]["latent_dim"] == 8 and config["base"]["model"] == run_config.model.name
+    assert config["base"]["classes"] == [str(d) for d in range(10)] and config["base"]["normalisation"] is None
+    assert config["base"]["input_shape"] == [1, 40]
 
     from_run = ParameterGenerator.load(tiny_run / "train")
     from_hub = ParameterGenerator.from_pretrained(exported)
@@ -68,11 +71,14 @@ def test_the_model_card_has_pdiff_metadata_results_and_the_command_that_made_it(
     card = ModelCard.load(exported / "README.md")
     assert card.data.library_name == "pdiff" and card.data.datasets == ["mnist1d"] and "pdiff" in card.data.tags
     assert "| generated | 6 |" in card.text and "mean - original [95% CI]" in card.text
+    assert "pdiff run config.yaml    # the resolved config in this folder" in card.text
     assert "pdiff run mnist1d-convnet data.val_size=200" in card.text and " collect.k=12 " in card.text
     assert 'ParameterGenerator.from_pretrained("USER/REPO")' in card.text
+    assert "Inputs: shape [1, 40]; normalisation: none" in card.text and "`0`, `1`, `2`" in card.text
     config = load_config(tiny_run / "config.yaml")
-    task, *overrides = share.run_arguments(config)  # the card's command reproduces the run's config exactly
+    task, *overrides = share.run_arguments(config)  # both of the card's commands reproduce the run's config exactly
     assert stage_hash(load_config(task, overrides), "report") == stage_hash(config, "report")
+    assert stage_hash(load_config(exported / "config.yaml"), "report") == stage_hash(config, "report")
     assert share.run_arguments(load_config("mnist1d-convnet")) == ["mnist1d-convnet"]
 
 
@@ -97,7 +103,8 @@ def test_a_checkpoint_set_round_trips_as_a_dataset_repo(tiny_run: Path, tmp_path
         assert torch.equal(getattr(back, name), getattr(ckpts, name))
     assert runner.invoke(app, ["export", str(tiny_run), str(tmp_path / "cli"), "--checkpoints"]).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["README.md", "base.safetensors",
-                                                                   "checkpoints.safetensors", "config.json"]
+                                                                   "checkpoints.safetensors", "config.json",
+                                                                   "config.yaml"]
     assert torch.equal(CheckpointSet.from_pretrained(tmp_path / "cli").params, ckpts.params)
     card = DatasetCard.load(tmp_path / "cli" / "README.md")
     assert "model-checkpoints" in card.data.tags and "K = 12 checkpoints" in card.text
@@ -148,3 +155,31 @@ def test_export_refuses_a_foreign_folder_and_replaces_an_earlier_export(tiny_run
     assert "pass --force to replace it" in one_line_error(["export", str(tiny_run), str(out)])
     assert runner.invoke(app, ["export", str(tiny_run), str(out), "--force"]).exit_code == 0
     assert (out / "base.safetensors").is_file() and not list(tmp_path.glob(".out.*"))
+
+
+def test_an_image_folder_run_made_with_a_relative_data_dir_samples_and_exports_from_elsewhere(
+        tmp_path: Path, monkeypatch) -> None:
+    """The run records the folder's absolute path, so sampling and exporting from another directory neither fail
+    nor send the user to rerun collect; the export names the classes and the normalisation its models expect."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "project").mkdir()
+    write_image_folder(tmp_path / "project" / "photos", {"train": {"cat": 6, "dog": 6}, "test": {"cat": 2, "dog": 2}})
+    monkeypatch.chdir(tmp_path / "project")
+    made = runner.invoke(app, ["run", *TINY, "task=photos", "data.name=imagefolder", "--data-dir", "photos",
+                               "data.val_size=0.25", "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}",
+                               "collect.k=3", "--runs-dir", "runs", "-q"])
+    assert made.exit_code == 0, made.output
+    run = tmp_path / "project" / "runs" / "photos"
+    monkeypatch.chdir(tmp_path)
+    sampled = runner.invoke(app, ["sample", str(run), "-n", "2", "--out", "samples", "--sampler", "ddim",
+                                  "--steps", "5"])
+    assert sampled.exit_code == 0 and "collect --force" not in sampled.output, sampled.output
+    exported = runner.invoke(app, ["export", str(run), "export"])
+    assert exported.exit_code == 0, exported.output
+    base = json.loads((tmp_path / "export" / "config.json").read_text())["base"]
+    assert base["classes"] == ["cat", "dog"] and base["input_shape"][0] == 3
+    assert len(base["normalisation"]["mean"]) == len(base["normalisation"]["std"]) == 3
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Classes, in label order: `cat`, `dog`." in card and "pixels divided by 255" in card
+    assert "pdiff run config.yaml --data-dir DATA" in card and "data_dir: null" in (tmp_path / "export" /
+                                                                                  "config.yaml").read_text()

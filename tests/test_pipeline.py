@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HealthError
-from pdiff.pipeline import Run, run_pipeline, run_stage
+from pdiff.pipeline import Run, expected_costs, run_pipeline, run_stage
 from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model
@@ -242,3 +243,16 @@ def test_raising_the_generators_keeps_the_trained_ones(tiny_run, tmp_path, caplo
     assert all(torch.equal(load_file(root / "train/diffusion.safetensors")[k], v)
                for k, v in load_file(tiny_run / "train/diffusion.safetensors").items())
     assert (root / "train/generator-1/diffusion.safetensors").is_file() and run.is_done("report")
+
+
+def test_before_a_run_each_stage_says_what_it_is_expected_to_take() -> None:
+    """Measured for the preset (from the committed benchmark results): time and memory; another config of a
+    stage, or a task nobody measured: unknown, after what the preset says it is sized for."""
+    lines = expected_costs(load_config("mnist-mlp-full"), ["collect", "train"])
+    assert lines[0].startswith("collect: expected about ") and "GiB (on 2 CPU cores)" in lines[0]
+    changed = expected_costs(load_config("mnist-mlp-full", ["train.diffusion.steps=10"]), ["collect", "train"])
+    assert changed[0].startswith("mnist-mlp-full is sized for: cpu") and changed[1] == lines[0]
+    assert changed[2] == "train: expected time and memory unknown"
+    renamed = expected_costs(load_config("mnist-mlp-full", ["task=mine"]), ["collect"])
+    assert renamed == ["collect: expected time and memory unknown"]
+    assert all(len(line) < 80 for line in lines)

@@ -8,7 +8,8 @@
                                           (OUT_DIR new or empty; --force replaces an earlier export there)
     pdiff push RUN_DIR REPO_ID            export and upload it to the hub
     pdiff ablate [TASK] [key=value ...] --study k|location|noise|steps [VALUES ...]
-    pdiff tasks                           the named tasks (and --keys: every config key)
+    pdiff tasks                           the named tasks (and --keys: every config key, with its help)
+    pdiff show [TASK] [key=value ...]     the resolved config: each key's value, type, default, range and help
 
 Several processes: `accelerate launch --multi_gpu --num_processes N -m pdiff run ...` (docs/scaling-out.md).
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +32,7 @@ from rich.table import Table
 from . import distributed, share
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .config import STAGES, Config, config_keys, load_config, task_names
+from .config import STAGES, Config, KeyHelp, key_help, load_config, task_names, yaml_value
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
 from .layout import STAGE_FILE
@@ -217,14 +220,37 @@ def _check_not_a_misspelt_task(rest: list[str]) -> None:
 
 
 @app.command()
-def tasks(keys: Annotated[bool, typer.Option("--keys", help="list every config key instead")] = False) -> None:
+def tasks(keys: Annotated[bool, typer.Option("--keys", help="list every config key instead, with its type, "
+                                                           "default, allowed values and help")] = False) -> None:
     """List the named tasks (presets)."""
     if keys:
-        for key in config_keys():
-            print(key)
+        _print_keys(key_help(), values=False)
         return
     table = Table("task", "hardware", "description")
     for name in task_names():
         config = load_config(name)
         table.add_row(name, config.hardware, config.description)
     Console().print(table)
+
+
+@app.command()
+def show(args: Args = None, data_dir: DataDir = None) -> None:
+    """Print TASK's resolved config (default mnist1d-convnet, with any key=value overrides): each key's value, type,
+    default, allowed values and help."""
+    try:
+        config = _config(*_split_task(args), data_dir)
+    except PdiffError as e:
+        _fail(e)
+    _print_keys(key_help(config), values=True)
+
+
+def _print_keys(entries: list[KeyHelp], values: bool) -> None:
+    """One entry per key: `key: value (type; default ...; allowed)` (without the value for --keys), then its help
+    indented, wrapped to the terminal's width."""
+    width = shutil.get_terminal_size().columns
+    for e in entries:
+        facts = "; ".join(part for part in (e.type, f"default {yaml_value(e.default)}", e.allowed) if part)
+        head = f"{e.key}: {yaml_value(e.value)} ({facts})" if values else f"{e.key} ({facts})"
+        print(textwrap.fill(head, width, subsequent_indent="    ", break_on_hyphens=False))
+        print(textwrap.fill(e.help, width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False))
+

@@ -158,7 +158,8 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
-                 "base_hash": base_hash(task.config), "data": task.data_identity}
+                 "base_hash": base_hash(task.config), "data": task.data_identity,
+                 **(task.data.input_format.to_dict() if task.data.input_format else {})}
     paths = None if cfg.from_ is None else checkpoint_files.find(cfg.from_, "collect.from")
     given = checkpoint_files.find_one(cfg.base, "collect.base") if cfg.base is not None else paths and paths[0]
     summary = {"dim": spec.dim, "names": list(spec.names)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,189 +42,218 @@ BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
 
 @dataclass
 class DataConfig:
-    # a registry name, or your own "package.module:factory" (hashed with its module's source)
     name: str = setting("mnist1d", lambda key, name, c: _known_dataset(name), hash_as=lambda name: _identity(
-        name, "data.name"))
-    # None: $PDIFF_DATA, else ~/.cache/pdiff/data. Where the data lives changes no result, except for an image
-    # folder, which is the dataset: another folder must not reuse this one's stages (however its path is written).
+        name, "data.name"), help="the dataset: a registry name (imagefolder: your own images, "
+                          "DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*) or your own "
+                          "package.module:factory (hashed with its module's source)")
+    # Where the data lives changes no result, except for an image folder, which is the dataset: another folder
+    # must not reuse this one's stages (however its path is written).
     data_dir: str | None = setting(None, hashed=lambda data: data.name == "imagefolder",
-                                   hash_as=lambda path: str(resolve_data_dir(path)))
-    download: bool = setting(True, hashed=False)  # fetch a missing torchvision dataset (needs internet)
-    val_size: int = setting(1000, positive())  # held out of the training data; every choice is made on it, not test
-    augment: bool = True  # the dataset's usual training augmentation (crop + flip for CIFAR/STL-10; none for MNIST)
-    num_samples: int = setting(10000, positive())  # mnist1d only: samples generated (80% train, 20% test)
-    # imagefolder only: resize + centre-crop to N x N; None: keep the size
-    image_size: int | None = setting(None, positive(": set it to 1 or more, or null to keep the images' size"))
-    batch_size: int = setting(128, positive())
-    eval_batch_size: int = setting(1000, positive())
+                                   hash_as=lambda path: str(resolve_data_dir(path)),
+                                   help="the dataset folder (--data-dir); null: $PDIFF_DATA, else ~/.cache/pdiff/data")
+    download: bool = setting(True, hashed=False, help="fetch a missing torchvision dataset (needs a network)")
+    val_size: int | float = setting(1000, positive(), ensure(
+        lambda v, c: isinstance(v, int) or v < 1, "{key}={value} is neither a count nor a fraction: give a whole "
+        "number of examples (200) or a fraction of the training data below 1 (0.1)", "a count, or a fraction < 1"),
+        help="held out of the training data as the validation split, which makes every choice (never the test "
+             "split): a number of examples, or a fraction of them (0.1)")
+    augment: bool = setting(True, help="the dataset's usual training augmentation (crop + flip for CIFAR, STL-10 "
+                                       "and image folders; none for MNIST)")
+    num_samples: int = setting(10000, positive(), help="mnist1d only: samples generated (80% train, 20% test)")
+    image_size: int | None = setting(None, positive(": set it to 1 or more, or null to keep the images' size"),
+                                     help="imagefolder only: resize and centre-crop to N x N; null keeps the size")
+    batch_size: int = setting(128, positive(), help="training batch of the base model and the checkpoints")
+    eval_batch_size: int = setting(1000, positive(), help="batch when evaluating models (changes no result)")
 
 
 @dataclass
 class ModelConfig:
-    # a registry name, any timm architecture, or your own "package.module:factory" (hashed with its module's source)
     name: str = setting("convnet1d", lambda key, name, c: model_factory(name), hash_as=lambda name: _identity(
-        name, "model.name"))
+        name, "model.name"), help="the classifier's architecture: a registry name (docs/configuration.md, "
+                                  "Architectures), any timm architecture, or your own package.module:factory")
     kwargs: dict[str, Any] = setting({}, rules.sizes, lambda key, kwargs, c: rules.check_kwargs(
-        model_factory(c.model.name), kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c))
+        model_factory(c.model.name), kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c),
+        help="the architecture's constructor arguments, e.g. {channels: [32, 64]}")
 
 
 @dataclass
 class CollectConfig:
-    epochs: int = setting(30, AT_LEAST_0)  # base training: SGD with cosine decay from lr
-    lr: float = setting(0.1, REAL_ABOVE_0)
-    momentum: float = setting(0.9, FRACTION)
-    weight_decay: float = setting(5e-4, REAL_AT_LEAST_0)
-    subset: list[str] = setting(["last_norm:2"], ensure(  # glob patterns, "last_norm:N" or "all"
-        lambda s, c: bool(s), "collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'"))
-    k: int = setting(200, positive())  # checkpoints of the subset to save
-    # "epoch": one per epoch at a small SGD lr (v1); "iteration": one per step (v2)
-    recipe: str = setting("epoch", one_of(RECIPES))
-    subset_lr: float = setting(0.001, REAL_ABOVE_0)  # v1: the base schedule's final small lr; v2: AdamW lr (BN: 0.03)
-    subset_weight_decay: float = setting(5e-4, REAL_AT_LEAST_0)
-    # Existing checkpoints instead of collecting (pdiff.checkpoint_files): a glob of state_dict files or model
-    # folders, read in natural order; K is how many it matches. Written collect.from (`from_` in Python). The hash
-    # takes each file's digest, so a changed file reruns what depends on it.
+    epochs: int = setting(30, AT_LEAST_0, help="base training epochs: SGD with cosine decay from collect.lr")
+    lr: float = setting(0.1, REAL_ABOVE_0, help="base training's starting learning rate")
+    momentum: float = setting(0.9, FRACTION, help="base training's SGD momentum")
+    weight_decay: float = setting(5e-4, REAL_AT_LEAST_0, help="base training's weight decay")
+    subset: list[str] = setting(["last_norm:2"], ensure(
+        lambda s, c: bool(s), "collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'", "not empty"),
+        help="the generated parameters: glob patterns over parameter names, 'last_norm:N' (the last N norm "
+             "layers) or 'all'")
+    k: int = setting(200, positive(), help="checkpoints of the subset to save (K)")
+    recipe: str = setting("epoch", one_of(RECIPES), help="epoch: one checkpoint per epoch at a small SGD lr (the "
+                          "paper's v1); iteration: one per AdamW step (v2)")
+    subset_lr: float = setting(0.001, REAL_ABOVE_0, help="learning rate while collecting: v1 the base schedule's "
+                               "final small lr; v2 the AdamW lr")
+    subset_weight_decay: float = setting(5e-4, REAL_AT_LEAST_0, help="weight decay while collecting")
+    # Written collect.from (`from_` in Python). The hash takes each file's digest, so a changed file reruns what
+    # depends on it.
     from_: str | None = setting(None, lambda key, glob, c: glob is None or checkpoint_files.find(glob, key),
-                                inert=None, hash_as=lambda glob: checkpoint_files.identity(glob, "collect.from"))
-    # The entry of a .pt / .pth file that holds the state_dict, for files saved as {"model": ..., "epoch": ...}
-    state_dict_key: str | None = setting(None, inert=None)
-    # Your trained model (a state_dict file or model folder) as the base instead of training one; None: pdiff
-    # trains it, or with collect.from the first checkpoint is the base.
+                                inert=None, hash_as=lambda glob: checkpoint_files.identity(glob, "collect.from"),
+                                help="existing checkpoints instead of collecting: a glob of state_dict files or "
+                                     "model folders, read in natural order; K is how many it matches")
+    state_dict_key: str | None = setting(None, inert=None, help="the entry of a .pt / .pth file that holds the "
+                                         "state_dict, for files saved as {model: ..., epoch: ...}")
     base: str | None = setting(None, lambda key, path, c: path is None or checkpoint_files.find_one(path, key),
                                inert=None, hash_as=lambda path: checkpoint_files.digest(
-                                   checkpoint_files.find_one(path, "collect.base"), "collect.base"))
+                                   checkpoint_files.find_one(path, "collect.base"), "collect.base"),
+                               help="your trained model (a state_dict file or model folder) as the base; null: "
+                                    "pdiff trains it, or with collect.from the first checkpoint is the base")
 
 
 @dataclass
 class AutoencoderConfig:
-    # "conv1d" (the paper's), "mlp" or "tokens" (large D; pair it with diffusion "transformer")
-    arch: str = setting("conv1d", one_of(AUTOENCODERS))
-    latent_dim: int = setting(64, positive(), ensure(  # tokens: the latent channels per token
+    arch: str = setting("conv1d", one_of(AUTOENCODERS), help="conv1d (the paper's), mlp, or tokens for large D "
+                        "(pair it with the transformer denoiser)")
+    latent_dim: int = setting(64, positive(), ensure(
         lambda v, c: v >= 2, "{key}={value} is too small: set it to 2 or more (the report projects the latents "
-        "onto two axes; the paper: 64)"))
-    input_noise: float = setting(0.001, AT_LEAST_0, REAL_AT_LEAST_0)
-    latent_noise: float = setting(0.1, AT_LEAST_0, REAL_AT_LEAST_0)
-    # How checkpoints are standardised before the autoencoder (pdiff.params.Normalizer): "tensor" (the paper's,
-    # each tensor's mean and std) or "deviation" (each number's mean over the checkpoints, each tensor's spread
-    # around it: whole networks, whose checkpoints differ too little in "tensor" units for the MSE to see it).
-    standardise: str = setting("tensor", one_of(("tensor", "deviation")), inert="tensor")
-    kwargs: dict[str, Any] = setting({}, rules.sizes)  # arch-specific: mlp hidden, conv1d channels
-    steps: int = setting(30000, positive())
-    batch_size: int = setting(200, positive())
-    lr: float = setting(1e-3, REAL_ABOVE_0)
-    weight_decay: float = setting(2e-6, REAL_AT_LEAST_0)
-    # tokens: train each step on a random crop of this many tokens of the sequence (0: all of them, as before the
-    # key existed), so that a step's cost does not grow with D; the crop is the same for every model of the batch.
-    tokens_per_step: int = setting(0, AT_LEAST_0, inert=0)
+        "onto two axes; the paper: 64)", ">= 2"), help="latent size (tokens: the latent channels per token)")
+    input_noise: float = setting(0.001, AT_LEAST_0, REAL_AT_LEAST_0, help="noise added to the autoencoder's "
+                                 "input while training (the paper's)")
+    latent_noise: float = setting(0.1, AT_LEAST_0, REAL_AT_LEAST_0, help="noise added to the latents while "
+                                  "training (the paper's)")
+    # "deviation" suits whole networks, whose checkpoints differ too little in "tensor" units for the MSE to see it.
+    standardise: str = setting("tensor", one_of(("tensor", "deviation")), inert="tensor",
+                               help="how checkpoints are standardised: tensor (the paper's: each tensor's mean "
+                                    "and std) or deviation (each number's mean, each tensor's spread around it)")
+    kwargs: dict[str, Any] = setting({}, rules.sizes, help="the arch's own arguments: mlp hidden, conv1d channels")
+    steps: int = setting(30000, positive(), help="training steps")
+    batch_size: int = setting(200, positive(), help="checkpoints per step (at most K are used)")
+    lr: float = setting(1e-3, REAL_ABOVE_0, help="AdamW learning rate")
+    weight_decay: float = setting(2e-6, REAL_AT_LEAST_0, help="AdamW weight decay")
+    # The crop is the same for every model of the batch; 0 is how every run trained before the key existed.
+    tokens_per_step: int = setting(0, AT_LEAST_0, inert=0, help="tokens: train each step on a random crop of "
+                                   "this many tokens, so a step's cost does not grow with D (0: all)")
 
 
 @dataclass
 class DiffusionConfig:
-    arch: str = setting("conv1d", one_of(DENOISERS))
-    kwargs: dict[str, Any] = setting({}, rules.sizes)
-    # transformer: train on crops of this many tokens (a multiple of the window; 0: all, as before the key existed)
-    tokens_per_step: int = setting(0, AT_LEAST_0, inert=0)
-    # With a global latent (train.autoencoder.kwargs.global_dim): train an MLP denoiser of its own for it, this many
-    # steps, and the transformer on the other tokens given it; 0: the transformer draws the global latent too.
-    global_steps: int = setting(0, AT_LEAST_0, inert=0)
+    arch: str = setting("conv1d", one_of(DENOISERS), help="the latent denoiser: conv1d (the paper's), mlp, or "
+                        "transformer (with the tokens autoencoder)")
+    kwargs: dict[str, Any] = setting({}, rules.sizes, help="the arch's own arguments")
+    tokens_per_step: int = setting(0, AT_LEAST_0, inert=0, help="transformer: train on crops of this many tokens "
+                                   "(a multiple of the window; 0: all)")
+    global_steps: int = setting(0, AT_LEAST_0, inert=0, help="with a global latent (train.autoencoder.kwargs."
+                                "global_dim): steps of its own MLP denoiser, the transformer drawing the other "
+                                "tokens given it; 0: the transformer draws it too")
     num_train_timesteps: int = setting(1000, positive(), ensure(lambda v, c: v >= 2, "{key}={value} is too few "
-                                       "for a noise schedule: set it to 2 or more (the paper: 1000)"))
-    beta_start: float = setting(1e-4, OPEN_FRACTION)
+                                       "for a noise schedule: set it to 2 or more (the paper: 1000)", ">= 2"),
+                                       help="timesteps of the noise schedule")
+    beta_start: float = setting(1e-4, OPEN_FRACTION, help="the noise schedule's first beta (linear schedule)")
     beta_end: float = setting(2e-2, OPEN_FRACTION, ensure(
         lambda v, c: c.train.diffusion.beta_start <= v, "train.diffusion.beta_start={c.train.diffusion.beta_start} "
-        "is above beta_end={value}: the noise schedule must rise; swap them (the paper: 1e-4 to 2e-2)"))
-    steps: int = setting(30000, positive())
-    batch_size: int = setting(200, positive())
-    lr: float = setting(1e-3, REAL_ABOVE_0)
-    weight_decay: float = setting(2e-6, REAL_AT_LEAST_0)
-    # sampling uses this EMA of the denoiser; 0: its raw weights (the official v2 code)
+        "is above beta_end={value}: the noise schedule must rise; swap them (the paper: 1e-4 to 2e-2)",
+        ">= beta_start"), help="the noise schedule's last beta")
+    steps: int = setting(30000, positive(), help="training steps")
+    batch_size: int = setting(200, positive(), help="latents per step (at most K are used)")
+    lr: float = setting(1e-3, REAL_ABOVE_0, help="AdamW learning rate")
+    weight_decay: float = setting(2e-6, REAL_AT_LEAST_0, help="AdamW weight decay")
     ema_decay: float = setting(0.999, ensure(lambda v, c: 0 <= v < 1, "{key}={value} must be in [0, 1): e.g. "
-                                             "0.999, or 0 to sample the raw denoiser weights"))
-    # Latents shifted and scaled to unit spread before diffusion (the DDPM's prior is N(0, 1)); false: raw
-    # encoder outputs, as the official code (their spread then sets how far the prior reaches past the data).
-    standardise_latents: bool = setting(True, inert=True)
-    # "none" (the paper's) or "accuracy": condition the denoiser on each checkpoint's validation accuracy,
-    # dropped with probability p_uncond so the same network is also unconditional (classifier-free guidance).
-    # Unconditioned, p_uncond does nothing.
-    condition: str = setting("none", one_of(("none", "accuracy")), inert="none", drops=("p_uncond",))
+                                             "0.999, or 0 to sample the raw denoiser weights", "[0, 1)"),
+                               help="sampling uses this EMA of the denoiser; 0: its raw weights (the official v2 "
+                                    "code)")
+    # false: raw encoder outputs, as the official code (their spread then sets how far the prior reaches past them)
+    standardise_latents: bool = setting(True, inert=True, help="shift and scale the latents to unit spread before "
+                                        "diffusion (the DDPM's prior is N(0, 1))")
+    condition: str = setting("none", one_of(("none", "accuracy")), inert="none", drops=("p_uncond",),
+                             help="none (the paper's) or accuracy: condition on each checkpoint's validation "
+                                  "accuracy, for classifier-free guidance (docs/conditioning.md)")
     p_uncond: float = setting(0.1, ensure(lambda v, c: 0 <= v <= 1, "{key}={value} is a probability: set it in "
-                                          "[0, 1]"))
-    # The latent prior family, a name in pdiff.priors.PRIORS: "auto" the DDPM prior that fits the latents (flat,
-    # tokens, or factorised with global_steps), as before the key existed.
-    prior: str = setting("auto", one_of(PRIORS), inert="auto")
+                                          "[0, 1]", "[0, 1]"),
+                              help="with condition=accuracy: how often the condition is dropped, so the same "
+                                   "network is also unconditional")
+    # "auto" is the prior every run had before the key existed.
+    prior: str = setting("auto", one_of(PRIORS), inert="auto", help="the latent prior family (pdiff.priors); auto: "
+                         "the DDPM prior that fits the latents (flat, tokens, or factorised with global_steps)")
 
 
 @dataclass
 class TrainConfig:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    health_tolerance: float = 0.05  # stop if reconstructions lose more mean val accuracy than this
-    # Checkpoints kept from the generator, to test whether it generalises (0: the paper's protocol, none):
-    # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
-    holdout: int = setting(0, AT_LEAST_0, lambda key, h, c: _two_left(h, checkpoint_count(c)))
-    holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS))
-    # Or checkpoints from another run of the same training (a glob, read like collect.from) as the held-out set:
-    # the generator trains on every collected checkpoint.
+    health_tolerance: float = setting(0.05, help="stop if the reconstructed checkpoints lose more mean validation "
+                                                 "accuracy than this")
+    holdout: int = setting(0, AT_LEAST_0, lambda key, h, c: _two_left(h, checkpoint_count(c)), help="checkpoints "
+                           "kept from the generator, to test whether it generalises (0: the paper's protocol, none)")
+    holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS), help="interleaved: every (K/H)-th "
+                                 "checkpoint in collection order is held out; last: the final H")
     holdout_from: str | None = setting(None, lambda key, glob, c: glob is None or checkpoint_files.find(glob, key),
                                        ensure(lambda glob, c: glob is None or not c.train.holdout, "{key} with "
                                               "train.holdout={c.train.holdout}: the held-out checkpoints come from "
                                               "one or the other; set train.holdout=0"),
                                        inert=None, hash_as=lambda glob: checkpoint_files.identity(
-                                           glob, "train.holdout_from"))
-    # the generator's initialisation and training noise; None: the run's seed (hashed already)
-    seed: int | None = setting(None, inert=None)
-    # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
-    # this task) instead of one trained generator. One is what every run trained before the key existed.
-    generators: int = setting(1, positive(), inert=1)
+                                           glob, "train.holdout_from"),
+                                       help="checkpoints from another run of the same training (a glob, read like "
+                                            "collect.from) as the held-out set; the generator trains on all K")
+    seed: int | None = setting(None, inert=None, help="the generator's initialisation and training noise; null: "
+                               "the run's seed")
+    # One generator is what every run trained before the key existed.
+    generators: int = setting(1, positive(), inert=1, help="generators trained (seeds seed, seed + 1, ...): with 2 "
+                              "or more, verdicts speak for p-diff on this task, not one trained generator")
 
 
 @dataclass
 class GenerateConfig:
     n: int = setting(200, positive(), ensure(lambda n, c: n >= c.train.generators, "{key}={value} leaves some of "
                      "the train.generators={c.train.generators} generators without a model: ask for at least as many "
-                     "models"))
-    sampler: str = setting("ddpm", one_of(SAMPLERS))  # "ddpm", "ddim" or "dpm"
-    steps: int | None = setting(None, positive(": set it to 1 or more, or null for all"), ensure(  # None: all
+                     "models", ">= train.generators"), help="models generated (spread over the generators)")
+    sampler: str = setting("ddpm", one_of(SAMPLERS), help="ddpm (the paper's), ddim or dpm")
+    steps: int | None = setting(None, positive(": set it to 1 or more, or null for all"), ensure(
         lambda v, c: v is None or v <= c.train.diffusion.num_train_timesteps, "{key}={value} is more than the "
         "{c.train.diffusion.num_train_timesteps} timesteps the diffusion model is trained on: set it to "
-        "1..{c.train.diffusion.num_train_timesteps}, or null for all"))
-    # With train.diffusion.condition=accuracy: the validation accuracy to ask for, a fraction ("0.98") or
-    # max, median, min or qNN (the NN-th percentile) of the training checkpoints'; None: unconditional
-    # (then guidance does nothing).
-    target: str | None = setting(None, lambda key, t, c: _conditioned_for(t, c), inert=None, drops=("guidance",))
-    guidance: float = setting(0.0, AT_LEAST_0, ensure(  # classifier-free guidance w: (1 + w) eps_cond - w eps_uncond
+        "1..{c.train.diffusion.num_train_timesteps}, or null for all", "<= train.diffusion.num_train_timesteps"),
+        help="sampling steps; null: every timestep")
+    target: str | None = setting(None, lambda key, t, c: _conditioned_for(t, c), inert=None, drops=("guidance",),
+                                 help="with train.diffusion.condition=accuracy: the validation accuracy to ask "
+                                      "for, a fraction (0.98) or max, median, min or qNN of the checkpoints'; "
+                                      "null: unconditional")
+    guidance: float = setting(0.0, AT_LEAST_0, ensure(
         lambda w, c: w == 0 or c.generate.target is not None, "{key}={value} steers towards generate.target: set "
         "a target too (e.g. generate.target=max)"), ensure(
         lambda w, c: w == 0 or c.train.diffusion.p_uncond != 0, "{key}={value} needs the unconditional model, "
-        "which train.diffusion.p_uncond=0 never trains: set p_uncond above 0 or guidance=0"))
+        "which train.diffusion.p_uncond=0 never trains: set p_uncond above 0 or guidance=0"),
+        help="classifier-free guidance weight w: (1 + w) eps_cond - w eps_uncond (with generate.target)")
 
 
 @dataclass
 class EvaluateConfig:
-    # vector models evaluated together (vmap): changes no result
-    model_chunk: int = setting(50, positive(), hashed=False)
-    # Baselines evaluated beside the generated models (see BASELINES); whatever the order given here,
-    # results.json holds original, ensemble, generated, noise@<s> per strength, finetune, mean_of_k, gaussian.
-    baselines: list[str] = setting(list(BASELINES), rules.each_of(BASELINES))
-    # models per baseline group; None: as many as generated
-    baseline_n: int | None = setting(None, positive(" (or null: as many as generated)"))
-    noise_strengths: list[float] = setting([0.001, 0.05, 0.15], ensure(  # std, standardised units
+    model_chunk: int = setting(50, positive(), hashed=False, help="models evaluated together (vmap); changes no "
+                                                                  "result")
+    # Whatever the order given, results.json holds original, ensemble, generated, noise@<s> per strength,
+    # finetune, mean_of_k, gaussian.
+    baselines: list[str] = setting(list(BASELINES), rules.each_of(BASELINES), help="the baselines evaluated beside "
+                                   "the generated models (docs/memorization.md)")
+    baseline_n: int | None = setting(None, positive(" (or null: as many as generated)"),
+                                     help="models per baseline group; null: as many as generated")
+    noise_strengths: list[float] = setting([0.001, 0.05, 0.15], ensure(
         lambda s, c: all(x > 0 for x in s) and (s or "noise" not in c.evaluate.baselines),
-        "{key}={value}: give one or more positive strengths"))
-    finetune_steps: int = setting(10, AT_LEAST_0)  # more AdamW steps on the subset from a checkpoint
-    finetune_lr: float | None = setting(None, positive(" (or null: collect.subset_lr)"))  # None: collect.subset_lr
-    mean_of_k: int = setting(16, positive())  # checkpoints per average (Zeng et al. 2025); at most collect.k are used
+        "{key}={value}: give one or more positive strengths", "each > 0"),
+        help="the noise baseline's standard deviations, in standardised units")
+    finetune_steps: int = setting(10, AT_LEAST_0, help="the finetune baseline: more AdamW steps on the subset from "
+                                                       "a checkpoint")
+    finetune_lr: float | None = setting(None, positive(" (or null: collect.subset_lr)"),
+                                        help="the finetune baseline's lr; null: collect.subset_lr")
+    mean_of_k: int = setting(16, positive(), help="checkpoints per average of the mean_of_k baseline (Zeng et al. "
+                                                  "2025); at most collect.k are used")
 
 
 @dataclass
 class Config:
-    task: str = setting("custom", lambda key, task, c: check_task_name(task))
-    description: str = ""
-    hardware: str = "cpu"  # what the preset is sized for
-    seed: int = setting(0, rules.SEED)
-    device: str = setting("auto", lambda key, device, c: resolve_device(device))  # "auto", "cpu", "cuda:1", ...
-    # training: "no" (float32), "bf16", "fp16"; "auto": bf16 on a GPU with bf16, else no
-    precision: str = setting("auto", one_of(PRECISIONS))
+    task: str = setting("custom", lambda key, task, c: check_task_name(task), help="the run's name: it lives in "
+                        "RUNS_DIR/<task>/ (a preset's name by default)")
+    description: str = setting("", help="what the task is, in one line (`pdiff tasks`)")
+    hardware: str = setting("cpu", help="what the preset is sized for, and its expected time per stage")
+    seed: int = setting(0, rules.SEED, help="the seed of everything (data split, training, sampling)")
+    device: str = setting("auto", lambda key, device, c: resolve_device(device), help="auto, cpu, cuda, cuda:N "
+                          "or mps")
+    precision: str = setting("auto", one_of(PRECISIONS), help="training precision: no (float32), bf16, fp16; auto: "
+                             "bf16 on a GPU that has it, else no")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -318,6 +347,35 @@ def config_keys(node: DictConfig | None = None, prefix: str = "") -> list[str]:
     return keys
 
 
+@dataclass(frozen=True)
+class KeyHelp:
+    """One settable key as `pdiff show` and `pdiff tasks --keys` print it."""
+
+    key: str  # dotted, e.g. "train.diffusion.steps"
+    type: str  # as declared, e.g. "int | None"
+    default: Any
+    value: Any  # in the config described (the default when none is)
+    allowed: str  # what its rules allow, in a few words ("" when its help says)
+    help: str
+
+
+def key_help(config: Config | None = None) -> list[KeyHelp]:
+    """Every settable key in field order, with its type, default, value in `config`, allowed values and help."""
+    return _key_help(Config(), config or Config())
+
+
+def _key_help(defaults: Any, node: Any, prefix: str = "") -> list[KeyHelp]:
+    found = []
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if is_dataclass(value):
+            found += _key_help(getattr(defaults, f.name), value, f"{prefix}{f.name}.")
+        else:
+            found.append(KeyHelp(f"{prefix}{f.name}", str(f.type), getattr(defaults, f.name), value,
+                                 rules.allowed_values(f.metadata.get("rules", ())), f.metadata.get("help", "")))
+    return found
+
+
 def validate(config: Config) -> None:
     """Check what the types cannot: every field's rules, in field order, then the rules between the generator's
     networks. Raises a ConfigError naming the key and the fix."""
@@ -392,6 +450,11 @@ def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def to_yaml(config: Config) -> str:
     return OmegaConf.to_yaml(to_dict(config))
+
+
+def yaml_value(value: Any) -> str:
+    """`value` as an override's right-hand side: YAML in flow style ([a, b], {hidden: 64}, null, 0.001)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
 
 
 def _first_line(e: Exception) -> str:

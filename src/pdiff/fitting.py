@@ -99,7 +99,7 @@ def fit_network(net: nn.Module, data: Tensor, loss_fn: LossFn, cfg: Schedule, na
     generator = torch.Generator(data.device).manual_seed(seed)  # batch order: the same everywhere
     noise = generator if world == 1 else torch.Generator(data.device).manual_seed(seed + 1 + rank)
     torch.manual_seed(seed + rank)  # the noise augmentation inside the networks
-    # fused: every tensor updated in one kernel; the train stage ran 25% faster with it on 2 CPU cores
+    # fused: every tensor updated in one kernel instead of one small update per tensor
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     net.train()
     batch_size = min(cfg.batch_size, len(data))

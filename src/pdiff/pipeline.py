@@ -28,14 +28,14 @@ import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
 from .checkpoint_files import absolute
-from .config import STAGES, Config, check_task_name, leaves, to_dict, to_yaml
+from .config import STAGES, Config, check_task_name, leaves, load_config, task_names, to_dict, to_yaml
 from .errors import ArtifactError, ConfigError, StorageError
 from .folders import atomic_folder
 from .hashing import config_hash
 from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, resolve_data_dir, stage_folder
 from .params import ParamSpec
 from .runlock import run_lock
-from .store import STORAGE_ERRNOS, load_record, save_json, save_text, storage_error
+from .store import STORAGE_ERRNOS, load_json, load_record, save_json, save_text, storage_error
 from .task import Task
 from .tasks.imported import is_import_path
 
@@ -44,6 +44,7 @@ STAGE_MODULES = {"collect": collect, "train": train, "generate": generate, "eval
 STAGE_DIRS = STAGE_FOLDERS  # stage -> its folder's name in a run folder
 Entry = Callable[[Path], dict]  # fills a stage's folder, returns the extra fields of its stage.json
 TRAINED_STAGES = ("collect", "train")  # they train networks: a finished one is replaced only when asked
+EXPECTED_COSTS = Path(__file__).parent / "tasks" / "expected.json"  # see `expected_costs`
 
 
 def stage_hash(config: Config, stage: str) -> str:
@@ -194,6 +195,9 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
             check_replacements(run, [s for s in to_run if force is None or STAGES.index(s) < STAGES.index(force)])
         if "generate" in to_run or "evaluate" in to_run:
             check_generate_memory(run)  # before collect: a too large generate.n must not wait for training
+        if to_run and distributed.is_main_process():
+            for line in expected_costs(run.config, to_run):
+                log.info(line)
         try:
             for stage in stages:
                 run_stage(run, stage, force=force is not None and STAGES.index(stage) >= STAGES.index(force))
@@ -202,6 +206,30 @@ def run_stages(run: Run, stages: tuple[str, ...] = STAGES, force: str | None = N
                 raise
             raise storage_error(Path(e.filename or run.root), e) from None
     return run
+
+
+def expected_costs(config: Config, stages: list[str]) -> list[str]:
+    """One short line per stage about to run: its wall time and peak memory as measured for this preset
+    (tasks/expected.json, written by `python -m bench --render-all` from the committed benchmark results), or
+    "unknown" where nothing measured that stage under this config; first, for an unknown one, what the preset says
+    it is sized for."""
+    measured = load_json(EXPECTED_COSTS).get(config.task, {})
+    preset = load_config(config.task) if config.task in task_names() else None
+    lines = []
+    for stage in stages:
+        cost = measured.get("stages", {}).get(stage)
+        if cost is None or preset is None or stage_hash(preset, stage) != stage_hash(config, stage):
+            lines.append(f"{stage}: expected time and memory unknown")
+            continue
+        memory = f"peak {cost['peak_mib'] / 1024:.1f} GiB" if "peak_mib" in cost else "memory unknown"
+        lines.append(f"{stage}: expected about {_duration(cost['seconds'])}, {memory} (on {measured['on']})")
+    if preset is not None and any(line.endswith("unknown") for line in lines):
+        lines.insert(0, f"{config.task} is sized for: {preset.hardware}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def check_replacements(run: Run, unasked: list[str]) -> None:

@@ -2,7 +2,9 @@
 
     config.json               what it is: library_name pdiff, kind (generator / checkpoints), format_version, the
                               pdiff version, task and config hash, parameter spec, the files pdiff wrote, and the
-                              generator's settings or the number of checkpoints; the base model's architecture
+                              generator's settings or the number of checkpoints; the base model's architecture,
+                              the class names, input shape and normalisation its inputs need
+    config.yaml               (`pdiff export`) the run's resolved config: `pdiff run config.yaml` reruns it
     *.safetensors             the weights: autoencoder + diffusion, or checkpoints; base.safetensors (optional)
     README.md                 the model or dataset card (`library_name: pdiff`), rendered by `pdiff.render`
 
@@ -78,7 +80,8 @@ def generator_card(config: dict, sections: list[Section] = (), command: str | No
     if base:
         sample += ["", "The base model's architecture: `pdiff.tasks.models.build_model("
                    f"{base['model']!r}, {tuple(base['input_shape'])}, {base['num_classes']}"
-                   + "".join(f", {k}={v!r}" for k, v in base["model_kwargs"].items()) + ")`."]
+                   + "".join(f", {k}={v!r}" for k, v in base["model_kwargs"].items()) + ")`.", "",
+                   *_inputs(base)]
     body = [
         Section("What it is", text=f"A latent diffusion model over trained network parameters ([p-diff]({PAPER}), "
                 f"Wang et al. 2024), made with pdiff {config['pdiff_version']}. It generates {len(spec.names)} "
@@ -120,6 +123,22 @@ def checkpoints_card(config: dict, test_accuracy: list[float] | None = None, n_t
     return _card(data.to_yaml(), f"p-diff checkpoints: {task}",
                  [Section("What they are", text=text), Section("How to load and train a generator on them",
                                                                text=load)])
+
+
+def _inputs(base: dict) -> list[str]:
+    """What the models expect of a new input, from config.json's `base`: its shape, the class names in label
+    order and the normalisation (each "not recorded" in an export of a run made before they were kept)."""
+    classes = base.get("classes")
+    norm = base.get("normalisation", "not recorded")
+    if norm is None:
+        how = "none: inputs are used as the dataset gives them"
+    elif isinstance(norm, dict):
+        mean, std = ([round(v, 4) for v in norm[key]] for key in ("mean", "std"))
+        how = f"pixels divided by 255, then per channel (x - mean) / std with mean {mean} and std {std}"
+    else:
+        how = "not recorded"
+    return [f"Inputs: shape {list(base['input_shape'])}; normalisation: {how}.",
+            "Classes, in label order: " + (", ".join(f"`{c}`" for c in classes) if classes else "not recorded") + "."]
 
 
 def _card(front_matter: str, title: str, sections: list[Section]) -> str:

@@ -28,11 +28,12 @@ from .errors import ConfigError, try_build
 Rule = Callable[[str, Any, Any], None]  # (dotted key, value, whole config): raises a ConfigError naming the key
 
 
-def setting(default: Any, *rules: Rule, **hashing: Any) -> Any:
-    """A config field: its default, the `rules` its value must pass, and how pdiff.hashing treats it (`hashed`:
-    False or a function of the section; `hash_as`; `inert`: the value at which a key added after runs were made
-    changes nothing, left out of the hash then with the sibling keys it `drops`)."""
-    metadata = {"rules": rules, **hashing}
+def setting(default: Any, *rules: Rule, help: str, **hashing: Any) -> Any:
+    """A config field: its default, the `rules` its value must pass, its `help` (what it sets, for `pdiff show`
+    and `pdiff tasks --keys`), and how pdiff.hashing treats it (`hashed`: False or a function of the section;
+    `hash_as`; `inert`: the value at which a key added after runs were made changes nothing, left out of the hash
+    then with the sibling keys it `drops`)."""
+    metadata = {"rules": rules, "help": help, **hashing}
     if isinstance(default, list | dict):  # mutable: every config gets its own copy
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -76,20 +77,35 @@ def check_fields(node: Any, config: Any, prefix: str = "") -> None:
             check_fields(value, config, f"{prefix}{config_key(f.name)}.")
 
 
-def ensure(ok: Callable[[Any, Any], bool], message: str) -> Rule:
-    """The rule `ok(value, config)`; else `message`, formatted with the key, the value and the config `c`."""
+def ensure(ok: Callable[[Any, Any], bool], message: str, allowed: str | None = None) -> Rule:
+    """The rule `ok(value, config)`; else `message`, formatted with the key, the value and the config `c`.
+    `allowed` says in a few words which values pass, for `pdiff show` (none: the help says it)."""
     def rule(key: str, value: Any, config: Any) -> None:
         if not ok(value, config):
             raise ConfigError(message.format(key=key, value=value, c=config))
+    return allows(rule, lambda: allowed)
+
+
+def allows(rule: Rule, allowed: Callable[[], str | None]) -> Rule:
+    """`rule`, telling `allowed_values` which values pass (read when asked, so registry entries added later
+    count)."""
+    rule.allowed = allowed
     return rule
 
 
-def one_of(choices: Iterable[str]) -> Rule:
+def allowed_values(rules: Iterable[Rule]) -> str:
+    """What `rules` allow, in a few words ("> 0; <= 1000"); "" when none of them says."""
+    said = [rule.allowed() for rule in rules if getattr(rule, "allowed", None)]
+    return "; ".join(dict.fromkeys(text for text in said if text))  # in order, each once
+
+
+def one_of(choices: Iterable[str], known: bool = False) -> Rule:
     """The value must be one of `choices`; a registry is read when checked, so entries added later count."""
     def rule(key: str, value: Any, config: Any) -> None:
         if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid: choose one of {', '.join(choices)}")
-    return rule
+            names = ", ".join(sorted(choices) if known else choices)
+            raise ConfigError(f"{key}={value!r} is {'not known' if known else 'not valid'}: choose one of {names}")
+    return allows(rule, lambda: "one of " + ", ".join(sorted(choices) if known else choices))
 
 
 def each_of(choices: Iterable[str]) -> Rule:
@@ -98,11 +114,12 @@ def each_of(choices: Iterable[str]) -> Rule:
         unknown = [v for v in values if v not in choices]
         if unknown:
             raise ConfigError(f"{key}: unknown {unknown[0]!r}: choose from {', '.join(choices)}")
-    return rule
+    return allows(rule, lambda: "each of " + ", ".join(choices))
 
 
 def positive(fix: str = ": set it to 1 or more") -> Rule:
-    return ensure(lambda v, c: v is None or v > 0, "{key}={value} must be positive" + fix)  # None: a null default
+    return ensure(lambda v, c: v is None or v > 0, "{key}={value} must be positive" + fix,  # None: a null default
+                  "> 0" + (" or null" if "null" in fix else ""))
 
 
 def within(low: float, high: float, low_ok: bool, high_ok: bool) -> Rule:
@@ -110,10 +127,11 @@ def within(low: float, high: float, low_ok: bool, high_ok: bool) -> Rule:
     interval = f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
     return ensure(lambda v, c: math.isfinite(v) and (v >= low if low_ok else v > low)
                   and (v <= high if high_ok else v < high), "{key}={value} is out of range: give a finite value "
-                  "in " + interval)
+                  "in " + interval, f"> {low}" if math.isinf(high) and not low_ok else f">= {low}" if math.isinf(high)
+                  else interval)
 
 
-AT_LEAST_0 = ensure(lambda v, c: v >= 0, "{key}={value} must be zero or more: set it to 0 or above")
+AT_LEAST_0 = ensure(lambda v, c: v >= 0, "{key}={value} must be zero or more: set it to 0 or above", ">= 0")
 INF = float("inf")
 REAL_ABOVE_0, REAL_AT_LEAST_0 = within(0, INF, False, False), within(0, INF, True, False)
 FRACTION, OPEN_FRACTION = within(0, 1, True, True), within(0, 1, False, False)
@@ -211,7 +229,7 @@ def check_seed(seed: int, key: str = "seed=") -> int:
 
 
 SEED = ensure(lambda v, c: 0 <= v <= MAX_SEED, "{key}={value} is not a 64-bit seed: give a whole number in "
-              f"0..{MAX_SEED}")
+              f"0..{MAX_SEED}", "0 .. 2^63 - 1")
 
 
 def parse_target(target: str | float, key: str = "generate.target") -> tuple[str, float]:

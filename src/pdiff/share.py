@@ -2,8 +2,9 @@
 folder) and `pdiff push` (the same, uploaded).
 
 An exported generator is the folder `ParameterGenerator.save_pretrained` writes (`pdiff.pretrained`) plus the run's
-base model (base.safetensors, so that samples become full, ready-to-load models) and, in the model card, the run's
-results and the `pdiff run` command that reproduces it. An exported checkpoint set is `CheckpointSet.save_pretrained`'s
+base model (base.safetensors, so that samples become full, ready-to-load models, with the class names, input shape
+and normalisation they expect), the run's resolved config.yaml and, in the model card, the run's results and the
+`pdiff run config.yaml` command that reruns it. An exported checkpoint set is `CheckpointSet.save_pretrained`'s
 folder plus the base model. The run is read through `open_run`; the folder is written whole or not at all, and
 replaces only an earlier export of the same kind, with `force`.
 """
@@ -12,22 +13,21 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config import Config, leaves, load_config, task_names, to_dict
+from .config import Config, leaves, load_config, task_names, to_dict, to_yaml, yaml_value
 from .folders import atomic_folder
 from .hub import check_upload, upload
-from .layout import BASE_FILE, RESULTS_FILE
+from .layout import BASE_FILE, RESULTS_FILE, RUN_CONFIG_FILE
 from .pipeline import stage_hash
 from .pretrained import CHECKPOINTS, GENERATOR
 from .provenance import version
 from .render import Section
 from .report import accuracy_table, summary_in_words, verdict_lines
 from .run_folder import FinishedRun, open_run
-from .store import load_json, save_tensors
+from .store import load_json, save_tensors, save_text
 
 
 def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id: str | None = None,
@@ -41,8 +41,7 @@ def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id:
     with atomic_folder(out_dir, GENERATOR, force, option="OUT_DIR") as folder:
         if base:
             metadata["base"] = _copy_base(run, folder)
-        gen.write_pretrained(folder, metadata, sections, shlex.join(["pdiff", "run", *run_arguments(config)]),
-                             repo_id)
+        gen.write_pretrained(folder, metadata, sections, _write_config(config, folder, "run"), repo_id)
     return Path(out_dir)
 
 
@@ -56,8 +55,7 @@ def export_checkpoints(run_dir: str | Path, out_dir: str | Path, base: bool = Tr
     with atomic_folder(out_dir, CHECKPOINTS, force, option="OUT_DIR") as folder:
         if base:
             metadata["base"] = _copy_base(run, folder)
-        ckpts.write_pretrained(folder, metadata, shlex.join(["pdiff", "collect", *run_arguments(run.config)]),
-                               repo_id)
+        ckpts.write_pretrained(folder, metadata, _write_config(run.config, folder, "collect"), repo_id)
     return Path(out_dir)
 
 
@@ -95,16 +93,27 @@ def results_sections(results: dict | None, test_predictions: Any = None) -> list
 
 
 def run_arguments(config: Config) -> list[str]:
-    """[TASK, key=value, ...]: the preset and the overrides that give `config` (data.data_dir left out: it is a
-    local path), so that `pdiff run` with them reproduces the run."""
-    if config.task not in task_names():
-        return [f"{config.task}.yaml"]
+    """[TASK, key=value, ...]: the preset and the overrides that give `config`, made from the preset that
+    config.task names (data.data_dir left out: it is a local path), so that `pdiff run` with them reproduces it."""
     preset = leaves(to_dict(load_config(config.task)))
     overrides = []
     for key, value in leaves(to_dict(config)).items():
         if key not in ("data.data_dir", "data.download") and preset.get(key, object()) != value:
-            overrides.append(f"{key}={_yaml_value(value)}")
+            overrides.append(f"{key}={yaml_value(value)}")
     return [config.task, *overrides]
+
+
+def _write_config(config: Config, folder: Path, command: str) -> str:
+    """Write the run's resolved config into `folder` as config.yaml (its data folder left out: a local path means
+    nothing elsewhere); returns the commands that rerun it: `pdiff COMMAND config.yaml` from the export, and the
+    preset with its overrides where the run came from a preset."""
+    save_text(folder / RUN_CONFIG_FILE, to_yaml(replace(config, data=replace(config.data, data_dir=None))))
+    data = "" if config.data.name == "mnist1d" else " --data-dir DATA"  # mnist1d is generated, the others read
+    lines = [f"pdiff {command} {RUN_CONFIG_FILE}{data}    # the resolved config in this folder"]
+    if config.task in task_names():
+        lines.append(shlex.join(["pdiff", command, *run_arguments(config)]) + data + "    # the same, as a preset "
+                     "and its overrides")
+    return "\n".join(lines)
 
 
 def _metadata(run: FinishedRun, config_hash: str) -> dict:
@@ -127,10 +136,6 @@ def _copy_base(run: FinishedRun, out: Path) -> dict:
     """Copy the run's base model into `out`; returns what config.json records about its architecture."""
     tensors, meta = run.base_state
     save_tensors(out / BASE_FILE, tensors, meta)
+    described = {key: meta[key] for key in ("classes", "normalisation") if key in meta}  # older runs lack them
     return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
-            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
-
-
-def _yaml_value(value: Any) -> str:
-    """`value` as an override's right-hand side: YAML in flow style ([a, b], {hidden: 64}, null, 0.001)."""
-    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {}), **described}

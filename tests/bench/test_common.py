@@ -7,7 +7,7 @@ import re
 import shutil
 
 import pytest
-from bench.__main__ import render_all
+from bench.__main__ import EXPECTED, README, glance_table, render_all
 
 from bench import common
 
@@ -49,16 +49,36 @@ def test_write_section_replaces_only_its_own_section_and_names_the_commit(tmp_pa
 def test_committed_benchmarks_md_is_what_the_committed_json_renders(tmp_path):
     """`python -m bench --render-all` on the committed files changes nothing: every section with a JSON is its
     render, so the JSON holds everything the text says."""
-    copy = tmp_path / "BENCHMARKS.md"
+    copy, readme, expected = tmp_path / "BENCHMARKS.md", tmp_path / "README.md", tmp_path / "expected.json"
     shutil.copy(common.BENCHMARKS, copy)
-    assert render_all(copy)
+    shutil.copy(README, readme)
+    assert render_all(copy, readme, expected)
     assert copy.read_text() == common.BENCHMARKS.read_text()
+    assert readme.read_text() == README.read_text()
+    assert expected.read_text() == EXPECTED.read_text()  # what `pdiff run` says a preset's stages take
 
 
-def test_every_section_has_its_json_or_is_marked_archival():
+def test_the_readmes_results_table_is_what_the_committed_json_renders():
+    table = glance_table()
+    assert f"\n{table}\n" in README.read_text()
+    sections = common.read_sections()
+    for target in re.findall(r"\]\(BENCHMARKS\.md#([^)]+)\)", table):
+        assert any(common.link(body).endswith(f"(#{target})") for body in sections.values()), target
+    assert "| mnist1d-convnet, 5 generators |" in table  # the default task's headline, from bench/seeds.json
+
+
+def test_every_section_has_its_json_or_is_marked_archival_and_is_stamped():
     for name, text in common.read_sections().items():
         if not common.results_path(name).is_file():
             assert text.startswith(common.ARCHIVAL), f"section {name} has no bench/{name}.json and is not archival"
+        assert text.endswith(("*Commit not recorded.*", ".*")) and ("*Measured at commit" in text
+                                                                    or "*Commit not recorded.*" in text)
+
+
+def test_benchmarks_speak_of_the_project_only():
+    text = common.BENCHMARKS.read_text()
+    found = re.findall(r"\bissue\b|\b20\d\d-\d\d-\d\d\b(?! \|)|\bagents?\b|\bsessions?\b", text)
+    assert not found, f"BENCHMARKS.md tells its history: {found}"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (common.ROOT / "bench").glob("*.json")))
@@ -89,8 +109,35 @@ def test_publish_writes_the_json_then_the_section_with_its_commit(tmp_path, monk
     figures["provenance"]["git_commit"] = "0123abcd"
     common.publish("toy", figures, lambda r: f"## Toy\n\nrows: {r['rows']}", tmp_path / "BENCHMARKS.md")
     assert json.loads((tmp_path / "toy.json").read_text()) == figures
-    assert common.read_sections(tmp_path / "BENCHMARKS.md") == {"toy": "## Toy\n\nrows: [3]\n\n"
-                                                                       "*Measured at commit `0123abcd`.*"}
+    date = figures["provenance"]["date"]
+    assert common.read_sections(tmp_path / "BENCHMARKS.md") == {
+        "toy": f"### Toy\n\nrows: [3]\n\n*Measured at commit `0123abcd` on {date}.*"}
+
+
+def test_the_contents_name_each_sections_question_script_task_commit_and_date(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    common.write_section("seeds", "## Seeds (`python -m bench.seeds`)\n\nrows", path, commit="0123abcdef",
+                         date="2030-01-02")
+    common.write_section("stages", f"{common.ARCHIVAL}\n\n## Stages\n\ntimes", path)
+    common.write_section("toy", "## Toy\n\nrows", path)
+    text = path.read_text()
+    question = "Does a verdict hold for p-diff as a method, and are the CIs right?"
+    seeds = next(e for e in common.QUESTIONS[question])
+    assert (f"| {question} | [Seeds](#seeds-python--m-benchseeds) | `bench.seeds` | {seeds.task} | `0123abc` | "
+            "2030-01-02 |") in text
+    assert "| [Stages](#stages) | `bench.stages` | mnist1d-convnet | not recorded | not recorded |" in text
+    assert "| Other measurements | [Toy](#toy) |" in text
+    questions = [q for q in common.QUESTIONS if q.startswith(("Does a verdict", "How long"))] + [common.OTHER]
+    order = [text.index(f"## {q}\n") for q in questions]
+    assert order == sorted(order) and text.index("### Seeds") > order[0]
+    common.write_document(common.read_sections(path), path)  # rewriting is a fixed point: headings move down once
+    assert path.read_text() == text
+
+
+def test_every_committed_section_has_its_question():
+    known = {e.name for entries in common.QUESTIONS.values() for e in entries}
+    assert not set(common.read_sections()) - known, "add the section's Entry to bench.common.QUESTIONS"
+    assert f"## {common.OTHER}" not in common.BENCHMARKS.read_text()
 
 
 def test_machine_is_rendered_from_the_provenance():

@@ -35,7 +35,7 @@ def test_the_section_says_what_did_not_finish_and_a_toy_run_stays_out_of_benchma
     assert "- evaluation: timeout (last output: `still going`)" in section
     assert "- probe-cifar10-vit-tiny: not run: the budget was spent" in section
     path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\nkept\n")
+    path.write_text("<!-- bench:stages -->\nkept\n<!-- /bench:stages -->\n")
     for _ in range(2):  # the second write replaces the first
         gpu.write_benchmarks(results, path)
     assert path.read_text().count("## GPU") == 1 and "kept" in path.read_text()

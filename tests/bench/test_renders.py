@@ -49,6 +49,17 @@ def test_seeds_renders_each_verdict_with_its_scope():
     assert "| 5 | 4 | 150 | 38 | 97.68 | 97.71 | ±0.05 |" in section
 
 
+def test_seeds_glance_states_the_method_verdict_and_groups_the_plane():
+    mean = {**COMPARISON, "group": "generated", "versus": "original", "metric": "mean_test_accuracy"}
+    verdicts = (("ensemble", "generated dominates"), ("mean_of_k", "is dominated"),
+                ("noise@0.001", "generated dominates"))
+    plane = [{"group": g, "versus": "generated", "metric": "dominance", "verdict": v} for g, v in verdicts]
+    runs = [{"generators": g, "comparisons": [mean, *plane]} for g in (1, 3)]
+    rows = importlib.import_module("bench.seeds").glance({"task": "mnist1d-convnet", "runs": runs})
+    assert rows[0][1:] == ["mnist1d-convnet, 3 generators", "+0.10 [-0.05, +0.25] points, no detectable difference"]
+    assert rows[1][2] == "generated dominates ensemble, noise@0.001; is dominated by mean_of_k"
+
+
 def test_training_renders_the_goal_from_the_originals():
     rows = [{"setting": "2000:3000", "ae_s": 10.0, "diffusion_s": 20.0, "best": 97.8, "mean": 97.5},
             {"setting": "300:500", "ae_s": 1.0, "diffusion_s": 2.0, "best": 97.0, "mean": 96.0}]

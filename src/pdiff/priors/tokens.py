@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 def token_loss_weights(num_tokens: int, num_global: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[num_tokens] weights of the denoiser's loss (summing to 1): half on the first num_global (the global
-    latent), half on the others. Weighted alike, the one global token of mnist-mlp-full's crops of 256 had 1/257
-    of the loss, and its samples strayed from the checkpoints' (models below 50% test accuracy)."""
+    latent), half on the others. Weighted alike, the one global token of a long crop would have a tiny share of
+    the loss, so the global latent, which moves every token at once, would be learnt worst."""
     weights = torch.full((num_tokens,), 0.5 / (num_tokens - num_global), device=device)
     weights[:num_global] = 0.5 / num_global
     return weights

@@ -34,12 +34,28 @@ class Split:
         return len(self.y)
 
 
+@dataclass(frozen=True)
+class InputFormat:
+    """What a model trained on a dataset expects of a new input: the class names in label order, and how raw
+    inputs were normalised, x = (pixels / 255 - mean) / std per channel (mean, std: None where the data is used
+    as it comes, as MNIST-1D's sequences)."""
+
+    classes: list[str]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "normalisation": None if self.mean is None else
+                {"pixels": "divided by 255, then per channel", "mean": self.mean, "std": self.std}}
+
+
 @dataclass
 class DataSplits:
     train: Split
     val: Split
     test: Split
     num_classes: int
+    input_format: InputFormat | None = None  # None: a user's own data, described by nobody
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -73,8 +89,8 @@ class TensorLoader:
     """Iterate (x, y) batches of a Split; reshuffled each pass when `shuffle`, seeded by `generator`.
 
     `augment(x, generator)` transforms each batch (give it for training loaders only). Image batches
-    [B, C, H, W] come channels-last: oneDNN's CPU convolutions run that layout faster (ConvNet-3 on CIFAR,
-    2 cores: 1.4x in training, 2.4x when evaluating many models at once); the values are the same.
+    [B, C, H, W] come channels-last: oneDNN's CPU convolutions run that layout faster; the values are the
+    same.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False,
@@ -107,10 +123,11 @@ def pairs(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield batch[0], batch[1]
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 1000, seed: int = 0,
+def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int | float = 1000, seed: int = 0,
                  num_samples: int = 10000, download: bool = True, image_size: int | None = None,
                  progress: bool = True) -> DataSplits:
-    """Load a dataset by name and hold `val_size` training examples out as the validation split.
+    """Load a dataset by name and hold `val_size` training examples (or, given a float below 1, that fraction of
+    them) out as the validation split.
 
     `image_size` and `progress` (a bar while decoding) concern `imagefolder` only; see `load_image_folder`.
     `name` may be an import path, "package.module:factory", of a function returning (train, test) datasets.
@@ -121,23 +138,26 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int = 
     if is_import_path(name):
         (train_x, train_y), (test_x, test_y), num_classes = splits_of(name)
         train, test = Split(train_x, train_y), Split(test_x, test_y)
+        fmt = InputFormat([str(label) for label in range(num_classes)])  # labels as they come, inputs as given
     elif name == "mnist1d":
-        train, test, num_classes = _mnist1d(num_samples, seed=42)
+        train, test, fmt = _mnist1d(num_samples, seed=42)
     elif name == "imagefolder":
-        train, test, num_classes = load_image_folder(resolve_data_dir(data_dir), image_size, progress)
+        train, test, fmt = load_image_folder(resolve_data_dir(data_dir), image_size, progress)
     else:
-        train, test, num_classes = DATASETS[name](resolve_data_dir(data_dir), download)
-    if not 0 < val_size < len(train):
-        raise DatasetError(f"data.val_size={val_size} must be between 1 and {len(train) - 1} "
-                           f"(the {name} training set has {len(train)} examples)")
+        train, test, fmt = DATASETS[name](resolve_data_dir(data_dir), download)
+    held_out = round(val_size * len(train)) if isinstance(val_size, float) else val_size
+    if not 0 < held_out < len(train):
+        raise DatasetError(f"data.val_size={val_size} holds out {held_out} of the {len(train)} examples in the "
+                           f"{name} training set: give a count between 1 and {len(train) - 1}, or a fraction "
+                           "such as 0.1")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    val_idx, train_idx = order[:held_out], order[held_out:]
     return DataSplits(Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx]),
-                      test, num_classes)
+                      test, len(fmt.classes), fmt)
 
 
 @functools.lru_cache(maxsize=2)
-def _mnist1d(num_samples: int, seed: int) -> tuple[Split, Split, int]:
+def _mnist1d(num_samples: int, seed: int) -> tuple[Split, Split, InputFormat]:
     """MNIST-1D generated locally (no download): [n, 1, 40] sequences, 80% train / 20% test.
 
     Generating takes seconds, so a process that runs several stages or tasks makes it once (read-only).
@@ -151,17 +171,17 @@ def _mnist1d(num_samples: int, seed: int) -> tuple[Split, Split, int]:
     def split(x, y) -> Split:
         return Split(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.int64))
 
-    return split(data["x"], data["y"]), split(data["x_test"], data["y_test"]), 10
+    return split(data["x"], data["y"]), split(data["x_test"], data["y_test"]), InputFormat([str(d) for d in range(10)])
 
 
 def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...], folder: str
-                 ) -> Callable[[Path, bool], tuple[Split, Split, int]]:
+                 ) -> Callable[[Path, bool], tuple[Split, Split, InputFormat]]:
     """A loader for a torchvision dataset: read from `root`, download if missing and online.
 
     `folder` is where torchvision keeps the files under `root` (named in the error when they are missing).
     """
 
-    def load(root: Path, download: bool) -> tuple[Split, Split, int]:
+    def load(root: Path, download: bool) -> tuple[Split, Split, InputFormat]:
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
@@ -192,29 +212,29 @@ def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...],
             x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
             labels = ds.labels if cls_name == "STL10" else ds.targets
             splits.append(Split(x.contiguous(), torch.as_tensor(labels, dtype=torch.int64)))
-        return splits[0], splits[1], len(ds.classes)
+        return splits[0], splits[1], InputFormat([str(c) for c in ds.classes], list(mean), list(std))
 
     return load
 
 
 def load_image_folder(root: Path, image_size: int | None = None, progress: bool = True
-                      ) -> tuple[Split, Split, int]:
+                      ) -> tuple[Split, Split, InputFormat]:
     """Read root/train/<class>/* and root/test/<class>/* (torchvision's ImageFolder layout) as RGB images.
 
     Returns the train and test splits, x [n, 3, H, W] float32 normalised per channel with the mean and std
-    of train/ (the validation split is held out of it later, as for every dataset), and the class count.
+    of train/ (the validation split is held out of it later, as for every dataset), and their InputFormat.
     With `image_size` every image is resized (shorter side) and centre-cropped to image_size x image_size;
     without it the images must all have one size. The pixels come from `pdiff.tasks.imagefolder`, which
     checks the folder and decodes it once until its contents change.
     """
-    tensors, num_classes = read_image_folder(root, image_size, progress)
+    tensors, classes = read_image_folder(root, image_size, progress)
     mean, std = _channel_stats(tensors["train_x"])
 
     def normalised(x: torch.Tensor) -> torch.Tensor:  # uint8 [n, 3, H, W] -> float32, per-channel standardised
         return x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
     return (Split(normalised(tensors["train_x"]), tensors["train_y"]),
-            Split(normalised(tensors["test_x"]), tensors["test_y"]), num_classes)
+            Split(normalised(tensors["test_x"]), tensors["test_y"]), InputFormat(classes, mean.tolist(), std.tolist()))
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

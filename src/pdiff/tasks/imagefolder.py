@@ -39,9 +39,9 @@ CACHE_VERSION = 1  # part of the cache key: raise it when the cached tensors cha
 
 
 def read_image_folder(root: Path, image_size: int | None = None, progress: bool = True
-                      ) -> tuple[dict[str, torch.Tensor], int]:
+                      ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The pixels of root/train/<class>/* and root/test/<class>/* as uint8 [n, 3, H, W] ("train_x", "test_x")
-    with their labels [n] ("train_y", "test_y"), and the class count.
+    with their labels [n] ("train_y", "test_y"), and the class names in label order.
 
     With `image_size` every image is resized (shorter side) and centre-cropped to image_size x image_size;
     without it the images must all have one size. Decoded pixels are cached (`_read_cache`), so a folder is
@@ -64,7 +64,7 @@ def read_image_folder(root: Path, image_size: int | None = None, progress: bool 
         log.info("imagefolder: decoded %d images of %s in %.1f s", sum(len(f.samples) for f in folders.values()),
                  root, time.perf_counter() - start)
         _write_cache(root, image_size, key, tensors)
-    return tensors, len(folders["train"].classes)
+    return tensors, list(folders["train"].classes)
 
 
 def image_folder_identity(root: str | Path | None) -> str:
