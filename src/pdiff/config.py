@@ -371,7 +371,7 @@ def _key_help(defaults: Any, node: Any, prefix: str = "") -> list[KeyHelp]:
         if is_dataclass(value):
             found += _key_help(getattr(defaults, f.name), value, f"{prefix}{f.name}.")
         else:
-            found.append(KeyHelp(f"{prefix}{f.name}", str(f.type), getattr(defaults, f.name), value,
+            found.append(KeyHelp(f"{prefix}{rules.config_key(f.name)}", str(f.type), getattr(defaults, f.name), value,
                                  rules.allowed_values(f.metadata.get("rules", ())), f.metadata.get("help", "")))
     return found
 
