@@ -383,7 +383,8 @@ CASES = [
     Case("from-not-a-checkpoint", ["collect", *TINY, "collect.from={tmp}/mine/*"], "which is no checkpoint pdiff",
          "narrow the glob", own_checkpoint("notes.txt", lambda state: b"notes")),
     Case("from-unreadable", ["collect", *TINY, "collect.from={tmp}/mine/*"], "is not a readable torch file",
-         "save it again with torch.save(model.state_dict(), path)", own_checkpoint("c.pt", lambda state: b"x" * 9)),
+         "save model.state_dict() again, with torch.save or as safetensors",
+         own_checkpoint("c.pt", lambda state: b"x" * 9)),
     Case("from-pickle-refused", ["collect", *TINY, "collect.from={tmp}/mine/*"],
          "holds a Python object (argparse.Namespace) besides tensors, which pdiff does not unpickle",
          "save the state_dict alone", own_checkpoint("c.pt", lambda state: {
