@@ -296,8 +296,8 @@ CASES = [
     Case("last-norm-too-many", ["collect", *TINY, "collect.subset=[last_norm:9]"],
          "the last 9 normalization layers but ConvNet1d has 3", "choose 1..3"),
     # ---- datasets -----------------------------------------------------------------------------------
-    Case("val-size-too-large", ["collect", *TINY, "data.val_size=5000"], "data.val_size=5000 must be between",
-         "must be between 1 and"),
+    Case("val-size-too-large", ["collect", *TINY, "data.val_size=5000"], "data.val_size=5000 holds out 5000 of the",
+         "give a count between 1 and 1199, or a fraction such as 0.1"),
     Case("missing-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/empty"],
          "MNIST is not in", "pass --data-dir / set PDIFF_DATA"),
     Case("corrupt-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/data"],
