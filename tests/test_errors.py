@@ -315,8 +315,8 @@ CASES = [
     Case("last-norm-too-many", ["collect", *TINY, "collect.subset=[last_norm:9]"],
          "the last 9 normalization layers but ConvNet1d has 3", "choose 1..3"),
     # ---- datasets -----------------------------------------------------------------------------------
-    Case("val-size-too-large", ["collect", *TINY, "data.val_size=5000"], "data.val_size=5000 must be between",
-         "must be between 1 and"),
+    Case("val-size-too-large", ["collect", *TINY, "data.val_size=5000"], "data.val_size=5000 holds out 5000 of the",
+         "give a count between 1 and 1199, or a fraction such as 0.1"),
     Case("missing-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/empty"],
          "MNIST is not in", "pass --data-dir / set PDIFF_DATA"),
     Case("corrupt-dataset", ["collect", "mnist-convnet3", "data.download=false", "--data-dir", "{tmp}/data"],
@@ -383,7 +383,8 @@ CASES = [
     Case("from-not-a-checkpoint", ["collect", *TINY, "collect.from={tmp}/mine/*"], "which is no checkpoint pdiff",
          "narrow the glob", own_checkpoint("notes.txt", lambda state: b"notes")),
     Case("from-unreadable", ["collect", *TINY, "collect.from={tmp}/mine/*"], "is not a readable torch file",
-         "save it again with torch.save(model.state_dict(), path)", own_checkpoint("c.pt", lambda state: b"x" * 9)),
+         "save model.state_dict() again, with torch.save or as safetensors",
+         own_checkpoint("c.pt", lambda state: b"x" * 9)),
     Case("from-pickle-refused", ["collect", *TINY, "collect.from={tmp}/mine/*"],
          "holds a Python object (argparse.Namespace) besides tensors, which pdiff does not unpickle",
          "save the state_dict alone", own_checkpoint("c.pt", lambda state: {

@@ -127,7 +127,10 @@ def test_every_artifact_records_its_config_hash_and_spec(reference: Path) -> Non
 
 
 def test_no_pickle_in_the_package() -> None:
-    forbidden = re.compile(r"\btorch\.(load|save)\(|\bimport (c?pickle|joblib|dill)\b|\bpickle\.\w|allow_pickle")
+    """pdiff pickles nothing and unpickles nothing; a user's .pt checkpoint is read with torch.load(weights_only=True),
+    which builds tensors and plain containers only."""
+    forbidden = re.compile(r"\btorch\.save\(|\btorch\.load\((?![^)]*weights_only=True)"
+                           r"|\bimport (c?pickle|joblib|dill)\b|\bpickle\.\w|allow_pickle")
     offenders = [f"{path.relative_to(SRC)}:{n}" for path in sorted(SRC.rglob("*.py"))
                  for n, line in enumerate(path.read_text().splitlines(), 1) if forbidden.search(line)]
     assert offenders == []

@@ -15,10 +15,10 @@ import glob
 import hashlib
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from pickle import UnpicklingError  # what torch.load(weights_only=True) raises for what it will not build
 from typing import Protocol
 
 import torch
@@ -74,17 +74,17 @@ class TorchFile:
     def read(self, path: Path, state_dict_key: str | None) -> StateDict:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
+        except UnpicklingError as e:
             refused = re.search(r"GLOBAL (\S+)", str(e))  # an object weights_only will not build; else no pickle
             if refused is None:
-                raise ArtifactError(f"{path} is not a readable torch file (not a torch.save archive): save it again "
-                                    "with torch.save(model.state_dict(), path)") from None
+                raise ArtifactError(f"{path} is not a readable torch file (not a torch.save archive): save "
+                                    "model.state_dict() again, with torch.save or as safetensors") from None
             raise ArtifactError(f"{path} holds a Python object ({refused[1]}) besides tensors, which pdiff does not "
                                 "unpickle (torch.load weights_only=True refused it): save the state_dict alone, "
-                                "torch.save(model.state_dict(), path), or as safetensors") from None
+                                "model.state_dict() with torch.save or as safetensors") from None
         except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise ArtifactError(f"{path} is not a readable torch file ({_first_line(e)}): save it again with "
-                                "torch.save(model.state_dict(), path)") from None
+            raise ArtifactError(f"{path} is not a readable torch file ({_first_line(e)}): save model.state_dict() "
+                                "again, with torch.save or as safetensors") from None
         if state_dict_key is not None:
             if not isinstance(data, Mapping) or state_dict_key not in data:
                 keys = ", ".join(map(str, data)) if isinstance(data, Mapping) else type(data).__name__

@@ -2,9 +2,10 @@
 
 The defaults reproduce the paper (docs/design.md, "Following the paper"); a task preset in `tasks/presets/*.yaml`
 overrides what its dataset and hardware need, and the command line overrides both.
-Each field carries its rules (`setting(default, *rules)`, see pdiff.rules), which `validate` runs in field
-order, and how the config hash treats it (pdiff.hashing); the rules between the generator's networks read their
-registry entries' attributes, so a new network does not change this module.
+Each field carries its rules and its help (`setting(default, *rules, help=...)`, see pdiff.rules), which
+`validate` runs in field order and `pdiff show` prints, and how the config hash treats it (pdiff.hashing); the
+rules between the generator's networks read their registry entries' attributes, so a new network does not change
+this module.
 """
 
 from __future__ import annotations

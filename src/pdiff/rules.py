@@ -28,11 +28,11 @@ from .errors import ConfigError, try_build
 Rule = Callable[[str, Any, Any], None]  # (dotted key, value, whole config): raises a ConfigError naming the key
 
 
-def setting(default: Any, *rules: Rule, help: str, **hashing: Any) -> Any:
+def setting(default: Any, *rules: Rule, help: str = "", **hashing: Any) -> Any:
     """A config field: its default, the `rules` its value must pass, its `help` (what it sets, for `pdiff show`
-    and `pdiff tasks --keys`), and how pdiff.hashing treats it (`hashed`: False or a function of the section;
-    `hash_as`; `inert`: the value at which a key added after runs were made changes nothing, left out of the hash
-    then with the sibling keys it `drops`)."""
+    and `pdiff tasks --keys`; every field of pdiff.config gives one), and how pdiff.hashing treats it (`hashed`:
+    False or a function of the section; `hash_as`; `inert`: the value at which a key added after runs were made
+    changes nothing, left out of the hash then with the sibling keys it `drops`)."""
     metadata = {"rules": rules, "help": help, **hashing}
     if isinstance(default, list | dict):  # mutable: every config gets its own copy
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
