@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from pdiff.collect import run as collect_stage
 from pdiff.errors import ArtifactError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
+from pdiff.run_folder import open_run
 from pdiff.store import save_tensors
 from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
@@ -119,3 +121,13 @@ def test_a_loader_of_dicts_is_one_clear_error() -> None:
     batches = [{"image": x, "label": y} for x, y in TensorLoader(blobs(), 64)]
     with pytest.raises(DatasetError, match=r"yields dicts with keys \['image', 'label'\]; pdiff trains on \(x, y\)"):
         train_base(MLP((1, 8), 4, hidden=(16,)), batches, epochs=1, progress=False)
+
+
+def test_a_run_with_adapters_collects_the_adapters_of_the_trained_model(tiny_adapter_run: Path) -> None:
+    run = open_run(tiny_adapter_run)
+    spec, base = run.checkpoints.spec, run.base_model
+    assert spec.names == tuple(f"base_model.model.net.{layer}.lora_{m}.default.weight" for layer in (1, 4)
+                               for m in "AB")
+    assert run.base_state[1]["peft"] == {"target_modules": ["net.1", "net.4"], "r": 2}
+    # The adapters learnt on the trained model (lora_B leaves zero), and kept learning between checkpoints.
+    assert spec.flatten(base).abs().sum() > 0 and run.checkpoints.params.std(0).max() > 0

@@ -19,7 +19,7 @@ LAYERS = {
                        "similarity", "figures", "inference", "hub", "pretrained", "checkpoints"),
     "networks": ("autoencoder", "denoisers", "diffusion", "fitting", "priors", "priors.base", "priors.flat",
                  "priors.tokens", "priors.factorised", "tasks.models", "tasks.datasets", "tasks.imagefolder",
-                 "baselines"),
+                 "baselines", "adapters"),
     "config": ("rules", "config", "hashing"),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),

@@ -45,7 +45,7 @@ CONFIG_SECTIONS = ("seed", "precision", "data", "model", "collect")
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
                weight_decay: float = 5e-4, device: torch.device | str = "cpu", progress: bool = True) -> nn.Module:
-    """Train every parameter with SGD and a cosine lr decay (the paper's base recipe).
+    """Train every parameter that requires grad with SGD and a cosine lr decay (the paper's base recipe).
 
     Under a multi-process launch each process trains a DDP copy on its share of `loader`'s batches.
     """
@@ -156,20 +156,32 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
                                 augment=augment)
     model = task.new_model()
-    spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
+    adapted = task.adapt(model)  # model itself, or (model.peft) a copy with LoRA adapters: where the subset lives
+    spec = ParamSpec.select(adapted, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
-                 "base_hash": base_hash(task.config), "data": task.data_identity}
+                 "base_hash": base_hash(task.config), "data": task.data_identity,
+                 **({} if task.config.model.peft is None else {"peft": task.config.model.peft})}
+    pretrain_loader = train_loader if task.config.data.pretrain is None else TensorLoader(
+        task.pretrain, task.config.data.batch_size, shuffle=True, generator=generator,
+        augment=augmentation(task.config.data.pretrain, task.data.input_shape) if task.config.data.augment else None)
+    # Base training: the model on the pretraining data, then (model.peft) its adapters alone on the task's data.
+    phases = [pretrain_loader] if adapted is model else [pretrain_loader, train_loader]
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
-    if _load_reusable_base(model, base, base_meta):
+    if _load_reusable_base(adapted, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
-        model.to(task.device).eval()
-        for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
-            for _ in train_loader:
-                pass
+        adapted.to(task.device).eval()
+        for loader in phases:  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in range(cfg.epochs):
+                for _ in loader:
+                    pass
     else:
-        train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
+        train_base(model, pretrain_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
                    task.progress)
+        if adapted is not model:  # PEFT froze the trained weights: only the adapters learn
+            adapted = train_base(task.adapt(model), train_loader, cfg.epochs, cfg.lr, cfg.momentum,
+                                 cfg.weight_decay, task.device, task.progress)
+    model = adapted
     save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
     ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, task.device, task.progress)
@@ -199,7 +211,7 @@ def load_base(task: Task, run_dir: Path) -> nn.Module:
     check_made_under(task.config, CONFIG_SECTIONS, path, meta, "collect")
     if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
-    model = task.new_model()
+    model = task.adapt(task.new_model())
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import rules
+from .adapters import lora_config
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
 from .denoisers import DENOISERS
@@ -42,6 +43,10 @@ BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
 @dataclass
 class DataConfig:
     name: str = setting("mnist1d", one_of(DATASETS, known=True))
+    # The dataset base training learns first, when it is another than `name` (e.g. upright digits for the turned
+    # ones of mnist-rot90); None: `name` itself. With model.peft the adapters then learn `name`.
+    pretrain: str | None = setting(None, lambda key, name, c: name is None or one_of(DATASETS, known=True)(
+        key, name, c), inert=None)
     # None: $PDIFF_DATA, else ~/.cache/pdiff/data. Where the data lives changes no result, except for an image
     # folder, which is the dataset: another folder must not reuse this one's stages (however its path is written).
     data_dir: str | None = setting(None, hashed=lambda data: data.name == "imagefolder",
@@ -61,6 +66,10 @@ class ModelConfig:
     name: str = setting("convnet1d", one_of(MODELS, known=True))
     kwargs: dict[str, Any] = setting({}, rules.sizes, lambda key, kwargs, c: rules.check_kwargs(
         MODELS[c.model.name], kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c))
+    # The keyword arguments of peft.LoraConfig (e.g. {target_modules: [qkv], r: 4}): the trained model is wrapped
+    # with these LoRA adapters, which collect.subset=[adapters] then generates (pdiff.adapters); None: no adapters.
+    peft: dict[str, Any] | None = setting(None, lambda key, kwargs, c: kwargs is None or lora_config(kwargs, key),
+                                          inert=None)
 
 
 @dataclass
@@ -69,8 +78,10 @@ class CollectConfig:
     lr: float = setting(0.1, REAL_ABOVE_0)
     momentum: float = setting(0.9, FRACTION)
     weight_decay: float = setting(5e-4, REAL_AT_LEAST_0)
-    subset: list[str] = setting(["last_norm:2"], ensure(  # glob patterns, "last_norm:N" or "all"
-        lambda s, c: bool(s), "collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'"))
+    subset: list[str] = setting(["last_norm:2"], ensure(  # glob patterns, "last_norm:N", "all" or "adapters"
+        lambda s, c: bool(s), "collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'"), ensure(
+        lambda s, c: c.model.peft is None or "adapters" in s, "model.peft adds LoRA adapters, which {key}={value} "
+        "leaves out: set collect.subset=[adapters] (the adapters are what the run generates)"))
     k: int = setting(200, positive())  # checkpoints of the subset to save
     # "epoch": one per epoch at a small SGD lr (v1); "iteration": one per step (v2)
     recipe: str = setting("epoch", one_of(RECIPES))
