@@ -19,6 +19,7 @@ from pdiff.cli import app
 from pdiff.inference import predict, predict_many
 from pdiff.run_folder import open_run
 from pdiff.sample import sample_models
+from pdiff.share import export
 from pdiff.store import load_tensors
 from pdiff.task import Task
 from pdiff.tasks.models import build_model
@@ -126,6 +127,11 @@ def test_peft_adapter_folders_load_with_peft_and_predict_as_pdiff_does(tiny_adap
     vectors = run.generator.sample(2, sampler="ddim", steps=10, seed=5)
     loader = Task(run.config, progress=False).loader("test")
     assert torch.equal(predict(loaded, loader), predict_many(run.base_model, run.checkpoints.spec, vectors, loader)[1])
+
+    export(tiny_adapter_run, tmp_path / "export", base=True)  # an export samples the same adapters
+    again = sample_models(tmp_path / "export", 2, tmp_path / "again", seed=5, sampler="ddim", steps=10, format="peft")
+    weights = "adapter_model.safetensors"
+    assert (again[1] / weights).read_bytes() == (paths[1] / weights).read_bytes()
 
 
 def test_peft_format_of_a_run_without_adapters_is_refused_before_writing(tiny_run: Path, tmp_path: Path) -> None:

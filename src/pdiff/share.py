@@ -128,7 +128,8 @@ def _copy_base(run: FinishedRun, out: Path) -> dict:
     tensors, meta = run.base_state
     save_tensors(out / BASE_FILE, tensors, meta)
     return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
-            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {})}
+            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {}),
+            **({"peft": meta["peft"]} if meta.get("peft") is not None else {})}
 
 
 def _yaml_value(value: Any) -> str:
