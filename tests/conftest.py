@@ -101,6 +101,35 @@ def copy_stages(source: Path, target: Path, folders: tuple[str, ...]) -> Path:
     return target
 
 
+def write_checkpoints(run: Path, folder: Path, rows: dict[str, int], kind: str = "safetensors") -> list[Path]:
+    """Checkpoints `rows` (name -> row) of the finished run `run`, as whole state_dicts (its base model with that
+    row's subset) in `folder`: `kind` "safetensors", "pt", "wrapped" (a .pt of {"model": state_dict, "epoch": i})
+    or "folder" (name/model.safetensors). Returns the paths, in the order given."""
+    from safetensors.torch import save_file
+
+    from pdiff.checkpoints import CheckpointSet
+    from pdiff.store import load_tensors
+
+    base, _ = load_tensors(run / "collect" / "base.safetensors")
+    ckpts, _ = CheckpointSet.load(run / "collect" / "checkpoints.safetensors")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, row in rows.items():
+        state = ckpts.spec.to_state_dict(ckpts.params[row], base)
+        if kind == "folder":
+            path = folder / name
+            path.mkdir()
+            save_file(state, str(path / "model.safetensors"))
+        elif kind == "safetensors":
+            path = folder / f"{name}.safetensors"
+            save_file(state, str(path))
+        else:
+            path = folder / f"{name}.pt"
+            torch.save({"model": state, "epoch": row} if kind == "wrapped" else state, path)
+        paths.append(path)
+    return paths
+
+
 def write_image_folder(root: Path, counts: dict[str, dict[str, int]], size: tuple[int, int] = (8, 8)) -> None:
     """An ImageFolder tree root/<split>/<class>/<i>.png|.jpg (even i PNG, odd i JPEG) of random colours.
 

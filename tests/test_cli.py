@@ -1,8 +1,15 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
+import pdiff
 from pdiff.cli import app
-from tests.conftest import TINY
+from tests.conftest import TINY, write_checkpoints
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -55,3 +62,23 @@ def test_sample_a_target_from_an_unconditioned_generator_is_one_line(tiny_run, t
     result = runner.invoke(app, ["sample", str(tiny_run), "--target", "max", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "--target=max: this generator was trained without a condition" in result.output
+
+
+def test_run_on_your_checkpoints_with_another_runs_held_out(tiny_run, tmp_path) -> None:
+    """`python -m pdiff run` on checkpoint files, with those of another run of the training held out."""
+    write_checkpoints(tiny_run, tmp_path / "mine", {f"ckpt_{i}": i for i in range(8)}, "pt")
+    write_checkpoints(tiny_run, tmp_path / "other", {f"ckpt_{i}": i for i in range(8, 12)}, "folder")
+    env = {**os.environ, "PYTHONPATH": str(Path(pdiff.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "pdiff", "run", *TINY, f"collect.from={tmp_path}/mine/*.pt",
+                             f"train.holdout_from={tmp_path}/other/ckpt_*", "--runs-dir", str(tmp_path / "runs"),
+                             "-q"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "runs" / "mnist1d-convnet" / "evaluate" / "results.json").read_text())
+    tiny = json.loads((tiny_run / "evaluate" / "results.json").read_text())
+
+    def accuracies(data: dict, group: str) -> list[float]:
+        return [m["test_accuracy"] for m in data["models"] if m["group"] == group]
+
+    assert accuracies(results, "original") == accuracies(tiny, "original")[:8]
+    assert accuracies(results, "heldout") == accuracies(tiny, "original")[8:]  # measured as collected ones are
+    assert "generalization" in results

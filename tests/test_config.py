@@ -192,3 +192,43 @@ def test_a_target_reruns_only_generate_and_after() -> None:
 def test_bad_conditioning_settings(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("mnist1d-convnet", overrides)
+
+
+def test_own_checkpoint_files_are_hashed_by_their_bytes_where_they_are_read(tmp_path, monkeypatch) -> None:
+    """collect.from and collect.base change collect and after; train.holdout_from changes train and after only;
+    the same bytes under another name and folder are the same run."""
+    import torch
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        torch.save({"w": torch.zeros(2)}, tmp_path / folder / "x.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "b" / "y.pt")
+    plain = load_config("mnist1d-convnet")
+    own = load_config("mnist1d-convnet", [f"collect.from={tmp_path}/a/*.pt"])
+    assert stage_hash(own, "collect") != stage_hash(plain, "collect")
+    monkeypatch.chdir(tmp_path / "b")
+    assert stage_hash(load_config("mnist1d-convnet", ["collect.from=x.pt"]), "collect") == stage_hash(own, "collect")
+    assert stage_hash(load_config("mnist1d-convnet", ['collect.from="*.pt"']), "collect") != stage_hash(own, "collect")
+    with pytest.raises(ConfigError, match="quote a value that starts with \\*.*'collect.from=\"\\*.pt\"'"):
+        load_config("mnist1d-convnet", ["collect.from=*.pt"])
+    based = load_config("mnist1d-convnet", ["collect.base=y.pt"])
+    assert stage_hash(based, "collect") != stage_hash(plain, "collect")
+    heldout = load_config("mnist1d-convnet", ["train.holdout_from=y.pt"])
+    assert stage_hash(heldout, "collect") == stage_hash(plain, "collect")
+    assert stage_hash(heldout, "train") != stage_hash(plain, "train")
+
+
+def test_collect_from_is_written_from_in_yaml_and_read_back(tmp_path) -> None:
+    from pdiff.config import config_keys, to_yaml
+    from pdiff.layout import RUN_CONFIG_FILE
+    from pdiff.run_folder import read_run_config
+
+    (tmp_path / "c.safetensors").write_bytes(b"")  # a name is enough to load the config; collect reads the file
+    preset = tmp_path / "mine.yaml"
+    preset.write_text(f"collect: {{from: '{tmp_path}/*.safetensors', state_dict_key: model}}\n")
+    config = load_config(str(preset))
+    assert config.collect.from_ == f"{tmp_path}/*.safetensors" and config.collect.state_dict_key == "model"
+    assert f"  from: {tmp_path}/*.safetensors" in to_yaml(config) and "from_:" not in to_yaml(config)
+    (tmp_path / RUN_CONFIG_FILE).write_text(to_yaml(config))
+    assert read_run_config(tmp_path) == config
+    assert "collect.from" in config_keys() and "collect.from_" not in config_keys()

@@ -6,6 +6,7 @@ Cases marked `run=True` start from a copy of a finished tiny run and tamper with
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from pdiff.cli import app
 from pdiff.store import load_tensors, save_json, save_tensors
+from pdiff.tasks.models import build_model
 from tests.conftest import TINY, write_image_folder
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -119,6 +121,23 @@ def _collect_again_with_another_seed(root: Path, tmp: Path) -> None:
 
 def _write_results(data: bytes) -> Setup:
     return write_file("evaluate/results.json", data)
+
+
+def own_checkpoint(name: str, change: Callable[[dict], object] = lambda state: state) -> Setup:
+    """A setup that writes tmp/mine/`name`: `change(state)` of a fresh tiny-task model's state_dict, saved with
+    torch.save (bytes are written as they are)."""
+    def setup(root: Path, tmp: Path) -> None:
+        (tmp / "mine").mkdir(exist_ok=True)
+        data = change(build_model("convnet1d", (1, 40), 10).state_dict())
+        if isinstance(data, bytes):
+            (tmp / "mine" / name).write_bytes(data)
+        else:
+            torch.save(data, tmp / "mine" / name)
+    return setup
+
+
+def _replaced(name: str, tensor: torch.Tensor) -> Callable[[dict], dict]:
+    return lambda state: {**state, name: tensor}
 
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -358,6 +377,42 @@ CASES = [
     Case("base-of-another-model", ["train", *TINY, *FORCE], "base.safetensors was saved from model",
          "rerun `pdiff collect --force`", edit_tensors("collect/base.safetensors", _base_of_another_model),
          run=True),
+    # ---- your own checkpoints (collect.from, collect.base, train.holdout_from) --------------------------
+    Case("from-matches-nothing", ["collect", *TINY, "collect.from={tmp}/mine/*.pt"], "matches no file or folder",
+         "give a glob of .safetensors state_dict files, .pt / .pth"),
+    Case("from-not-a-checkpoint", ["collect", *TINY, "collect.from={tmp}/mine/*"], "which is no checkpoint pdiff",
+         "narrow the glob", own_checkpoint("notes.txt", lambda state: b"notes")),
+    Case("from-unreadable", ["collect", *TINY, "collect.from={tmp}/mine/*"], "is not a readable torch file",
+         "save it again with torch.save(model.state_dict(), path)", own_checkpoint("c.pt", lambda state: b"x" * 9)),
+    Case("from-pickle-refused", ["collect", *TINY, "collect.from={tmp}/mine/*"],
+         "holds a Python object (argparse.Namespace) besides tensors, which pdiff does not unpickle",
+         "save the state_dict alone", own_checkpoint("c.pt", lambda state: {
+             "model": state, "args": argparse.Namespace(lr=0.1)})),
+    Case("from-not-a-state-dict", ["collect", *TINY, "collect.from={tmp}/mine/*"], "holds a list, not a state_dict",
+         "save model.state_dict()", own_checkpoint("c.pt", lambda state: list(state.values()))),
+    Case("from-wrapped-without-key", ["collect", *TINY, "collect.from={tmp}/mine/*"],
+         "holds a dict around the state_dict", "set collect.state_dict_key=model",
+         own_checkpoint("c.pt", lambda state: {"epoch": 3, "model": state})),
+    Case("from-missing-state-dict-key", ["collect", *TINY, "collect.from={tmp}/mine/*",
+                                         "collect.state_dict_key=state_dict"],
+         "has no entry collect.state_dict_key='state_dict' (it holds epoch, model)",
+         "set collect.state_dict_key to the entry", own_checkpoint("c.pt", lambda state: {"epoch": 3, "model": state})),
+    Case("from-name-mismatch", ["collect", *TINY, "collect.from={tmp}/mine/*"],
+         "holds 'module.features.0.0.weight', which the model has not", "save the model's own state_dict",
+         own_checkpoint("c.pt", lambda state: {f"module.{n}": t for n, t in state.items()})),
+    Case("from-shape-mismatch", ["collect", *TINY, "collect.from={tmp}/mine/*"],
+         "'head.bias' is (3,) but the model's is (10,)", "of another model or of other model.kwargs",
+         own_checkpoint("c.pt", _replaced("head.bias", torch.zeros(3)))),
+    Case("from-dtype-mismatch", ["collect", *TINY, "collect.from={tmp}/mine/*"],
+         "'head.bias' is torch.float16 but the model's is torch.float32", "save the checkpoint in torch.float32",
+         own_checkpoint("c.pt", _replaced("head.bias", torch.zeros(10, dtype=torch.float16)))),
+    Case("base-missing", ["collect", *TINY, "collect.base={tmp}/base.pt"], "collect.base='", "does not exist"),
+    Case("base-incomplete", ["collect", *TINY, "collect.base={tmp}/mine/c.pt"], "lacks 'head.weight' of the model",
+         "give a whole state_dict", own_checkpoint("c.pt", lambda state: {
+             n: t for n, t in state.items() if n != "head.weight"})),
+    Case("holdout-from-with-holdout", ["run", *TINY, "train.holdout=2", "train.holdout_from={tmp}/mine/*"],
+         "train.holdout_from with train.holdout=2: the held-out checkpoints come from one or the other",
+         "set train.holdout=0", own_checkpoint("c.pt")),
     # ---- generator, generated parameters, results ------------------------------------------------------
     Case("generator-of-another-subset", ["generate", *TINY, *FORCE], "trained for another parameter subset",
          "retrain it with `pdiff train --force`", _edit_both_generator_files(_other_spec), run=True),
@@ -409,6 +464,9 @@ CASES = [
     # ---- pdiff ablate ------------------------------------------------------------------------------------
     Case("ablate-misspelt-task", ["ablate", "mnist1d-convnt", "--study", "location"],
          "'mnist1d-convnt' is not a task (did you mean mnist1d-convnet?)", "give the task first"),
+    Case("ablate-k-on-own-checkpoints", ["ablate", *TINY, "collect.from={tmp}/mine/*", "--study", "k", "5"],
+         "--study k takes the first K of pdiff's own collection", "runs whose collect.from globs match fewer",
+         own_checkpoint("c.pt")),
     Case("ablate-k-not-a-number", ["ablate", "--study", "k", "ten"], "K value 'ten' is not a whole number",
          "give the K values to compare as numbers"),
     Case("ablate-location-matches-nothing", ["ablate", *TINY, "--study", "location", "nothing.*"],

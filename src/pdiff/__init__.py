@@ -2,6 +2,7 @@
 
 from .ablation import ablate
 from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from .checkpoint_files import checkpoints_from
 from .checkpoints import CheckpointSet
 from .collect import collect, collect_checkpoints, train_base  # collect: collect_checkpoints, as before
 from .config import Config, load_config
@@ -21,4 +22,5 @@ __all__ = [
     "last_norm_layers", "load_config", "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run",
     "predict", "predict_many", "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base",
     "weight_average",
+    "checkpoints_from",
 ]

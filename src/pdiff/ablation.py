@@ -113,6 +113,9 @@ def distinct_labels(variants: list[Variant]) -> list[Variant]:
 
 def _variants(config: Config, study: str, values: list[str] | None) -> list[Variant]:
     if study == "k":
+        if config.collect.from_ is not None:
+            raise ConfigError("--study k takes the first K of pdiff's own collection, and collect.from reads your "
+                              "checkpoints instead: compare K by runs whose collect.from globs match fewer files")
         collected = config.collect.k
         not_whole = [v for v in values or () if not v.isdigit()]
         if not_whole:

@@ -102,6 +102,26 @@ def read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     return config, {_with_adapter_name(name): t for name, t in tensors.items()}
 
 
+# The LoraConfig fields that change what an adapter computes (its shapes, where it sits, its scaling).
+COMPUTING_FIELDS = ("target_modules", "r", "lora_alpha", "use_rslora", "use_dora", "bias", "fan_in_fan_out",
+                    "rank_pattern", "alpha_pattern")
+
+
+def check_same_adapter(config: dict[str, Any], kwargs: dict[str, Any], folder: Path, key: str = "model.peft"
+                       ) -> None:
+    """Refuse, with one line naming the first difference, an adapter folder whose config (`config`, its
+    adapter_config.json) computes otherwise than `kwargs` (`key`) would: pdiff would evaluate its numbers at
+    another scale or in other layers."""
+    wanted = lora_config(kwargs, key).to_dict()
+    for field in COMPUTING_FIELDS:
+        theirs, ours = config.get(field, wanted[field]), wanted[field]
+        if field == "target_modules" and isinstance(theirs, list | set) and isinstance(ours, list | set):
+            theirs, ours = sorted(theirs), sorted(ours)
+        if theirs != ours:
+            raise ConfigError(f"{folder}/{ADAPTER_CONFIG_FILE} has {field}={theirs!r}, {key} gives {ours!r}: set "
+                              f"{key}.{field} to the adapters' value")
+
+
 def _with_adapter_name(name: str) -> str:
     """`...qkv.lora_A.weight` (the file's name) -> `...qkv.lora_A.default.weight` (the wrapped model's)."""
     head, dot, leaf = name.rpartition(".")

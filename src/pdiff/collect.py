@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
+from . import checkpoint_files, distributed
+from .adapters import check_same_adapter, read_adapter
 from .checkpoints import CheckpointSet
-from .config import RECIPES
-from .errors import ArtifactError, SelectionError, TrainingError
+from .config import RECIPES, checkpoint_count
+from .errors import ArtifactError, ConfigError, SelectionError, TrainingError
 from .hashing import base_hash, check_made_under, config_hash, made_under
 from .inference import accuracy, predict_many
 from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
@@ -145,49 +146,42 @@ class Collected:
 
 
 def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
-    """Train (or reuse) the base model, collect K checkpoints, evaluate them once; write both files into `out`.
+    """Train (or reuse, or read) the base model, collect (or read) K checkpoints, evaluate them once; write both
+    files into `out`.
 
     `base`: a base model file to reuse if it was trained exactly as this config asks (default: the one this
-    run folder already holds, from a collection of another subset or K).
+    run folder already holds, from a collection of another subset or K). collect.base gives the user's own base
+    model instead; collect.from reads the checkpoints from the user's files (the first is the base without
+    collect.base), which `pdiff.checkpoint_files` checks against the model. With model.peft the subset lives in
+    the model wrapped with LoRA adapters (`Task.adapt`), and collect.from may give PEFT adapter folders.
     """
     cfg = task.config.collect
-    generator = torch.Generator().manual_seed(task.config.seed)
-    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
-    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
-                                augment=augment)
     model = task.new_model()
-    adapted = task.adapt(model)  # model itself, or (model.peft) a copy with LoRA adapters: where the subset lives
-    spec = ParamSpec.select(adapted, cfg.subset)  # fail on a bad pattern before training
+    spec = ParamSpec.select(task.adapt(model), cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
                  "base_hash": base_hash(task.config), "data": task.data_identity,
                  **({} if task.config.model.peft is None else {"peft": task.config.model.peft})}
-    pretrain_loader = train_loader if task.config.data.pretrain is None else TensorLoader(
-        task.pretrain, task.config.data.batch_size, shuffle=True, generator=generator,
-        augment=augmentation(task.config.data.pretrain, task.data.input_shape) if task.config.data.augment else None)
-    # Base training: the model on the pretraining data, then (model.peft) its adapters alone on the task's data.
-    phases = [pretrain_loader] if adapted is model else [pretrain_loader, train_loader]
-    base = base if base is not None else run_dir / FOLDER / BASE_FILE
-    if _load_reusable_base(adapted, base, base_meta):
-        log.info("collect: reusing %s (same seed, data, model and base training)", base)
-        adapted.to(task.device).eval()
-        for loader in phases:  # replay base training's shuffles: collection sees a fresh run's batches
-            for _ in range(cfg.epochs):
-                for _ in loader:
-                    pass
+    paths = None if cfg.from_ is None else checkpoint_files.find(cfg.from_, "collect.from")
+    given = checkpoint_files.find_one(cfg.base, "collect.base") if cfg.base is not None else paths and paths[0]
+    summary = {"dim": spec.dim, "names": list(spec.names)}
+    if paths is not None:
+        _check_adapter_folders(task, paths, given)
+    if given:
+        load_given_base(model, given, cfg.state_dict_key)
+        base_meta["base_hash"] = None  # not trained by pdiff: never reused as a trained base
+        summary["base_file"] = str(given.resolve())
+    if paths is not None:
+        model = task.adapt(model)
+        save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
+        ckpts = checkpoint_files.checkpoints_from(cfg.from_, model, spec, cfg.state_dict_key)
+        summary["checkpoint_files"] = [str(path.resolve()) for path in paths]
     else:
-        train_base(model, pretrain_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
-                   task.progress)
-        if adapted is not model:  # PEFT froze the trained weights: only the adapters learn
-            adapted = train_base(task.adapt(model), train_loader, cfg.epochs, cfg.lr, cfg.momentum,
-                                 cfg.weight_decay, task.device, task.progress)
-    model = adapted
-    save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
-    ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
-                    cfg.subset_weight_decay, task.device, task.progress)
+        model, ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
+    model.to(task.device).eval()
     chunk = task.config.evaluate.model_chunk
     val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
-                                        desc=task.bar(f"evaluate {cfg.k} checkpoints ({split})"))
+                                        desc=task.bar(f"evaluate {len(ckpts)} checkpoints ({split})"))
                            for split in ("val", "test"))
     ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
     ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
@@ -195,7 +189,84 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     ckpts.save(out / CHECKPOINTS_FILE, base_meta)
     log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
              100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
-    return {"dim": spec.dim, "names": list(spec.names)}
+    return summary
+
+
+def _collect(task: Task, run_dir: Path, out: Path, model: nn.Module, spec: ParamSpec, base_meta: dict,
+             base: Path | None, trained: bool) -> tuple[nn.Module, CheckpointSet]:
+    """pdiff's own collection: train the base model unless it is `trained` already (or reusable), save it into
+    `out` and collect collect.k checkpoints from it; returns the model the subset lives in and the checkpoints.
+
+    Base training: the model on data.pretrain's examples (`Task.pretrain`), then with model.peft its adapters
+    alone on the task's (PEFT freezes the rest), also from a given base.
+    """
+    cfg = task.config.collect
+    generator = torch.Generator().manual_seed(task.config.seed)
+    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
+    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
+                                augment=augment)
+    pretrain_loader = train_loader if task.config.data.pretrain is None else TensorLoader(
+        task.pretrain, task.config.data.batch_size, shuffle=True, generator=generator,
+        augment=augmentation(task.config.data.pretrain, task.data.input_shape) if task.config.data.augment else None)
+    adapted = task.adapt(model)  # model itself, or (model.peft) a copy with LoRA adapters: where the subset lives
+    phases = [] if trained else [pretrain_loader]
+    phases += [] if adapted is model else [train_loader]
+    base = base if base is not None else run_dir / FOLDER / BASE_FILE
+    if not trained and _load_reusable_base(adapted, base, base_meta):
+        log.info("collect: reusing %s (same seed, data, model and base training)", base)
+        for loader in phases:  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in range(cfg.epochs):
+                for _ in loader:
+                    pass
+    else:
+        if not trained:
+            train_base(model, pretrain_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
+                       task.progress)
+        if adapted is not model:
+            adapted = train_base(task.adapt(model), train_loader, cfg.epochs, cfg.lr, cfg.momentum,
+                                 cfg.weight_decay, task.device, task.progress)
+    adapted.to(task.device).eval()
+    save_tensors(out / BASE_FILE, adapted.state_dict(), {**base_meta, "spec": spec.to_dict()})
+    return adapted, collect_checkpoints(copy.deepcopy(adapted), train_loader, spec, cfg.k, cfg.recipe,
+                                        cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+
+
+def _check_adapter_folders(task: Task, paths: list[Path], given: Path | bool) -> None:
+    """PEFT adapter folders in collect.from need model.peft (their config: `adapters.check_same_adapter`) and a
+    base model from collect.base, since an adapter holds no base."""
+    folders = [path for path in paths if checkpoint_files.is_adapter_folder(path)]
+    if not folders:
+        return
+    if task.config.model.peft is None:
+        raise ConfigError(f"collect.from gives PEFT adapter folders ({folders[0]}) but the model has no adapters: "
+                          f"set model.peft to their LoRA config (e.g. target_modules and r of {folders[0]}/"
+                          "adapter_config.json) and collect.subset=[adapters]")
+    if given in folders:
+        raise ConfigError("collect.from gives PEFT adapter folders, which hold no base model: give the trained "
+                          "model they adapt with collect.base")
+    for folder in folders:
+        check_same_adapter(read_adapter(folder)[0], task.config.model.peft, folder)
+
+
+def load_given_base(model: nn.Module, path: Path, state_dict_key: str | None = None) -> None:
+    """Load the user's base model (a whole state_dict at `path`, checked against `model`) into `model`."""
+    tensors = checkpoint_files.read_state_dict(path, "collect.base", state_dict_key)
+    checkpoint_files.check_against(tensors, model.state_dict(), path)
+    if not weights_finite(tensors):
+        raise ArtifactError(f"{path} contains NaN or Inf weights: give a base model whose weights are finite")
+    model.load_state_dict(tensors)
+
+
+def split(task: Task, collected: Collected) -> tuple[CheckpointSet, CheckpointSet | None]:
+    """(the checkpoints the generator trains on, the held-out ones or None): train.holdout of the collected
+    ones, or every collected one and the checkpoints train.holdout_from matches (cut like collect.from's; their
+    parameters alone, which the evaluate stage measures)."""
+    cfg = task.config.train
+    if cfg.holdout_from is None:
+        return collected.checkpoints.split(cfg.holdout, cfg.holdout_split)
+    heldout = checkpoint_files.checkpoints_from(cfg.holdout_from, collected.model, collected.checkpoints.spec,
+                                                task.config.collect.state_dict_key, "train.holdout_from")
+    return collected.checkpoints, heldout
 
 
 def load(task: Task, run_dir: Path) -> Collected:
@@ -233,9 +304,11 @@ def load_checkpoints(task: Task, run_dir: Path, model: nn.Module) -> CheckpointS
     if ckpts.spec != ParamSpec.select(model, task.config.collect.subset):
         raise ArtifactError(f"{path.name} holds another parameter subset than collect.subset="
                             f"{task.config.collect.subset}: rerun `pdiff collect --force`")
-    if len(ckpts) != task.config.collect.k:
-        raise ArtifactError(f"{path.name} holds {len(ckpts)} checkpoints but collect.k={task.config.collect.k}: "
-                            "the file was edited or cut short; rerun `pdiff collect --force`")
+    k = checkpoint_count(task.config)
+    if len(ckpts) != k:
+        asked = f"collect.k={k}" if task.config.collect.from_ is None else f"collect.from matches {k} files"
+        raise ArtifactError(f"{path.name} holds {len(ckpts)} checkpoints but {asked}: the file was edited or cut "
+                            "short; rerun `pdiff collect --force`")
     if ckpts.test_predictions is None or ckpts.val_accuracy is None:
         raise ArtifactError(f"{path.name} holds no evaluation of its checkpoints (an older pdiff made it): "
                             "rerun `pdiff collect --force`")

@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import rules
+from . import checkpoint_files, rules
 from .adapters import lora_config
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
@@ -87,6 +87,18 @@ class CollectConfig:
     recipe: str = setting("epoch", one_of(RECIPES))
     subset_lr: float = setting(0.001, REAL_ABOVE_0)  # v1: the base schedule's final small lr; v2: AdamW lr (BN: 0.03)
     subset_weight_decay: float = setting(5e-4, REAL_AT_LEAST_0)
+    # Existing checkpoints instead of collecting (pdiff.checkpoint_files): a glob of state_dict files or model
+    # folders, read in natural order; K is how many it matches. Written collect.from (`from_` in Python). The hash
+    # takes each file's digest, so a changed file reruns what depends on it.
+    from_: str | None = setting(None, lambda key, glob, c: glob is None or checkpoint_files.find(glob, key),
+                                inert=None, hash_as=lambda glob: checkpoint_files.identity(glob, "collect.from"))
+    # The entry of a .pt / .pth file that holds the state_dict, for files saved as {"model": ..., "epoch": ...}
+    state_dict_key: str | None = setting(None, inert=None)
+    # Your trained model (a state_dict file or model folder) as the base instead of training one; None: pdiff
+    # trains it, or with collect.from the first checkpoint is the base.
+    base: str | None = setting(None, lambda key, path, c: path is None or checkpoint_files.find_one(path, key),
+                               inert=None, hash_as=lambda path: checkpoint_files.digest(
+                                   checkpoint_files.find_one(path, "collect.base"), "collect.base"))
 
 
 @dataclass
@@ -155,8 +167,16 @@ class TrainConfig:
     health_tolerance: float = 0.05  # stop if reconstructions lose more mean val accuracy than this
     # Checkpoints kept from the generator, to test whether it generalises (0: the paper's protocol, none):
     # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
-    holdout: int = setting(0, AT_LEAST_0, lambda key, h, c: _two_left(h, c.collect.k))
+    holdout: int = setting(0, AT_LEAST_0, lambda key, h, c: _two_left(h, checkpoint_count(c)))
     holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS))
+    # Or checkpoints from another run of the same training (a glob, read like collect.from) as the held-out set:
+    # the generator trains on every collected checkpoint.
+    holdout_from: str | None = setting(None, lambda key, glob, c: glob is None or checkpoint_files.find(glob, key),
+                                       ensure(lambda glob, c: glob is None or not c.train.holdout, "{key} with "
+                                              "train.holdout={c.train.holdout}: the held-out checkpoints come from "
+                                              "one or the other; set train.holdout=0"),
+                                       inert=None, hash_as=lambda glob: checkpoint_files.identity(
+                                           glob, "train.holdout_from"))
     # the generator's initialisation and training noise; None: the run's seed (hashed already)
     seed: int | None = setting(None, inert=None)
     # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
@@ -241,13 +261,17 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     try:
         layers = [preset, OmegaConf.from_dotlist(list(overrides or []))]
     except (yaml.YAMLError, OmegaConfBaseException) as e:
-        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): write key=value, quoting lists "
-                          "and dicts, e.g. 'collect.subset=[layer4.*]'") from None
+        star = next((o for o in overrides or [] if o.partition("=")[2].startswith("*")), None)
+        fix = (f"quote a value that starts with * (YAML reads it as an alias), e.g. '{star.partition('=')[0]}="
+               f"\"{star.partition('=')[2]}\"'" if star else "write key=value, quoting lists and dicts, e.g. "
+               "'collect.subset=[layer4.*]'")
+        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): {fix}") from None
     if not isinstance(preset, DictConfig):
         raise ConfigError(f"{path} holds no mapping of config keys: write e.g. `collect: {{k: 50}}`")
     if "task" not in layers[0]:
         layers[0].task = path.stem
     for layer, source in zip(layers, (str(path), "the command line"), strict=True):
+        rules.field_names(layer)
         _check_keys(layer, schema, source)
     _kwargs_follow_arch(*layers, schema)
     try:
@@ -292,7 +316,7 @@ def config_keys(node: DictConfig | None = None, prefix: str = "") -> list[str]:
     """Every settable key (of `node`, else of the whole config), e.g. 'train.diffusion.steps'."""
     keys = []
     for key, value in (OmegaConf.structured(Config) if node is None else node).items():
-        keys.append(f"{prefix}{key}")
+        keys.append(f"{prefix}{rules.config_key(key)}")
         if isinstance(value, DictConfig) and key != "kwargs":
             keys.extend(config_keys(value, f"{prefix}{key}."))
     return keys
@@ -312,10 +336,16 @@ def check_task_name(task: str) -> None:
                           "letters, digits, '-', '_' and '.', not starting with '.', e.g. task=my-run")
 
 
+def checkpoint_count(config: Config) -> int:
+    """K: the checkpoints collect.from matches, else collect.k."""
+    glob = config.collect.from_
+    return config.collect.k if glob is None else len(checkpoint_files.find(glob, "collect.from"))
+
+
 def _two_left(holdout: int, k: int) -> None:
     if holdout and holdout > k - 2:  # K=1 without a holdout is fine
-        raise ConfigError(f"train.holdout={holdout} leaves fewer than 2 of the collect.k={k} checkpoints to "
-                          f"train on: hold out at most {k - 2}")
+        raise ConfigError(f"train.holdout={holdout} leaves fewer than 2 of the {k} checkpoints (collect.k or "
+                          f"collect.from) to train on: hold out at most {k - 2}")
 
 
 def _takes_the_images(config: Config) -> None:
@@ -335,7 +365,8 @@ def _conditioned_for(target: str | None, config: Config) -> None:
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    """The config as plain containers, under the keys a user writes (`collect.from`, see `rules.config_key`)."""
+    return rules.user_keys(OmegaConf.to_container(OmegaConf.structured(config), resolve=True))
 
 
 def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -350,7 +381,7 @@ def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def to_yaml(config: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+    return OmegaConf.to_yaml(to_dict(config))
 
 
 def _first_line(e: Exception) -> str:

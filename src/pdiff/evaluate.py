@@ -40,7 +40,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     """Evaluate the originals, the generated models and the baselines; write results and predictions into `out`."""
     collected = collect.load(task, run_dir)
     model = collected.model
-    ckpts, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
+    ckpts, heldout = collect.split(task, collected)
     generated = generate.load(task, run_dir, ckpts.spec)
     # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever
     # train.autoencoder.standardise the generator used.
@@ -52,7 +52,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     measured = {"original": ckpts, "heldout": heldout}  # by the collection: not evaluated again
     records, test_rows = [], []
     for group, vectors in groups.items():
-        if group in measured:
+        if group in measured and measured[group].test_accuracy is not None:  # train.holdout_from's are not
             records += _records(group, measured[group].val_accuracy, measured[group].test_accuracy)
             test_rows.append(measured[group].test_predictions.long())
             continue

@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import Config, to_dict
 from .errors import ArtifactError
+from .rules import config_key
 
 BASE_TRAINING = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads
 
@@ -70,15 +71,15 @@ def _hashed(node: Any, value: Any) -> Any:
         return value
     dropped = set()
     for f in fields(node):
-        if "inert" in f.metadata and value[f.name] == f.metadata["inert"]:
+        if "inert" in f.metadata and value[config_key(f.name)] == f.metadata["inert"]:
             dropped.update((f.name, *f.metadata.get("drops", ())))
     kept = {}
     for f in fields(node):
         hashed = f.metadata.get("hashed", True)
         if f.name in dropped or not (hashed(node) if callable(hashed) else hashed):
             continue
-        hash_as = f.metadata.get("hash_as")
-        kept[f.name] = hash_as(value[f.name]) if hash_as else _hashed(getattr(node, f.name), value[f.name])
+        key, hash_as = config_key(f.name), f.metadata.get("hash_as")
+        kept[key] = hash_as(value[key]) if hash_as else _hashed(getattr(node, f.name), value[key])
     return kept
 
 

@@ -244,7 +244,8 @@ def _why_replaced(run: Run, stage: str) -> str:
                if old.get(key) != value and key not in unhashed]
     if len(changed) > 3:
         changed = [*changed[:3], f"{len(changed) - 3} more"]
-    return "; ".join(changed) or f"see {path}"
+    own = [key for key in ("collect.from", "collect.base", "train.holdout_from") if new.get(key) is not None]
+    return "; ".join(changed) or (f"a file of {' or '.join(own)} changed since" if own else f"see {path}")
 
 
 def check_generate_memory(run: Run) -> None:

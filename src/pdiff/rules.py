@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import keyword
 import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import field, fields, is_dataclass
 from typing import Any
+
+from omegaconf import DictConfig
 
 from .autoencoder import AUTOENCODER_ARGUMENTS, AUTOENCODERS, build_autoencoder
 from .denoisers import DENOISER_ARGUMENTS, DENOISERS, build_denoiser
@@ -35,14 +38,42 @@ def setting(default: Any, *rules: Rule, **hashing: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+def config_key(name: str) -> str:
+    """The key a user writes for the field `name`: a field named after a Python keyword carries a trailing
+    underscore in Python (`from_`), not in YAML or on the command line (`collect.from`)."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def field_name(key: str) -> str:
+    """The field a user's `key` names (`config_key`'s inverse)."""
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def field_names(node: DictConfig) -> DictConfig:
+    """`node` (a config as the user writes it) with its keys renamed, in place, to the fields' names (`from` to
+    `from_`); free-form kwargs are left as they are."""
+    for key in list(node.keys()):
+        if isinstance(node[key], DictConfig) and key != "kwargs":
+            field_names(node[key])
+        if str(key) != field_name(str(key)):
+            node[field_name(str(key))] = node.pop(key)
+    return node
+
+
+def user_keys(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config as plain containers (field names) under the keys a user writes (`from_` to `from`)."""
+    return {config_key(key): user_keys(value) if isinstance(value, dict) and key != "kwargs" else value
+            for key, value in tree.items()}
+
+
 def check_fields(node: Any, config: Any, prefix: str = "") -> None:
     """Run the rules of every field of the dataclass `node` (and of the dataclasses inside it) in field order."""
     for f in fields(node):
         value = getattr(node, f.name)
         for rule in f.metadata.get("rules", ()):
-            rule(f"{prefix}{f.name}", value, config)
+            rule(f"{prefix}{config_key(f.name)}", value, config)
         if is_dataclass(value):
-            check_fields(value, config, f"{prefix}{f.name}.")
+            check_fields(value, config, f"{prefix}{config_key(f.name)}.")
 
 
 def ensure(ok: Callable[[Any, Any], bool], message: str) -> Rule:

@@ -30,6 +30,7 @@ from .generator import ParameterGenerator
 from .hashing import check_hash
 from .layout import BASE_FILE, CHECKPOINTS_FILE, RUN_CONFIG_FILE, stage_folder
 from .pipeline import stage_hash
+from .rules import field_names
 from .store import load_tensors
 from .tasks.models import build_model
 
@@ -121,7 +122,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist: {run_dir} is not a finished run; run `pdiff run` first")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), field_names(OmegaConf.load(path))))
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not a pdiff config ({str(e).strip().splitlines()[0]}): rerun "
                             "`pdiff run` to rewrite it") from None

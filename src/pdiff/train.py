@@ -48,7 +48,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     """
     collected = collect.load(task, run_dir)
     cfg = task.config.train
-    ckpts, _ = collected.checkpoints.split(cfg.holdout, cfg.holdout_split)  # the held-out rows are never seen
+    ckpts, _ = collect.split(task, collected)  # the held-out checkpoints are never seen
     health = []
     for member in range(cfg.generators):
         config = member_config(task.config, member)
