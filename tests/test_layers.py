@@ -16,10 +16,11 @@ PACKAGE = "pdiff"
 LAYERS = {
     "leaves": ("errors", "layout", "tasks", "provenance"),
     "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "memorization",
-                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints"),
+                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints", "adapters",
+                       "checkpoint_files"),
     "networks": ("autoencoder", "denoisers", "diffusion", "fitting", "priors", "priors.base", "priors.flat",
                  "priors.tokens", "priors.factorised", "tasks.models", "tasks.datasets", "tasks.imagefolder",
-                 "baselines", "adapters"),
+                 "baselines"),
     "config": ("rules", "config", "hashing"),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),
