@@ -83,6 +83,17 @@ def tiny_run() -> Path:
     return folder / "runs" / "mnist1d-convnet"
 
 
+# The tiny run's model with LoRA adapters on two of its layers, the adapters generated.
+TINY_ADAPTERS = ["model.name=mlp", "model.kwargs={hidden: [16, 8]}", "collect.subset=[adapters]", "task=mnist1d-lora",
+                 "model.peft={target_modules: [net.1, net.4], r: 2}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run whose subset is LoRA adapters (`TINY_ADAPTERS`); read it, do not change it."""
+    return run_pipeline(tiny_config(*TINY_ADAPTERS), tmp_path_factory.mktemp("adapters"), progress=False).root
+
+
 def copy_stages(source: Path, target: Path, folders: tuple[str, ...]) -> Path:
     """A run folder `target` holding copies of `source`'s finished stage `folders` (to run the next stage alone)."""
     for folder in folders:

@@ -2,24 +2,28 @@ import copy
 import importlib
 import logging
 import os
+from pathlib import Path
 
+import peft
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from pdiff.adapters import save_adapter
 from pdiff.checkpoints import CheckpointSet
 from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, split, train_base
 from pdiff.collect import run as collect_stage
 from pdiff.config import load_config
-from pdiff.errors import ArtifactError, DatasetError, TrainingError
+from pdiff.errors import ArtifactError, ConfigError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run, run_stages
+from pdiff.run_folder import open_run
 from pdiff.store import load_tensors, save_tensors
 from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
-from tests.conftest import TINY, tiny_config, write_checkpoints
+from tests.conftest import TINY, TINY_ADAPTERS, tiny_config, write_checkpoints
 
 
 def blobs(n: int = 256, seed: int = 0) -> Split:
@@ -229,3 +233,60 @@ def test_holdout_from_holds_out_another_runs_checkpoints(tiny_run, tmp_path) -> 
     training, heldout = split(task, load(task, tmp_path))
     original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
     assert torch.equal(training.params, original.params[:8]) and torch.equal(heldout.params, original.params[8:])
+
+
+def test_a_run_with_adapters_collects_the_adapters_of_the_trained_model(tiny_adapter_run: Path) -> None:
+    run = open_run(tiny_adapter_run)
+    spec, base = run.checkpoints.spec, run.base_model
+    assert spec.names == tuple(f"base_model.model.net.{layer}.lora_{m}.default.weight" for layer in (1, 4)
+                               for m in "AB")
+    assert run.base_state[1]["peft"] == {"target_modules": ["net.1", "net.4"], "r": 2}
+    # The adapters learnt on the trained model (lora_B leaves zero), and kept learning between checkpoints.
+    assert spec.flatten(base).abs().sum() > 0 and run.checkpoints.params.std(0).max() > 0
+
+
+def write_adapters(run_dir: Path, folder: Path, rows: dict[str, int]) -> Path:
+    """The adapters of `run_dir`'s checkpoints `rows` (name -> row) as PEFT adapter folders in `folder`, and the
+    base model without its adapters as folder/base.safetensors (returned)."""
+    run = open_run(run_dir)
+    model, spec = copy.deepcopy(run.base_model), run.checkpoints.spec
+    for name, row in rows.items():
+        save_adapter(spec.load_into(model, run.checkpoints.params[row]), folder / "adapters" / name)
+    base = folder / "base.safetensors"
+    save_file({name: t.contiguous() for name, t in copy.deepcopy(model).unload().state_dict().items()}, str(base))
+    return base
+
+
+def test_collect_from_peft_adapter_folders_reads_them_onto_the_given_base(tiny_adapter_run: Path, tmp_path: Path
+                                                                         ) -> None:
+    base = write_adapters(tiny_adapter_run, tmp_path, {"a_1": 0, "a_2": 5, "a_10": 2})
+    task = Task(tiny_config(*TINY_ADAPTERS, f"collect.from={tmp_path}/adapters/*", f"collect.base={base}"),
+                progress=False)
+    out = tmp_path / FOLDER
+    out.mkdir()
+    collect_stage(task, tmp_path, out)
+    ckpts = load(task, tmp_path).checkpoints
+    assert torch.equal(ckpts.params, open_run(tiny_adapter_run).checkpoints.params[[0, 5, 2]])  # natural order
+    for name, test_accuracy in zip(("a_1", "a_2", "a_10"), ckpts.test_accuracy, strict=True):  # as PEFT loads them
+        model = MLP((1, 40), 10, hidden=(16, 8))
+        model.load_state_dict(load_file(str(base)))
+        adapted = peft.PeftModel.from_pretrained(model, tmp_path / "adapters" / name)
+        assert accuracy(predict(adapted, task.loader("test")), task.labels("test")) == test_accuracy
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.peft=null", "collect.subset=[last_norm:2]"], "gives PEFT adapter folders .* but the model has no "
+                                                          "adapters: set model.peft"),
+    (["collect.base=null"], "which hold no base model: give the trained model they adapt with collect.base"),
+    (["model.peft={target_modules: [net.1, net.4], r: 2, lora_alpha: 16}"],
+     r"adapter_config.json has lora_alpha=8, model.peft gives 16: set model.peft.lora_alpha to the adapters' value"),
+])
+def test_adapter_folders_that_do_not_fit_are_one_line(tiny_adapter_run: Path, tmp_path: Path, overrides: list[str],
+                                                      message: str) -> None:
+    base = write_adapters(tiny_adapter_run, tmp_path, {"a_1": 0, "a_2": 1})
+    task = Task(tiny_config(*TINY_ADAPTERS, f"collect.from={tmp_path}/adapters/*", f"collect.base={base}",
+                            *overrides), progress=False)
+    (tmp_path / FOLDER).mkdir()
+    with pytest.raises(ConfigError, match=message) as error:
+        collect_stage(task, tmp_path, tmp_path / FOLDER)
+    assert "\n" not in str(error.value)

@@ -16,7 +16,8 @@ PACKAGE = "pdiff"
 LAYERS = {
     "leaves": ("errors", "layout", "tasks", "provenance"),
     "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "memorization",
-                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints", "checkpoint_files"),
+                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints", "adapters",
+                       "checkpoint_files"),
     "networks": ("autoencoder", "denoisers", "diffusion", "fitting", "priors", "priors.base", "priors.flat",
                  "priors.tokens", "priors.factorised", "tasks.models", "tasks.datasets", "tasks.imagefolder",
                  "tasks.imported", "baselines"),

@@ -1,5 +1,6 @@
 """`pdiff sample` never loses what is in --out: a folder it did not write is refused even with --force, a second
-sampler on the same folder is refused, and a kill at any point leaves the old samples or the new ones."""
+sampler on the same folder is refused, and a kill at any point leaves the old samples or the new ones. A run that
+generates LoRA adapters writes PEFT adapter folders that PEFT loads into the models pdiff evaluates."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import peft
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pdiff.cli import app
+from pdiff.inference import predict, predict_many
+from pdiff.run_folder import open_run
+from pdiff.sample import sample_models
+from pdiff.share import export
+from pdiff.store import load_tensors
+from pdiff.task import Task
+from pdiff.tasks.models import build_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 runner = CliRunner()
@@ -100,3 +110,32 @@ def test_a_killed_sample_leaves_the_old_samples_and_the_users_files(point: str, 
                                      "notes.txt", "samples.json"]
     assert snapshot(out)["notes.txt"] == before["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_peft_adapter_folders_load_with_peft_and_predict_as_pdiff_does(tiny_adapter_run: Path, tmp_path: Path
+                                                                        ) -> None:
+    out = tmp_path / "adapters"
+    paths = sample_models(tiny_adapter_run, 2, out, seed=5, sampler="ddim", steps=10, format="peft")
+    assert paths == [out / "model_000", out / "model_001"]
+    assert sorted(p.name for p in paths[1].iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    tensors, meta = load_tensors(out / "base.safetensors")
+    base = build_model(meta["model"], meta["input_shape"], meta["num_classes"], **meta["model_kwargs"])
+    base.load_state_dict(tensors)
+    loaded = peft.PeftModel.from_pretrained(base, paths[1])
+
+    run = open_run(tiny_adapter_run)
+    vectors = run.generator.sample(2, sampler="ddim", steps=10, seed=5)
+    loader = Task(run.config, progress=False).loader("test")
+    assert torch.equal(predict(loaded, loader), predict_many(run.base_model, run.checkpoints.spec, vectors, loader)[1])
+
+    export(tiny_adapter_run, tmp_path / "export", base=True)  # an export samples the same adapters
+    again = sample_models(tmp_path / "export", 2, tmp_path / "again", seed=5, sampler="ddim", steps=10, format="peft")
+    weights = "adapter_model.safetensors"
+    assert (again[1] / weights).read_bytes() == (paths[1] / weights).read_bytes()
+
+
+def test_peft_format_of_a_run_without_adapters_is_refused_before_writing(tiny_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["sample", str(tiny_run), "--format", "peft", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "which" in result.output and "does not generate (its config has no model.peft)" \
+        in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()

@@ -129,7 +129,8 @@ def _variants(config: Config, study: str, values: list[str] | None) -> list[Vari
         return [Variant(f"k{k}", {"collect.k": k}) for k in ks]
     if study == "location":
         if values:
-            model = Task(config).new_model()
+            task = Task(config)
+            model = task.adapt(task.new_model())
             chosen: dict[tuple[str, ...], str] = {}
             for value in values:  # a pattern that matches nothing fails here, before the main run
                 names = ParamSpec.select(model, value.split(",")).names
@@ -162,7 +163,8 @@ def _variants(config: Config, study: str, values: list[str] | None) -> list[Vari
 
 def norm_pair_variants(config: Config) -> list[Variant]:
     """Pairs of consecutive normalization layers, first to last; the pair the config selects keeps its subset."""
-    model = Task(config).new_model()
+    task = Task(config)
+    model = task.adapt(task.new_model())
     chosen = ParamSpec.select(model, config.collect.subset).names
     layers = [name for name, m in model.named_modules()
               if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))]

@@ -1,12 +1,13 @@
 """Checkpoints that other code saved: state_dict files and folders, read by what a path is.
 
 `READERS` holds one entry per kind of path (a `CheckpointReader`): a `.safetensors` file, a `.pt` / `.pth` file
-(read with `torch.load(weights_only=True)`: tensors and plain containers only, never unpickled otherwise) and a
-folder holding a `model.safetensors`. The first entry that accepts a path reads it, so a new kind of checkpoint
-is one more entry. `find` expands a glob into paths in natural order (ckpt_2 before ckpt_10); `identity` is the
-SHA-256 of the files a reader reads, which the config hash takes so that a changed file reruns what depends on
-it; `read_checkpoints` cuts a parameter subset out of each checkpoint, checked against the model, and
-`checkpoints_from` (`pdiff.checkpoints_from` in the library) makes a CheckpointSet of them.
+(read with `torch.load(weights_only=True)`: tensors and plain containers only, never unpickled otherwise), a
+folder holding a `model.safetensors` and a PEFT adapter folder (`pdiff.adapters`). The first entry that accepts a
+path reads it, so a new kind of checkpoint is one more entry. `find` expands a glob into paths in natural order
+(ckpt_2 before ckpt_10); `identity` is the SHA-256 of the files a reader reads, which the config hash takes so
+that a changed file reruns what depends on it; `read_checkpoints` cuts a parameter subset out of each checkpoint,
+checked against the model, and `checkpoints_from` (`pdiff.checkpoints_from` in the library) makes a
+CheckpointSet of them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, read_adapter
 from .checkpoints import CheckpointSet
 from .errors import ArtifactError, ConfigError, SelectionError
 from .params import ParamSpec
@@ -108,8 +110,26 @@ class ModelFolder:
         return read_safetensors(path / MODEL_FILE)
 
 
+class AdapterFolder:
+    kind = f"PEFT adapter folders ({ADAPTER_CONFIG_FILE} + {ADAPTER_WEIGHTS_FILE})"
+
+    def accepts(self, path: Path) -> bool:
+        return is_adapter_folder(path)
+
+    def files(self, path: Path) -> list[Path]:
+        return [path / ADAPTER_CONFIG_FILE, path / ADAPTER_WEIGHTS_FILE]
+
+    def read(self, path: Path, state_dict_key: str | None) -> StateDict:
+        return read_adapter(path)[1]  # under the names of the model wrapped with model.peft
+
+
+def is_adapter_folder(path: Path) -> bool:
+    """Whether `path` is a folder in PEFT's adapter layout (what PeftModel.save_pretrained writes)."""
+    return path.is_dir() and (path / ADAPTER_CONFIG_FILE).is_file() and (path / ADAPTER_WEIGHTS_FILE).is_file()
+
+
 READERS: dict[str, CheckpointReader] = {"safetensors": SafetensorsFile(), "torch": TorchFile(),
-                                        "model_folder": ModelFolder()}
+                                        "model_folder": ModelFolder(), "adapter_folder": AdapterFolder()}
 
 
 def kinds() -> str:

@@ -4,6 +4,7 @@
     pdiff collect|train|generate|evaluate|report [TASK] [key=value ...]
     pdiff sample RUN_DIR -n 10 --out DIR  ready-to-load state_dicts from a trained generator (or an export, a repo id)
                  [--target max --guidance 2]  ... at a validation accuracy (a generator conditioned on it)
+                 [--format peft]              ... as PEFT adapter folders (a run with model.peft)
     pdiff export RUN_DIR OUT_DIR          the generator as a Hugging Face hub repository folder, with a model card
                                           (OUT_DIR new or empty; --force replaces an earlier export there)
     pdiff push RUN_DIR REPO_ID            export and upload it to the hub
@@ -144,16 +145,19 @@ def sample(run_dir: Annotated[Path, typer.Argument(
                help="validation accuracy to ask for: a fraction (0.98) or max, median, min, qNN of the training "
                     "checkpoints' (needs train.diffusion.condition=accuracy)")] = None,
            guidance: Annotated[float, typer.Option(help="classifier-free guidance weight w (with --target)")] = 0.0,
-           force: Annotated[bool, typer.Option(help="replace an earlier `pdiff sample` output in --out")] = False
+           force: Annotated[bool, typer.Option(help="replace an earlier `pdiff sample` output in --out")] = False,
+           format: Annotated[str, typer.Option(help="safetensors (full state_dicts) or peft (LoRA adapter folders "
+                                                    "of a run with model.peft)")] = "safetensors"
            ) -> None:
-    """Write N full-model state_dicts from a trained generator, without retraining anything."""
+    """Write N full-model state_dicts (or PEFT adapter folders) from a trained generator, without retraining."""
     try:
         check_seed(seed, "--seed ")
         paths = sample_models(run_dir, n, out, seed=seed, sampler=sampler, steps=steps, force=force, target=target,
-                              guidance=guidance)
+                              guidance=guidance, format=format)
     except PdiffError as e:
         _fail(e)
-    console.print(f"wrote {len(paths)} state_dicts to {out}/", highlight=False, markup=False, soft_wrap=True)
+    what = "PEFT adapter folders" if format == "peft" else "state_dicts"
+    console.print(f"wrote {len(paths)} {what} to {out}/", highlight=False, markup=False, soft_wrap=True)
 
 
 Base = Annotated[bool, typer.Option("--base/--no-base", help="include the base model (base.safetensors)")]

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint_files, distributed
+from .adapters import check_same_adapter, read_adapter
 from .checkpoints import CheckpointSet
 from .config import RECIPES, checkpoint_count
-from .errors import ArtifactError, SelectionError, TrainingError
+from .errors import ArtifactError, ConfigError, SelectionError, TrainingError
 from .hashing import base_hash, check_made_under, config_hash, made_under
 from .inference import accuracy, predict_many
 from .layout import BASE_FILE, CHECKPOINTS_FILE, STAGE_FILE, STAGE_FOLDERS
@@ -45,7 +46,7 @@ CONFIG_SECTIONS = ("seed", "precision", "data", "model", "collect")
 
 def train_base(model: nn.Module, loader: Batches, epochs: int, lr: float = 0.1, momentum: float = 0.9,
                weight_decay: float = 5e-4, device: torch.device | str = "cpu", progress: bool = True) -> nn.Module:
-    """Train every parameter with SGD and a cosine lr decay (the paper's base recipe).
+    """Train every parameter that requires grad with SGD and a cosine lr decay (the paper's base recipe).
 
     Under a multi-process launch each process trains a DDP copy on its share of `loader`'s batches.
     """
@@ -151,28 +152,33 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     `base`: a base model file to reuse if it was trained exactly as this config asks (default: the one this
     run folder already holds, from a collection of another subset or K). collect.base gives the user's own base
     model instead; collect.from reads the checkpoints from the user's files (the first is the base without
-    collect.base), which `pdiff.checkpoint_files` checks against the model.
+    collect.base), which `pdiff.checkpoint_files` checks against the model. With model.peft the subset lives in
+    the model wrapped with LoRA adapters (`Task.adapt`), and collect.from may give PEFT adapter folders.
     """
     cfg = task.config.collect
     model = task.new_model()
-    spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
+    spec = ParamSpec.select(task.adapt(model), cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
                  "base_hash": base_hash(task.config), "data": task.data_identity,
-                 **(task.data.input_format.to_dict() if task.data.input_format else {})}
+                 **(task.data.input_format.to_dict() if task.data.input_format else {}),
+                 **({} if task.config.model.peft is None else {"peft": task.config.model.peft})}
     paths = None if cfg.from_ is None else checkpoint_files.find(cfg.from_, "collect.from")
     given = checkpoint_files.find_one(cfg.base, "collect.base") if cfg.base is not None else paths and paths[0]
     summary = {"dim": spec.dim, "names": list(spec.names)}
+    if paths is not None:
+        _check_adapter_folders(task, paths, given)
     if given:
         load_given_base(model, given, cfg.state_dict_key)
         base_meta["base_hash"] = None  # not trained by pdiff: never reused as a trained base
         summary["base_file"] = str(given.resolve())
     if paths is not None:
+        model = task.adapt(model)
         save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
         ckpts = checkpoint_files.checkpoints_from(cfg.from_, model, spec, cfg.state_dict_key)
         summary["checkpoint_files"] = [str(path.resolve()) for path in paths]
     else:
-        ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
+        model, ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
     model.to(task.device).eval()
     chunk = task.config.evaluate.model_chunk
     val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
@@ -188,29 +194,59 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
 
 
 def _collect(task: Task, run_dir: Path, out: Path, model: nn.Module, spec: ParamSpec, base_meta: dict,
-             base: Path | None, trained: bool) -> CheckpointSet:
+             base: Path | None, trained: bool) -> tuple[nn.Module, CheckpointSet]:
     """pdiff's own collection: train the base model unless it is `trained` already (or reusable), save it into
-    `out` and collect collect.k checkpoints from it."""
+    `out` and collect collect.k checkpoints from it; returns the model the subset lives in and the checkpoints.
+
+    Base training: the model on data.pretrain's examples (`Task.pretrain`), then with model.peft its adapters
+    alone on the task's (PEFT freezes the rest), also from a given base.
+    """
     cfg = task.config.collect
     generator = torch.Generator().manual_seed(task.config.seed)
     augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
     train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
                                 augment=augment)
+    pretrain_loader = train_loader if task.config.data.pretrain is None else TensorLoader(
+        task.pretrain, task.config.data.batch_size, shuffle=True, generator=generator,
+        augment=augmentation(task.config.data.pretrain, task.data.input_shape) if task.config.data.augment else None)
+    adapted = task.adapt(model)  # model itself, or (model.peft) a copy with LoRA adapters: where the subset lives
+    phases = [] if trained else [pretrain_loader]
+    phases += [] if adapted is model else [train_loader]
     base = base if base is not None else run_dir / FOLDER / BASE_FILE
-    if trained:
-        model.to(task.device).eval()
-    elif _load_reusable_base(model, base, base_meta):
+    if not trained and _load_reusable_base(adapted, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
-        model.to(task.device).eval()
-        for _ in range(cfg.epochs):  # replay base training's shuffles: collection sees a fresh run's batches
-            for _ in train_loader:
-                pass
+        for loader in phases:  # replay base training's shuffles: collection sees a fresh run's batches
+            for _ in range(cfg.epochs):
+                for _ in loader:
+                    pass
     else:
-        train_base(model, train_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
-                   task.progress)
-    save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
-    return collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
-                               cfg.subset_weight_decay, task.device, task.progress)
+        if not trained:
+            train_base(model, pretrain_loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device,
+                       task.progress)
+        if adapted is not model:
+            adapted = train_base(task.adapt(model), train_loader, cfg.epochs, cfg.lr, cfg.momentum,
+                                 cfg.weight_decay, task.device, task.progress)
+    adapted.to(task.device).eval()
+    save_tensors(out / BASE_FILE, adapted.state_dict(), {**base_meta, "spec": spec.to_dict()})
+    return adapted, collect_checkpoints(copy.deepcopy(adapted), train_loader, spec, cfg.k, cfg.recipe,
+                                        cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+
+
+def _check_adapter_folders(task: Task, paths: list[Path], given: Path | bool) -> None:
+    """PEFT adapter folders in collect.from need model.peft (their config: `adapters.check_same_adapter`) and a
+    base model from collect.base, since an adapter holds no base."""
+    folders = [path for path in paths if checkpoint_files.is_adapter_folder(path)]
+    if not folders:
+        return
+    if task.config.model.peft is None:
+        raise ConfigError(f"collect.from gives PEFT adapter folders ({folders[0]}) but the model has no adapters: "
+                          f"set model.peft to their LoRA config (e.g. target_modules and r of {folders[0]}/"
+                          "adapter_config.json) and collect.subset=[adapters]")
+    if given in folders:
+        raise ConfigError("collect.from gives PEFT adapter folders, which hold no base model: give the trained "
+                          "model they adapt with collect.base")
+    for folder in folders:
+        check_same_adapter(read_adapter(folder)[0], task.config.model.peft, folder)
 
 
 def load_given_base(model: nn.Module, path: Path, state_dict_key: str | None = None) -> None:
@@ -247,7 +283,7 @@ def load_base(task: Task, run_dir: Path) -> nn.Module:
     check_made_under(task.config, CONFIG_SECTIONS, path, meta, "collect")
     if not weights_finite(tensors):
         raise ArtifactError(f"{path} contains NaN or Inf weights: rerun `pdiff collect --force`")
-    model = task.new_model()
+    model = task.adapt(task.new_model())
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

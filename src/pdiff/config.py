@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import checkpoint_files, rules
+from .adapters import lora_config
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
 from .denoisers import DENOISERS
@@ -47,6 +48,9 @@ class DataConfig:
         name, "data.name"), help="the dataset: a registry name (imagefolder: your own images, "
                           "DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*) or your own "
                           "package.module:factory (hashed with its module's source)")
+    pretrain: str | None = setting(None, lambda key, name, c: name is None or one_of(DATASETS, known=True)(
+        key, name, c), inert=None, help="the dataset base training learns first, when it is another than "
+        "data.name (e.g. upright digits for mnist-rot90's turned ones); null: data.name itself")
     # Where the data lives changes no result, except for an image folder, which is the dataset: another folder
     # must not reuse this one's stages (however its path is written).
     data_dir: str | None = setting(None, hashed=lambda data: data.name == "imagefolder",
@@ -75,6 +79,10 @@ class ModelConfig:
     kwargs: dict[str, Any] = setting({}, rules.sizes, lambda key, kwargs, c: rules.check_kwargs(
         model_factory(c.model.name), kwargs, key, MODEL_ARGUMENTS), lambda key, kwargs, c: _takes_the_images(c),
         help="the architecture's constructor arguments, e.g. {channels: [32, 64]}")
+    peft: dict[str, Any] | None = setting(None, lambda key, kwargs, c: kwargs is None or lora_config(kwargs, key),
+                                          inert=None, help="the keyword arguments of peft.LoraConfig (e.g. "
+                                          "{target_modules: [qkv], r: 4}): the trained model is wrapped with these "
+                                          "LoRA adapters, which collect.subset=[adapters] generates; null: none")
 
 
 @dataclass
@@ -85,8 +93,10 @@ class CollectConfig:
     weight_decay: float = setting(5e-4, REAL_AT_LEAST_0, help="base training's weight decay")
     subset: list[str] = setting(["last_norm:2"], ensure(
         lambda s, c: bool(s), "collect.subset is empty: give glob patterns, 'last_norm:N' or 'all'", "not empty"),
+        ensure(lambda s, c: c.model.peft is None or "adapters" in s, "model.peft adds LoRA adapters, which "
+               "{key}={value} leaves out: set collect.subset=[adapters] (the adapters are what the run generates)"),
         help="the generated parameters: glob patterns over parameter names, 'last_norm:N' (the last N norm "
-             "layers) or 'all'")
+             "layers), 'all', or 'adapters' (with model.peft)")
     k: int = setting(200, positive(), help="checkpoints of the subset to save (K)")
     recipe: str = setting("epoch", one_of(RECIPES), help="epoch: one checkpoint per epoch at a small SGD lr (the "
                           "paper's v1); iteration: one per AdamW step (v2)")

@@ -41,7 +41,8 @@ class ParamSpec:
         """Select parameters whose names match any glob pattern, e.g. "layer4.1.bn*" or "all".
 
         A pattern without a wildcard that names a module selects all its parameters.
-        Special forms: "all" (every parameter) and "last_norm:N" (the last N normalization layers).
+        Special forms: "all" (every parameter), "last_norm:N" (the last N normalization layers) and "adapters"
+        (the LoRA adapters of a model wrapped by PEFT, `pdiff.adapters`).
         """
         patterns = [patterns] if isinstance(patterns, str) else list(patterns)
         if not patterns:
@@ -54,6 +55,12 @@ class ParamSpec:
                 matched = set(params)
             elif pattern.startswith("last_norm:"):
                 matched = set(last_norm_layers(model, _parse_count(pattern)).names)
+            elif pattern == "adapters":
+                matched = set(adapter_names(model))
+                if not matched:
+                    raise SelectionError(f"'adapters' selects LoRA adapters, which {type(model).__name__} has none "
+                                         "of: add them with model.peft (e.g. {target_modules: [qkv], r: 4}), or "
+                                         "select parameters by name")
             else:
                 matched = {n for n in params if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")}
             if not matched:
@@ -144,6 +151,14 @@ def last_norm_layers(model: nn.Module, n: int) -> ParamSpec:
                              f"{len(norms)} with parameters: choose 1..{len(norms)} or use name patterns")
     layer_names = [name for name, _ in norms[-n:]]
     return ParamSpec.select(model, [f"{name}.*" for name in layer_names])
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    """The names of `model`'s adapter parameters (LoRA's A and B, DoRA's magnitudes), in the model's order: those
+    of the modules PEFT put in, which list them in `adapter_layer_names`; empty for a model without adapters."""
+    prefixes = tuple(f"{name}.{attribute}." for name, module in model.named_modules()
+                     for attribute in getattr(module, "adapter_layer_names", ()))
+    return [name for name, _ in model.named_parameters() if prefixes and name.startswith(prefixes)]
 
 
 def _parse_count(pattern: str) -> int:

@@ -287,7 +287,7 @@ def check_generate_memory(run: Run) -> None:
     if run.is_done("collect"):
         dim = load_record(run.stage_dir("collect") / STAGE_FILE, {"dim": int}, "rerun `pdiff collect --force`")["dim"]
     else:
-        dim = ParamSpec.select(run.task.new_model(), run.config.collect.subset).dim
+        dim = ParamSpec.select(run.task.adapt(run.task.new_model()), run.config.collect.subset).dim
     examples = len(run.task.data.val) + len(run.task.data.test)
     generate.check_memory(run.config.generate.n, dim, examples, f"generate.n={run.config.generate.n}")
 

@@ -80,8 +80,10 @@ def generator_card(config: dict, sections: list[Section] = (), command: str | No
     if base:
         sample += ["", "The base model's architecture: `pdiff.tasks.models.build_model("
                    f"{base['model']!r}, {tuple(base['input_shape'])}, {base['num_classes']}"
-                   + "".join(f", {k}={v!r}" for k, v in base["model_kwargs"].items()) + ")`.", "",
-                   *_inputs(base)]
+                   + "".join(f", {k}={v!r}" for k, v in base["model_kwargs"].items()) + ")`"
+                   + (f", wrapped with LoRA adapters by `pdiff.adapters.add_adapters(model, {base['peft']!r}, seed=0)`"
+                      " (`pdiff sample --format peft` writes PEFT adapter folders)" if base.get("peft") else "")
+                   + ".", "", *_inputs(base)]
     body = [
         Section("What it is", text=f"A latent diffusion model over trained network parameters ([p-diff]({PAPER}), "
                 f"Wang et al. 2024), made with pdiff {config['pdiff_version']}. It generates {len(spec.names)} "

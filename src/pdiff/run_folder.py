@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from . import evaluate, generate
+from .adapters import add_adapters
 from .checkpoints import CheckpointSet
 from .collect import weights_finite
 from .config import Config
@@ -70,6 +71,8 @@ class FinishedRun:
                                 "(an older pdiff made it): rerun `pdiff collect --force`")
         model = build_model(meta["model"], tuple(meta["input_shape"]), meta["num_classes"],
                             **meta.get("model_kwargs", {}))
+        if meta.get("peft") is not None:  # the base was saved wrapped with its LoRA adapters
+            model = add_adapters(model, meta["peft"], self.config.seed)
         try:
             model.load_state_dict(tensors)
         except RuntimeError as e:

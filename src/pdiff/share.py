@@ -138,4 +138,5 @@ def _copy_base(run: FinishedRun, out: Path) -> dict:
     save_tensors(out / BASE_FILE, tensors, meta)
     described = {key: meta[key] for key in ("classes", "normalisation") if key in meta}  # older runs lack them
     return {"file": BASE_FILE, "model": meta["model"], "input_shape": meta["input_shape"],
-            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {}), **described}
+            "num_classes": meta["num_classes"], "model_kwargs": meta.get("model_kwargs", {}), **described,
+            **({"peft": meta["peft"]} if meta.get("peft") is not None else {})}

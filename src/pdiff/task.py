@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from . import distributed
+from .adapters import add_adapters
 from .config import Config
 from .errors import ConfigError, try_build
-from .tasks.datasets import DataSplits, TensorLoader, load_dataset
+from .tasks.datasets import DataSplits, Split, TensorLoader, load_dataset
 from .tasks.imagefolder import image_folder_identity
 from .tasks.imported import is_import_path
 from .tasks.models import build_model, input_problem
@@ -42,6 +43,21 @@ class Task:
         return data
 
     @cached_property
+    def pretrain(self) -> Split:
+        """The examples base training learns first: data.pretrain's training split (its validation examples held
+        out as for `data`), or the task's own training split."""
+        d = self.config.data
+        if d.pretrain is None:
+            return self.data.train
+        data = load_dataset(d.pretrain, d.data_dir, d.val_size, self.config.seed, d.num_samples, d.download,
+                            d.image_size, self.progress)
+        if (data.input_shape, data.num_classes) != (self.data.input_shape, self.data.num_classes):
+            raise ConfigError(f"data.pretrain={d.pretrain} has inputs {list(data.input_shape)} in "
+                              f"{data.num_classes} classes, data.name={d.name} {list(self.data.input_shape)} in "
+                              f"{self.data.num_classes}: pretrain on a dataset of the same shape and classes")
+        return data.train
+
+    @cached_property
     def data_identity(self) -> str | None:
         """The contents of a user's image folder (`image_folder_identity`), recorded with every stage made from
         it; None for the named datasets, fixed files that torchvision checks."""
@@ -69,3 +85,9 @@ class Task:
             return build_model(m.name, shape, classes, **m.kwargs)
         return try_build(lambda: build_model(m.name, shape, classes, **m.kwargs), "model.kwargs", m.kwargs,
                          device=None)
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        """The model the run's subset lives in: `model` itself, or with model.peft a copy of it wrapped with those
+        LoRA adapters (initialised from the run's seed, `pdiff.adapters.add_adapters`)."""
+        peft = self.config.model.peft
+        return model if peft is None else add_adapters(model, peft, self.config.seed)

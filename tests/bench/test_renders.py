@@ -128,3 +128,15 @@ def test_conditioning_renders_each_task():
     assert "| originals (K checkpoints) |  |  | 97.90 | 97.70 |  |  | 97.75 |  |  | 0.950 |" in section
     assert "| conditioned | max (98.10) | 1 | 97.90 | 97.70 | +0.10 [-0.05, +0.25] no detectable" in section
     assert "- w = 1: the mean validation accuracy reached is monotone" in section
+
+
+def test_lora_renders_the_groups_the_adapterless_model_and_each_comparison():
+    summary = {"original": {"mean": 0.9512, "max": 0.9601, "min": 0.9403}, "generated": {"mean": 0.9498, "max": 0.96,
+                                                                                       "min": 0.9}}
+    comparison = {**COMPARISON, "group": "generated", "versus": "original", "metric": "mean_test_accuracy"}
+    section = render("lora", task="mnist-vit-lora", dim=4096, description="A ViT.", k=50, n=50, without_adapters=0.31,
+                     summary=summary, comparisons=[comparison], resolution=0.002,
+                     seconds={"collect": 300.0, "train": 100.0})
+    assert "| original | 95.12 | 96.01 | 94.03 |" in section and "reaches 31.00%" in section
+    assert "| original | +0.10 [-0.05, +0.25] | no detectable difference |" in section
+    assert "collect 300 s, train 100 s" in section

@@ -49,6 +49,14 @@ def test_real_mnist_from_the_shared_folder() -> None:
     assert abs(data.train.x.mean().item()) < 0.05  # normalised
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="no MNIST copy in ../shared/data")
+def test_turned_mnist_is_mnist_turned_a_quarter_turn_with_the_same_validation_digits() -> None:
+    upright = load_dataset("mnist", SHARED_DATA, val_size=5000, download=False)
+    turned = load_dataset("mnist-rot90", SHARED_DATA, val_size=5000, download=False)
+    for a, b in ((upright.val, turned.val), (upright.test, turned.test)):
+        assert torch.equal(b.x, a.x.rot90(1, (2, 3))) and torch.equal(b.y, a.y)
+
+
 def test_loader_covers_every_example_once() -> None:
     split = Split(torch.arange(10).float().view(10, 1), torch.arange(10))
     loader = TensorLoader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0))

@@ -217,6 +217,18 @@ def _torchvision(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...],
     return load
 
 
+def _turned(load: Callable[[Path, bool], tuple[Split, Split, int]], quarter_turns: int
+            ) -> Callable[[Path, bool], tuple[Split, Split, int]]:
+    """A loader of `load`'s images turned by `quarter_turns` x 90 degrees, labels unchanged: the same digits as
+    another task, which a model trained upright must adapt to (a LoRA adapter's job, `data.pretrain`)."""
+
+    def load_turned(root: Path, download: bool) -> tuple[Split, Split, int]:
+        train, test, num_classes = load(root, download)
+        return (*(Split(s.x.rot90(quarter_turns, (2, 3)).contiguous(), s.y) for s in (train, test)), num_classes)
+
+    return load_turned
+
+
 def load_image_folder(root: Path, image_size: int | None = None, progress: bool = True
                       ) -> tuple[Split, Split, InputFormat]:
     """Read root/train/<class>/* and root/test/<class>/* (torchvision's ImageFolder layout) as RGB images.
@@ -263,6 +275,7 @@ def augmentation(name: str, input_shape: tuple[int, ...]) -> Augment | None:
 DATASETS: dict[str, Callable | None] = {
     "mnist1d": None,  # generated, see _mnist1d
     "mnist": _torchvision("MNIST", (0.1307,), (0.3081,), "MNIST/raw"),
+    "mnist-rot90": _turned(_torchvision("MNIST", (0.1307,), (0.3081,), "MNIST/raw"), 1),  # digits on their side
     "fashion-mnist": _torchvision("FashionMNIST", (0.2860,), (0.3530,), "FashionMNIST/raw"),
     "cifar10": _torchvision("CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py"),
     "cifar100": _torchvision("CIFAR100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar-100-python"),

@@ -122,6 +122,18 @@ class CifarResNet18(nn.Module):
         return self.fc(x.mean((2, 3)))  # global average pool -> [B, 8 * width]
 
 
+def mini_vit(input_shape: Sequence[int], num_classes: int, patch: int = 7, width: int = 64, depth: int = 4,
+             heads: int = 4, mlp_ratio: float = 4.0) -> nn.Module:
+    """A small vision transformer (timm's VisionTransformer class, randomly initialised): on 28x28 digits 16
+    patches of 7x7, width 64, 4 blocks, about 0.2M parameters. A transformer whose attention (`blocks.N.attn.qkv`)
+    LoRA adapters can adapt on a CPU, where timm's vit_tiny (5M) is too slow."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=tuple(input_shape[1:]), patch_size=patch, in_chans=input_shape[0],
+                             num_classes=num_classes, embed_dim=width, depth=depth, num_heads=heads,
+                             mlp_ratio=mlp_ratio)
+
+
 def timm_model(name: str) -> Callable[..., nn.Module]:
     """A factory for timm architecture `name`, randomly initialised (no weight download), sized to the data:
     `in_chans` and `num_classes`, and the image size where the architecture takes one (a ViT's patch grid)."""
@@ -158,6 +170,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "convnet3": ConvNet3,
     "cifar_resnet18": CifarResNet18,
+    "mini_vit": mini_vit,
     "resnet18": timm_model("resnet18"),
     "resnet50": timm_model("resnet50"),
     "vit_tiny_patch16_224": timm_model("vit_tiny_patch16_224"),
