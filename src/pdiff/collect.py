@@ -7,7 +7,9 @@ statistics remain those of the base model.
 
 The stage (`run`) writes collect/base.safetensors (the whole trained base model) and
 collect/checkpoints.safetensors (params [K, D], their val / test accuracy [K] and test predictions
-[K, n_test]); `load` reads both back, checked against the config.
+[K, n_test]); `load` reads both back, checked against the config. With collect.runs = R > 1 it trains R bases
+from independent seeds and collects K / R checkpoints of the whole network along each (their run in `runs` [K]),
+aligned into run 0's basis with collect.align=weights (pdiff.alignment).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .alignment import align_runs, distance_across_runs, fold_batchnorm, permutation_groups
 from .checkpoints import CheckpointSet
 from .config import RECIPES
 from .errors import ArtifactError, SelectionError, TrainingError
@@ -148,19 +151,36 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     """Train (or reuse) the base model, collect K checkpoints, evaluate them once; write both files into `out`.
 
     `base`: a base model file to reuse if it was trained exactly as this config asks (default: the one this
-    run folder already holds, from a collection of another subset or K).
+    run folder already holds, from a collection of another subset or K). With collect.runs > 1, see `_runs`.
     """
     cfg = task.config.collect
-    generator = torch.Generator().manual_seed(task.config.seed)
-    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
-    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
-                                augment=augment)
-    model = task.new_model()
-    spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
                  "num_classes": task.data.num_classes, "model_kwargs": task.config.model.kwargs,
                  "base_hash": base_hash(task.config), "data": task.data_identity}
-    base = base if base is not None else run_dir / FOLDER / BASE_FILE
+    if cfg.runs > 1:
+        model, ckpts, summary = _runs(task, out, base_meta)
+    else:
+        model, ckpts = _one_run(task, base if base is not None else run_dir / FOLDER / BASE_FILE, out, base_meta)
+        summary = {}
+    chunk = task.config.evaluate.model_chunk
+    val_pred, test_pred = (predict_many(model, ckpts.spec, ckpts.params, task.loader(split), chunk, task.device,
+                                        desc=task.bar(f"evaluate {cfg.k} checkpoints ({split})"))
+                           for split in ("val", "test"))
+    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
+    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
+    ckpts.test_predictions = test_pred.to(torch.int16)
+    ckpts.save(out / CHECKPOINTS_FILE, base_meta)
+    log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), ckpts.spec.dim,
+             100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
+    return {"dim": ckpts.spec.dim, "names": list(ckpts.spec.names), **summary}
+
+
+def _one_run(task: Task, base: Path, out: Path, base_meta: dict) -> tuple[nn.Module, CheckpointSet]:
+    """One base model (reused from `base` if it was trained alike) and K checkpoints along its trajectory."""
+    cfg = task.config.collect
+    train_loader = _train_loader(task, task.config.seed)
+    model = task.new_model()
+    spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     if _load_reusable_base(model, base, base_meta):
         log.info("collect: reusing %s (same seed, data, model and base training)", base)
         model.to(task.device).eval()
@@ -172,18 +192,49 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
                    task.progress)
     save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
     ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
-                    cfg.subset_weight_decay, task.device, task.progress)
-    chunk = task.config.evaluate.model_chunk
-    val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
-                                        desc=task.bar(f"evaluate {cfg.k} checkpoints ({split})"))
-                           for split in ("val", "test"))
-    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
-    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
-    ckpts.test_predictions = test_pred.to(torch.int16)
-    ckpts.save(out / CHECKPOINTS_FILE, base_meta)
-    log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
-             100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
-    return {"dim": spec.dim, "names": list(spec.names)}
+                                cfg.subset_weight_decay, task.device, task.progress)
+    return model, ckpts
+
+
+def _runs(task: Task, out: Path, base_meta: dict) -> tuple[nn.Module, CheckpointSet, dict]:
+    """collect.runs independent runs (run r: initialisation and batch order from seed + r; run 0 is the lone run's
+    base), K / runs checkpoints of the whole network along each, their BatchNorm statistics folded into the
+    parameters so that run 0's folded base serves them all, then (collect.align=weights) every run permuted into
+    run 0's basis. Returns run 0's base, the checkpoints and the runs' mean distance before and after alignment."""
+    cfg = task.config.collect
+    params, runs = [], []
+    for r in range(cfg.runs):
+        torch.manual_seed(task.config.seed + r)  # the runner seeds each stage so: run 0 is the lone run's
+        loader = _train_loader(task, task.config.seed + r)
+        model = task.new_model()
+        spec = ParamSpec.select(model, cfg.subset)
+        train_base(model, loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device, task.progress)
+        ckpts = collect_checkpoints(copy.deepcopy(model), loader, spec, cfg.k // cfg.runs, cfg.recipe,
+                                    cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+        state = {name: t.cpu() for name, t in model.state_dict().items()}
+        params.append(torch.stack([spec.flatten(fold_batchnorm(model, spec.to_state_dict(p, state)))
+                                   for p in ckpts.params]))
+        runs += [r] * len(ckpts)
+        if r == 0:
+            base_model, base_state = model, fold_batchnorm(model, state)
+    base_model.load_state_dict(base_state)
+    save_tensors(out / BASE_FILE, base_model.state_dict(), {**base_meta, "spec": spec.to_dict()})
+    params, runs = torch.cat(params), torch.tensor(runs)
+    before = distance_across_runs(params, runs)
+    if cfg.align == "weights":
+        params = align_runs(permutation_groups(base_model), spec.unflatten, spec.flatten, params, runs)
+    after = distance_across_runs(params, runs)
+    log.info("collect: %d runs, mean distance between checkpoints of different runs %.4g (aligned: %.4g)",
+             cfg.runs, before, after)
+    return base_model, CheckpointSet(params, spec, runs=runs), {
+        "runs": cfg.runs, "align": cfg.align, "distance_across_runs": {"before": before, "after": after}}
+
+
+def _train_loader(task: Task, seed: int) -> TensorLoader:
+    """The training batches, shuffled by `seed`, with the dataset's augmentation if data.augment."""
+    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
+    return TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), augment=augment)
 
 
 def load(task: Task, run_dir: Path) -> Collected:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import rules
+from .alignment import PERMUTATION_GROUPS
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
 from .denoisers import DENOISERS
@@ -35,6 +36,7 @@ from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
+ALIGNMENTS = ("none", "weights")  # collect.align: see pdiff.alignment
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
 BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
 
@@ -76,6 +78,18 @@ class CollectConfig:
     recipe: str = setting("epoch", one_of(RECIPES))
     subset_lr: float = setting(0.001, REAL_ABOVE_0)  # v1: the base schedule's final small lr; v2: AdamW lr (BN: 0.03)
     subset_weight_decay: float = setting(5e-4, REAL_AT_LEAST_0)
+    # Independent training runs (bases from seeds seed, seed + 1, ...), each collecting k / runs checkpoints; their
+    # BatchNorm statistics are folded into the parameters, so one base's buffers serve every run (pdiff.alignment).
+    runs: int = setting(1, positive(), ensure(lambda r, c: c.collect.k % r == 0, "collect.k={c.collect.k} is not "
+                        "divisible by {key}={value}: give a k that is a multiple of the runs"), ensure(
+        lambda r, c: r == 1 or c.collect.subset == ["all"], "{key}={value} collects whole networks of independent "
+                        "runs: set collect.subset=[all]"), inert=1)
+    # "weights": permute every run's checkpoints into run 0's basis by weight matching (Git Re-Basin); "none"
+    align: str = setting("none", one_of(ALIGNMENTS), ensure(lambda a, c: a == "none" or c.collect.runs > 1,
+                         "{key}={value} aligns independent runs: set collect.runs to 2 or more"), ensure(
+        lambda a, c: a == "none" or MODELS.get(c.model.name) in PERMUTATION_GROUPS, "{key}={value} knows the "
+        "permutation groups of mlp, convnet1d, convnet3 and cifar_resnet18, not of model.name={c.model.name}: "
+        "set collect.align=none"), inert="none")
 
 
 @dataclass
