@@ -29,6 +29,7 @@ from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 from .layout import resolve_data_dir
 from .priors import PRIORS
+from .priors.flow import FLOW_SAMPLERS
 from .rules import AT_LEAST_0, FRACTION, OPEN_FRACTION, REAL_ABOVE_0, REAL_AT_LEAST_0, ensure, one_of, positive, setting
 from .tasks.datasets import DATASETS
 from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
@@ -36,6 +37,7 @@ from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
+FAMILIES = ("latent_diffusion", "flow")  # train.family: see pdiff.families
 ALIGNMENTS = ("none", "weights")  # collect.align: see pdiff.alignment
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
 BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
@@ -165,6 +167,15 @@ class TrainConfig:
     # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
     # this task) instead of one trained generator. One is what every run trained before the key existed.
     generators: int = setting(1, positive(), inert=1)
+    # "latent_diffusion" (p-diff's: autoencoder + DDPM prior) or "flow": flow matching on the standardised vectors,
+    # or on their first train.autoencoder.latent_dim principal axes when that is under D (pdiff.families)
+    family: str = setting("latent_diffusion", one_of(FAMILIES), ensure(
+        lambda f, c: f == "latent_diffusion" or DENOISERS[c.train.diffusion.arch].latent == "flat",
+        "{key}={value} moves flat vectors: set train.diffusion.arch to a flat network (mlp or conv1d)"), ensure(
+        lambda f, c: f == "latent_diffusion" or c.train.diffusion.prior in ("auto", "flow"), "{key}={value} has "
+        "the flow prior: set train.diffusion.prior=auto"), ensure(
+        lambda f, c: f == "latent_diffusion" or c.train.diffusion.condition == "none", "{key}={value} is "
+        "unconditioned: set train.diffusion.condition=none"), inert="latent_diffusion")
 
 
 @dataclass
@@ -172,7 +183,8 @@ class GenerateConfig:
     n: int = setting(200, positive(), ensure(lambda n, c: n >= c.train.generators, "{key}={value} leaves some of "
                      "the train.generators={c.train.generators} generators without a model: ask for at least as many "
                      "models"))
-    sampler: str = setting("ddpm", one_of(SAMPLERS))  # "ddpm", "ddim" or "dpm"
+    # "ddpm", "ddim" or "dpm"; a flow (train.family=flow or train.diffusion.prior=flow): "euler" or "midpoint"
+    sampler: str = setting("ddpm", one_of(SAMPLERS + FLOW_SAMPLERS), lambda key, s, c: _samples_its_prior(s, c))
     steps: int | None = setting(None, positive(": set it to 1 or more, or null for all"), ensure(  # None: all
         lambda v, c: v is None or v <= c.train.diffusion.num_train_timesteps, "{key}={value} is more than the "
         "{c.train.diffusion.num_train_timesteps} timesteps the diffusion model is trained on: set it to "
@@ -327,6 +339,14 @@ def _takes_the_images(config: Config) -> None:
     if config.data.name == "imagefolder" and size and (problem := input_problem(m.name, m.kwargs, (3, size, size))):
         raise ConfigError(f"data.image_size={size} is too small for model.name={m.name} ({problem}): "
                           "give a larger data.image_size")
+
+
+def _samples_its_prior(sampler: str, config: Config) -> None:
+    flows = config.train.family == "flow" or config.train.diffusion.prior == "flow"
+    if flows != (sampler in FLOW_SAMPLERS):
+        fix = (f"a flow integrates its velocity: set generate.sampler to {' or '.join(FLOW_SAMPLERS)}" if flows else
+               f"a diffusion prior is sampled by {', '.join(SAMPLERS)}: set generate.sampler to one of them")
+        raise ConfigError(f"generate.sampler={sampler}: {fix}")
 
 
 def _conditioned_for(target: str | None, config: Config) -> None:
