@@ -140,9 +140,10 @@ def measure(args: argparse.Namespace) -> dict:
             collection, family = config.split("/")
             overrides = [*overrides_of(task, collection, family, args.runs, args.n), *common.data_overrides(args)]
             stages = run_stages(task, args.runs_dir, overrides, entries.get(config, {}).get("stages", {}))
-            entries[config] = {"collection": collection, "family": family, "overrides": overrides[:-1] if
-                               args.data_dir else overrides, "stages": stages,
-                               **figures_of(task, args.runs_dir, overrides)}
+            entry = {"collection": collection, "family": family, "overrides": overrides[:-1] if args.data_dir
+                     else overrides, "stages": stages, **figures_of(task, args.runs_dir, overrides)}
+            recorded = common.load_results(NAME).get("tasks", {})  # as saved now: other configurations may run
+            recorded.setdefault(task, {})[config] = entry  # in parallel, each in a process of its own
             figures = common.results(command, tasks=recorded, runs=args.runs, n=args.n)
             common.save_results(NAME, figures)
     return figures
