@@ -2,6 +2,7 @@ import copy
 import importlib
 import logging
 import os
+import re
 from pathlib import Path
 
 import peft
@@ -290,3 +291,34 @@ def test_adapter_folders_that_do_not_fit_are_one_line(tiny_adapter_run: Path, tm
     with pytest.raises(ConfigError, match=message) as error:
         collect_stage(task, tmp_path, tmp_path / FOLDER)
     assert "\n" not in str(error.value)
+def test_runs_collect_k_over_r_checkpoints_each_aligned_into_one_basis(tmp_path) -> None:
+    collected = {}
+    for name, runs in (("lone", ["collect.runs=1"]), ("none", ["collect.runs=2", "collect.align=none"]),
+                       ("weights", ["collect.runs=2", "collect.align=weights"])):
+        task = Task(tiny_config(*runs, "collect.subset=[all]", "collect.k=6"), progress=False)
+        out = tmp_path / name / FOLDER
+        out.mkdir(parents=True)
+        torch.manual_seed(0)  # as the runner seeds the stage
+        summary = collect_stage(task, tmp_path / name, out)
+        collected[name] = load(task, tmp_path / name).checkpoints
+    distance = summary["distance_across_runs"]
+    assert summary["runs"] == 2 and distance["after"] < distance["before"]
+    ckpts = collected["weights"]
+    assert ckpts.runs.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ckpts.rows(slice(2, 4)).runs.tolist() == [0, 1]
+    # run 0 is the lone run's trajectory, and computes the same with its statistics folded into the parameters
+    assert torch.equal(ckpts.test_predictions[:3], collected["lone"].test_predictions[:3])
+    assert torch.equal(ckpts.params[:3], collected["none"].params[:3])  # run 0 is the basis
+    assert not torch.equal(ckpts.params[3:], collected["none"].params[3:])
+    assert torch.equal(ckpts.test_predictions, collected["none"].test_predictions)  # aligned: the same networks
+
+
+@pytest.mark.parametrize(("overrides", "fix"), [
+    (["collect.runs=5", "collect.subset=[all]"], "multiple of the runs"),
+    (["collect.runs=2"], "collect.subset=[all]"),
+    (["collect.align=weights"], "collect.runs to 2 or more"),
+    (["collect.runs=2", "collect.subset=[all]", "collect.align=weights", "model.name=resnet18"], "align=none")])
+def test_bad_runs_are_one_line(overrides: list[str], fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)) as e:
+        tiny_config(*overrides)
+    assert "\n" not in str(e.value)

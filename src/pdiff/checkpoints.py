@@ -25,13 +25,15 @@ HOLDOUT_SPLITS = ("interleaved", "last")
 @dataclass
 class CheckpointSet:
     """K checkpoints of a parameter subset: params [K, D] and, once evaluated, their accuracies [K] and
-    test-set predictions [K, n_test] (kept so that the evaluation never runs the originals again)."""
+    test-set predictions [K, n_test] (kept so that the evaluation never runs the originals again); from
+    independent training runs (collect.runs), the run of each checkpoint runs [K]."""
 
     params: torch.Tensor
     spec: ParamSpec
     val_accuracy: torch.Tensor | None = None
     test_accuracy: torch.Tensor | None = None
     test_predictions: torch.Tensor | None = None
+    runs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.params)
@@ -41,7 +43,7 @@ class CheckpointSet:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[index]
         return CheckpointSet(self.params[index], self.spec, pick(self.val_accuracy), pick(self.test_accuracy),
-                             pick(self.test_predictions))
+                             pick(self.test_predictions), pick(self.runs))
 
     def split(self, holdout: int, how: str = "interleaved") -> tuple[CheckpointSet, CheckpointSet | None]:
         """(training checkpoints, held-out checkpoints or None): `holdout` rows kept from the generator.
@@ -64,7 +66,7 @@ class CheckpointSet:
 
     def save(self, path: str | Path, metadata: dict | None = None) -> None:
         tensors = {"params": self.params}
-        for name in ("val_accuracy", "test_accuracy", "test_predictions"):
+        for name in ("val_accuracy", "test_accuracy", "test_predictions", "runs"):
             if getattr(self, name) is not None:
                 tensors[name] = getattr(self, name)
         save_tensors(path, tensors, {**(metadata or {}), "spec": self.spec.to_dict()})
@@ -81,7 +83,7 @@ class CheckpointSet:
         if not torch.isfinite(tensors["params"]).all():
             raise ArtifactError(f"{path} contains NaN or Inf parameters: rerun `pdiff collect --force`")
         ckpts = cls(tensors["params"], spec, tensors.get("val_accuracy"), tensors.get("test_accuracy"),
-                    tensors.get("test_predictions"))
+                    tensors.get("test_predictions"), tensors.get("runs"))
         return ckpts, metadata
 
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None, force: bool = False) -> Path:

@@ -139,7 +139,7 @@ def sample(run_dir: Annotated[Path, typer.Argument(
            n: Annotated[int, typer.Option("-n", help="how many models")] = 10,
            out: Annotated[Path, typer.Option(help="folder for model_000.safetensors, ...")] = Path("samples"),
            seed: int = 0,
-           sampler: Annotated[str, typer.Option(help=", ".join(SAMPLERS))] = "ddpm",
+           sampler: Annotated[str, typer.Option(help=", ".join(SAMPLERS) + "; a flow: euler, midpoint")] = "ddpm",
            steps: Annotated[int | None, typer.Option(help="sampling steps (default: all)")] = None,
            target: Annotated[str | None, typer.Option(
                help="validation accuracy to ask for: a fraction (0.98) or max, median, min, qNN of the training "

@@ -7,7 +7,9 @@ statistics remain those of the base model.
 
 The stage (`run`) writes collect/base.safetensors (the whole trained base model) and
 collect/checkpoints.safetensors (params [K, D], their val / test accuracy [K] and test predictions
-[K, n_test]); `load` reads both back, checked against the config.
+[K, n_test]); `load` reads both back, checked against the config. With collect.runs = R > 1 it trains R bases
+from independent seeds and collects K / R checkpoints of the whole network along each (their run in `runs` [K]),
+aligned into run 0's basis with collect.align=weights (pdiff.alignment).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from . import checkpoint_files, distributed
 from .adapters import check_same_adapter, read_adapter
+from .alignment import align_runs, distance_across_runs, fold_batchnorm, permutation_groups
 from .checkpoints import CheckpointSet
 from .config import RECIPES, checkpoint_count
 from .errors import ArtifactError, ConfigError, SelectionError, TrainingError
@@ -153,7 +156,8 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     run folder already holds, from a collection of another subset or K). collect.base gives the user's own base
     model instead; collect.from reads the checkpoints from the user's files (the first is the base without
     collect.base), which `pdiff.checkpoint_files` checks against the model. With model.peft the subset lives in
-    the model wrapped with LoRA adapters (`Task.adapt`), and collect.from may give PEFT adapter folders.
+    the model wrapped with LoRA adapters (`Task.adapt`), and collect.from may give PEFT adapter folders. With
+    collect.runs > 1, see `_runs`.
     """
     cfg = task.config.collect
     model = task.new_model()
@@ -177,6 +181,9 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
         save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
         ckpts = checkpoint_files.checkpoints_from(cfg.from_, model, spec, cfg.state_dict_key)
         summary["checkpoint_files"] = [str(path.resolve()) for path in paths]
+    elif cfg.runs > 1:
+        model, ckpts, runs_summary = _runs(task, out, base_meta)
+        summary.update(runs_summary)
     else:
         model, ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
     model.to(task.device).eval()
@@ -202,12 +209,9 @@ def _collect(task: Task, run_dir: Path, out: Path, model: nn.Module, spec: Param
     alone on the task's (PEFT freezes the rest), also from a given base.
     """
     cfg = task.config.collect
-    generator = torch.Generator().manual_seed(task.config.seed)
-    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
-    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
-                                augment=augment)
+    train_loader = _train_loader(task, task.config.seed)
     pretrain_loader = train_loader if task.config.data.pretrain is None else TensorLoader(
-        task.pretrain, task.config.data.batch_size, shuffle=True, generator=generator,
+        task.pretrain, task.config.data.batch_size, shuffle=True, generator=train_loader.generator,
         augment=augmentation(task.config.data.pretrain, task.data.input_shape) if task.config.data.augment else None)
     adapted = task.adapt(model)  # model itself, or (model.peft) a copy with LoRA adapters: where the subset lives
     phases = [] if trained else [pretrain_loader]
@@ -268,6 +272,47 @@ def split(task: Task, collected: Collected) -> tuple[CheckpointSet, CheckpointSe
     heldout = checkpoint_files.checkpoints_from(cfg.holdout_from, collected.model, collected.checkpoints.spec,
                                                 task.config.collect.state_dict_key, "train.holdout_from")
     return collected.checkpoints, heldout
+
+
+def _runs(task: Task, out: Path, base_meta: dict) -> tuple[nn.Module, CheckpointSet, dict]:
+    """collect.runs independent runs (run r: initialisation and batch order from seed + r; run 0 is the lone run's
+    base), K / runs checkpoints of the whole network along each, their BatchNorm statistics folded into the
+    parameters so that run 0's folded base serves them all, then (collect.align=weights) every run permuted into
+    run 0's basis. Returns run 0's base, the checkpoints and the runs' mean distance before and after alignment."""
+    cfg = task.config.collect
+    params, runs = [], []
+    for r in range(cfg.runs):
+        torch.manual_seed(task.config.seed + r)  # the runner seeds each stage so: run 0 is the lone run's
+        loader = _train_loader(task, task.config.seed + r)
+        model = task.new_model()
+        spec = ParamSpec.select(model, cfg.subset)
+        train_base(model, loader, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, task.device, task.progress)
+        ckpts = collect_checkpoints(copy.deepcopy(model), loader, spec, cfg.k // cfg.runs, cfg.recipe,
+                                    cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+        state = {name: t.cpu() for name, t in model.state_dict().items()}
+        params.append(torch.stack([spec.flatten(fold_batchnorm(model, spec.to_state_dict(p, state)))
+                                   for p in ckpts.params]))
+        runs += [r] * len(ckpts)
+        if r == 0:
+            base_model, base_state = model, fold_batchnorm(model, state)
+    base_model.load_state_dict(base_state)
+    save_tensors(out / BASE_FILE, base_model.state_dict(), {**base_meta, "spec": spec.to_dict()})
+    params, runs = torch.cat(params), torch.tensor(runs)
+    before = distance_across_runs(params, runs)
+    if cfg.align == "weights":
+        params = align_runs(permutation_groups(base_model), spec.unflatten, spec.flatten, params, runs)
+    after = distance_across_runs(params, runs)
+    log.info("collect: %d runs, mean distance between checkpoints of different runs %.4g (aligned: %.4g)",
+             cfg.runs, before, after)
+    return base_model, CheckpointSet(params, spec, runs=runs), {
+        "runs": cfg.runs, "align": cfg.align, "distance_across_runs": {"before": before, "after": after}}
+
+
+def _train_loader(task: Task, seed: int) -> TensorLoader:
+    """The training batches, shuffled by `seed`, with the dataset's augmentation if data.augment."""
+    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
+    return TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), augment=augment)
 
 
 def load(task: Task, run_dir: Path) -> Collected:

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import checkpoint_files, rules
 from .adapters import lora_config
+from .alignment import PERMUTATION_GROUPS
 from .autoencoder import AUTOENCODERS
 from .checkpoints import HOLDOUT_SPLITS
 from .denoisers import DENOISERS
@@ -30,14 +31,17 @@ from .distributed import PRECISIONS, resolve_device
 from .errors import ConfigError
 from .layout import resolve_data_dir
 from .priors import PRIORS
+from .priors.flow import FLOW_SAMPLERS
 from .rules import AT_LEAST_0, FRACTION, OPEN_FRACTION, REAL_ABOVE_0, REAL_AT_LEAST_0, ensure, one_of, positive, setting
 from .tasks.datasets import DATASETS
 from .tasks.imported import importable, is_import_path, resolve, source_digest
-from .tasks.models import MODEL_ARGUMENTS, input_problem, model_factory
+from .tasks.models import MODEL_ARGUMENTS, MODELS, input_problem, model_factory
 
 PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
+FAMILIES = ("latent_diffusion", "flow")  # train.family: see pdiff.families
+ALIGNMENTS = ("none", "weights")  # collect.align: see pdiff.alignment
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
 BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
 
@@ -116,6 +120,18 @@ class CollectConfig:
                                    checkpoint_files.find_one(path, "collect.base"), "collect.base"),
                                help="your trained model (a state_dict file or model folder) as the base; null: "
                                     "pdiff trains it, or with collect.from the first checkpoint is the base")
+    runs: int = setting(1, positive(), ensure(lambda r, c: c.collect.k % r == 0, "collect.k={c.collect.k} is not "
+                        "divisible by {key}={value}: give a k that is a multiple of the runs"), ensure(
+        lambda r, c: r == 1 or c.collect.subset == ["all"], "{key}={value} collects whole networks of independent "
+                        "runs: set collect.subset=[all]"), inert=1,
+                        help="independent training runs (bases from seeds seed, seed + 1, ...), each collecting "
+                             "k / runs checkpoints of the whole network, BatchNorm statistics folded in")
+    align: str = setting("none", one_of(ALIGNMENTS), ensure(lambda a, c: a == "none" or c.collect.runs > 1,
+                         "{key}={value} aligns independent runs: set collect.runs to 2 or more"), ensure(
+        lambda a, c: a == "none" or MODELS.get(c.model.name) in PERMUTATION_GROUPS, "{key}={value} knows the "
+        "permutation groups of mlp, convnet1d, convnet3 and cifar_resnet18, not of model.name={c.model.name}: "
+        "set collect.align=none"), inert="none",
+        help="weights: permute every run's checkpoints into run 0's basis by weight matching (Git Re-Basin); none")
 
 
 @dataclass
@@ -207,6 +223,15 @@ class TrainConfig:
     # One generator is what every run trained before the key existed.
     generators: int = setting(1, positive(), inert=1, help="generators trained (seeds seed, seed + 1, ...): with 2 "
                               "or more, verdicts speak for p-diff on this task, not one trained generator")
+    family: str = setting("latent_diffusion", one_of(FAMILIES), ensure(
+        lambda f, c: f == "latent_diffusion" or DENOISERS[c.train.diffusion.arch].latent == "flat",
+        "{key}={value} moves flat vectors: set train.diffusion.arch to a flat network (mlp or conv1d)"), ensure(
+        lambda f, c: f == "latent_diffusion" or c.train.diffusion.prior in ("auto", "flow"), "{key}={value} has "
+        "the flow prior: set train.diffusion.prior=auto"), ensure(
+        lambda f, c: f == "latent_diffusion" or c.train.diffusion.condition == "none", "{key}={value} is "
+        "unconditioned: set train.diffusion.condition=none"), inert="latent_diffusion",
+        help="latent_diffusion (p-diff's: autoencoder + DDPM prior) or flow: flow matching on the standardised "
+             "vectors, or on their first train.autoencoder.latent_dim principal axes when that is under D")
 
 
 @dataclass
@@ -214,7 +239,9 @@ class GenerateConfig:
     n: int = setting(200, positive(), ensure(lambda n, c: n >= c.train.generators, "{key}={value} leaves some of "
                      "the train.generators={c.train.generators} generators without a model: ask for at least as many "
                      "models", ">= train.generators"), help="models generated (spread over the generators)")
-    sampler: str = setting("ddpm", one_of(SAMPLERS), help="ddpm (the paper's), ddim or dpm")
+    sampler: str = setting("ddpm", one_of(SAMPLERS + FLOW_SAMPLERS), lambda key, s, c: _samples_its_prior(s, c),
+                           help="ddpm (the paper's), ddim or dpm; a flow (train.family=flow or "
+                                "train.diffusion.prior=flow): euler or midpoint")
     steps: int | None = setting(None, positive(": set it to 1 or more, or null for all"), ensure(
         lambda v, c: v is None or v <= c.train.diffusion.num_train_timesteps, "{key}={value} is more than the "
         "{c.train.diffusion.num_train_timesteps} timesteps the diffusion model is trained on: set it to "
@@ -433,6 +460,14 @@ def _identity(name: str, key: str) -> str:
     """What a config hash holds for a model or dataset name: the name, with its module's source digest when it is
     an import path (a changed file reruns what was made from it)."""
     return source_digest(name, key) if is_import_path(name) else name
+
+
+def _samples_its_prior(sampler: str, config: Config) -> None:
+    flows = config.train.family == "flow" or config.train.diffusion.prior == "flow"
+    if flows != (sampler in FLOW_SAMPLERS):
+        fix = (f"a flow integrates its velocity: set generate.sampler to {' or '.join(FLOW_SAMPLERS)}" if flows else
+               f"a diffusion prior is sampled by {', '.join(SAMPLERS)}: set generate.sampler to one of them")
+        raise ConfigError(f"generate.sampler={sampler}: {fix}")
 
 
 def _conditioned_for(target: str | None, config: Config) -> None:

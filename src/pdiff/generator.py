@@ -1,4 +1,5 @@
-"""ParameterGenerator: normaliser + autoencoder + latent prior over parameter vectors.
+"""ParameterGenerator: normaliser + autoencoder (or, train.family=flow, a projection) + latent prior over
+parameter vectors.
 
 fit(checkpoints): standardise (each tensor, or the checkpoints' deviations from their mean:
 train.autoencoder.standardise) -> train the autoencoder (with noise augmentation) -> encode the checkpoints ->
@@ -16,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from .autoencoder import build_autoencoder
 from .checkpoints import CheckpointSet, params_of
 from .config import AutoencoderConfig, DiffusionConfig, TrainConfig
 from .errors import ArtifactError, ConfigError, NotFittedError, TrainingError
-from .fitting import TokenCrop, fit_network
+from .families import build_coder, fit_coder, prior_config
 from .folders import atomic_folder
 from .hub import download
 from .layout import AUTOENCODER_FILE, DIFFUSION_FILE
@@ -52,12 +52,10 @@ class ParameterGenerator:
                  seed: int = 0):
         self.spec, self.config = spec, config or quick_config()
         self.device, self.seed = torch.device(device), seed
-        ae = self.config.autoencoder
-        self.autoencoder = build_autoencoder(ae.arch, spec.dim, spec.numels, latent_dim=ae.latent_dim,
-                                             input_noise=ae.input_noise, latent_noise=ae.latent_noise,
-                                             **ae.kwargs).to(self.device)
+        # train.family's coder (pdiff.families): an autoencoder, or for the flow family a projection
+        self.autoencoder = build_coder(spec.dim, spec.numels, self.config).to(self.device)
         self.latent_shape = self.autoencoder.latent_shape  # (d,), or (G + T, c) for token latents
-        self.prior = build_prior(self.latent_shape, self.autoencoder.global_tokens, self.config.diffusion,
+        self.prior = build_prior(self.latent_shape, self.autoencoder.global_tokens, prior_config(self.config),
                                  self.device, seed)
         self.normalizer: Normalizer | None = None
         self.latent_mean = torch.zeros(self.latent_shape)  # latents are standardised before the prior
@@ -94,11 +92,7 @@ class ParameterGenerator:
         fit = Normalizer.fit_deviations if cfg.standardise == "deviation" else Normalizer.fit
         self.normalizer = fit(params, self.spec)
         x = self.normalizer.normalize(params).to(self.device)  # [K, D]
-        data, crop = self.autoencoder.prepare_training(x, cfg.tokens_per_step)
-        fit_network(self.autoencoder, data, lambda net, batch, _, ids: self.autoencoder.training_loss(net, batch, ids),
-                    cfg, "autoencoder", seed=self.seed, metrics=self.autoencoder_metrics, progress=progress,
-                    crop=TokenCrop(crop) if crop else None)
-        self.autoencoder.eval()
+        fit_coder(self.autoencoder, x, self.config, self.seed, self.autoencoder_metrics, progress)
 
     def fit_prior(self, checkpoints: CheckpointSet | torch.Tensor, progress: bool = True) -> None:
         """Fit the prior on the checkpoints' standardised latents (after fit_autoencoder)."""
@@ -195,7 +189,7 @@ class ParameterGenerator:
         common = {**(metadata or {}), "spec": self.spec.to_dict(), "seed": self.seed}
         ae_tensors = {f"model.{k}": v for k, v in self.autoencoder.state_dict().items()}
         save_tensors(directory / AUTOENCODER_FILE, {**ae_tensors, **self.normalizer.state_dict()},
-                     {**common, "autoencoder": asdict(self.config.autoencoder)})
+                     {**common, "autoencoder": asdict(self.config.autoencoder), "family": self.config.family})
         save_tensors(directory / DIFFUSION_FILE, {**self.prior.state_dict(), "latent_mean": self.latent_mean,
                                                   "latent_scale": self.latent_scale},
                      {**common, "diffusion": asdict(self.config.diffusion)})
@@ -225,7 +219,8 @@ class ParameterGenerator:
             raise ArtifactError(f"the generator in {directory} was trained for another parameter subset "
                                 f"({len(saved_spec.names)} tensors, D={saved_spec.dim}) than this one "
                                 f"(D={spec.dim}): retrain it with `pdiff train --force`")
-        config = TrainConfig(AutoencoderConfig(**ae_meta["autoencoder"]), DiffusionConfig(**dm_meta["diffusion"]))
+        config = TrainConfig(AutoencoderConfig(**ae_meta["autoencoder"]), DiffusionConfig(**dm_meta["diffusion"]),
+                             family=ae_meta.get("family", "latent_diffusion"))
         gen = cls(saved_spec, config, device, ae_meta.get("seed", 0))
         try:
             gen.autoencoder.load_state_dict({k.removeprefix("model."): v for k, v in ae_tensors.items()
@@ -255,8 +250,9 @@ class ParameterGenerator:
         the model card (an export adds the run's results and the command that made it)."""
         metadata = dict(metadata or {})
         self.save(folder, metadata)
-        fields = {**metadata, "seed": self.seed, "spec": self.spec.to_dict(),
-                  "train": {"autoencoder": asdict(self.config.autoencoder), "diffusion": asdict(self.config.diffusion)}}
+        fields = {**metadata, "seed": self.seed, "spec": self.spec.to_dict(), "train": {
+            "family": self.config.family, "autoencoder": asdict(self.config.autoencoder),
+            "diffusion": asdict(self.config.diffusion)}}
         config = {"pdiff_version": version(), **fields}
         write_export(folder, GENERATOR, fields, generator_card(config, sections, command, repo_id))
 

@@ -66,15 +66,20 @@ def generator_card(config: dict, sections: list[Section] = (), command: str | No
     data = ModelCardData(library_name=LIBRARY, tags=_tags(model, dataset), datasets=[dataset] if dataset else None)
     repo, base = repo_id or "USER/REPO", config.get("base")
     ae, dm = config["train"]["autoencoder"], config["train"]["diffusion"]
-    made = (f"Autoencoder `{ae['arch']}` (latent dim {ae['latent_dim']}, {ae['steps']} steps), denoiser "
-            f"`{dm['arch']}` ({dm['steps']} steps, T = {dm['num_train_timesteps']})"
+    flow = config["train"].get("family") == "flow"
+    coder = (f"Projection on {ae['latent_dim']} principal axes (the vectors themselves if that is D or more), "
+             f"flow matching with a `{dm['arch']}` velocity network ({dm['steps']} steps)" if flow else
+             f"Autoencoder `{ae['arch']}` (latent dim {ae['latent_dim']}, {ae['steps']} steps), denoiser "
+             f"`{dm['arch']}` ({dm['steps']} steps, T = {dm['num_train_timesteps']})")
+    sampler = 'sampler="euler", ' if flow else ""
+    made = (coder
             + (f" with an MLP denoiser of its own for the global latent ({dm['global_steps']} steps; sampled by "
                "the full DDPM chain)" if dm.get("global_steps") else "") + f", seed {config['seed']}, "
             f"train-stage config hash `{config.get('config_hash')}`; `config.json` holds every setting.")
     sample = ["```bash", f"pdiff sample {repo} -n 10 --out samples/"
               + ("   # 10 full state_dicts: base + generated subset" if base else ""), "```", "", "```python",
               "from pdiff import ParameterGenerator", "", f'gen = ParameterGenerator.from_pretrained("{repo}")',
-              f"vectors = gen.sample(10, seed=0)              # [10, {spec.dim}]",
+              f"vectors = gen.sample(10, {sampler}seed=0)  # [10, {spec.dim}]",
               "subset = gen.spec.to_state_dict(vectors[0])    # name -> tensor: load_state_dict(subset, strict=False)",
               "```"]
     if base:
@@ -85,9 +90,9 @@ def generator_card(config: dict, sections: list[Section] = (), command: str | No
                       " (`pdiff sample --format peft` writes PEFT adapter folders)" if base.get("peft") else "")
                    + ".", "", *_inputs(base)]
     body = [
-        Section("What it is", text=f"A latent diffusion model over trained network parameters ([p-diff]({PAPER}), "
-                f"Wang et al. 2024), made with pdiff {config['pdiff_version']}. It generates {len(spec.names)} "
-                f"parameter tensors (D = {spec.dim} numbers) of {network}; "
+        Section("What it is", text=f"A {'flow-matching' if flow else 'latent diffusion'} model over trained network "
+                f"parameters ([p-diff]({PAPER}), Wang et al. 2024), made with pdiff {config['pdiff_version']}. It "
+                f"generates {len(spec.names)} parameter tensors (D = {spec.dim} numbers) of {network}; "
                 + ("every other weight comes from the base model in `base.safetensors`." if base else
                    "the base model was not exported, so bring your own with the other weights.")),
         Section("The generated subset", header=["tensor", "shape"],

@@ -26,6 +26,7 @@ from .generate import check_memory
 from .generator import ParameterGenerator
 from .hub import download, is_repo_id
 from .layout import BASE_FILE, EXPORT_CONFIG_FILE, SAMPLES_FILE, model_file, stage_folder
+from .priors.flow import FLOW_SAMPLERS, FlowPrior
 from .run_folder import open_run
 from .store import load_tensors, save_json, save_tensors
 from .tasks.models import build_model
@@ -48,8 +49,8 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     """
     if n < 1:
         raise ConfigError(f"-n {n}: ask for at least one model")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLERS + FLOW_SAMPLERS:
+        raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS + FLOW_SAMPLERS)}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: give a positive number of sampling steps (or leave it out for all)")
     if guidance < 0 or (guidance != 0 and target is None):
@@ -67,6 +68,9 @@ def sample_models(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 
     if missing:
         raise ArtifactError(f"the generator in {run_dir} makes {missing[0]!r}, which the base model lacks: "
                             "the run folder mixes two models; rerun `pdiff train --force`")
+    if (sampler in FLOW_SAMPLERS) != isinstance(gen.prior, FlowPrior):
+        choices = FLOW_SAMPLERS if isinstance(gen.prior, FlowPrior) else SAMPLERS
+        raise ConfigError(f"--sampler {sampler}: this generator is sampled by {', '.join(choices)}")
     adapted = adapted_base(base, meta, run_dir) if format == "peft" else None  # refuses a run without adapters
     check_memory(n, gen.spec.dim, 0, f"-n {n}")
     conditioning = {} if target is None else {

@@ -1,0 +1,48 @@
+from bench import beyond, common
+from pdiff.config import load_config
+
+
+def comparison(difference: float, low: float, high: float, verdict: str) -> dict:
+    return {"difference": difference, "ci_low": low, "ci_high": high, "verdict": verdict}
+
+
+def entry(val: float, word: str, beats: bool) -> dict:
+    versus = {b: {"accuracy": comparison(0.001, -0.002, 0.004, "no detectable difference"),
+                  "similarity": comparison(-0.05, -0.07, -0.03, "lower"),
+                  "closeness": comparison(-1.0, -2.0, -0.5, "lower"), "dominance": word, "beats": beats}
+              for b in beyond.BASELINES}
+    return {"k": 200, "generated_val_mean": val, "generated_test_mean": 0.6, "original_test_mean": 0.61,
+            "versus_original": comparison(-0.01, -0.02, 0.0, "lower"), "generated_max_iou_median": 0.8,
+            "original_max_iou_median": 0.9, "nearer_than_training": comparison(1.0, 0.5, 2.0, "higher"),
+            "distance_across_runs": {"before": 40.0, "after": 30.0}, "versus": versus,
+            "stages": {"collect": {"wall": 60.0, "cpu": 50.0, "rss": 900.0}}}
+
+
+def test_the_section_answers_the_question_with_the_configuration_chosen_on_validation() -> None:
+    entries = {"one run/flow": entry(0.61, "is dominated", False), "aligned runs/flow": entry(0.63, "undecided", False)}
+    section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
+                                           n=100))
+    assert "No configuration's generated models beat every baseline here" in section
+    assert "The closest (chosen on validation accuracy) is aligned runs/flow" in section
+    assert "| one run/flow | mean_of_k | +0.10 [-0.20, +0.40] | -0.050 [-0.070, -0.030] | -1.000 [-2.000, -0.500] | " \
+           "generated is dominated | no |" in section
+    assert "40.0 -> 30.0" in section
+    entries["aligned runs/flow"] = entry(0.63, "generated dominates", True)
+    section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
+                                           n=100))
+    assert "Yes, here: the generated models of aligned runs/flow dominate every baseline" in section
+
+
+def test_each_configuration_is_a_valid_config_of_its_own() -> None:
+    folders = set()
+    for collection in beyond.COLLECTIONS:
+        for family in beyond.FAMILIES:
+            overrides = beyond.overrides_of("mnist1d-mlp-full", collection, family, runs=4, n=100)
+            config = load_config("mnist1d-mlp-full", overrides)
+            folders.add(config.task)
+            assert config.train.holdout == 50 and config.train.holdout_split == "last"
+            assert config.collect.runs == (1 if collection == "one run" else 4)
+            assert (config.train.family == "flow") == (family == "flow")
+    assert len(folders) == 6
+    flow = load_config("mnist1d-mlp-full", beyond.overrides_of("mnist1d-mlp-full", "aligned runs", "flow", 4, 100))
+    assert flow.train.autoencoder.latent_dim == 149 and flow.collect.align == "weights"
