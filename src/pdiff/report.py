@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, evaluate, generate
+from . import distributed, evaluate, generate, stats
 from .config import STAGES, to_dict
 from .figures import (
     plot_accuracy_histogram,
@@ -81,8 +81,6 @@ def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: l
 # What each verdict of the generated models against the originals says, in words
 ACCURACY_WORDS = {"higher": "higher than", "lower": "lower than", "no detectable difference": "not detectably "
                   "different from"}
-DOMINANCE_WORDS = {"generated dominates": "dominates", "is dominated": "is dominated by",
-                   "undecided": "is undecided against"}
 
 
 def points_with_ci(c: dict, scale: float = 100) -> str:
@@ -110,12 +108,18 @@ def scope_words(c: dict, generators: int) -> str:
     return "this generator" if generators == 1 else f"the models of {generators} generators, pooled"
 
 
-def dominance_words(c: dict) -> str:
-    """A dominance record (a baseline's, against the generated models) with generated as the subject:
-    "generated dominates noise@0.001", "generated is dominated by mean_of_k", "generated vs gaussian: undecided"."""
-    if c["verdict"] == "undecided":
-        return f"generated vs {c['group']}: undecided"
-    return f"generated {DOMINANCE_WORDS[c['verdict']]} {c['group']}"
+def dominance_words(c: dict | list[dict]) -> str:
+    """Dominance records of one verdict (baselines' records, against the generated models) with generated as the
+    subject: "generated dominates noise@0.001 and ensemble", "trade-off: generated more accurate, less novel than
+    finetune", "generated vs gaussian: not resolved" (the words of `pdiff.stats.DOMINANCE_VERDICTS`)."""
+    records = c if isinstance(c, list) else [c]
+    verdict, groups = records[0]["verdict"], _and([r["group"] for r in records])
+    if "margin" not in records[0]:  # decided by an earlier pdiff (three words, no margin): said as then, and marked
+        said = {"is dominated": f"generated is dominated by {groups}", "undecided": f"generated vs {groups}: undecided"}
+        return said.get(verdict, f"{verdict} {groups}") + " (earlier rule)"
+    if verdict == stats.DOMINANCE_VERDICTS[-1]:
+        return f"generated vs {groups}: {verdict}"
+    return f"{verdict} {groups}"
 
 
 def generator_count(results: dict) -> int:
@@ -186,12 +190,11 @@ def summary_in_words(results: dict) -> str:
         sentences.append("The generated models' " + ", and their ".join(clauses) + ".")
     dominance = [c for c in results.get("comparisons", []) if c["metric"] == "dominance"]
     if dominance:
-        said = [f"{words} {_and([c['group'] for c in dominance if c['verdict'] == verdict])}"
-                for verdict, words in DOMINANCE_WORDS.items() if any(c["verdict"] == verdict for c in dominance)]
+        said = [dominance_words([c for c in dominance if c["verdict"] == verdict])
+                for verdict in dict.fromkeys(c["verdict"] for c in dominance)]
         scope = scope_words(dominance[0], generators)
         where = "" if scope in scopes else f" ({scope})"
-        joined = ", and ".join(said) if len(said) == 2 else "; ".join(said[:-1]) + "; and " * (len(said) > 2) + said[-1]
-        sentences.append(f"On the accuracy-novelty plane{where}, generated {joined}.")
+        sentences.append(f"On the accuracy-novelty plane{where}: {'; '.join(said)}.")
     return " ".join(sentences)
 
 
