@@ -11,6 +11,7 @@ import torch
 from pdiff import report
 from pdiff.evaluate import summarise
 from pdiff.figures import plot_tsne
+from pdiff.memorization import Group, heldout_test
 from pdiff.report import write_report
 from pdiff.similarity import similarity_summary
 from pdiff.task import Task
@@ -165,3 +166,29 @@ def test_the_summary_in_words_names_the_method_scope_and_a_lower_accuracy() -> N
         "checkpoints' similarity to each other (median max IoU +0.100 [+0.050, +0.150], the models of 2 "
         "generators, pooled). On the accuracy-novelty plane: generated vs gaussian: not resolved.")
     assert report.summary_in_words({"models": [], "comparisons": []}) == ""
+
+
+def heldout_record() -> dict:
+    """results.json["memorization"] of random models: 6 generated, two baselines, 4 held-out checkpoints."""
+    generator = torch.Generator().manual_seed(0)
+
+    def group(m: int) -> Group:
+        return Group(torch.randn(m, 8, generator=generator), torch.rand(m, 50, generator=generator) < 0.9,
+                     torch.rand(m, generator=generator))
+
+    return heldout_test(group(6), {"mean_of_k": group(6), "interpolation": group(9)}, group(4),
+                        torch.randn(20, 8, generator=generator))
+
+
+def test_the_heldout_test_is_one_table_row_per_group(tmp_path) -> None:
+    results, record = fake_results(GROUPS), heldout_record()
+    results["memorization"] = record
+    write_report(tmp_path, results, CONFIG, {"collect": 1.0})
+    text = (tmp_path / "report.md").read_text()
+    assert "## Held-out test beside the simpler explanations" in text and "6 models per group" in text
+    header, rows = report.heldout_test_table(record)
+    assert [row[0] for row in rows] == ["heldout", "generated", "mean_of_k", "interpolation"]
+    assert [row[1] for row in rows] == ["4", "6", "6", "6"]  # the baselines cut to the generated group's size
+    ratio = record["baselines"]["interpolation"]["comparisons"]["median_memorization_ratio"]
+    assert rows[3][3] == f"{ratio['difference']:+.3f} [{ratio['ci_low']:+.3f}, {ratio['ci_high']:+.3f}]"
+    assert rows[0][3] == rows[1][3] == ""  # compared with no one

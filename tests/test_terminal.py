@@ -6,6 +6,7 @@ import json
 from rich.console import Console
 
 from pdiff.terminal import print_summary
+from tests.test_report import heldout_record
 
 
 def printed(results: dict, width: int) -> list[str]:
@@ -46,3 +47,14 @@ def test_the_generalization_table_wraps_its_headers_not_its_rows(tiny_run) -> No
     assert max(map(len, lines)) <= 80
     for group in ("generated", "heldout"):
         assert any(line.split() == [group, "0.50", "0.40", "[0.20,", "0.60]", "0.300", "0.200"] for line in lines)
+
+
+def test_the_heldout_test_is_one_line_per_baseline(tiny_run) -> None:
+    results = json.loads((tiny_run / "evaluate/results.json").read_text())
+    results["memorization"] = heldout_record()
+    lines = printed(results, 120)
+    start = next(i for i, line in enumerate(lines) if line.startswith("Held-out test, 6 models per group: "))
+    assert lines[start].endswith("; generated minus")
+    assert [line.split()[0] for line in lines[start + 1:start + 3]] == ["mean_of_k", "interpolation"]
+    assert all(" accuracy " in line and " points [" in line for line in lines[start + 1:start + 3])
+    assert max(map(len, printed(results, 80))) <= 80

@@ -151,10 +151,7 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     run folder already holds, from a collection of another subset or K).
     """
     cfg = task.config.collect
-    generator = torch.Generator().manual_seed(task.config.seed)
-    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
-    train_loader = TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True, generator=generator,
-                                augment=augment)
+    train_loader = _train_loader(task, task.config.seed)
     model = task.new_model()
     spec = ParamSpec.select(model, cfg.subset)  # fail on a bad pattern before training
     base_meta = {**made_under(task.config, CONFIG_SECTIONS), "input_shape": list(task.data.input_shape),
@@ -173,17 +170,42 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     save_tensors(out / BASE_FILE, model.state_dict(), {**base_meta, "spec": spec.to_dict()})
     ckpts = collect_checkpoints(copy.deepcopy(model), train_loader, spec, cfg.k, cfg.recipe, cfg.subset_lr,
                     cfg.subset_weight_decay, task.device, task.progress)
-    chunk = task.config.evaluate.model_chunk
-    val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
-                                        desc=task.bar(f"evaluate {cfg.k} checkpoints ({split})"))
-                           for split in ("val", "test"))
-    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
-    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
-    ckpts.test_predictions = test_pred.to(torch.int16)
+    _measure(task, model, ckpts)
     ckpts.save(out / CHECKPOINTS_FILE, base_meta)
     log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
              100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
     return {"dim": spec.dim, "names": list(spec.names)}
+
+
+def second_collection(task: Task, model: nn.Module, spec: ParamSpec, seed: int, keep: int) -> CheckpointSet:
+    """`keep` checkpoints spread along a second collection of collect.k from the base `model` (its subset where
+    base training left it), whose batches are drawn with `seed`, measured as the run's are: the held-out
+    checkpoints of train.holdout_split=run, another draw of the process that made the run's checkpoints."""
+    cfg = task.config.collect
+    ckpts = collect_checkpoints(copy.deepcopy(model), _train_loader(task, seed), spec, cfg.k, cfg.recipe,
+                                cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+    _, kept = ckpts.split(keep, "interleaved")  # every (K/keep)-th, as the interleaved split holds out
+    _measure(task, model, kept)
+    return kept
+
+
+def _train_loader(task: Task, seed: int) -> TensorLoader:
+    """The training batches of base training and collection, shuffled (and augmented) from `seed`."""
+    data = task.config.data
+    augment = augmentation(data.name, task.data.input_shape) if data.augment else None
+    return TensorLoader(task.data.train, data.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), augment=augment)
+
+
+def _measure(task: Task, model: nn.Module, ckpts: CheckpointSet) -> None:
+    """Fill in the checkpoints' val / test accuracy [K] and test predictions [K, n_test] (int16), once."""
+    val_pred, test_pred = (predict_many(model, ckpts.spec, ckpts.params, task.loader(split),
+                                        task.config.evaluate.model_chunk, task.device,
+                                        desc=task.bar(f"evaluate {len(ckpts)} checkpoints ({split})"))
+                           for split in ("val", "test"))
+    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
+    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
+    ckpts.test_predictions = test_pred.to(torch.int16)
 
 
 def load(task: Task, run_dir: Path) -> Collected:

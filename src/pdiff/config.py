@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import rules
 from .autoencoder import AUTOENCODERS
-from .checkpoints import HOLDOUT_SPLITS
+from .checkpoints import TRAJECTORY_SPLITS
 from .denoisers import DENOISERS
 from .diffusion import SAMPLERS
 from .distributed import PRECISIONS, resolve_device
@@ -36,7 +36,13 @@ PRESETS_DIR = Path(__file__).parent / "tasks" / "presets"
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]*")  # one folder name: no separator, not hidden
 RECIPES = ("epoch", "iteration")  # collection: see pdiff.collect
 # The baselines (pdiff.baselines) in their results.json order; "ensemble" comes before "generated".
-BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
+BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian", "interpolation")
+# Those evaluated unless evaluate.baselines says otherwise: interpolation is asked for by name, as it serves the
+# held-out test (docs/memorization.md) and adding it here would make every finished run evaluate again.
+DEFAULT_BASELINES = ("ensemble", "noise", "finetune", "mean_of_k", "gaussian")
+# Where the held-out checkpoints come from: one trajectory split in two (pdiff.checkpoints), or "run", a second,
+# independent collection from the same base model (pdiff.train).
+HOLDOUT_SPLITS = (*TRAJECTORY_SPLITS, "run")
 
 
 @dataclass
@@ -142,10 +148,18 @@ class TrainConfig:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     health_tolerance: float = 0.05  # stop if reconstructions lose more mean val accuracy than this
-    # Checkpoints kept from the generator, to test whether it generalises (0: the paper's protocol, none):
-    # "interleaved" holds out every (K/H)-th in collection order, "last" the final H.
-    holdout: int = setting(0, AT_LEAST_0, lambda key, h, c: _two_left(h, c.collect.k))
-    holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS))
+    # The held-out family, train.holdout*: H checkpoints the generator never sees, to test whether it generalises
+    # (docs/memorization.md; 0: the paper's protocol, none). holdout_split: "interleaved" holds out every (K/H)-th
+    # of the collection, "last" its final H, "run" H checkpoints (every (K/H)-th) of a second collection of K from
+    # the same base model whose batches are drawn with holdout_seed (None: the run's seed + 1); the generator then
+    # learns all K of the first.
+    holdout: int = setting(0, AT_LEAST_0)
+    holdout_split: str = setting("interleaved", one_of(HOLDOUT_SPLITS), lambda key, split, c: _enough_left(
+        c.train.holdout, split, c.collect.k))
+    holdout_seed: int | None = setting(None, ensure(lambda v, c: v is None or c.train.holdout_split == "run",
+                                       "{key}={value} seeds the second collection of train.holdout_split=run: set "
+                                       "that split, or leave {key} null"),
+                                       lambda key, seed, c: seed is None or rules.SEED(key, seed, c), inert=None)
     # the generator's initialisation and training noise; None: the run's seed (hashed already)
     seed: int | None = setting(None, inert=None)
     # Generators trained (seeds seed, seed + 1, ...): with 2 or more, verdicts speak for the method (p-diff on
@@ -178,9 +192,9 @@ class GenerateConfig:
 class EvaluateConfig:
     # vector models evaluated together (vmap): changes no result
     model_chunk: int = setting(50, positive(), hashed=False)
-    # Baselines evaluated beside the generated models (see BASELINES); whatever the order given here,
-    # results.json holds original, ensemble, generated, noise@<s> per strength, finetune, mean_of_k, gaussian.
-    baselines: list[str] = setting(list(BASELINES), rules.each_of(BASELINES))
+    # Baselines evaluated beside the generated models (see BASELINES); whatever the order given here, results.json
+    # holds original, ensemble, generated, noise@<s> per strength, finetune, mean_of_k, gaussian, interpolation.
+    baselines: list[str] = setting(list(DEFAULT_BASELINES), rules.each_of(BASELINES))
     # models per baseline group; None: as many as generated
     baseline_n: int | None = setting(None, positive(" (or null: as many as generated)"))
     noise_strengths: list[float] = setting([0.001, 0.05, 0.15], ensure(  # std, standardised units
@@ -301,8 +315,15 @@ def check_task_name(task: str) -> None:
                           "letters, digits, '-', '_' and '.', not starting with '.', e.g. task=my-run")
 
 
-def _two_left(holdout: int, k: int) -> None:
-    if holdout and holdout > k - 2:  # K=1 without a holdout is fine
+def _enough_left(holdout: int, split: str, k: int) -> None:
+    """A trajectory split leaves the generator 2 checkpoints or more; "run" takes at most K of the second one."""
+    if holdout == 1:
+        raise ConfigError("train.holdout=1: the held-out test compares each held-out checkpoint with the others "
+                          "(leave-one-out): hold out 2 or more, or 0")
+    if split == "run" and holdout > k:
+        raise ConfigError(f"train.holdout={holdout} with train.holdout_split=run takes more than the collect.k={k} "
+                          f"checkpoints of the second collection: hold out at most {k}")
+    if split != "run" and holdout and holdout > k - 2:  # K=1 without a holdout is fine
         raise ConfigError(f"train.holdout={holdout} leaves fewer than 2 of the collect.k={k} checkpoints to "
                           f"train on: hold out at most {k - 2}")
 

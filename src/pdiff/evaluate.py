@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect, generate, memorization, stats
-from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from . import collect, generate, memorization, stats, train
+from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .errors import ArtifactError
 from .hashing import check_hash, config_hash, made_under
@@ -40,7 +40,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     """Evaluate the originals, the generated models and the baselines; write results and predictions into `out`."""
     collected = collect.load(task, run_dir)
     model = collected.model
-    ckpts, heldout = collected.checkpoints.split(task.config.train.holdout, task.config.train.holdout_split)
+    ckpts, heldout = train.split(task, run_dir, collected.checkpoints)
     generated = generate.load(task, run_dir, ckpts.spec)
     # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever
     # train.autoencoder.standardise the generator used.
@@ -125,9 +125,9 @@ def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: 
                  normalizer: Normalizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Every group's parameter vectors in results.json order (config.BASELINES), and the baselines' settings.
 
-    Order: original, ensemble, generated, noise@<strength> for each strength, finetune, mean_of_k, gaussian
-    (those asked for in evaluate.baselines). Each baseline draws from its own generator seeded with the run's
-    seed, so the noise groups start from the same checkpoints and differ only in strength.
+    Order: original, ensemble, generated, noise@<strength> for each strength, finetune, mean_of_k, gaussian,
+    interpolation (those asked for in evaluate.baselines). Each baseline draws from its own generator seeded with
+    the run's seed, so the noise groups start from the same checkpoints and differ only in strength.
     """
     cfg, params = task.config.evaluate, ckpts.params
     chosen, n = set(cfg.baselines), cfg.baseline_n or len(generated)
@@ -161,13 +161,16 @@ def model_groups(task: Task, model: nn.Module, ckpts: CheckpointSet, generated: 
         settings["mean_of_k"] = k
     if "gaussian" in chosen:
         groups["gaussian"] = gaussian_fit(params, n, rng())
+    if "interpolation" in chosen:  # the training checkpoints stay in collection order, so rows i, i + 1 are neighbours
+        groups["interpolation"] = interpolation(params, n, rng())
     return groups, settings
 
 
 def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standardised: torch.Tensor,
            seed: int = 0) -> dict:
     """The statistics of results.json: "resolution", "comparisons" and, with held-out checkpoints,
-    "generalization" (see `pdiff.stats`).
+    "generalization" (every group, see `pdiff.stats`) and "memorization" (the held-out test of the generated
+    models beside the memorization baselines, groups of equal size: `pdiff.memorization.heldout_test`).
 
     records: one per model (results.json order); correct [M, n_test] bool; similarity: `similarity_summary`'s;
     standardised [M, D]: every model's parameters in the normaliser's units. Comparisons: every group against
@@ -218,6 +221,14 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
                                                               exclude_self=group == "heldout").median().item()
             decided["generalization"][group] = figures
+
+        def group(name: str) -> memorization.Group:
+            return memorization.Group(standardised[rows[name]], correct[rows[name]], val[rows[name]],
+                                      generators[name] if name == "generated" else None)
+
+        decided["memorization"] = memorization.heldout_test(
+            group("generated"), {b: group(b) for b in memorization.BASELINES if b in rows}, group("heldout"),
+            training, seed)
     return decided
 
 

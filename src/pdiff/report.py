@@ -214,6 +214,35 @@ def generalization_table(generalization: dict) -> tuple[list[str], list[list[str
     return header, rows
 
 
+def heldout_test_table(record: dict) -> tuple[list[str], list[list[str]]]:
+    """results.json["memorization"] as rows: the held-out checkpoints themselves, the generated models, then each
+    baseline with generated minus it on the memorization ratio and on mean test accuracy (points), with CIs."""
+    header = ["group", "models", "memorization ratio (median)", "ratio: generated - group", "coverage [95% CI]",
+              "mean test acc: generated - group (points)"]
+
+    def row(name: str, figures: dict) -> list[str]:
+        compared = figures.get("comparisons", {})
+        return [name, str(figures["models"]), f"{figures['memorization_ratio_median']:.2f}",
+                points_with_ci(compared["median_memorization_ratio"], 1) if compared else "",
+                f"{figures['coverage']:.2f} [{figures['coverage_ci_low']:.2f}, {figures['coverage_ci_high']:.2f}]",
+                points_with_ci(compared["mean_test_accuracy"]) if compared else ""]
+
+    return header, [row("heldout", record["reference"]), row("generated", record["generated"]),
+                    *(row(name, figures) for name, figures in record["baselines"].items())]
+
+
+def heldout_test_text(record: dict) -> str:
+    """What the held-out test's table shows and how to read it."""
+    return (f"The generated models and the simpler explanations of them (averages of checkpoints, a Gaussian fit, "
+            f"interpolations between neighbouring checkpoints: those this run evaluated) in the same held-out test, "
+            f"{record['models_per_group']} models per group (coverage: that of {record['coverage_size']}, as the "
+            f"{record['heldout_checkpoints']} held-out checkpoints cover each other leave-one-out; the `heldout` row, "
+            "each held-out checkpoint against the others). Generated models "
+            "beat a baseline on held-out closeness at equal accuracy when *generated - group* is above 0 on the "
+            "memorization ratio (nearer the unseen checkpoints, relative to the seen ones) while their accuracy is "
+            "not lower. Differences with their 95% CI.")
+
+
 def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict[str, float],
                  latents: dict[str, np.ndarray] | None = None, runs: list[dict] | None = None,
                  conditioning: dict | None = None) -> Path:
@@ -272,7 +301,7 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
              "nearest original in per-tensor standardised units (for originals: to the nearest other one, the "
              "spread among checkpoints); both are means over the group. A group that copies checkpoints sits "
              "at max IoU near 1; one that generalises reaches the originals' accuracy at lower similarity. "
-             + baseline_text(results.get("baselines", {}))))
+             + baseline_text(results.get("baselines", {}), summary)))
     if "generalization" in results:
         plot_generalization(results["generalization"], out_dir / "generalization.png")
         header, rows = generalization_table(results["generalization"])
@@ -286,6 +315,10 @@ def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict
                  "checkpoints give coverage near 0; a generator that learned the distribution covers held-out "
                  "checkpoints about as well as the held-out checkpoints cover each other (the `heldout` row, "
                  "leave-one-out)."))
+    if "memorization" in results:
+        header, rows = heldout_test_table(results["memorization"])
+        sections.append(Section("Held-out test beside the simpler explanations", header=header, rows=rows,
+                                text=heldout_test_text(results["memorization"])))
     sections.append(Section("Accuracy distributions", figures=["accuracy_hist.png"]))
     sim_rows = [[pair, f"{v:.3f}"] for pair, v in similarity["mean_iou"].items()]
     sections.append(Section("Mean IoU within and between groups", header=["pair", "IoU"], rows=sim_rows,
@@ -349,8 +382,8 @@ def memorization_table(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def baseline_text(settings: dict) -> str:
-    """What each baseline group is, with the settings this run used."""
+def baseline_text(settings: dict, groups: dict | list = ()) -> str:
+    """What each baseline group is, with the settings this run used (`groups`: the groups evaluated)."""
     parts = ["Baselines: *ensemble* is the uniform average of all checkpoints"]
     if "noise_strengths" in settings:
         parts.append("*noise@s* are checkpoints plus N(0, s²) noise in standardised units")
@@ -360,4 +393,6 @@ def baseline_text(settings: dict) -> str:
     if "mean_of_k" in settings:
         parts.append(f"*mean_of_k* are averages of {settings['mean_of_k']} random checkpoints")
     parts.append("*gaussian* are samples of a per-coordinate Gaussian fitted to the checkpoints")
+    if "interpolation" in groups:
+        parts.append("*interpolation* are random convex combinations of two neighbouring checkpoints")
     return "; ".join(parts) + f" ({settings.get('n', '?')} models each)."
