@@ -17,8 +17,9 @@ interpolations between neighbouring checkpoints, through the same test, with gro
     COMPARISON: a pdiff.stats.Comparison record of generated minus the baseline, with its 95% CI and verdict
 
 Generated models beat a baseline on held-out closeness at equal accuracy when their memorization ratio is higher
-(nearer the unseen checkpoints, relative to the seen ones) while their mean test accuracy is not lower; how a
-claim turns these CIs into a verdict is the claim's rule, not this module's.
+(nearer the unseen checkpoints, relative to the seen ones) while their mean test accuracy is non-inferior (CI lower
+end above -stats.ACCURACY_MARGIN), the place `stats.dominance_verdict` calls "generated dominates" with the ratio
+as the axis where higher is better; a claim's verdict from these CIs is the claim's rule (bench.claims).
 """
 
 from __future__ import annotations

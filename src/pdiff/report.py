@@ -240,7 +240,8 @@ def heldout_test_text(record: dict) -> str:
             "each held-out checkpoint against the others). Generated models "
             "beat a baseline on held-out closeness at equal accuracy when *generated - group* is above 0 on the "
             "memorization ratio (nearer the unseen checkpoints, relative to the seen ones) while their accuracy is "
-            "not lower. Differences with their 95% CI.")
+            f"non-inferior (CI lower end above -{100 * stats.ACCURACY_MARGIN:.2f} points). Differences with their "
+            "95% CI.")
 
 
 def write_report(out_dir: str | Path, results: dict, config: dict, seconds: dict[str, float],
