@@ -332,8 +332,26 @@ def memorization_rows(claims: list[dict]) -> list[list[str]]:
     return rows
 
 
+def render_earlier(task: str, r: dict) -> str:
+    """An entry written before the one rule (claims as strings: paper, ours, verdict, note), shown as it was and
+    marked, until this script reruns the task."""
+    rows = [[c["source"], c["claim"], c["paper"], c["ours"], c["verdict"], c["note"]] for c in r["claims"]]
+    return f"""## The paper's and the critique's claims on {task} (`python -m bench.claims`)
+
+`{r['provenance']['command']}` ({common.machine(r['provenance'])}).
+*Decided by an earlier rule*, before `pdiff.stats.decide_claim` (a claimed gain counted as reproduced on its
+direction alone, a match within ±0.5 points, three dominance words, one record per generator seed): these
+verdicts are listed as they were until `python -m bench.claims` reruns this task.
+
+{common.table(["group", "max", "val-chosen", "mean", "median"], r["table_one"])}
+
+{common.table(["source", "claim", "paper", "ours [95% CI]", "verdict (earlier rule)", "note"], rows)}"""
+
+
 def render_task(task: str, r: dict) -> str:
     """One task's part of the section: Table 1's numbers, every claim with its verdict, the memorization test."""
+    if any("kind" not in c for c in r["claims"]):
+        return render_earlier(task, r)
     rows = [[c["source"], c["claim"], c["kind"], claimed_cell(c), ours_cell(c), f"**{c['verdict']}**",
              generators_cell(c)] for c in r["claims"]]
     memorized = memorization_rows(r["claims"])
