@@ -18,7 +18,7 @@ import json
 
 from pdiff.config import STAGES, load_config
 from pdiff.pipeline import run_pipeline
-from pdiff.report import DOMINANCE_WORDS, dominance_words, points_with_ci, scope_words
+from pdiff.report import dominance_words, points_with_ci, scope_words
 
 from . import common
 
@@ -78,7 +78,8 @@ def render(results: dict) -> str:
 on the task's test set: difference with its 95% CI and verdict (`pdiff.stats`, docs/statistics.md), and what the
 CI speaks for. With several generators the mean-accuracy CI holds the spread between trained generators; the
 similarity CI (median max wrong-prediction IoU to the originals) pools their models. Dominance lines combine the
-two: "generated dominates X" when generated is not less accurate and less similar to the checkpoints.
+two (docs/statistics.md, "Claims and the accuracy-novelty plane"); lines marked "(earlier rule)" were decided
+before that rule, with three words and no accuracy margin ("dominates": accuracy CI not below 0, similarity lower).
 
 {common.table(["generators", "versus", "generated - versus [95% CI]", "verdict", "scope"], rows)}
 
@@ -96,16 +97,15 @@ def glance(results: dict) -> list[list[str]]:
     run = max(results["runs"], key=lambda r: r["generators"])
     task = f"{results['task']}, {run['generators']} generators"
     mean = next(c for c in run["comparisons"] if c["metric"] == "mean_test_accuracy" and c["versus"] == "original")
-    baselines: dict[str, list[str]] = {}
+    by_verdict: dict[str, list[dict]] = {}
     for c in run["comparisons"]:
         if c["metric"] == "dominance":
-            baselines.setdefault(c["verdict"], []).append(c["group"])
-    plane = [f"{'undecided against' if verdict == 'undecided' else DOMINANCE_WORDS[verdict]} {', '.join(groups)}"
-             for verdict, groups in baselines.items()]
+            by_verdict.setdefault(c["verdict"], []).append(c)
+    plane = [dominance_words(records) for records in by_verdict.values()]
     return [["Are the generated models as accurate as the checkpoints?", task,
              f"{points_with_ci(mean, 100)} points, {mean['verdict']}"],
             ["Do they beat simpler ways to make models (accuracy-novelty plane)?",
-             f"{results['task']}, one generator", "generated " + "; ".join(plane)]]
+             f"{results['task']}, one generator", "; ".join(plane)]]
 
 
 def main() -> None:

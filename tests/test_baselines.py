@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from pdiff.baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, pick_checkpoints, weight_average
+from pdiff.baselines import (
+    fine_tuned,
+    gaussian_fit,
+    interpolation,
+    mean_of_k,
+    noise_added,
+    pick_checkpoints,
+    weight_average,
+)
 from pdiff.params import Normalizer, ParamSpec
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import ConvNet1d
@@ -54,3 +62,18 @@ def test_fine_tuned_trains_only_a_copy_of_the_subset() -> None:
     tuned = fine_tuned(model, spec, params, loader, steps=3, lr=0.01, n=5, generator=rng(), optimizer="sgd")
     assert tuned.shape == (5, spec.dim) and not torch.equal(tuned[:3], unchanged)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left untouched
+
+
+def test_interpolation_is_a_convex_combination_of_neighbouring_checkpoints() -> None:
+    params = torch.randn(6, 5, generator=rng()).cumsum(0)  # a trajectory, rows in collection order
+    drawn = interpolation(params, 300, rng())
+    assert drawn.shape == (300, 5)
+    for vector in drawn:
+        step = params[1:] - params[:-1]  # [K - 1, D]: each neighbour pair's segment
+        t = ((vector - params[:-1]) * step).sum(1) / step.pow(2).sum(1)  # [K - 1] projection onto each segment
+        on_segment = (params[:-1] + t[:, None] * step - vector).norm(dim=1) < 1e-5
+        assert (on_segment & (t >= -1e-6) & (t <= 1 + 1e-6)).any()
+    pairs = {int(((drawn[i] - params[:-1]).norm(dim=1) + (drawn[i] - params[1:]).norm(dim=1)
+                  - (params[1:] - params[:-1]).norm(dim=1)).argmin()) for i in range(300)}
+    assert pairs == set(range(5))  # every neighbour pair is drawn, no other
+    assert torch.equal(interpolation(params[:1], 3, rng()), params[:1].expand(3, 5))  # one checkpoint: itself

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from pdiff.adapters import save_adapter
 from pdiff.checkpoints import CheckpointSet
-from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, split, train_base
+from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, train_base
 from pdiff.collect import run as collect_stage
 from pdiff.config import load_config
 from pdiff.errors import ArtifactError, ConfigError, DatasetError, TrainingError
@@ -24,6 +24,7 @@ from pdiff.store import load_tensors, save_tensors
 from pdiff.task import Task
 from pdiff.tasks.datasets import Split, TensorLoader
 from pdiff.tasks.models import MLP
+from pdiff.train import split
 from tests.conftest import TINY, TINY_ADAPTERS, tiny_config, write_checkpoints
 
 
@@ -231,7 +232,7 @@ def test_holdout_from_holds_out_another_runs_checkpoints(tiny_run, tmp_path) -> 
     out = tmp_path / FOLDER
     out.mkdir()
     collect_stage(task, tmp_path, out)
-    training, heldout = split(task, load(task, tmp_path))
+    training, heldout = split(task, tmp_path, load(task, tmp_path))
     original = load(Task(tiny_config(), progress=False), tiny_run).checkpoints
     assert torch.equal(training.params, original.params[:8]) and torch.equal(heldout.params, original.params[8:])
 

@@ -257,3 +257,26 @@ def test_val_size_is_a_count_or_a_fraction_of_the_training_data(val_size, held_o
 def test_val_size_fractions_are_below_one_and_above_zero(override: str) -> None:
     with pytest.raises(ConfigError, match="data.val_size"):
         load_config("mnist1d-convnet", [override])
+
+
+def test_the_run_split_is_hashed_from_train_on_and_unused_leaves_every_hash() -> None:
+    """train.holdout_seed is hashed only when set: null (the default) keeps the hashes of runs made before it."""
+    base = load_config("mnist1d-convnet")
+    assert "holdout_seed" not in hashed_values(load_config("mnist1d-convnet", ["train.holdout_seed=null"]), "train")
+    run = load_config("mnist1d-convnet", ["train.holdout=40", "train.holdout_split=run"])
+    seeded = load_config("mnist1d-convnet", ["train.holdout=40", "train.holdout_split=run", "train.holdout_seed=7"])
+    assert stage_hash(run, "collect") == stage_hash(seeded, "collect") == stage_hash(base, "collect")
+    assert len({stage_hash(c, "train") for c in (base, run, seeded)}) == 3
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.holdout=1"], "train.holdout=1: the held-out test compares"),
+    (["train.holdout=199"], "train.holdout=199 leaves fewer than 2"),
+    (["train.holdout=201", "train.holdout_split=run"], "takes more than the collect.k=200 checkpoints"),
+    (["train.holdout=40", "train.holdout_seed=3"], "train.holdout_seed=3 seeds the second collection"),
+    (["train.holdout_split=run", "train.holdout_seed=-1"], "train.holdout_seed=-1 is not a 64-bit seed"),
+])
+def test_bad_holdout_settings(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("mnist1d-convnet", overrides)
+    load_config("mnist1d-convnet", ["train.holdout=200", "train.holdout_split=run"])  # all of the second collection

@@ -11,6 +11,7 @@ from pdiff.errors import ArtifactError, ConfigError
 from pdiff.pipeline import run_pipeline
 from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
+from pdiff.stats import DOMINANCE_VERDICTS
 from pdiff.store import save_json
 from pdiff.task import Task
 from tests.conftest import copy_stages, tiny_config
@@ -43,14 +44,15 @@ def test_every_group_is_compared_with_a_ci_and_a_verdict(tiny_run) -> None:
     assert 0 < results["resolution"] < 0.2  # a fraction: +-x of accuracy
     comparisons = results["comparisons"]
     keys = {"group", "versus", "metric", "difference", "ci_low", "ci_high", "p_value", "verdict", "scope"}
-    assert all(set(c) == keys for c in comparisons)
+    assert all(set(c) == keys | ({"margin", "accuracy", "similarity"} if c["metric"] == "dominance" else set())
+               for c in comparisons)
     versus_original = {(c["group"], c["metric"]) for c in comparisons if c["versus"] == "original"}
     metrics = {"mean_test_accuracy", "median_test_accuracy", "best_val_chosen_test_accuracy", "median_max_iou",
                "median_l2_to_original"}
     assert versus_original == {(g, m) for g in results["summary"] if g != "original" for m in metrics}
     for c in comparisons:
         if c["metric"] == "dominance":
-            assert c["versus"] == "generated" and c["verdict"] in ("generated dominates", "is dominated", "undecided")
+            assert c["versus"] == "generated" and c["verdict"] in DOMINANCE_VERDICTS
         elif c["metric"] in ("median_test_accuracy", "best_val_chosen_test_accuracy"):  # descriptive
             assert c["ci_low"] is c["ci_high"] is None and c["verdict"] == "descriptive (no verdict)"
         else:

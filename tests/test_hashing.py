@@ -25,6 +25,7 @@ CASES = {  # name: (task, overrides)
                                      "train.diffusion.p_uncond=0.5"]),
     "one-generator": ("mnist1d-convnet", ["train.generators=1", "train.diffusion.prior=auto"]),  # the inert values
     "no-adapters": ("mnist1d-convnet", ["model.peft=null", "data.pretrain=null"]),  # the inert values
+    "holdout-unused": ("mnist1d-convnet", ["train.holdout_seed=null"]),  # the inert value of the held-out family
 }
 # The hashes of collect, train, generate, evaluate (report's is evaluate's) and the base model, as the config
 # module gave them before the fields carried their own hashing rules. Runs made then must stay done: a row may
@@ -44,6 +45,7 @@ PINNED = {
     "unhashed": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
     "one-generator": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
     "no-adapters": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
+    "holdout-unused": "ba9404523c4bba5d b572d32a1e4232f5 53907a0968773193 7f02b9603b31645c 1caeab2f4c9da4ab",
 }
 
 

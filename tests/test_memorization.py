@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdiff.memorization import generalization, nearest_distances
+from pdiff.baselines import interpolation, mean_of_k
+from pdiff.memorization import Group, generalization, heldout_test, nearest_distances
 
 
 def test_nearest_distances_hand_computed() -> None:
@@ -44,3 +45,50 @@ def test_coverage_compares_groups_of_equal_size() -> None:
     subsets = [generalization(fresh[torch.randperm(120, generator=generator)[:20]], training, heldout, margin=0)
                for _ in range(400)]
     assert np.mean([g.coverage for g in subsets]) == pytest.approx(small.coverage, abs=0.02)
+
+
+def group(vectors: torch.Tensor, generator: torch.Generator) -> Group:
+    """Models with made-up test correctness [M, 40] and val accuracies [M]: the held-out test needs them."""
+    return Group(vectors, torch.rand(len(vectors), 40, generator=generator) < 0.8, torch.rand(len(vectors),
+                 generator=generator))
+
+
+def trajectory(start: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """A random walk of `steps` checkpoints [steps, D] from `start` [D], with a drift shared by every walk."""
+    drift = torch.linspace(0, 1, start.numel())
+    return start + (drift + torch.randn(steps, start.numel(), generator=generator)).cumsum(0) * 0.1
+
+
+def test_heldout_test_tells_averages_and_interpolations_from_copies() -> None:
+    """On one trajectory split interleaved, copies of training checkpoints sit at ratio 0 and cover nothing, while
+    interpolations between neighbours cover held-out checkpoints and averages sit as near the held-out ones as the
+    training ones: the test separates them, on groups of the same size. There the held-out checkpoints cover
+    each other not at all (each one's neighbours are training checkpoints); on an independent trajectory (the
+    run split) they do, and interpolations of the first trajectory no longer cover."""
+    generator = torch.Generator().manual_seed(5)
+    walk = trajectory(torch.zeros(16), 60, generator)
+    heldout_rows = torch.arange(4, 60, 5)  # interleaved: every 5th
+    training = walk[torch.tensor([i for i in range(60) if i not in heldout_rows.tolist()])]
+    copies = group(training[torch.randint(len(training), (50,), generator=generator)], generator)
+    baselines = {"mean_of_k": group(mean_of_k(training, 4, 80, generator), generator),
+                 "interpolation": group(interpolation(training, 30, generator), generator)}
+    record = heldout_test(copies, baselines, group(walk[heldout_rows], generator), training)
+    assert record["models_per_group"] == 30 and record["coverage_size"] == 11 and record["heldout_checkpoints"] == 12
+    assert record["generated"]["models"] == 30 and all(b["models"] == 30 for b in record["baselines"].values())
+    assert record["generated"]["memorization_ratio_median"] == 0 and record["generated"]["coverage"] == 0
+    interpolated = record["baselines"]["interpolation"]
+    assert interpolated["memorization_ratio_median"] > 0.1 and interpolated["coverage_ci_low"] > 0
+    assert record["baselines"]["mean_of_k"]["memorization_ratio_median"] > 0.8
+    assert record["reference"]["coverage"] == 0 and record["reference"]["models"] == 12
+    for name, figures in record["baselines"].items():
+        closeness = figures["comparisons"]["median_memorization_ratio"]
+        assert (closeness["group"], closeness["versus"], closeness["verdict"]) == ("generated", name, "lower")
+        assert figures["comparisons"]["mean_test_accuracy"]["metric"] == "mean_test_accuracy"
+    assert set(record["baselines"]) == {"mean_of_k", "interpolation"}
+    json.dumps(record)
+    second = trajectory(torch.zeros(16), 60, generator)[heldout_rows]  # the run split: another walk's checkpoints
+    run = heldout_test(copies, {"interpolation": group(interpolation(walk, 30, generator), generator)},
+                       group(second, generator), walk)
+    assert run["baselines"]["interpolation"]["coverage"] < interpolated["coverage"]
+    assert run["baselines"]["interpolation"]["memorization_ratio_median"] < interpolated["memorization_ratio_median"]
+    assert run["reference"]["coverage"] > 0.5

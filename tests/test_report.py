@@ -11,6 +11,7 @@ import torch
 from pdiff import report
 from pdiff.evaluate import summarise
 from pdiff.figures import plot_tsne
+from pdiff.memorization import Group, heldout_test
 from pdiff.report import write_report
 from pdiff.similarity import similarity_summary
 from pdiff.task import Task
@@ -122,30 +123,72 @@ def comparison(metric: str, verdict: str, difference: float, low: float | None, 
             "ci_high": high, "p_value": None, "verdict": verdict, "scope": scope}
 
 
+def placed(verdict: str, group: str, scope: str = "generator") -> dict:
+    """A dominance record of `group` against the generated models (its component comparisons left out)."""
+    return {**comparison("dominance", verdict, None, None, None, group=group, versus="generated", scope=scope),
+            "margin": 0.0025}
+
+
+def test_dominance_words_put_generated_first_and_mark_an_earlier_rule_s_words() -> None:
+    assert report.dominance_words(placed("generated is dominated by", "mean_of_k")) == (
+        "generated is dominated by mean_of_k")
+    assert report.dominance_words(placed("not resolved", "gaussian")) == "generated vs gaussian: not resolved"
+    earlier = comparison("dominance", "undecided", None, None, None, group="gaussian", versus="generated")
+    assert report.dominance_words(earlier) == "generated vs gaussian: undecided (earlier rule)"
+
+
 def test_the_summary_in_words_says_what_the_verdicts_say_and_no_more() -> None:
     results = {"models": [{"group": "generated"}], "comparisons": [
         comparison("mean_test_accuracy", "higher", 0.003, 0.001, 0.005),
         comparison("median_test_accuracy", "descriptive (no verdict)", 0.004, None, None),
         comparison("best_val_chosen_test_accuracy", "descriptive (no verdict)", -0.01, None, None),
         comparison("median_max_iou", "no detectable difference", -0.005, -0.02, 0.01),
-        comparison("dominance", "is dominated", None, None, None, group="mean_of_k", versus="generated"),
-        comparison("dominance", "generated dominates", None, None, None, group="noise@0.001", versus="generated"),
+        placed("generated is dominated by", "mean_of_k"), placed("generated dominates", "noise@0.001"),
+        placed("trade-off: generated more accurate, less novel than", "finetune"),
+        placed("generated dominates", "ensemble"),
         comparison("mean_test_accuracy", "lower", -0.01, -0.02, -0.005, group="ensemble")]}
     assert report.summary_in_words(results) == (
         "The generated models' mean test accuracy is higher than the checkpoints' (+0.30 points [+0.10, +0.50], "
         "this generator), and their similarity to the checkpoints is not detectably different from the "
         "checkpoints' similarity to each other (median max IoU -0.005 [-0.020, +0.010]). On the accuracy-novelty "
-        "plane, generated dominates noise@0.001, and is dominated by mean_of_k.")
+        "plane: generated is dominated by mean_of_k; generated dominates noise@0.001 and ensemble; trade-off: "
+        "generated more accurate, less novel than finetune.")
 
 
 def test_the_summary_in_words_names_the_method_scope_and_a_lower_accuracy() -> None:
     results = {"models": [{"group": "generated", "generator": g} for g in (0, 0, 1, 1)], "comparisons": [
         comparison("mean_test_accuracy", "lower", -0.01, -0.02, -0.004, scope="method"),
         comparison("median_max_iou", "higher", 0.1, 0.05, 0.15),
-        comparison("dominance", "undecided", None, None, None, group="gaussian", versus="generated", scope="method")]}
+        placed("not resolved", "gaussian", scope="method")]}
     assert report.summary_in_words(results) == (
         "The generated models' mean test accuracy is lower than the checkpoints' (-1.00 points [-2.00, -0.40], "
         "p-diff on this task, 2 generators), and their similarity to the checkpoints is higher than the "
         "checkpoints' similarity to each other (median max IoU +0.100 [+0.050, +0.150], the models of 2 "
-        "generators, pooled). On the accuracy-novelty plane, generated is undecided against gaussian.")
+        "generators, pooled). On the accuracy-novelty plane: generated vs gaussian: not resolved.")
     assert report.summary_in_words({"models": [], "comparisons": []}) == ""
+
+
+def heldout_record() -> dict:
+    """results.json["memorization"] of random models: 6 generated, two baselines, 4 held-out checkpoints."""
+    generator = torch.Generator().manual_seed(0)
+
+    def group(m: int) -> Group:
+        return Group(torch.randn(m, 8, generator=generator), torch.rand(m, 50, generator=generator) < 0.9,
+                     torch.rand(m, generator=generator))
+
+    return heldout_test(group(6), {"mean_of_k": group(6), "interpolation": group(9)}, group(4),
+                        torch.randn(20, 8, generator=generator))
+
+
+def test_the_heldout_test_is_one_table_row_per_group(tmp_path) -> None:
+    results, record = fake_results(GROUPS), heldout_record()
+    results["memorization"] = record
+    write_report(tmp_path, results, CONFIG, {"collect": 1.0})
+    text = (tmp_path / "report.md").read_text()
+    assert "## Held-out test beside the simpler explanations" in text and "6 models per group" in text
+    header, rows = report.heldout_test_table(record)
+    assert [row[0] for row in rows] == ["heldout", "generated", "mean_of_k", "interpolation"]
+    assert [row[1] for row in rows] == ["4", "6", "6", "6"]  # the baselines cut to the generated group's size
+    ratio = record["baselines"]["interpolation"]["comparisons"]["median_memorization_ratio"]
+    assert rows[3][3] == f"{ratio['difference']:+.3f} [{ratio['ci_low']:+.3f}, {ratio['ci_high']:+.3f}]"
+    assert rows[0][3] == rows[1][3] == ""  # compared with no one

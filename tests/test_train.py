@@ -95,3 +95,34 @@ def test_several_generators_each_stored_raising_g_trains_only_the_new_ones(tiny_
         assert [g.seed - task.config.seed for g in members] == list(range(generators))
     single = train.load(Task(tiny_config(), progress=False), tiny_run, spec)
     assert torch.equal(single.sample(3, "ddim", 5, seed=1), members[0].sample(3, "ddim", 5, seed=1))
+
+
+def test_the_run_split_holds_out_a_second_collection_and_the_generator_learns_all_k(tiny_run, tmp_path,
+                                                                                   monkeypatch) -> None:
+    task = Task(tiny_config("train.holdout=3", "train.holdout_split=run",
+                            "evaluate.baselines=[mean_of_k,gaussian,interpolation]"), progress=False)
+    root = copy_stages(tiny_run, tmp_path, ("collect",))
+    collected = load_collected(task, root).checkpoints
+    fitted = []
+    real = ParameterGenerator.fit_prior
+
+    def spy(self, checkpoints, progress=True):
+        fitted.append(checkpoints.params.clone())
+        return real(self, checkpoints, progress)
+
+    monkeypatch.setattr(ParameterGenerator, "fit_prior", spy)
+    for module, folder in ((train, train.FOLDER), (generate, generate.FOLDER), (evaluate, evaluate.FOLDER)):
+        (root / folder).mkdir()
+        module.run(task, root, root / folder)
+    assert torch.equal(fitted[0], collected.params)  # all K of the run's own collection
+    training, heldout = train.split(task, root, collected)
+    assert training is collected and len(heldout) == 3 and heldout.test_predictions.shape[0] == 3
+    assert not (heldout.params[:, None] == collected.params[None]).all(-1).any()  # another trajectory
+    results = evaluate.load(task, root)
+    assert [m["group"] for m in results["models"]].count("heldout") == 3
+    record = results["memorization"]
+    assert set(record["baselines"]) == {"mean_of_k", "gaussian", "interpolation"}
+    assert record["models_per_group"] == 6 and record["coverage_size"] == 2 and record["heldout_checkpoints"] == 3
+    other = Task(tiny_config("train.holdout=3", "train.holdout_split=run", "train.holdout_seed=9"), progress=False)
+    with pytest.raises(ArtifactError, match="made under another config"):
+        train.split(other, root, collected)

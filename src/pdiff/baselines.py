@@ -2,7 +2,8 @@
 
 Each baseline answers "could something simpler than diffusion make these models?": the average of
 all checkpoints (the paper's "ensemble"), checkpoints plus noise, checkpoints trained a few steps
-further, means of k random checkpoints (Zeng et al. 2025), and a per-coordinate Gaussian fit.
+further, means of k random checkpoints (Zeng et al. 2025), a per-coordinate Gaussian fit, and points on the
+trajectory between neighbouring checkpoints (the critique's "simple interpolations").
 Every function returns vectors [n, D] over the same parameter subset as the checkpoints [K, D].
 """
 
@@ -50,6 +51,16 @@ def gaussian_fit(params: torch.Tensor, n: int, generator: torch.Generator) -> to
     """n samples of N(mean, std^2) fitted to each coordinate of the checkpoints [K, D] -> [n, D]."""
     mean, std = params.mean(0), params.std(0) if len(params) > 1 else torch.zeros(params.shape[1])
     return mean + std * torch.randn(n, params.shape[1], generator=generator)
+
+
+def interpolation(params: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n random convex combinations (1 - t) p_i + t p_{i+1}, t ~ U(0, 1), of checkpoints that are neighbours along
+    the trajectory (params [K, D] in collection order; the pair i chosen uniformly) -> [n, D]. With one
+    checkpoint, every combination is that checkpoint."""
+    first = torch.randint(max(len(params) - 1, 1), (n,), generator=generator)  # [n]
+    second = (first + 1).clamp(max=len(params) - 1)
+    t = torch.rand(n, 1, generator=generator)
+    return params[first] + t * (params[second] - params[first])  # = (1 - t) p_i + t p_{i+1}
 
 
 def fine_tuned(model: nn.Module, spec: ParamSpec, params: torch.Tensor, loader: Batches, steps: int,

@@ -19,7 +19,7 @@ from .pretrained import CHECKPOINTS, checkpoints_card, read_export, write_export
 from .provenance import version
 from .store import load_tensors, save_tensors
 
-HOLDOUT_SPLITS = ("interleaved", "last")
+TRAJECTORY_SPLITS = ("interleaved", "last")  # the splits of one collection (`CheckpointSet.split`)
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CheckpointSet:
         elif how == "interleaved":
             heldout = torch.tensor([(i + 1) * k // holdout - 1 for i in range(holdout)])
         else:
-            raise ValueError(f"holdout split {how!r}: choose one of {', '.join(HOLDOUT_SPLITS)}")
+            raise ValueError(f"holdout split {how!r}: choose one of {', '.join(TRAJECTORY_SPLITS)}")
         keep = torch.ones(k, dtype=torch.bool)
         keep[heldout] = False
         return self.rows(keep.nonzero().squeeze(1)), self.rows(heldout)

@@ -187,13 +187,7 @@ def run(task: Task, run_dir: Path, out: Path, base: Path | None = None) -> dict:
     else:
         model, ckpts = _collect(task, run_dir, out, model, spec, base_meta, base, trained=bool(given))
     model.to(task.device).eval()
-    chunk = task.config.evaluate.model_chunk
-    val_pred, test_pred = (predict_many(model, spec, ckpts.params, task.loader(split), chunk, task.device,
-                                        desc=task.bar(f"evaluate {len(ckpts)} checkpoints ({split})"))
-                           for split in ("val", "test"))
-    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
-    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
-    ckpts.test_predictions = test_pred.to(torch.int16)
+    _measure(task, model, ckpts)
     ckpts.save(out / CHECKPOINTS_FILE, base_meta)
     log.info("collect: %d checkpoints of %d parameters, val accuracy %.2f-%.2f%%", len(ckpts), spec.dim,
              100 * ckpts.val_accuracy.min(), 100 * ckpts.val_accuracy.max())
@@ -262,18 +256,6 @@ def load_given_base(model: nn.Module, path: Path, state_dict_key: str | None = N
     model.load_state_dict(tensors)
 
 
-def split(task: Task, collected: Collected) -> tuple[CheckpointSet, CheckpointSet | None]:
-    """(the checkpoints the generator trains on, the held-out ones or None): train.holdout of the collected
-    ones, or every collected one and the checkpoints train.holdout_from matches (cut like collect.from's; their
-    parameters alone, which the evaluate stage measures)."""
-    cfg = task.config.train
-    if cfg.holdout_from is None:
-        return collected.checkpoints.split(cfg.holdout, cfg.holdout_split)
-    heldout = checkpoint_files.checkpoints_from(cfg.holdout_from, collected.model, collected.checkpoints.spec,
-                                                task.config.collect.state_dict_key, "train.holdout_from")
-    return collected.checkpoints, heldout
-
-
 def _runs(task: Task, out: Path, base_meta: dict) -> tuple[nn.Module, CheckpointSet, dict]:
     """collect.runs independent runs (run r: initialisation and batch order from seed + r; run 0 is the lone run's
     base), K / runs checkpoints of the whole network along each, their BatchNorm statistics folded into the
@@ -308,11 +290,35 @@ def _runs(task: Task, out: Path, base_meta: dict) -> tuple[nn.Module, Checkpoint
         "runs": cfg.runs, "align": cfg.align, "distance_across_runs": {"before": before, "after": after}}
 
 
+def second_collection(task: Task, model: nn.Module, spec: ParamSpec, seed: int, keep: int) -> CheckpointSet:
+    """`keep` checkpoints spread along a second collection of collect.k from the base `model` (its subset where
+    base training left it), whose batches are drawn with `seed`, measured as the run's are: the held-out
+    checkpoints of train.holdout_split=run, another draw of the process that made the run's checkpoints."""
+    cfg = task.config.collect
+    ckpts = collect_checkpoints(copy.deepcopy(model), _train_loader(task, seed), spec, cfg.k, cfg.recipe,
+                                cfg.subset_lr, cfg.subset_weight_decay, task.device, task.progress)
+    _, kept = ckpts.split(keep, "interleaved")  # every (K/keep)-th, as the interleaved split holds out
+    _measure(task, model, kept)
+    return kept
+
+
 def _train_loader(task: Task, seed: int) -> TensorLoader:
-    """The training batches, shuffled by `seed`, with the dataset's augmentation if data.augment."""
-    augment = augmentation(task.config.data.name, task.data.input_shape) if task.config.data.augment else None
-    return TensorLoader(task.data.train, task.config.data.batch_size, shuffle=True,
+    """The training batches of base training and collection, shuffled (and augmented) from `seed`."""
+    data = task.config.data
+    augment = augmentation(data.name, task.data.input_shape) if data.augment else None
+    return TensorLoader(task.data.train, data.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), augment=augment)
+
+
+def _measure(task: Task, model: nn.Module, ckpts: CheckpointSet) -> None:
+    """Fill in the checkpoints' val / test accuracy [K] and test predictions [K, n_test] (int16), once."""
+    val_pred, test_pred = (predict_many(model, ckpts.spec, ckpts.params, task.loader(split),
+                                        task.config.evaluate.model_chunk, task.device,
+                                        desc=task.bar(f"evaluate {len(ckpts)} checkpoints ({split})"))
+                           for split in ("val", "test"))
+    ckpts.val_accuracy = accuracy(val_pred, task.labels("val"))
+    ckpts.test_accuracy = accuracy(test_pred, task.labels("test"))
+    ckpts.test_predictions = test_pred.to(torch.int16)
 
 
 def load(task: Task, run_dir: Path) -> Collected:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect, generate, memorization, stats
-from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from . import collect, generate, memorization, stats, train
+from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .config import BASELINES
 from .errors import ArtifactError, ConfigError
@@ -44,7 +44,7 @@ NO_TRAINING_BASELINES = tuple(b for b in BASELINES if b != "finetune")  # made f
 def run(task: Task, run_dir: Path, out: Path) -> dict:
     """Evaluate the originals, the generated models and the baselines; write results and predictions into `out`."""
     collected = collect.load(task, run_dir)
-    ckpts, heldout = collect.split(task, collected)
+    ckpts, heldout = train.split(task, run_dir, collected)
     generated = generate.load(task, run_dir, ckpts.spec)
     cfg, collect_cfg = task.config.evaluate, task.config.collect
     groups = {"original": ckpts, **({"heldout": heldout} if heldout is not None else {}),
@@ -212,9 +212,9 @@ def baseline_groups(model: nn.Module, spec: ParamSpec, params: torch.Tensor, nor
     """The baselines' parameter vectors, made from the checkpoints `params` [K, D], in results.json order
     (config.BASELINES), and their settings.
 
-    Order: ensemble, noise@<strength> for each strength, finetune, mean_of_k, gaussian (those in `baselines`),
-    n models each (the ensemble is one). Each baseline draws from its own generator seeded with `seed`, so the
-    noise groups start from the same checkpoints and differ only in strength.
+    Order: ensemble, noise@<strength> for each strength, finetune, mean_of_k, gaussian, interpolation (those in
+    `baselines`), n models each (the ensemble is one). Each baseline draws from its own generator seeded with
+    `seed`, so the noise groups start from the same checkpoints and differ only in strength.
     """
     chosen = set(baselines)
 
@@ -241,13 +241,16 @@ def baseline_groups(model: nn.Module, spec: ParamSpec, params: torch.Tensor, nor
         settings["mean_of_k"] = used
     if "gaussian" in chosen:
         groups["gaussian"] = gaussian_fit(params, n, rng())
+    if "interpolation" in chosen:  # the training checkpoints stay in collection order, so rows i, i + 1 are neighbours
+        groups["interpolation"] = interpolation(params, n, rng())
     return groups, settings
 
 
 def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standardised: torch.Tensor,
            seed: int = 0) -> dict:
     """The statistics of results.json: "resolution", "comparisons" and, with held-out checkpoints,
-    "generalization" (see `pdiff.stats`).
+    "generalization" (every group, see `pdiff.stats`) and "memorization" (the held-out test of the generated
+    models beside the memorization baselines, groups of equal size: `pdiff.memorization.heldout_test`).
 
     records: one per model (results.json order); correct [M, n_test] bool; similarity: `similarity_summary`'s;
     standardised [M, D]: every model's parameters in the normaliser's units. Comparisons: every group against
@@ -298,6 +301,14 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
                                                               exclude_self=group == "heldout").median().item()
             decided["generalization"][group] = figures
+
+        def group(name: str) -> memorization.Group:
+            return memorization.Group(standardised[rows[name]], correct[rows[name]], val[rows[name]],
+                                      generators[name] if name == "generated" else None)
+
+        decided["memorization"] = memorization.heldout_test(
+            group("generated"), {b: group(b) for b in memorization.BASELINES if b in rows}, group("heldout"),
+            training, seed)
     return decided
 
 

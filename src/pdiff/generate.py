@@ -47,7 +47,7 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     them into `out`."""
     collected = collect.load(task, run_dir)
     spec = collected.checkpoints.spec
-    training, heldout = collect.split(task, collected)
+    training, heldout = train.split(task, run_dir, collected)
     generators = train.load_all(task, run_dir, spec)
     cfg = task.config.generate
     latents, params, members = [], [], []

@@ -4,6 +4,7 @@
                 collect/base.safetensors, checkpoints.safetensors
                 train/autoencoder.safetensors, diffusion.safetensors, metrics.csv  (`generator/` before)
                 train/generator-1/, ... the same files for generators 1.. (train.generators > 1)
+                train/heldout.safetensors  (train.holdout_split=run: the second collection's held-out checkpoints)
                 generate/generated.safetensors
                 evaluate/results.json, predictions.safetensors
                 report/report.md, report.html, *.png
@@ -25,6 +26,7 @@ STAGE_FOLDERS = {"collect": "collect", "train": "train", "generate": "generate",
 OLD_STAGE_FOLDERS = {"train": "generator"}  # what earlier pdiff versions named them, still read
 BASE_FILE, CHECKPOINTS_FILE = "base.safetensors", "checkpoints.safetensors"  # collect/
 AUTOENCODER_FILE, DIFFUSION_FILE, METRICS_FILE = "autoencoder.safetensors", "diffusion.safetensors", "metrics.csv"
+HELDOUT_FILE = "heldout.safetensors"  # train/, with train.holdout_split=run
 MEMBER_PREFIX = "generator-"  # train/generator-1/, ...: generators 1.. of a run with train.generators > 1
 GENERATED_FILE = "generated.safetensors"  # generate/
 RESULTS_FILE, PREDICTIONS_FILE = "results.json", "predictions.safetensors"  # evaluate/

@@ -1,5 +1,25 @@
 """Memorization against generalization in weight space: how models sit between the training checkpoints and
 held-out checkpoints the generator never saw (the memorization ratio and the coverage of the held-out set).
+
+`heldout_test` puts the generated models and the critique's simpler explanations (Zeng et al. 2025: replicas, or
+at best interpolations, of the checkpoints), `BASELINES` = averages of k checkpoints, a Gaussian fit and
+interpolations between neighbouring checkpoints, through the same test, with groups of equal size. Its record
+(results.json["memorization"], docs/memorization.md):
+
+    {"models_per_group": n,            # every group below: the same n models (drawn at random where it had more)
+     "heldout_checkpoints": H, "coverage_size": c,   # coverage: that of c models, c = min(n, H - 1)
+     "reference": FIGURES,             # the held-out checkpoints themselves, leave-one-out (H models)
+     "generated": FIGURES,
+     "baselines": {"mean_of_k" | "gaussian" | "interpolation": {**FIGURES, "comparisons": {
+         "median_memorization_ratio": COMPARISON, "mean_test_accuracy": COMPARISON}}}}
+    FIGURES: models, memorization_ratio_median, distance_to_training_median, distance_to_heldout_median,
+             coverage, coverage_ci_low, coverage_ci_high, coverage_size, mean_val_accuracy, mean_test_accuracy
+    COMPARISON: a pdiff.stats.Comparison record of generated minus the baseline, with its 95% CI and verdict
+
+Generated models beat a baseline on held-out closeness at equal accuracy when their memorization ratio is higher
+(nearer the unseen checkpoints, relative to the seen ones) while their mean test accuracy is non-inferior (CI lower
+end above -stats.ACCURACY_MARGIN), the place `stats.dominance_verdict` calls "generated dominates" with the ratio
+as the axis where higher is better; a claim's verdict from these CIs is the claim's rule (bench.claims).
 """
 
 from __future__ import annotations
@@ -9,8 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .stats import EXAMPLES, blocks, median, percentile_interval, random_stream, resample_counts
+from . import stats
+from .stats import EXAMPLES, MODELS, blocks, median, percentile_interval, random_stream, resample_counts
 
+BASELINES = ("mean_of_k", "gaussian", "interpolation")  # the simpler explanations the held-out test is run on
 COVERAGE_MARGIN = 0.1  # "closer" in the held-out test: by this many median training nearest-neighbour distances
 
 
@@ -104,6 +126,63 @@ def generalization(vectors: torch.Tensor, training: torch.Tensor, heldout: torch
     low, high = percentile_interval(replicates - replicates.mean() + coverage)  # recentred: see the docstring
     return Generalization(float(median(to_training / to_heldout)), coverage, max(low, 0.0), min(high, 1.0),
                           to_training, to_heldout, size, margin)
+
+
+@dataclass
+class Group:
+    """One group of models for `heldout_test`: parameters [M, D] (standardised like the checkpoints), test
+    correctness [M, n_test] (bool), val accuracies [M], and the generator that drew each model [M] (or None)."""
+
+    vectors: torch.Tensor
+    correct: torch.Tensor
+    val_accuracy: torch.Tensor
+    generators: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> Group:
+        return Group(self.vectors[index], self.correct[index], self.val_accuracy[index],
+                     None if self.generators is None else self.generators[index])
+
+
+def heldout_test(generated: Group, baselines: dict[str, Group], reference: Group, training: torch.Tensor,
+                 seed: int = 0) -> dict:
+    """The held-out test of the generated models beside `baselines` (name -> Group), the record of the module
+    docstring. `reference` is the held-out checkpoints [H, D] as a group, `training` the checkpoints [T, D] the
+    generator learned. Every compared group keeps the same number of models, the smallest group's (a random
+    subset of the others, seeded), so that neither a median's CI nor a coverage favours the larger group."""
+    heldout = reference.vectors
+    if len(heldout) < 2:
+        raise ValueError(f"the held-out test needs 2 or more held-out checkpoints (leave-one-out), got {len(heldout)}")
+    size = min(len(g.vectors) for g in (generated, *baselines.values()))
+    coverage_size = min(size, len(heldout) - 1)
+    generator = random_stream(seed, MODELS)
+
+    def equal(group: Group) -> Group:
+        return group.rows(torch.randperm(len(group.vectors), generator=generator)[:size].sort().values)
+
+    def figures(group: Group, is_heldout: bool = False) -> tuple[dict, torch.Tensor]:
+        g = generalization(group.vectors, training, heldout, seed=seed, is_heldout=is_heldout, size=coverage_size)
+        ratio = g.distance_to_training / g.distance_to_heldout  # [M]
+        return {"models": len(group.vectors), "memorization_ratio_median": g.memorization_ratio_median,
+                "distance_to_training_median": float(median(g.distance_to_training)),
+                "distance_to_heldout_median": float(median(g.distance_to_heldout)), "coverage": g.coverage,
+                "coverage_ci_low": g.coverage_ci_low, "coverage_ci_high": g.coverage_ci_high,
+                "coverage_size": g.coverage_size, "mean_val_accuracy": group.val_accuracy.float().mean().item(),
+                "mean_test_accuracy": group.correct.float().mean().item()}, ratio
+
+    generated = equal(generated)
+    generated_figures, generated_ratio = figures(generated)
+    record = {"models_per_group": size, "heldout_checkpoints": len(heldout), "coverage_size": coverage_size,
+              "reference": figures(reference, is_heldout=True)[0], "generated": generated_figures, "baselines": {}}
+    for name, group in baselines.items():
+        group = equal(group)
+        baseline_figures, ratio = figures(group)
+        accuracy = stats.compare_accuracy(generated.correct, generated.val_accuracy, group.correct,
+                                          group.val_accuracy, "generated", name, generators=generated.generators)[0]
+        closeness = stats.compare_values(generated_ratio, ratio, "generated", name, "median_memorization_ratio",
+                                         seed=seed)
+        record["baselines"][name] = {**baseline_figures, "comparisons": {
+            "median_memorization_ratio": closeness.as_dict(), "mean_test_accuracy": accuracy.as_dict()}}
+    return record
 
 
 def _subset_coverage(coverers: torch.Tensor, pool: int, size: int) -> torch.Tensor:

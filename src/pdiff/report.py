@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, evaluate, generate
+from . import distributed, evaluate, generate, stats
 from .config import STAGES, to_dict
 from .figures import (
     plot_accuracy_histogram,
@@ -81,8 +81,6 @@ def accuracy_table(summary: dict[str, dict], split: str = "test", comparisons: l
 # What each verdict of the generated models against the originals says, in words
 ACCURACY_WORDS = {"higher": "higher than", "lower": "lower than", "no detectable difference": "not detectably "
                   "different from"}
-DOMINANCE_WORDS = {"generated dominates": "dominates", "is dominated": "is dominated by",
-                   "undecided": "is undecided against"}
 
 
 def points_with_ci(c: dict, scale: float = 100) -> str:
@@ -110,12 +108,18 @@ def scope_words(c: dict, generators: int) -> str:
     return "this generator" if generators == 1 else f"the models of {generators} generators, pooled"
 
 
-def dominance_words(c: dict) -> str:
-    """A dominance record (a baseline's, against the generated models) with generated as the subject:
-    "generated dominates noise@0.001", "generated is dominated by mean_of_k", "generated vs gaussian: undecided"."""
-    if c["verdict"] == "undecided":
-        return f"generated vs {c['group']}: undecided"
-    return f"generated {DOMINANCE_WORDS[c['verdict']]} {c['group']}"
+def dominance_words(c: dict | list[dict]) -> str:
+    """Dominance records of one verdict (baselines' records, against the generated models) with generated as the
+    subject: "generated dominates noise@0.001 and ensemble", "trade-off: generated more accurate, less novel than
+    finetune", "generated vs gaussian: not resolved" (the words of `pdiff.stats.DOMINANCE_VERDICTS`)."""
+    records = c if isinstance(c, list) else [c]
+    verdict, groups = records[0]["verdict"], _and([r["group"] for r in records])
+    if "margin" not in records[0]:  # decided by an earlier pdiff (three words, no margin): said as then, and marked
+        said = {"is dominated": f"generated is dominated by {groups}", "undecided": f"generated vs {groups}: undecided"}
+        return said.get(verdict, f"{verdict} {groups}") + " (earlier rule)"
+    if verdict == stats.DOMINANCE_VERDICTS[-1]:
+        return f"generated vs {groups}: {verdict}"
+    return f"{verdict} {groups}"
 
 
 def generator_count(results: dict) -> int:
@@ -186,12 +190,11 @@ def summary_in_words(results: dict) -> str:
         sentences.append("The generated models' " + ", and their ".join(clauses) + ".")
     dominance = [c for c in results.get("comparisons", []) if c["metric"] == "dominance"]
     if dominance:
-        said = [f"{words} {_and([c['group'] for c in dominance if c['verdict'] == verdict])}"
-                for verdict, words in DOMINANCE_WORDS.items() if any(c["verdict"] == verdict for c in dominance)]
+        said = [dominance_words([c for c in dominance if c["verdict"] == verdict])
+                for verdict in dict.fromkeys(c["verdict"] for c in dominance)]
         scope = scope_words(dominance[0], generators)
         where = "" if scope in scopes else f" ({scope})"
-        joined = ", and ".join(said) if len(said) == 2 else "; ".join(said[:-1]) + "; and " * (len(said) > 2) + said[-1]
-        sentences.append(f"On the accuracy-novelty plane{where}, generated {joined}.")
+        sentences.append(f"On the accuracy-novelty plane{where}: {'; '.join(said)}.")
     return " ".join(sentences)
 
 
@@ -209,6 +212,36 @@ def generalization_table(generalization: dict) -> tuple[list[str], list[list[str
              f"{g['max_iou_to_training_median']:.3f}", f"{g['max_iou_to_heldout_median']:.3f}"]
             for group, g in generalization.items()]
     return header, rows
+
+
+def heldout_test_table(record: dict) -> tuple[list[str], list[list[str]]]:
+    """results.json["memorization"] as rows: the held-out checkpoints themselves, the generated models, then each
+    baseline with generated minus it on the memorization ratio and on mean test accuracy (points), with CIs."""
+    header = ["group", "models", "memorization ratio (median)", "ratio: generated - group", "coverage [95% CI]",
+              "mean test acc: generated - group (points)"]
+
+    def row(name: str, figures: dict) -> list[str]:
+        compared = figures.get("comparisons", {})
+        return [name, str(figures["models"]), f"{figures['memorization_ratio_median']:.2f}",
+                points_with_ci(compared["median_memorization_ratio"], 1) if compared else "",
+                f"{figures['coverage']:.2f} [{figures['coverage_ci_low']:.2f}, {figures['coverage_ci_high']:.2f}]",
+                points_with_ci(compared["mean_test_accuracy"]) if compared else ""]
+
+    return header, [row("heldout", record["reference"]), row("generated", record["generated"]),
+                    *(row(name, figures) for name, figures in record["baselines"].items())]
+
+
+def heldout_test_text(record: dict) -> str:
+    """What the held-out test's table shows and how to read it."""
+    return (f"The generated models and the simpler explanations of them (averages of checkpoints, a Gaussian fit, "
+            f"interpolations between neighbouring checkpoints: those this run evaluated) in the same held-out test, "
+            f"{record['models_per_group']} models per group (coverage: that of {record['coverage_size']}, as the "
+            f"{record['heldout_checkpoints']} held-out checkpoints cover each other leave-one-out; the `heldout` row, "
+            "each held-out checkpoint against the others). Generated models "
+            "beat a baseline on held-out closeness at equal accuracy when *generated - group* is above 0 on the "
+            "memorization ratio (nearer the unseen checkpoints, relative to the seen ones) while their accuracy is "
+            f"non-inferior (CI lower end above -{100 * stats.ACCURACY_MARGIN:.2f} points). Differences with their "
+            "95% CI.")
 
 
 def write_report(results: dict, out_dir: str | Path, config: dict | None = None,
@@ -275,7 +308,7 @@ def write_report(results: dict, out_dir: str | Path, config: dict | None = None,
              "nearest original in per-tensor standardised units (for originals: to the nearest other one, the "
              "spread among checkpoints); both are means over the group. A group that copies checkpoints sits "
              "at max IoU near 1; one that generalises reaches the originals' accuracy at lower similarity. "
-             + baseline_text(results.get("baselines", {}))))
+             + baseline_text(results.get("baselines", {}), summary)))
     if "generalization" in results:
         plot_generalization(results["generalization"], out_dir / "generalization.png")
         header, rows = generalization_table(results["generalization"])
@@ -289,6 +322,10 @@ def write_report(results: dict, out_dir: str | Path, config: dict | None = None,
                  "checkpoints give coverage near 0; a generator that learned the distribution covers held-out "
                  "checkpoints about as well as the held-out checkpoints cover each other (the `heldout` row, "
                  "leave-one-out)."))
+    if "memorization" in results:
+        header, rows = heldout_test_table(results["memorization"])
+        sections.append(Section("Held-out test beside the simpler explanations", header=header, rows=rows,
+                                text=heldout_test_text(results["memorization"])))
     sections.append(Section("Accuracy distributions", figures=["accuracy_hist.png"]))
     sim_rows = [[pair, f"{v:.3f}"] for pair, v in similarity["mean_iou"].items()]
     sections.append(Section("Mean IoU within and between groups", header=["pair", "IoU"], rows=sim_rows,
@@ -354,8 +391,8 @@ def memorization_table(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def baseline_text(settings: dict) -> str:
-    """What each baseline group is, with the settings this run used."""
+def baseline_text(settings: dict, groups: dict | list = ()) -> str:
+    """What each baseline group is, with the settings this run used (`groups`: the groups evaluated)."""
     parts = ["Baselines: *ensemble* is the uniform average of all checkpoints"]
     if "noise_strengths" in settings:
         parts.append("*noise@s* are checkpoints plus N(0, s²) noise in standardised units")
@@ -365,4 +402,6 @@ def baseline_text(settings: dict) -> str:
     if "mean_of_k" in settings:
         parts.append(f"*mean_of_k* are averages of {settings['mean_of_k']} random checkpoints")
     parts.append("*gaussian* are samples of a per-coordinate Gaussian fitted to the checkpoints")
+    if "interpolation" in groups:
+        parts.append("*interpolation* are random convex combinations of two neighbouring checkpoints")
     return "; ".join(parts) + f" ({settings.get('n', '?')} models each)."

@@ -88,7 +88,8 @@ def results_sections(results: dict | None, test_predictions: Any = None) -> list
     lines = [summary_in_words(results)] if summary_in_words(results) else []
     if "resolution" in results:
         lines.append(f"This test set resolves differences of about ±{100 * results['resolution']:.2f} points.")
-    lines += [f"- {line}" for line in verdict_lines(results) if line.startswith("generated ")]
+    lines += [f"- {line}" for line in verdict_lines(results)
+              if line.startswith(("generated ", "trade-off: generated "))]  # generated is the subject
     return sections + ([Section("Verdicts", text="\n".join(lines))] if lines else [])
 
 

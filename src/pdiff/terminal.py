@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .report import accuracy_table, generalization_table, summary_in_words, verdict_groups
+from .report import accuracy_table, generalization_table, in_points, points_with_ci, summary_in_words, verdict_groups
 
 # accuracy_table's headers as the terminal names them (the report's wider pages keep the long names)
 HEADERS = {"models": "n", "mean - original [95% CI]": "vs original [95% CI]"}
@@ -95,7 +95,7 @@ def generated_verdicts(results: dict, width: int) -> list[tuple[str, list[str]]]
 def print_summary(results: dict, console: Console, asked: dict | None = None) -> None:
     """Print a finished run's results.json: the summary in words, the test accuracy table with its legend, the
     target asked of a conditioned generator (`asked`, the generate stage's record), the resolution, the generated
-    models' verdicts and the generalization table, every line within the console's width."""
+    models' verdicts, the generalization table and the held-out test, every line within the console's width."""
     def say(text: str) -> None:
         console.print(Text(text))  # Text: names are shown as they are, never read as markup
 
@@ -125,3 +125,14 @@ def print_summary(results: dict, console: Console, asked: dict | None = None) ->
     if "generalization" in results:
         console.print(table("generalization to held-out checkpoints", *generalization_table(results["generalization"]),
                             console))
+    if "memorization" in results:
+        record = results["memorization"]
+        say(f"Held-out test, {record['models_per_group']} models per group: memorization ratio (median) "
+            f"{record['generated']['memorization_ratio_median']:.2f} generated, "
+            f"{record['reference']['memorization_ratio_median']:.2f} held-out"
+            + ("; generated minus" if record["baselines"] else "."))
+        for name, figures in record["baselines"].items():
+            compared = figures["comparisons"]
+            say(" " * INDENT + f"{name} ({figures['memorization_ratio_median']:.2f}): ratio "
+                f"{points_with_ci(compared['median_memorization_ratio'], 1)}, accuracy "
+                f"{in_points(compared['mean_test_accuracy'])}")

@@ -5,7 +5,11 @@ validation accuracy: diffusion on the latents of a collapsed autoencoder could o
 Writes train/autoencoder.safetensors, train/diffusion.safetensors and train/metrics.csv (an earlier pdiff
 named the folder generator/, still read); with train.generators = G > 1, generators 1..G-1 (seeds train.seed
 + s) in train/generator-s/ beside them, so that verdicts can speak for the method, not one trained generator.
-`load` reads generator 0 back, `load_all` every one, checked against the config and the parameter subset.
+With train.holdout_split=run it also collects the held-out checkpoints (a second collection from the same base
+model, `collect.second_collection`) into train/heldout.safetensors: they are the generator's to never see, and
+the train section holds their keys, so they are hashed with the generator. `load` reads generator 0 back,
+`load_all` every one, checked against the config and the parameter subset; `split` gives any later stage the
+checkpoints the generator learned and the held-out ones.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect
+from . import checkpoint_files, collect
 from .checkpoints import CheckpointSet
 from .config import Config
-from .errors import HealthError, PdiffError
+from .errors import ArtifactError, HealthError, PdiffError
 from .generator import ParameterGenerator, differences_kept
-from .hashing import config_hash, made_under
+from .hashing import check_made_under, config_hash, made_under
 from .inference import accuracy_many
-from .layout import DIFFUSION_FILE, MEMBER_PREFIX, METRICS_FILE, STAGE_FOLDERS, stage_folder
+from .layout import DIFFUSION_FILE, HELDOUT_FILE, MEMBER_PREFIX, METRICS_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
 from .store import load_tensors, save_text
 from .task import Task
@@ -48,7 +52,14 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
     """
     collected = collect.load(task, run_dir)
     cfg = task.config.train
-    ckpts, _ = collect.split(task, collected)  # the held-out checkpoints are never seen
+    if cfg.holdout_split == "run" and cfg.holdout:
+        ckpts = collected.checkpoints  # all of them: the held-out ones come from a second collection
+        seed = task.config.seed + 1 if cfg.holdout_seed is None else cfg.holdout_seed
+        heldout = collect.second_collection(task, collected.model, ckpts.spec, seed, cfg.holdout)
+        heldout.save(out / HELDOUT_FILE, made_under(task.config, CONFIG_SECTIONS))
+    else:
+        ckpts, _ = collected.checkpoints.split(cfg.holdout, cfg.holdout_split)  # the held-out rows are never seen
+        # (with train.holdout_from, train.holdout is 0: the generator learns every collected checkpoint)
     health = []
     for member in range(cfg.generators):
         config = member_config(task.config, member)
@@ -72,6 +83,25 @@ def run(task: Task, run_dir: Path, out: Path) -> dict:
         gen.save(folder, _member_metadata(task, config))
         save_text(folder / METRICS_FILE, _csv(gen.metrics))
     return {"health": health[0]} if cfg.generators == 1 else {"health": health}
+
+
+def split(task: Task, run_dir: Path, collected: collect.Collected) -> tuple[CheckpointSet, CheckpointSet | None]:
+    """(the checkpoints the generator learned, the held-out ones or None) of the run's `collected` ones, as the
+    train.holdout* keys chose them: a trajectory split of them, the second collection's (run), or every collected
+    one and the files train.holdout_from matches (cut like collect.from's; the evaluate stage measures them)."""
+    cfg, checkpoints = task.config.train, collected.checkpoints
+    if cfg.holdout_from is not None:
+        return checkpoints, checkpoint_files.checkpoints_from(cfg.holdout_from, collected.model, checkpoints.spec,
+                                                              task.config.collect.state_dict_key,
+                                                              "train.holdout_from")
+    if cfg.holdout_split != "run" or not cfg.holdout:
+        return checkpoints.split(cfg.holdout, cfg.holdout_split)
+    path = stage_folder(run_dir, "train") / HELDOUT_FILE
+    heldout, meta = CheckpointSet.load(path)
+    check_made_under(task.config, CONFIG_SECTIONS, path, meta, "train")
+    if heldout.spec != checkpoints.spec or heldout.test_predictions is None:
+        raise ArtifactError(f"{path} holds no measured checkpoints of this run's subset: rerun `pdiff train --force`")
+    return checkpoints, heldout
 
 
 def member_config(config: Config, member: int) -> Config:

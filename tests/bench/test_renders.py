@@ -36,8 +36,8 @@ def test_seeds_renders_each_verdict_with_its_scope():
     def run(generators: int, scope: str, train_s: float) -> dict:
         mean = {**COMPARISON, "group": "generated", "versus": "original", "metric": "mean_test_accuracy",
                 "scope": scope}
-        dominated = {"group": "mean_of_k", "versus": "generated", "metric": "dominance", "verdict": "is dominated",
-                     "scope": scope}
+        dominated = {"group": "mean_of_k", "versus": "generated", "metric": "dominance",
+                     "verdict": "generated is dominated by", "scope": scope, "margin": 0.0025}
         return {"generators": generators, "comparisons": [mean, dominated], "resolution": 0.0005, "trained": 4,
                 "means": {"original": 0.9768, "generated": 0.9771}, "seconds": {"train": train_s}}
 
