@@ -1,7 +1,7 @@
 """pdiff: Neural Network Diffusion (p-diff, Wang et al. 2024) as a library and a command line."""
 
 from .ablation import ablate
-from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .collect import collect, collect_checkpoints, train_base  # collect: collect_checkpoints, as before
 from .config import Config, load_config
@@ -17,7 +17,8 @@ from .task import Task
 
 __all__ = [
     "CheckpointSet", "Config", "FinishedRun", "Normalizer", "ParamSpec", "ParameterGenerator", "PdiffError", "Run",
-    "Task", "ablate", "accuracy", "collect", "collect_checkpoints", "fine_tuned", "gaussian_fit", "iou_matrix",
+    "Task", "ablate", "accuracy", "collect", "collect_checkpoints", "fine_tuned", "gaussian_fit", "interpolation",
+    "iou_matrix",
     "last_norm_layers", "load_config", "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run",
     "predict", "predict_many", "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base",
     "weight_average",
