@@ -293,13 +293,18 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def share_with_interval(count: int, n: int) -> str:
-    """'99% [94.6, 99.8]': count of n as a percentage, with its Wilson 95% interval (the share a new draw of n
-    models would show, binomially)."""
+def wilson(count: int, n: int) -> tuple[float, float]:
+    """The Wilson 95% interval of the share count / n (the share a new draw of n models would show, binomially)."""
     from scipy.stats import binomtest
 
     interval = binomtest(count, n).proportion_ci(0.95, method="wilson")
-    return f"{100 * count / n:.0f}% [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+    return float(interval.low), float(interval.high)
+
+
+def share_with_interval(count: int, n: int) -> str:
+    """'99% [94.6, 99.8]': count of n as a percentage, with its Wilson 95% interval."""
+    low, high = wilson(count, n)
+    return f"{100 * count / n:.0f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def hardware(p: dict) -> str:

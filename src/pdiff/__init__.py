@@ -1,7 +1,7 @@
 """pdiff: Neural Network Diffusion (p-diff, Wang et al. 2024) as a library and a command line."""
 
 from .ablation import ablate
-from .baselines import fine_tuned, gaussian_fit, mean_of_k, noise_added, weight_average
+from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise_added, weight_average
 from .checkpoint_files import checkpoints_from
 from .checkpoints import CheckpointSet
 from .collect import collect, collect_checkpoints, train_base  # collect: collect_checkpoints, as before
@@ -21,8 +21,8 @@ from .task import Task
 __all__ = [
     "CheckpointSet", "Config", "FineTuning", "FinishedRun", "Normalizer", "ParamSpec", "ParameterGenerator",
     "PdiffError", "Run", "Task", "ablate", "accuracy", "checkpoints_from", "collect", "collect_checkpoints",
-    "evaluate_models", "fine_tuned", "gaussian_fit", "iou_matrix", "last_norm_layers", "load_config",
-    "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run", "predict", "predict_many",
-    "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base", "weight_average",
-    "write_report",
+    "evaluate_models", "fine_tuned", "gaussian_fit", "interpolation", "iou_matrix", "last_norm_layers",
+    "load_config", "max_similarity", "mean_of_k", "nearest_checkpoint", "noise_added", "open_run", "predict",
+    "predict_many", "run_pipeline", "run_stage", "sample_models", "similarity_summary", "train_base",
+    "weight_average", "write_report",
 ]

@@ -51,22 +51,26 @@ def test_seeds_renders_each_verdict_with_its_scope():
 
 def test_seeds_glance_states_the_method_verdict_and_groups_the_plane():
     mean = {**COMPARISON, "group": "generated", "versus": "original", "metric": "mean_test_accuracy"}
-    verdicts = (("ensemble", "generated dominates"), ("mean_of_k", "is dominated"),
+    verdicts = (("ensemble", "generated dominates"), ("mean_of_k", "generated is dominated by"),
                 ("noise@0.001", "generated dominates"))
-    plane = [{"group": g, "versus": "generated", "metric": "dominance", "verdict": v} for g, v in verdicts]
+    plane = [{"group": g, "versus": "generated", "metric": "dominance", "verdict": v, "margin": 0.0025}
+             for g, v in verdicts]
     runs = [{"generators": g, "comparisons": [mean, *plane]} for g in (1, 3)]
     rows = importlib.import_module("bench.seeds").glance({"task": "mnist1d-convnet", "runs": runs})
     assert rows[0][1:] == ["mnist1d-convnet, 3 generators", "+0.10 [-0.05, +0.25] points, no detectable difference"]
-    assert rows[1][2] == "generated dominates ensemble, noise@0.001; is dominated by mean_of_k"
+    assert rows[1][2] == "generated dominates ensemble and noise@0.001; generated is dominated by mean_of_k"
 
 
-def test_training_renders_the_goal_from_the_originals():
-    rows = [{"setting": "2000:3000", "ae_s": 10.0, "diffusion_s": 20.0, "best": 97.8, "mean": 97.5},
-            {"setting": "300:500", "ae_s": 1.0, "diffusion_s": 2.0, "best": 97.0, "mean": 96.0}]
+def test_training_renders_the_goal_on_validation_and_reports_test():
+    def accuracies(val_best: float, val_mean: float) -> dict:
+        return {"val": {"best": val_best, "mean": val_mean}, "test": {"best": 97.6, "mean": 97.4}}
+
+    rows = [{"setting": "2000:3000", "ae_s": 10.0, "diffusion_s": 20.0, **accuracies(98.0, 97.6)},
+            {"setting": "300:500", "ae_s": 1.0, "diffusion_s": 2.0, **accuracies(98.0, 96.0)}]
     section = render("training", task="mnist1d-convnet", seed=0, sampler="ddpm", sample_steps=None, n=200,
-                     original_best=97.7, original_mean=97.6, rows=rows)
-    assert "| 2000:3000 | 10.0 | 20.0 | 97.80 | 97.50 | yes |" in section and "| 300:500 |" in section
-    assert section.count("| no |") == 1 and "ddpm (all steps)" in section
+                     original=accuracies(97.9, 97.7), rows=rows)
+    assert "| 2000:3000 | 10.0 | 20.0 | 98.00 | 97.60 | yes | 97.60 | 97.40 |" in section and "| 300:500 |" in section
+    assert section.count("| no |") == 1 and "ddpm\n(all steps)" in section and "judged on validation" in section
 
 
 def test_evaluation_renders_the_speedups():

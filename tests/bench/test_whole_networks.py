@@ -1,6 +1,8 @@
+import json
+
 import pytest
 from bench.common import share_with_interval
-from bench.whole_networks import target_mean
+from bench.whole_networks import accuracy_figures, inside_share, target_inside, target_mean
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [
@@ -18,3 +20,23 @@ def test_the_mean_target_is_met_only_when_the_whole_ci_lies_within_one_point(low
 def test_the_inside_share_comes_with_its_wilson_interval() -> None:
     assert share_with_interval(99, 100) == "99% [94.6, 99.8]"
     assert share_with_interval(100, 100) == "100% [96.3, 100.0]"  # all inside: the interval still leaves room
+
+
+def test_the_inside_target_holds_only_when_the_intervals_lower_end_reaches_95_percent() -> None:
+    assert target_inside(inside_share([0.5] * 99 + [0.9], 0.4, 0.6, "val")) == "does not hold"  # 99% [94.6, 99.8]
+    share = inside_share([0.5] * 297 + [0.9] * 3, 0.4, 0.6, "val")
+    assert (share["count"], share["n"], share["split"]) == (297, 300, "val") and share["low"] > 0.97
+    assert target_inside(share) == "holds"
+
+
+def test_the_targets_are_judged_on_validation_and_test_is_reported(tiny_run) -> None:
+    figures = accuracy_figures("mnist1d-convnet", tiny_run.parent, [])
+    assert figures["mean_target"]["split"] == figures["inside_target"]["split"] == "val"
+    assert figures["mean"]["val"]["metric"] == "mean_val_accuracy"
+    assert figures["mean"]["test"]["metric"] == "mean_test_accuracy"
+    assert figures["inside"]["val"]["n"] == figures["inside"]["test"]["n"] == figures["n"] == 6
+    results = json.loads((tiny_run / "evaluate/results.json").read_text())
+    generated_val = [m["val_accuracy"] for m in results["models"] if m["group"] == "generated"]
+    val_mean = figures["mean"]["val"]["difference"]  # from the val predictions, as results.json's val accuracies
+    original_val = [m["val_accuracy"] for m in results["models"] if m["group"] == "original"]
+    assert val_mean == pytest.approx(sum(generated_val) / 6 - sum(original_val) / len(original_val), abs=1e-6)
