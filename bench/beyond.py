@@ -43,6 +43,7 @@ NAME = "beyond"
 BASELINES = ("noise@0.05", "mean_of_k", "gaussian")
 COLLECTIONS = ("one run", "aligned runs", "unaligned runs")
 FAMILIES = ("latent diffusion", "flow")
+SCREEN_TASKS = ("mnist1d-mlp-full", "mnist1d-convnet-full")  # the whole-network tasks the screen is for
 
 
 def overrides_of(task: str, collection: str, family: str, runs: int, n: int) -> list[str]:
@@ -182,6 +183,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
             plane.append([config, baseline, points(v["accuracy"]), points(v["similarity"], 1),
                           points(v["closeness"], 1),
                           plane_word(v["dominance"]), "yes" if v["beats"] else "no"])
+    missing = [f"{c}/{f}" for c in COLLECTIONS for f in FAMILIES if f"{c}/{f}" not in entries]
     best = closest(entries)
     winners = [config for config, e in entries.items() if all(v["beats"] for v in e["versus"].values())]
     if winners:
@@ -206,14 +208,22 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         table(["configuration", "baseline", "accuracy: generated - baseline (points)",
                "max IoU: generated - baseline", "L2 to held-out: generated - baseline", "plane", "beats it"], plane),
         f"**Does any generator beat averaging here?** {answer}",
+        f"Not run on this task: {', '.join(missing)}." if missing else "Every configuration of the screen ran.",
     ])
 
 
 def render(results: dict) -> str:
     p = results["provenance"]
-    parts = [f"`{p['command']}` ({common.machine(p)})"]
+    parts = [f"`{p['command']}` ({common.machine(p)})",
+             "Sized for 2 shared CPU cores: one generator per configuration at the preset's generator sizes, one "
+             "thread per process, the configurations run as separate processes. The script does not run the "
+             "method-scope confirmation (3 or more generators), a tokens + transformer family or the interpolation "
+             "baseline."]
     for task, entries in results["tasks"].items():
         parts.append(render_task(task, entries, results["runs"], results["n"]))
+    left = [task for task in SCREEN_TASKS if task not in results["tasks"]]
+    if left:
+        parts.append(f"Not screened: {', '.join(left)}.")
     return "\n\n".join(parts)
 
 
