@@ -1,7 +1,7 @@
 """Beyond one trajectory: does any generator beat averaging the checkpoints?
 
     python -m bench.beyond [--tasks mnist1d-mlp-full] [--runs 4] [--n 100] [--threads 1] [--data-dir DIR]
-                           [--runs-dir runs/beyond] [--configs 'aligned runs/flow' ...]
+                           [--runs-dir runs/beyond] [--configs 'aligned runs/flow' ...] [key=value ...]
 
 For each task, screens every combination of a collection ({one run, R runs aligned by weight matching, R runs
 unaligned}: collect.runs, collect.align) and a generator family ({latent diffusion, flow}: train.family) at one
@@ -43,6 +43,7 @@ NAME = "beyond"
 BASELINES = ("noise@0.05", "mean_of_k", "gaussian")
 COLLECTIONS = ("one run", "aligned runs", "unaligned runs")
 FAMILIES = ("latent diffusion", "flow")
+SCREEN_TASKS = ("mnist1d-mlp-full", "mnist1d-convnet-full")  # the whole-network tasks the screen is for
 
 
 def overrides_of(task: str, collection: str, family: str, runs: int, n: int) -> list[str]:
@@ -123,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=100, help="generated models (and models per baseline) of a run")
     parser.add_argument("--configs", nargs="+", default=None,
                         help="only these 'collection/family' pairs, e.g. 'aligned runs/flow' (default: all six)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of every configuration run by this call "
+                        "(e.g. smaller train steps); the section names them beside the configuration")
     return parser
 
 
@@ -138,10 +141,12 @@ def measure(args: argparse.Namespace) -> dict:
         entries = recorded.setdefault(task, {})
         for config in wanted:
             collection, family = config.split("/")
-            overrides = [*overrides_of(task, collection, family, args.runs, args.n), *common.data_overrides(args)]
+            overrides = [*overrides_of(task, collection, family, args.runs, args.n), *args.overrides,
+                         *common.data_overrides(args)]
             stages = run_stages(task, args.runs_dir, overrides, entries.get(config, {}).get("stages", {}))
             entry = {"collection": collection, "family": family, "overrides": overrides[:-1] if args.data_dir
-                     else overrides, "stages": stages, **figures_of(task, args.runs_dir, overrides)}
+                     else overrides, "changed": args.overrides, "stages": stages,
+                     **figures_of(task, args.runs_dir, overrides)}
             recorded = common.load_results(NAME).get("tasks", {})  # as saved now: other configurations may run
             recorded.setdefault(task, {})[config] = entry  # in parallel, each in a process of its own
             figures = common.results(command, tasks=recorded, runs=args.runs, n=args.n)
@@ -152,6 +157,12 @@ def measure(args: argparse.Namespace) -> dict:
 # ---- the section ------------------------------------------------------------------------------------------
 def points(c: dict, scale: float = 100) -> str:
     return points_with_ci(c, scale)
+
+
+def label(config: str, entry: dict) -> str:
+    """The configuration's name, with the overrides its call changed from the preset's generator."""
+    changed = entry.get("changed") or []
+    return f"{config} ({', '.join(changed)})" if changed else config
 
 
 def plane_word(verdict: str) -> str:
@@ -172,16 +183,17 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         seconds = sum(s["wall"] for s in stages.values())
         rss = [s["rss"] for s in stages.values() if s.get("rss") is not None]
         moved = e["distance_across_runs"]
-        rows.append([config, f"{100 * e['generated_val_mean']:.2f}", f"{100 * e['generated_test_mean']:.2f}",
+        rows.append([label(config, e), f"{100 * e['generated_val_mean']:.2f}", f"{100 * e['generated_test_mean']:.2f}",
                      f"{100 * e['original_test_mean']:.2f}", points(e["versus_original"]),
                      f"{e['generated_max_iou_median']:.3f} / {e['original_max_iou_median']:.3f}",
                      points(e["nearer_than_training"], 1),
                      "-" if moved is None else f"{moved['before']:.1f} -> {moved['after']:.1f}",
                      f"{seconds / 60:.1f}", f"{max(rss):.0f}" if rss else "not measured"])
         for baseline, v in e["versus"].items():
-            plane.append([config, baseline, points(v["accuracy"]), points(v["similarity"], 1),
+            plane.append([label(config, e), baseline, points(v["accuracy"]), points(v["similarity"], 1),
                           points(v["closeness"], 1),
                           plane_word(v["dominance"]), "yes" if v["beats"] else "no"])
+    missing = [f"{c}/{f}" for c in COLLECTIONS for f in FAMILIES if f"{c}/{f}" not in entries]
     best = closest(entries)
     winners = [config for config, e in entries.items() if all(v["beats"] for v in e["versus"].values())]
     if winners:
@@ -206,14 +218,22 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         table(["configuration", "baseline", "accuracy: generated - baseline (points)",
                "max IoU: generated - baseline", "L2 to held-out: generated - baseline", "plane", "beats it"], plane),
         f"**Does any generator beat averaging here?** {answer}",
+        f"Not run on this task: {', '.join(missing)}." if missing else "Every configuration of the screen ran.",
     ])
 
 
 def render(results: dict) -> str:
     p = results["provenance"]
-    parts = [f"`{p['command']}` ({common.machine(p)})"]
+    parts = [f"`{p['command']}` ({common.machine(p)})",
+             "Sized for 2 shared CPU cores: one generator per configuration at the preset's generator sizes, one "
+             "thread per process, the configurations run as separate processes. The script does not run the "
+             "method-scope confirmation (3 or more generators), a tokens + transformer family or the interpolation "
+             "baseline."]
     for task, entries in results["tasks"].items():
         parts.append(render_task(task, entries, results["runs"], results["n"]))
+    left = [task for task in SCREEN_TASKS if task not in results["tasks"]]
+    if left:
+        parts.append(f"Not screened: {', '.join(left)}.")
     return "\n\n".join(parts)
 
 

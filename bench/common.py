@@ -171,6 +171,8 @@ QUESTIONS = {
         Entry("ablations", "ablations", "mnist1d-convnet")),
     "Are the generated models new, or copies of the checkpoints?": (
         Entry("novelty", "novelty", "mnist1d-convnet"),),
+    "Does any generator beat averaging the checkpoints?": (
+        Entry("beyond", "beyond", "mnist1d-mlp-full"),),
     "Does a verdict hold for p-diff as a method, and are the CIs right?": (
         Entry("seeds", "seeds", "mnist1d-convnet"), Entry("calibration", "calibration", "simulated accuracies")),
     "Can you ask for an accuracy?": (

@@ -26,11 +26,12 @@ def test_the_section_answers_the_question_with_the_configuration_chosen_on_valid
     assert "The closest (chosen on validation accuracy) is aligned runs/flow" in section
     assert "| one run/flow | mean_of_k | +0.10 [-0.20, +0.40] | -0.050 [-0.070, -0.030] | -1.000 [-2.000, -0.500] | " \
            "generated is dominated | no |" in section
-    assert "40.0 -> 30.0" in section
+    assert "40.0 -> 30.0" in section and "Not run on this task: one run/latent diffusion," in section
     entries["aligned runs/flow"] = entry(0.63, "generated dominates", True)
     section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
                                            n=100))
     assert "Yes, here: the generated models of aligned runs/flow dominate every baseline" in section
+    assert "Not screened: mnist1d-convnet-full." in section
 
 
 def test_each_configuration_is_a_valid_config_of_its_own() -> None:
