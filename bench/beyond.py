@@ -17,7 +17,7 @@ For each run and each baseline, with 95% CIs (one generator: they speak for this
 - held-out closeness: generated minus baseline median L2 distance (standardised units) to the nearest held-out
   checkpoint; and the generated models' against the training checkpoints' own (how near the held-out ones lie
   to them);
-- the dominance word of `stats.dominance` (accuracy and similarity); and "beats" when, in addition, the
+- the place on the accuracy-novelty plane, `stats.dominance_verdict` of the recorded accuracy and similarity CIs; and "beats" when, in addition, the
   generated models lie nearer to the held-out checkpoints than the baseline's models by their CI.
 The configuration reported as the closest is chosen on validation data only: the one whose generated models
 have the highest mean validation accuracy. Writes bench/beyond.json after each run and the "beyond" section.
@@ -165,9 +165,17 @@ def label(config: str, entry: dict) -> str:
     return f"{config} ({', '.join(changed)})" if changed else config
 
 
-def plane_word(verdict: str) -> str:
-    """A dominance verdict with the generated models as its subject."""
-    return {"is dominated": "generated is dominated", "undecided": "undecided"}.get(verdict, verdict)
+def plane_word(versus: dict) -> str:
+    """Generated's place against one baseline on the accuracy-novelty plane, decided from the recorded CIs by
+    `pdiff.stats.dominance_verdict` (so results kept before its words changed read in today's words)."""
+    accuracy, similarity = versus["accuracy"], versus["similarity"]
+    return stats.dominance_verdict((accuracy["ci_low"], accuracy["ci_high"]),
+                                   (similarity["ci_low"], similarity["ci_high"]))
+
+
+def beats(versus: dict) -> bool:
+    """Generated dominates the baseline and lies nearer the held-out checkpoints than it does."""
+    return plane_word(versus) == stats.DOMINANCE_VERDICTS[0] and versus["closeness"]["verdict"] == "lower"
 
 
 def closest(entries: dict) -> str:
@@ -192,18 +200,18 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         for baseline, v in e["versus"].items():
             plane.append([label(config, e), baseline, points(v["accuracy"]), points(v["similarity"], 1),
                           points(v["closeness"], 1),
-                          plane_word(v["dominance"]), "yes" if v["beats"] else "no"])
+                          plane_word(v), "yes" if beats(v) else "no"])
     missing = [f"{c}/{f}" for c in COLLECTIONS for f in FAMILIES if f"{c}/{f}" not in entries]
     best = closest(entries)
-    winners = [config for config, e in entries.items() if all(v["beats"] for v in e["versus"].values())]
+    winners = [config for config, e in entries.items() if all(beats(v) for v in e["versus"].values())]
     if winners:
         answer = (f"Yes, here: the generated models of {', '.join(winners)} dominate every baseline by their CIs "
                   "and lie nearer to the held-out checkpoints than the baselines' models.")
     else:
-        lost = {b: v for b, v in entries[best]["versus"].items() if not v["beats"]}
+        lost = {b: v for b, v in entries[best]["versus"].items() if not beats(v)}
         answer = (f"No configuration's generated models beat every baseline here. The closest (chosen on "
                   f"validation accuracy) is {best}: generated against "
-                  + "; ".join(f"{b}: {plane_word(v['dominance'])}, accuracy {points(v['accuracy'])}"
+                  + "; ".join(f"{b}: {plane_word(v)}, accuracy {points(v['accuracy'])}"
                               for b, v in lost.items())
                   + ".")
     return "\n\n".join([
