@@ -17,8 +17,9 @@ For each run and each baseline, with 95% CIs (one generator: they speak for this
 - held-out closeness: generated minus baseline median L2 distance (standardised units) to the nearest held-out
   checkpoint; and the generated models' against the training checkpoints' own (how near the held-out ones lie
   to them);
-- the place on the accuracy-novelty plane, `stats.dominance_verdict` of the recorded accuracy and similarity CIs; and "beats" when, in addition, the
-  generated models lie nearer to the held-out checkpoints than the baseline's models by their CI.
+- the place on the accuracy-novelty plane, `stats.dominance_verdict` of the recorded accuracy and similarity
+  CIs; and "beats" when, in addition, the generated models lie nearer to the held-out checkpoints than the
+  baseline's models by their CI.
 The configuration reported as the closest is chosen on validation data only: the one whose generated models
 have the highest mean validation accuracy. Writes bench/beyond.json after each run and the "beyond" section.
 """

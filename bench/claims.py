@@ -333,26 +333,8 @@ def memorization_rows(claims: list[dict]) -> list[list[str]]:
     return rows
 
 
-def render_earlier(task: str, r: dict) -> str:
-    """An entry written before the one rule (claims as strings: paper, ours, verdict, note), shown as it was and
-    marked, until this script reruns the task."""
-    rows = [[c["source"], c["claim"], c["paper"], c["ours"], c["verdict"], c["note"]] for c in r["claims"]]
-    return f"""## The paper's and the critique's claims on {task} (`python -m bench.claims`)
-
-`{r['provenance']['command']}` ({common.machine(r['provenance'])}).
-*Decided by an earlier rule*, before `pdiff.stats.decide_claim` (a claimed gain counted as reproduced on its
-direction alone, a match within ±0.5 points, three dominance words, one record per generator seed): these
-verdicts are listed as they were until `python -m bench.claims` reruns this task.
-
-{common.table(["group", "max", "val-chosen", "mean", "median"], r["table_one"])}
-
-{common.table(["source", "claim", "paper", "ours [95% CI]", "verdict (earlier rule)", "note"], rows)}"""
-
-
 def render_task(task: str, r: dict) -> str:
     """One task's part of the section: Table 1's numbers, every claim with its verdict, the memorization test."""
-    if any("kind" not in c for c in r["claims"]):
-        return render_earlier(task, r)
     rows = [[c["source"], c["claim"], c["kind"], claimed_cell(c), ours_cell(c), f"**{c['verdict']}**",
              generators_cell(c)] for c in r["claims"]]
     memorized = memorization_rows(r["claims"])
@@ -389,19 +371,25 @@ p-diff 77.5 best):
 
 def headline(task: str, entry: dict) -> str:
     """The README's sentence on one task's claims, from its entry alone: Table 1's mean, and the critique's."""
-    said = {(c["kind"], c.get("metric"), c.get("baseline"), c.get("split")): c for c in entry["claims"]}
-    mean = said[("effect", "mean_test_accuracy", None, None)]
+    mean = next(c for c in entry["claims"] if (c["kind"], c["metric"]) == ("effect", "mean_test_accuracy"))  # Table 1
     plane = [c for c in entry["claims"] if c["kind"] == "dominance" and c["source"] == "critique"]
     held = {c["split"]: c["verdict"] for c in entry["claims"] if c["kind"] == "memorization"}
     where = {"last": "checkpoints held out at the trajectory's end", "run": "checkpoints of an independent collection"}
     sentence = (f"On {task}, each claim decided by one rule, the paper's claim that p-diff's mean beats the "
                 f"checkpoints' is {mean['verdict']} ({mean['generators']} trained generators); the critique's claims "
                 "that p-diff is no better than " + " and ".join(c["baseline"] for c in plane)
-                + " on the accuracy-novelty plane are " + " and ".join(c["verdict"] for c in plane))
+                + " on the accuracy-novelty plane are " + _each([c["verdict"] for c in plane]))
     if held:
         sentence += (", and that its models are replicas or, at best, interpolations of the checkpoints is "
                      + " and ".join(f"{verdict} with {where[split]}" for split, verdict in held.items()))
     return sentence + "."
+
+
+def _each(verdicts: list[str]) -> str:
+    """"both reproduced" when the verdicts agree, else each in turn ("reproduced and refuted")."""
+    if len(set(verdicts)) == 1 and len(verdicts) > 1:
+        return f"{'both' if len(verdicts) == 2 else 'all'} {verdicts[0]}"
+    return " and ".join(verdicts)
 
 
 def render(results: dict) -> str:

@@ -87,7 +87,7 @@ def val_correct(run: Run) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Whether each original and each generated model is right on each validation example ({group: [M, n_val]},
     bool; results.json keeps only their val accuracies), and which generator drew each generated model [N]."""
     collected = load_collected(run.task, run.root)
-    originals, _ = split(run.task, run.root, collected.checkpoints)
+    originals, _ = split(run.task, run.root, collected)
     generated = generate.load(run.task, run.root, originals.spec)
     labels = run.task.labels("val")
     correct = {group: predict_many(collected.model, originals.spec, vectors, run.task.loader("val"),

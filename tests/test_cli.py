@@ -24,7 +24,8 @@ def test_tasks_lists_the_presets() -> None:
 def test_keys_lists_config_keys() -> None:
     result = runner.invoke(app, ["tasks", "--keys"])
     assert "train.diffusion.steps" in result.output.split()
-    assert "generate.sampler (str; default ddpm; one of ddpm, ddim, dpm)\n    ddpm (the paper's)" in result.output
+    assert ("generate.sampler (str; default ddpm; one of ddpm, ddim, dpm, euler, midpoint)\n    ddpm (the paper's)"
+            in result.output)
 
 
 def test_show_prints_the_resolved_config_with_types_defaults_ranges_and_help() -> None:

@@ -241,7 +241,7 @@ def test_every_key_says_what_it_sets_and_ranges_come_from_its_rules() -> None:
     assert not [key for key, e in entries.items() if not e.help], "every setting(...) needs a help string"
     assert entries["collect.momentum"].allowed == "[0, 1]" and entries["collect.epochs"].allowed == ">= 0"
     assert entries["train.diffusion.beta_start"].allowed == "(0, 1)"
-    assert entries["generate.sampler"].allowed == "one of ddpm, ddim, dpm"
+    assert entries["generate.sampler"].allowed == "one of ddpm, ddim, dpm, euler, midpoint"
     assert entries["collect.k"].default == 200 and entries["generate.n"].value == load_config().generate.n
 
 

@@ -22,24 +22,27 @@ MAX_README_LINES = 250
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target): inline links
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 RUNNABLE = "<!-- runnable -->"  # directly before a ```python fence: the block runs as it stands, in seconds
+RUNNABLE_SLOW = "<!-- runnable, slow -->"  # the same for a block that trains for a minute: the slow tier runs it
 
 
-def runnable_blocks(page: Path) -> list[tuple[int, str]]:
-    """(line number, code) of every block of `page` marked RUNNABLE; a marker before anything but a Python
-    fence fails, so that no marked block is skipped."""
+def runnable_blocks(page: Path) -> list[tuple[int, str, bool]]:
+    """(line number, code, slow) of every block of `page` marked RUNNABLE or RUNNABLE_SLOW; a marker before
+    anything but a Python fence fails, so that no marked block is skipped."""
     lines = page.read_text(encoding="utf-8").splitlines()
     blocks = []
     for i, line in enumerate(lines):
-        if line.strip() != RUNNABLE:
+        if line.strip() not in (RUNNABLE, RUNNABLE_SLOW):
             continue
         assert i + 1 < len(lines) and lines[i + 1].strip() == "```python", \
             f"{page.name}:{i + 1}: {RUNNABLE} must stand directly before a ```python fence"
         end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
-        blocks.append((i + 3, "\n".join(lines[i + 2:end])))
+        blocks.append((i + 3, "\n".join(lines[i + 2:end]), line.strip() == RUNNABLE_SLOW))
     return blocks
 
 
-BLOCKS = [(page, line, code) for page in PAGES for line, code in runnable_blocks(page)]
+BLOCKS = [pytest.param(page, line, code, id=f"{page.relative_to(ROOT).as_posix()}:{line}",
+                       marks=[pytest.mark.slow] if slow else [])
+          for page in PAGES for line, code, slow in runnable_blocks(page)]
 
 
 def prose(page: Path) -> str:
@@ -104,8 +107,7 @@ def test_some_blocks_are_marked_runnable() -> None:
     assert BLOCKS, f"no Python block in README.md or docs/ is marked {RUNNABLE}"
 
 
-@pytest.mark.parametrize("page, line, code", BLOCKS,
-                         ids=[f"{p.relative_to(ROOT).as_posix()}:{n}" for p, n, _ in BLOCKS])
+@pytest.mark.parametrize("page, line, code", BLOCKS)
 def test_runnable_blocks_run(page: Path, line: int, code: str, tmp_path: Path) -> None:
     """Each marked block runs as it stands, in a fresh interpreter in an empty folder, on one thread."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PDIFF_DATA": str(tmp_path)}

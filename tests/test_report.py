@@ -183,7 +183,7 @@ def heldout_record() -> dict:
 def test_the_heldout_test_is_one_table_row_per_group(tmp_path) -> None:
     results, record = fake_results(GROUPS), heldout_record()
     results["memorization"] = record
-    write_report(tmp_path, results, CONFIG, {"collect": 1.0})
+    write_report(results, tmp_path, CONFIG, {"collect": 1.0})
     text = (tmp_path / "report.md").read_text()
     assert "## Held-out test beside the simpler explanations" in text and "6 models per group" in text
     header, rows = report.heldout_test_table(record)

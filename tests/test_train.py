@@ -102,7 +102,8 @@ def test_the_run_split_holds_out_a_second_collection_and_the_generator_learns_al
     task = Task(tiny_config("train.holdout=3", "train.holdout_split=run",
                             "evaluate.baselines=[mean_of_k,gaussian,interpolation]"), progress=False)
     root = copy_stages(tiny_run, tmp_path, ("collect",))
-    collected = load_collected(task, root).checkpoints
+    run_collection = load_collected(task, root)
+    collected = run_collection.checkpoints
     fitted = []
     real = ParameterGenerator.fit_prior
 
@@ -115,7 +116,7 @@ def test_the_run_split_holds_out_a_second_collection_and_the_generator_learns_al
         (root / folder).mkdir()
         module.run(task, root, root / folder)
     assert torch.equal(fitted[0], collected.params)  # all K of the run's own collection
-    training, heldout = train.split(task, root, collected)
+    training, heldout = train.split(task, root, run_collection)
     assert training is collected and len(heldout) == 3 and heldout.test_predictions.shape[0] == 3
     assert not (heldout.params[:, None] == collected.params[None]).all(-1).any()  # another trajectory
     results = evaluate.load(task, root)
@@ -125,4 +126,4 @@ def test_the_run_split_holds_out_a_second_collection_and_the_generator_learns_al
     assert record["models_per_group"] == 6 and record["coverage_size"] == 2 and record["heldout_checkpoints"] == 3
     other = Task(tiny_config("train.holdout=3", "train.holdout_split=run", "train.holdout_seed=9"), progress=False)
     with pytest.raises(ArtifactError, match="made under another config"):
-        train.split(other, root, collected)
+        train.split(other, root, run_collection)
