@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 
 from pdiff import evaluate, stats
-from pdiff.config import STAGES, load_config
-from pdiff.pipeline import Run
+from pdiff.config import load_config
 from pdiff.report import points_with_ci
 from pdiff.store import load_json
 
@@ -60,21 +59,6 @@ def overrides_of(task: str, collection: str, family: str, runs: int, n: int) -> 
     if family == "flow":
         chosen += ["train.family=flow", f"train.autoencoder.latent_dim={k - heldout - 1}", "generate.sampler=euler"]
     return chosen
-
-
-def run_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
-    """stage -> {"wall", "cpu", "rss"}; a stage already done is read back (from an earlier measure, or its
-    stage.json's seconds)."""
-    run = Run(load_config(task, overrides), runs_dir / run_name(overrides), progress=False)
-    figures = {}
-    for stage in STAGES:
-        if run.is_done(stage):
-            figures[stage] = cached.get(stage) or {
-                "wall": load_json(run.stage_dir(stage) / "stage.json")["seconds"], "cpu": None, "rss": None}
-            continue
-        print(f"{run_name(overrides)}: {stage} ...", flush=True)
-        figures[stage] = common.stage_in_process(stage, task, runs_dir, overrides)
-    return figures
 
 
 def run_name(overrides: list[str]) -> str:
@@ -144,7 +128,8 @@ def measure(args: argparse.Namespace) -> dict:
             collection, family = config.split("/")
             overrides = [*overrides_of(task, collection, family, args.runs, args.n), *args.overrides,
                          *common.data_overrides(args)]
-            stages = run_stages(task, args.runs_dir, overrides, entries.get(config, {}).get("stages", {}))
+            stages = common.measure_stages(task, args.runs_dir / run_name(overrides), args.runs_dir, overrides,
+                                           entries.get(config, {}).get("stages", {}))
             entry = {"collection": collection, "family": family, "overrides": overrides[:-1] if args.data_dir
                      else overrides, "changed": args.overrides, "stages": stages,
                      **figures_of(task, args.runs_dir, overrides)}

@@ -357,6 +357,26 @@ def stage_in_process(stage: str, task: str, runs_dir: Path, overrides: list[str]
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
 
 
+def measure_stages(task: str, folder: Path, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
+    """stage -> {"wall", "cpu", "rss"} of the run in `folder` (TASK with `overrides` under `runs_dir`): a stage not
+    done yet runs in a child process (`stage_in_process`); one already done is read back from `cached` (an earlier
+    measure) or its stage.json's seconds (cpu and rss None: another command ran it)."""
+    from pdiff.config import STAGES, load_config
+    from pdiff.pipeline import Run
+    from pdiff.store import load_json
+
+    run = Run(load_config(task, overrides), folder, progress=False)  # to run: it may not exist yet
+    figures = {}
+    for stage in STAGES:
+        if run.is_done(stage):
+            figures[stage] = cached.get(stage) or {
+                "wall": load_json(run.stage_dir(stage) / "stage.json")["seconds"], "cpu": None, "rss": None}
+            continue
+        print(f"{folder.name}: {stage} ...", flush=True)
+        figures[stage] = stage_in_process(stage, task, runs_dir, overrides)
+    return figures
+
+
 # ---- evaluating many models, timed (bench.evaluation on the CPU, bench.gpu on the device) -----------------------
 EVALUATION_TASKS = {"mnist-convnet3": 500, "mnist1d-convnet": None}  # task -> test examples used (None: all)
 EVALUATION_HEADER = ["task", "test examples x batch", "generated D", "chunk", "one by one (s)",

@@ -30,12 +30,11 @@ import torch
 
 from pdiff import evaluate, generate, stats
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
-from pdiff.config import STAGES, load_config
+from pdiff.config import STAGES
 from pdiff.inference import predict_many
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run
 from pdiff.report import points_with_ci
-from pdiff.store import load_json
 from pdiff.train import split
 
 from . import common
@@ -46,20 +45,6 @@ TARGET_POINTS = 0.01  # the generated mean within 1 point of the originals' mean
 TARGET_INSIDE = 0.95  # at least 95% of the generated models inside the originals' accuracy range
 AVERAGES = ("mean_of_k", "gaussian")  # the baselines that average the checkpoints (or sample around their mean)
 COPY = "noise@0.001"  # checkpoints plus tiny noise: the max IoU of near-copies, for scale
-
-
-def measure_stages(task: str, runs_dir: Path, overrides: list[str], cached: dict) -> dict:
-    """stage -> {"wall", "cpu", "rss"} (rss None when the stage was done by another command)."""
-    run = Run(load_config(task, overrides), runs_dir / task, progress=False)  # to run: it may not exist yet
-    figures = {}
-    for stage in STAGES:
-        if run.is_done(stage):
-            figures[stage] = cached.get(stage) or {
-                "wall": load_json(run.stage_dir(stage) / "stage.json")["seconds"], "cpu": None, "rss": None}
-            continue
-        print(f"{task}: {stage} ...", flush=True)
-        figures[stage] = common.stage_in_process(stage, task, runs_dir, overrides)
-    return figures
 
 
 def target_mean(c: dict) -> str:
@@ -175,7 +160,8 @@ def measure(args: argparse.Namespace) -> dict:
     figures = {}
     for task in args.tasks:
         label = " ".join([task, *args.overrides])  # a fresh draw is an entry of its own beside the first
-        stages = measure_stages(task, args.runs_dir, overrides, tasks.get(label, {}).get("stages", {}))
+        stages = common.measure_stages(task, args.runs_dir / task, args.runs_dir, overrides,
+                                       tasks.get(label, {}).get("stages", {}))
         tasks[label] = {"stages": stages, "command": command, **accuracy_figures(task, args.runs_dir, overrides)}
         order = [*order, label] if label not in order else order
         figures = common.results(command, order=order, tasks=tasks, note=args.note)

@@ -167,7 +167,7 @@ def test_a_stale_lock_is_taken_over(tmp_path) -> None:
     assert not lock.exists()
 
 
-# ---- the second round (issue 18): permissions, faults, stale files, library misuse -------------------------
+# ---- the second round: permissions, faults, stale files, library misuse -------------------------
 runner = CliRunner(env={"COLUMNS": "200"})
 
 
