@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ArtifactError, ConfigError
+from .errors import ArtifactError, ConfigError, first_line
 
 ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"  # PEFT's names
 ADAPTER_NAME = "default"  # PEFT's name of a model's one adapter, inside its parameter names (not in the file)
@@ -42,7 +42,7 @@ def lora_config(kwargs: dict[str, Any], key: str = "model.peft") -> Any:
     try:
         return peft.LoraConfig(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}={kwargs} is not a LoRA config ({_first_line(e)}): fix {key}") from None
+        raise ConfigError(f"{key}={kwargs} is not a LoRA config ({first_line(e)}): fix {key}") from None
 
 
 def add_adapters(model: nn.Module, kwargs: dict[str, Any], seed: int, key: str = "model.peft") -> nn.Module:
@@ -61,7 +61,7 @@ def add_adapters(model: nn.Module, kwargs: dict[str, Any], seed: int, key: str =
             return peft.get_peft_model(copy.deepcopy(model), config)
         except (ValueError, TypeError, NotImplementedError) as e:  # PEFT's NoMatchingPeftModuleError is one
             names = [name for name, module in model.named_modules() if name and not list(module.children())]
-            raise ConfigError(f"{key}={kwargs} cannot adapt {type(model).__name__} ({_first_line(e)}): fix {key}; "
+            raise ConfigError(f"{key}={kwargs} cannot adapt {type(model).__name__} ({first_line(e)}): fix {key}; "
                               f"the model's layers are named e.g. {', '.join(names[:4])}") from None
 
 
@@ -94,7 +94,7 @@ def read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
         config = json.loads(config_path.read_text())
         tensors = load_file(str(weights_path))
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
-        raise ArtifactError(f"{folder} is not a readable PEFT adapter ({_first_line(e)}): write it again with "
+        raise ArtifactError(f"{folder} is not a readable PEFT adapter ({first_line(e)}): write it again with "
                             "PeftModel.save_pretrained") from None
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         raise ArtifactError(f"{config_path} is not a LoRA adapter's config (peft_type "
@@ -126,7 +126,3 @@ def _with_adapter_name(name: str) -> str:
     """`...qkv.lora_A.weight` (the file's name) -> `...qkv.lora_A.default.weight` (the wrapped model's)."""
     head, dot, leaf = name.rpartition(".")
     return f"{head}.{ADAPTER_NAME}.{leaf}" if dot and head.rpartition(".")[2].startswith("lora_") else name
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

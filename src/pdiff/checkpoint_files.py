@@ -28,7 +28,7 @@ from torch import nn
 
 from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, read_adapter
 from .checkpoints import CheckpointSet
-from .errors import ArtifactError, ConfigError, SelectionError
+from .errors import ArtifactError, ConfigError, SelectionError, first_line
 from .params import ParamSpec
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class TorchFile:
                                 "unpickle (torch.load weights_only=True refused it): save the state_dict alone, "
                                 "model.state_dict() with torch.save or as safetensors") from None
         except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise ArtifactError(f"{path} is not a readable torch file ({_first_line(e)}): save model.state_dict() "
+            raise ArtifactError(f"{path} is not a readable torch file ({first_line(e)}): save model.state_dict() "
                                 "again, with torch.save or as safetensors") from None
         if state_dict_key is not None:
             if not isinstance(data, Mapping) or state_dict_key not in data:
@@ -215,7 +215,7 @@ def read_safetensors(path: Path) -> StateDict:
         with safe_open(str(path), framework="pt") as f:
             return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{path} is not a readable safetensors file ({_first_line(e)}): save it again with "
+        raise ArtifactError(f"{path} is not a readable safetensors file ({first_line(e)}): save it again with "
                             "safetensors.torch.save_file(model.state_dict(), path)") from None
 
 
@@ -290,7 +290,3 @@ def checkpoints_from(pattern: str, model: nn.Module, spec: ParamSpec, state_dict
     `key`: the config key that gave the glob, for the messages."""
     base = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     return CheckpointSet(read_checkpoints(find(pattern, key), key, spec, base, state_dict_key), spec)
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

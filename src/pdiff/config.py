@@ -28,7 +28,7 @@ from .checkpoints import TRAJECTORY_SPLITS
 from .denoisers import DENOISERS
 from .diffusion import SAMPLERS
 from .distributed import PRECISIONS, resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .layout import resolve_data_dir
 from .priors import PRIORS
 from .priors.flow import FLOW_SAMPLERS
@@ -336,7 +336,7 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     try:
         preset = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException) as e:
-        raise ConfigError(f"{path} is not valid YAML ({_first_line(e)}): fix its syntax") from None
+        raise ConfigError(f"{path} is not valid YAML ({first_line(e)}): fix its syntax") from None
     try:
         layers = [preset, OmegaConf.from_dotlist(list(overrides or []))]
     except (yaml.YAMLError, OmegaConfBaseException) as e:
@@ -344,7 +344,7 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
         fix = (f"quote a value that starts with * (YAML reads it as an alias), e.g. '{star.partition('=')[0]}="
                f"\"{star.partition('=')[2]}\"'" if star else "write key=value, quoting lists and dicts, e.g. "
                "'collect.subset=[layer4.*]'")
-        raise ConfigError(f"an override is not valid YAML ({_first_line(e)}): {fix}") from None
+        raise ConfigError(f"an override is not valid YAML ({first_line(e)}): {fix}") from None
     if not isinstance(preset, DictConfig):
         raise ConfigError(f"{path} holds no mapping of config keys: write e.g. `collect: {{k: 50}}`")
     if "task" not in layers[0]:
@@ -356,7 +356,7 @@ def load_config(task: str | Path = "mnist1d-convnet", overrides: list[str] | Non
     try:
         merged = OmegaConf.merge(schema, *layers)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{e.full_key}: {_first_line(e)}; give it a value of its type (see "
+        raise ConfigError(f"{e.full_key}: {first_line(e)}; give it a value of its type (see "
                           "`pdiff tasks --keys` and the preset files)") from None
     if merged.precision == "False":  # YAML reads a bare `no` as false: precision=no means "no"
         merged.precision = "no"
@@ -524,7 +524,3 @@ def to_yaml(config: Config) -> str:
 def yaml_value(value: Any) -> str:
     """`value` as an override's right-hand side: YAML in flow style ([a, b], {hidden: 64}, null, 0.001)."""
     return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0]

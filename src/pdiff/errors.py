@@ -69,3 +69,9 @@ def try_build(build: Callable[[], Any], key: str, kwargs: dict[str, Any], device
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"{key}={kwargs} cannot build the network ({str(e).strip().splitlines()[0]}): "
                           f"fix {key}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error; its type's name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

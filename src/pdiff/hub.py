@@ -13,7 +13,7 @@ import huggingface_hub
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from .errors import HubError
+from .errors import HubError, first_line
 from .provenance import version
 
 LIBRARY = "pdiff"
@@ -50,7 +50,7 @@ def download(name_or_path: str | Path, repo_type: str = "model", revision: str |
         raise HubError(f"{name} is no local folder, and the hub has no {repo_type} repo {name} that this token may "
                        "read: check the path or id, or log in with `hf auth login` if it is private") from None
     except HfHubHTTPError as e:
-        raise HubError(f"downloading {name} failed ({_first_line(e)}): check the repo id and revision") from None
+        raise HubError(f"downloading {name} failed ({first_line(e)}): check the repo id and revision") from None
 
 
 def check_upload(repo_id: str, token: str | None = None) -> str:
@@ -76,11 +76,6 @@ def upload(folder: Path, repo_id: str, repo_type: str, message: str, private: bo
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=message)
     except NETWORK_ERRORS as e:
-        raise HubError(f"uploading to the hub failed ({type(e).__name__}: {_first_line(e)}): check the network "
+        raise HubError(f"uploading to the hub failed ({type(e).__name__}: {first_line(e)}): check the network "
                        f"and that your token may write to {repo_id}") from None
     return str(url)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, first_line
 
 SEPARATOR = ":"
 
@@ -51,10 +51,10 @@ def resolve(name: str, key: str) -> Callable:
         if e.name is not None and f"{module_name}.".startswith(f"{e.name}."):  # the named module (or its package)
             raise ConfigError(f"{key}={name!r}: no module {module_name!r} in the current folder, the YAML file's "
                               "folder or sys.path: put it there, or fix the module part") from None
-        raise ConfigError(f"{key}={name!r}: importing {module_name} failed ({_first_line(e)}): install or fix "
+        raise ConfigError(f"{key}={name!r}: importing {module_name} failed ({first_line(e)}): install or fix "
                           "what it imports") from None
     except Exception as e:  # a syntax error, or an error the module raises as it runs
-        raise ConfigError(f"{key}={name!r}: importing {module_name} failed ({type(e).__name__}: {_first_line(e)}): "
+        raise ConfigError(f"{key}={name!r}: importing {module_name} failed ({type(e).__name__}: {first_line(e)}): "
                           "fix that module") from None
     factory = getattr(module, factory_name, None)
     if factory is None or not callable(factory):
@@ -94,7 +94,7 @@ def build_imported_model(name: str, input_shape: tuple[int, ...], num_classes: i
         model = factory(**arguments, **kwargs)
     except Exception as e:  # the user's code: any error it raises is theirs to fix
         raise ConfigError(f"model.name={name!r}: {name}({_call(arguments, kwargs)}) raised {type(e).__name__}: "
-                          f"{_first_line(e)}: fix the factory or model.kwargs") from None
+                          f"{first_line(e)}: fix the factory or model.kwargs") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.name={name!r} returned a {type(model).__name__}, not a torch nn.Module: return "
                           "the network")
@@ -108,7 +108,7 @@ def splits_of(name: str) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch
     try:
         made = factory()
     except Exception as e:  # the user's code
-        raise DatasetError(f"data.name={name!r}: {name}() raised {type(e).__name__}: {_first_line(e)}: fix the "
+        raise DatasetError(f"data.name={name!r}: {name}() raised {type(e).__name__}: {first_line(e)}: fix the "
                            "factory") from None
     if not (isinstance(made, tuple | list) and len(made) == 2):
         raise DatasetError(f"data.name={name!r} returned a {type(made).__name__}; return two datasets, (train, "
@@ -145,7 +145,7 @@ def _tensors(dataset: Any, split: str, name: str) -> tuple[torch.Tensor, torch.T
             xs = torch.stack([torch.as_tensor(x) for x, _ in items])
             ys = torch.as_tensor([int(y) for _, y in items])
         except (TypeError, ValueError, RuntimeError) as e:
-            raise DatasetError(f"{where} does not stack into tensors ({_first_line(e)}): give every x one shape "
+            raise DatasetError(f"{where} does not stack into tensors ({first_line(e)}): give every x one shape "
                                "and every y a class index (an int)") from None
     if len(xs) == 0 or len(xs) != len(ys):
         raise DatasetError(f"{where} has {len(xs)} inputs and {len(ys)} labels: give one label per input")
@@ -164,7 +164,3 @@ def _parts(name: str, key: str) -> tuple[str, str]:
 
 def _call(arguments: dict, kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in {**arguments, **kwargs}.items())
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
