@@ -76,8 +76,8 @@ def render(results: dict) -> str:
 
 `{p['command']}` ({common.hardware(p)}). Each row compares the generated models with the originals or a baseline
 on the task's test set: difference with its 95% CI and verdict (`pdiff.stats`, docs/statistics.md), and what the
-CI speaks for. With several generators the mean-accuracy CI holds the spread between trained generators; the
-similarity CI (median max wrong-prediction IoU to the originals) pools their models. Dominance lines combine the
+CI speaks for. With several generators the mean-accuracy CI and the similarity CI (median max wrong-prediction
+IoU to the originals) hold the spread between trained generators (scope column). Dominance lines combine the
 two (docs/statistics.md, "Claims and the accuracy-novelty plane"); lines marked "(earlier rule)" were decided
 before that rule, with three words and no accuracy margin ("dominates": accuracy CI not below 0, similarity lower).
 

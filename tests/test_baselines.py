@@ -77,3 +77,13 @@ def test_interpolation_is_a_convex_combination_of_neighbouring_checkpoints() -> 
                   - (params[1:] - params[:-1]).norm(dim=1)).argmin()) for i in range(300)}
     assert pairs == set(range(5))  # every neighbour pair is drawn, no other
     assert torch.equal(interpolation(params[:1], 3, rng()), params[:1].expand(3, 5))  # one checkpoint: itself
+
+
+def test_interpolation_never_joins_two_runs() -> None:
+    params = torch.arange(8.0).repeat_interleave(2).view(8, 2)  # row i is (i, i)
+    runs = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # rows 3 and 4 end one run and start the next
+    drawn = interpolation(params, 400, rng(), runs)[:, 0]
+    assert not ((drawn > 3) & (drawn < 4)).any()  # nothing between the two runs
+    assert ((drawn > 0) & (drawn < 3)).any() and ((drawn > 4) & (drawn < 7)).any()  # along each run
+    alone = interpolation(params[:2], 20, rng(), torch.tensor([0, 1]))  # one checkpoint per run
+    assert torch.isin(alone[:, 0], torch.tensor([0.0, 1.0])).all()  # each drawn model is a checkpoint itself

@@ -108,7 +108,7 @@ def test_several_generators_give_method_scope_verdicts(tmp_path) -> None:
     assert mean["scope"] == "method" and mean["ci_low"] <= mean["difference"] <= mean["ci_high"]
     assert {c["scope"] for c in results["comparisons"] if (c["group"], c["versus"]) == ("ensemble", "original")} == {
         "generator"}
-    assert {c["scope"] for c in results["comparisons"] if c["metric"] == "dominance"} == {"generator"}  # IoU pooled
+    assert {c["scope"] for c in results["comparisons"] if c["metric"] == "dominance"} == {"method"}  # IoU too
     lines = verdict_lines(results)
     assert any(line.startswith("generated vs original, mean test accuracy") and "(p-diff on this task, 2 generators)"
                in line for line in lines)

@@ -53,14 +53,21 @@ def gaussian_fit(params: torch.Tensor, n: int, generator: torch.Generator) -> to
     return mean + std * torch.randn(n, params.shape[1], generator=generator)
 
 
-def interpolation(params: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+def interpolation(params: torch.Tensor, n: int, generator: torch.Generator,
+                  runs: torch.Tensor | None = None) -> torch.Tensor:
     """n random convex combinations (1 - t) p_i + t p_{i+1}, t ~ U(0, 1), of checkpoints that are neighbours along
-    the trajectory (params [K, D] in collection order; the pair i chosen uniformly) -> [n, D]. With one
-    checkpoint, every combination is that checkpoint."""
-    first = torch.randint(max(len(params) - 1, 1), (n,), generator=generator)  # [n]
-    second = (first + 1).clamp(max=len(params) - 1)
+    a trajectory (params [K, D] in collection order; the pair i chosen uniformly) -> [n, D]. runs [K]: the training
+    run of each checkpoint (collect.runs), so that a pair never joins the end of one run to the start of the next
+    (unaligned runs' weights do not even share a basis). With one checkpoint, every combination is that checkpoint."""
+    k = len(params)
+    same_run = torch.ones(max(k - 1, 0), dtype=torch.bool) if runs is None else runs[1:] == runs[:-1]
+    pairs = same_run.nonzero().squeeze(1)  # [P]: the i whose (i, i + 1) lie along one trajectory
+    if len(pairs) == 0:  # one checkpoint per run (or one in all): each combination is a checkpoint itself
+        first = torch.randint(k, (n,), generator=generator)
+        return params[first].clone()
+    first = pairs[torch.randint(len(pairs), (n,), generator=generator)]  # [n]
     t = torch.rand(n, 1, generator=generator)
-    return params[first] + t * (params[second] - params[first])  # = (1 - t) p_i + t p_{i+1}
+    return params[first] + t * (params[first + 1] - params[first])  # = (1 - t) p_i + t p_{i+1}
 
 
 def fine_tuned(model: nn.Module, spec: ParamSpec, params: torch.Tensor, loader: Batches, steps: int,

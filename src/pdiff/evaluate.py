@@ -124,8 +124,9 @@ def measure(model: nn.Module, spec: ParamSpec, groups: Mapping[str, torch.Tensor
     # Per-tensor units, in which the noise baselines' strengths are given (the paper's), whatever standardisation
     # the generator used.
     normalizer = Normalizer.fit(params, spec)
+    runs = groups["original"].runs if isinstance(groups["original"], CheckpointSet) else None
     made, settings = baseline_groups(model, spec, params, normalizer, baselines, finetune, baseline_n or len(generated),
-                                     noise_strengths, mean_of_k, seed, device)
+                                     noise_strengths, mean_of_k, seed, device, runs)
     ordered = {"original": params, **{g: vectors[g] for g in ("heldout",) if g in vectors},
                **{g: made.pop(g) for g in ("ensemble",) if g in made}, "generated": generated,
                **{g: v for g, v in vectors.items() if g not in ("original", "heldout", "generated")}, **made}
@@ -208,13 +209,15 @@ def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor
 
 def baseline_groups(model: nn.Module, spec: ParamSpec, params: torch.Tensor, normalizer: Normalizer,
                     baselines: Sequence[str], finetune: FineTuning | None, n: int, noise_strengths: Sequence[float],
-                    k: int, seed: int, device: torch.device | str) -> tuple[dict[str, torch.Tensor], dict]:
+                    k: int, seed: int, device: torch.device | str, runs: torch.Tensor | None = None,
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
     """The baselines' parameter vectors, made from the checkpoints `params` [K, D], in results.json order
     (config.BASELINES), and their settings.
 
     Order: ensemble, noise@<strength> for each strength, finetune, mean_of_k, gaussian, interpolation (those in
     `baselines`), n models each (the ensemble is one). Each baseline draws from its own generator seeded with
-    `seed`, so the noise groups start from the same checkpoints and differ only in strength.
+    `seed`, so the noise groups start from the same checkpoints and differ only in strength. runs [K]: the training
+    run of each checkpoint (collect.runs), which keeps each interpolation along one run.
     """
     chosen = set(baselines)
 
@@ -242,7 +245,7 @@ def baseline_groups(model: nn.Module, spec: ParamSpec, params: torch.Tensor, nor
     if "gaussian" in chosen:
         groups["gaussian"] = gaussian_fit(params, n, rng())
     if "interpolation" in chosen:  # the training checkpoints stay in collection order, so rows i, i + 1 are neighbours
-        groups["interpolation"] = interpolation(params, n, rng())
+        groups["interpolation"] = interpolation(params, n, rng(), runs)
     return groups, settings
 
 
@@ -270,7 +273,8 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
                                       generators=generators[group], versus_generators=generators[versus])
 
     def similarity_to_originals(group: str, versus: str) -> stats.Comparison:
-        return stats.compare_values(iou[group], iou[versus], group, versus, "median_max_iou", seed=seed)
+        return stats.compare_values(iou[group], iou[versus], group, versus, "median_max_iou", seed=seed,
+                                    generators=generators[group])
 
     comparisons = []
     for group in rows:
@@ -281,7 +285,8 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
             continue
         comparisons.append(similarity_to_originals(group, "original").as_dict())
         comparisons.append(stats.compare_values(l2[group], l2["original"], group, "original",
-                                                "median_l2_to_original", seed=seed).as_dict())
+                                                "median_l2_to_original", seed=seed,
+                                                generators=generators[group]).as_dict())
     for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
         comparisons.append(stats.dominance(accuracy("generated", baseline)[0],
                                            similarity_to_originals("generated", baseline), baseline))

@@ -179,7 +179,7 @@ def heldout_test(generated: Group, baselines: dict[str, Group], reference: Group
         accuracy = stats.compare_accuracy(generated.correct, generated.val_accuracy, group.correct,
                                           group.val_accuracy, "generated", name, generators=generated.generators)[0]
         closeness = stats.compare_values(generated_ratio, ratio, "generated", name, "median_memorization_ratio",
-                                         seed=seed)
+                                         seed=seed, generators=generated.generators)
         record["baselines"][name] = {**baseline_figures, "comparisons": {
             "median_memorization_ratio": closeness.as_dict(), "mean_test_accuracy": accuracy.as_dict()}}
     return record

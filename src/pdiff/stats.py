@@ -29,7 +29,8 @@ and the val-chosen best are reported as descriptive differences without a CI or 
 is a maximum over the group, whose expectation grows with the group's size (groups of 200 and 100 models of
 one process differ in expectation) and whose bootstrap is badly behaved; no calibrated interval is offered
 for them. The similarity comparisons (`compare_values`) resample models only; their calibration is measured
-by the same benchmark (resampling the shared originals as well made the intervals too wide). Each verdict
+by the same benchmark (resampling the shared originals as well made the intervals too wide). With several
+generators they, too, hold the spread between generators (a t-interval over the per-generator medians). Each verdict
 answers one comparison; a run prints many, with no family-wise control.
 
 **Claims are decided by one rule** (`decide_claim`, `dominance`), read off the same CIs:
@@ -240,7 +241,7 @@ def compare_accuracy(correct: torch.Tensor, val: torch.Tensor, versus_correct: t
 
 
 def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str, versus: str, metric: str,
-                   n_boot: int = 2000, seed: int = 0) -> Comparison:
+                   n_boot: int = 2000, seed: int = 0, generators: torch.Tensor | None = None) -> Comparison:
     """Median of a per-model value (e.g. max IoU or L2 distance to the originals) of `group` minus `versus`'s.
 
     values [M], versus_values [K]. The CI resamples the models within each group, one level only: each value
@@ -248,17 +249,36 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
     measures its coverage for max IoU and L2 to shared originals (resampling the originals too made the
     interval too wide there). No p-value: a label-permutation test asks whether the groups are exchangeable,
     not whether their medians differ.
+
+    generators [M]: the generator that drew each of `group`'s models. With two or more, the difference is the
+    mean over generators of (their models' median - versus's median), each generator counting equally as in
+    `mean_difference`, and the interval speaks for the method (scope "method"): mean +- t(G - 1) * SE, SE^2 =
+    the variance of the G per-generator differences / G (the spread between generators, which holds their
+    models' own spread) + the bootstrap variance of versus's median; never narrower than the one-level interval.
     """
     x, y = values.double().flatten(), versus_values.double().flatten()
     if len(x) == 0 or len(y) == 0 or x.isnan().any() or y.isnan().any():
         raise ValueError("compare_values needs at least one value in each group, and no NaN")
     generator = random_stream(seed, MODELS)
-    replicates = []
+    replicates, versus_medians = [], []
     for b in blocks(n_boot):
         xs = x[torch.randint(len(x), (b, len(x)), generator=generator)]
-        ys = y[torch.randint(len(y), (b, len(y)), generator=generator)]
-        replicates.append(median(xs) - median(ys))
-    return _comparison(group, versus, metric, float(median(x) - median(y)), torch.cat(replicates), None)
+        ys = median(y[torch.randint(len(y), (b, len(y)), generator=generator)])
+        replicates.append(median(xs) - ys)
+        versus_medians.append(ys)
+    labels = None if generators is None else torch.as_tensor(generators).flatten()
+    if labels is not None and labels.shape != x.shape:
+        raise ValueError(f"generators must have one label per value ({len(x)}), got {tuple(labels.shape)}")
+    if labels is None or len(labels.unique()) < 2:
+        return _comparison(group, versus, metric, float(median(x) - median(y)), torch.cat(replicates), None)
+    per_generator = torch.stack([median(x[labels == g]) for g in labels.unique()]) - median(y)  # [G]
+    G = len(per_generator)
+    se = float(per_generator.var() / G + torch.cat(versus_medians).var()) ** 0.5
+    one_level_low, one_level_high = percentile_interval(torch.cat(replicates))
+    half = max(float(stats.t.ppf(0.975, G - 1)) * se, (one_level_high - one_level_low) / 2)
+    difference = float(per_generator.mean())
+    low, high = difference - half, difference + half
+    return Comparison(group, versus, metric, difference, low, high, None, verdict(low, high), SCOPES[1])
 
 
 def decide_claim(ci_low: float | None, ci_high: float | None, claimed: float | None = None,
