@@ -14,7 +14,7 @@ import argparse
 import json
 
 from pdiff.ablation import STUDIES, ablate, ablation_table
-from pdiff.config import load_config
+from pdiff.presets import load_config
 
 from . import common
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from pdiff import evaluate, stats
-from pdiff.config import load_config
+from pdiff.presets import load_config
 from pdiff.report import points_with_ci
 from pdiff.store import load_json
 

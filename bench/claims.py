@@ -32,8 +32,9 @@ import torch
 
 from pdiff import evaluate, stats
 from pdiff.ablation import ablate, reuse, with_overrides
-from pdiff.config import Config, load_config
+from pdiff.config import Config
 from pdiff.pipeline import Run, run_pipeline, run_stages
+from pdiff.presets import load_config
 from pdiff.report import dominance_words, points_with_ci
 
 from . import common

@@ -55,8 +55,8 @@ LOAD_AT_START = os.getloadavg()[0]  # taken when a benchmark script starts, befo
 def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()):
     """The pdiff.pipeline.Run of a finished run folder, its config read from the config.yaml there (with
     `overrides`, e.g. where its data lies now): every script opens a finished run through this one function."""
-    from pdiff.config import load_config
     from pdiff.pipeline import Run
+    from pdiff.presets import load_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -361,8 +361,9 @@ def measure_stages(task: str, folder: Path, runs_dir: Path, overrides: list[str]
     """stage -> {"wall", "cpu", "rss"} of the run in `folder` (TASK with `overrides` under `runs_dir`): a stage not
     done yet runs in a child process (`stage_in_process`); one already done is read back from `cached` (an earlier
     measure) or its stage.json's seconds (cpu and rss None: another command ran it)."""
-    from pdiff.config import STAGES, load_config
+    from pdiff.config import STAGES
     from pdiff.pipeline import Run
+    from pdiff.presets import load_config
     from pdiff.store import load_json
 
     run = Run(load_config(task, overrides), folder, progress=False)  # to run: it may not exist yet
@@ -422,9 +423,9 @@ def measure_evaluation(task: str, n_test: int | None, n_models: int, repeats: in
 
     A fresh model with random running statistics and `n_models` vectors around its subset: timing does not
     depend on training."""
-    from pdiff.config import load_config
     from pdiff.inference import predict_many
     from pdiff.params import ParamSpec
+    from pdiff.presets import load_config
     from pdiff.tasks.datasets import Split, TensorLoader, load_dataset
     from pdiff.tasks.models import build_model
 

@@ -21,9 +21,9 @@ import torch
 
 from pdiff.baselines import weight_average
 from pdiff.collect import load as load_collected
-from pdiff.config import load_config
 from pdiff.inference import accuracy_many, predict_many
 from pdiff.pipeline import Run, adopt, run_stages
+from pdiff.presets import load_config
 from pdiff.report import points_with_ci
 from pdiff.similarity import max_iou_to
 from pdiff.stats import compare_accuracy

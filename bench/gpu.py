@@ -145,8 +145,8 @@ def step_run(task: str):
     def run(device: torch.device, toy: bool, data_dir: str | None, work: Path) -> dict:
         """`pdiff run` of `task` on `device`, from an empty run folder, read back from the folder's files."""
         from pdiff import distributed
-        from pdiff.config import load_config
         from pdiff.pipeline import run_pipeline
+        from pdiff.presets import load_config
 
         overrides = [f"device={device}", *(TOY_RUNS[task] if toy else [])]
         if data_dir:
@@ -216,10 +216,10 @@ def measure_throughput(task: str, device: torch.device, size: ProbeSize) -> dict
     """
     from pdiff import distributed
     from pdiff.collect import collect, train_base
-    from pdiff.config import load_config
     from pdiff.generator import ParameterGenerator
     from pdiff.inference import predict_many
     from pdiff.params import ParamSpec
+    from pdiff.presets import load_config
     from pdiff.tasks.datasets import Split, TensorLoader, augmentation
     from pdiff.tasks.models import build_model
 

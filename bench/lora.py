@@ -18,9 +18,10 @@ import json
 import torch
 
 from pdiff.collect import load
-from pdiff.config import STAGES, load_config
+from pdiff.config import STAGES
 from pdiff.inference import accuracy, predict_many
 from pdiff.pipeline import run_pipeline
+from pdiff.presets import load_config
 from pdiff.report import points_with_ci
 
 from . import common

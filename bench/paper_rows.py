@@ -20,11 +20,11 @@ import torch
 
 from pdiff.baselines import weight_average
 from pdiff.collect import load as load_collected  # the stage's loader (pdiff.collect is the function)
-from pdiff.config import load_config, task_names
 from pdiff.errors import DatasetError
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many
 from pdiff.pipeline import run_pipeline
+from pdiff.presets import load_config, task_names
 from pdiff.tasks.datasets import load_dataset
 
 from . import common

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from pdiff.config import STAGES, load_config
+from pdiff.config import STAGES
 from pdiff.pipeline import run_pipeline
+from pdiff.presets import load_config
 from pdiff.report import dominance_words, points_with_ci, scope_words
 
 from . import common

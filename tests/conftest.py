@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import pdiff
-from pdiff.config import Config, load_config
+from pdiff.config import Config
 from pdiff.pipeline import run_pipeline
+from pdiff.presets import load_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Finished tiny runs, one folder per source tree (see `tiny_run`); the system temp folder outlives a test session.

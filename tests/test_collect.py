@@ -14,11 +14,11 @@ from pdiff.adapters import save_adapter
 from pdiff.checkpoints import CheckpointSet
 from pdiff.collect import BASE_FILE, CHECKPOINTS_FILE, FOLDER, collect, first_k, load, train_base
 from pdiff.collect import run as collect_stage
-from pdiff.config import load_config
 from pdiff.errors import ArtifactError, ConfigError, DatasetError, TrainingError
 from pdiff.inference import accuracy, labels_of, predict
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run, run_stages
+from pdiff.presets import load_config
 from pdiff.run_folder import open_run
 from pdiff.store import load_tensors, save_tensors
 from pdiff.task import Task

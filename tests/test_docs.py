@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pdiff.config import task_names
+from pdiff.presets import task_names
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

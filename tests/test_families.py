@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from pdiff.config import AutoencoderConfig, DiffusionConfig, TrainConfig, load_config
+from pdiff.config import AutoencoderConfig, DiffusionConfig, TrainConfig
 from pdiff.errors import ConfigError
 from pdiff.families import Projection
 from pdiff.generator import ParameterGenerator
 from pdiff.params import ParamSpec
+from pdiff.presets import load_config
 from pdiff.pretrained import GENERATOR, read_export
 from pdiff.priors.flow import FlowPrior
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from pdiff.checkpoints import CheckpointSet
-from pdiff.config import load_config
 from pdiff.diffusion import sample
 from pdiff.errors import ArtifactError, ConfigError, TrainingError
 from pdiff.generator import AUTOENCODER_FILE, ParameterGenerator, quick_config
 from pdiff.params import ParamSpec
+from pdiff.presets import load_config
 from pdiff.priors import factorised
 from pdiff.store import load_tensors, save_tensors
 from tests.conftest import tiny_config

@@ -21,12 +21,12 @@ from torch import nn
 from pdiff import distributed
 from pdiff.checkpoints import CheckpointSet
 from pdiff.collect import collect, train_base
-from pdiff.config import load_config
 from pdiff.distributed import resolve_device
 from pdiff.generator import ParameterGenerator
 from pdiff.inference import MEMORY_BUDGET, predict, predict_many
 from pdiff.params import ParamSpec
 from pdiff.pipeline import run_pipeline
+from pdiff.presets import load_config
 from pdiff.tasks.datasets import DataSplits, Split, TensorLoader, load_dataset
 from pdiff.tasks.models import build_model
 from tests.conftest import tiny_config

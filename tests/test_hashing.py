@@ -1,8 +1,9 @@
 import pytest
 
-from pdiff.config import STAGES, load_config
+from pdiff.config import STAGES
 from pdiff.hashing import base_hash, hashed_values
 from pdiff.pipeline import STAGE_MODULES, stage_hash
+from pdiff.presets import load_config
 
 CASES = {  # name: (task, overrides)
     "mnist1d-convnet": ("mnist1d-convnet", []),

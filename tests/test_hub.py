@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from pdiff import CheckpointSet, ParameterGenerator, share
 from pdiff.cli import app
-from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HubError
 from pdiff.pipeline import stage_hash
+from pdiff.presets import load_config
 from pdiff.tasks.models import build_model
 from tests.conftest import TINY, write_image_folder
 

@@ -21,7 +21,7 @@ LAYERS = {
     "networks": ("alignment", "autoencoder", "denoisers", "diffusion", "fitting", "families", "priors",
                  "priors.base", "priors.flat", "priors.tokens", "priors.factorised", "priors.flow", "tasks.models",
                  "tasks.datasets", "tasks.imagefolder", "tasks.imported", "baselines"),
-    "config": ("rules", "config", "hashing"),
+    "config": ("rules", "config", "presets", "hashing"),
     "stages": ("task", "generator", "collect", "train", "generate", "evaluate", "report"),
     "runner": ("pipeline", "ablation", "run_folder", "sample", "share"),
     "cli": ("terminal", "cli", "__main__", "__init__"),

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pdiff.config import load_config
 from pdiff.errors import ArtifactError, HealthError
 from pdiff.pipeline import Run, expected_costs, run_pipeline, run_stage
+from pdiff.presets import load_config
 from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
 from pdiff.tasks.models import build_model

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from pdiff.config import load_config
 from pdiff.errors import ConfigError
 from pdiff.generator import DIFFUSION_FILE, ParameterGenerator
 from pdiff.params import ParamSpec
+from pdiff.presets import load_config
 from pdiff.priors import PRIORS, build_prior, register_prior
 from pdiff.priors.factorised import FactorisedPrior
 from pdiff.priors.flat import FlatPrior

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from pdiff.config import Config, load_config
+from pdiff.config import Config
 from pdiff.denoisers import DENOISERS
 from pdiff.errors import ConfigError
+from pdiff.presets import load_config
 from pdiff.rules import check_fields, each_of, ensure, positive, setting
 
 

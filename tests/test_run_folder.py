@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pdiff.collect import load as load_collected
-from pdiff.config import load_config
 from pdiff.errors import ArtifactError
 from pdiff.pipeline import Run
+from pdiff.presets import load_config
 from pdiff.run_folder import open_run
 from pdiff.task import Task
 from tests.conftest import tiny_config

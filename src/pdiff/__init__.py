@@ -5,13 +5,14 @@ from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise
 from .checkpoint_files import checkpoints_from
 from .checkpoints import CheckpointSet
 from .collect import collect, collect_checkpoints, train_base  # collect: collect_checkpoints, as before
-from .config import Config, load_config
+from .config import Config
 from .errors import PdiffError
 from .evaluate import FineTuning, evaluate_models
 from .generator import ParameterGenerator
 from .inference import accuracy, predict, predict_many
 from .params import Normalizer, ParamSpec, last_norm_layers
 from .pipeline import Run, run_pipeline, run_stage
+from .presets import load_config
 from .report import write_report
 from .run_folder import FinishedRun, open_run
 from .sample import sample_models

@@ -22,7 +22,7 @@ import matplotlib
 from omegaconf import OmegaConf
 
 from . import collect, distributed, evaluate, stats
-from .config import STAGES, Config, to_dict, validate
+from .config import STAGES, Config, validate
 from .diffusion import SAMPLERS
 from .errors import ConfigError
 from .figures import save_figure
@@ -30,6 +30,7 @@ from .hashing import base_hash
 from .layout import BASE_FILE
 from .params import NORM_LAYERS, ParamSpec
 from .pipeline import Run, adopt, lock, run_pipeline, run_stage, run_stages, stage_hash
+from .presets import to_dict
 from .render import Section, render_html, render_markdown
 from .report import points_with_ci
 from .store import check_record, load_json, load_tensors, save_json, save_text

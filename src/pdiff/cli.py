@@ -33,11 +33,12 @@ from rich.table import Table
 from . import distributed, share
 from .ablation import STUDIES, ablation_table
 from .ablation import ablate as run_ablation
-from .config import STAGES, Config, KeyHelp, key_help, load_config, task_names, yaml_value
+from .config import STAGES, Config
 from .diffusion import SAMPLERS
 from .errors import ArtifactError, ConfigError, PdiffError
 from .layout import STAGE_FILE
 from .pipeline import run_pipeline
+from .presets import KeyHelp, key_help, load_config, task_names, yaml_value
 from .rules import check_seed
 from .run_folder import open_run
 from .sample import sample_models

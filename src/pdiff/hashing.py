@@ -20,8 +20,9 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, to_dict
+from .config import Config
 from .errors import ArtifactError
+from .presets import to_dict
 from .rules import config_key
 
 BASE_TRAINING = ("epochs", "lr", "momentum", "weight_decay")  # the collect fields base training reads

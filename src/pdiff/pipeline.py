@@ -28,12 +28,13 @@ import yaml
 
 from . import collect, distributed, evaluate, generate, report, train
 from .checkpoint_files import absolute
-from .config import STAGES, Config, check_task_name, leaves, load_config, task_names, to_dict, to_yaml
+from .config import STAGES, Config, check_task_name
 from .errors import ArtifactError, ConfigError, StorageError
 from .folders import atomic_folder
 from .hashing import config_hash
 from .layout import OLD_STAGE_FOLDERS, RUN_CONFIG_FILE, STAGE_FILE, STAGE_FOLDERS, resolve_data_dir, stage_folder
 from .params import ParamSpec
+from .presets import leaves, load_config, task_names, to_dict, to_yaml
 from .runlock import run_lock
 from .store import STORAGE_ERRNOS, load_json, load_record, save_json, save_text, storage_error
 from .task import Task

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed, evaluate, generate, stats
-from .config import STAGES, to_dict
+from .config import STAGES
 from .figures import (
     plot_accuracy_histogram,
     plot_accuracy_vs_similarity,
@@ -27,6 +27,7 @@ from .figures import (
 )
 from .layout import STAGE_FILE, STAGE_FOLDERS, stage_folder
 from .params import ParamSpec
+from .presets import to_dict
 from .render import Section, render_html, render_markdown
 from .store import load_record, save_text
 from .task import Task

@@ -17,11 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import Config, leaves, load_config, task_names, to_dict, to_yaml, yaml_value
+from .config import Config
 from .folders import atomic_folder
 from .hub import check_upload, upload
 from .layout import BASE_FILE, RESULTS_FILE, RUN_CONFIG_FILE
 from .pipeline import stage_hash
+from .presets import leaves, load_config, task_names, to_dict, to_yaml, yaml_value
 from .pretrained import CHECKPOINTS, GENERATOR
 from .provenance import version
 from .render import Section

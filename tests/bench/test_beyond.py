@@ -1,5 +1,5 @@
 from bench import beyond, common
-from pdiff.config import load_config
+from pdiff.presets import load_config
 
 
 def comparison(difference: float, low: float, high: float, verdict: str) -> dict:

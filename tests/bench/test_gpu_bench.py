@@ -3,7 +3,7 @@
 import pytest
 
 from bench import common, gpu
-from pdiff.config import load_config
+from pdiff.presets import load_config
 
 PER_STEP = {"base_step_s": 1.0, "collect_step_s": 2.0, "autoencoder_step_s": 3.0, "diffusion_step_s": 4.0,
             "sampling_step_s": 5.0, "eval_image_model_s": 1e-4}

@@ -5,7 +5,7 @@ import torch
 
 from bench import novelty
 from pdiff.ablation import with_overrides
-from pdiff.config import load_config
+from pdiff.presets import load_config
 
 
 def test_the_official_variant_is_the_official_preset() -> None:

@@ -8,9 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from pdiff.cli import app
-from pdiff.config import load_config
 from pdiff.errors import ConfigError, DatasetError
 from pdiff.pipeline import stage_hash
+from pdiff.presets import load_config
 from pdiff.task import Task
 from pdiff.tasks.models import build_model
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from pdiff.adapters import add_adapters
-from pdiff.config import load_config, task_names
 from pdiff.params import NORM_LAYERS, ParamSpec
+from pdiff.presets import load_config, task_names
 from pdiff.tasks.models import MODELS, build_model
 
 SHAPES = {"convnet1d": (1, 40), "mlp": (1, 28, 28), "convnet3": (1, 28, 28), "cifar_resnet18": (3, 16, 16),
