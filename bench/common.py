@@ -346,10 +346,13 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device 
 
 
 def stage_in_process(stage: str, task: str, runs_dir: Path, overrides: list[str]) -> dict:
-    """Run one stage as `python -m pdiff STAGE` in a child process: wall seconds, CPU seconds, peak RSS (MiB)."""
+    """Run one stage as `python -m pdiff STAGE` in a child process: wall seconds, CPU seconds, peak RSS (MiB). The
+    child uses this process's thread count (`--threads`): left to its default, each child would start a thread
+    per core, and several such processes on a few cores spend their time waiting on one another."""
     command = [sys.executable, "-m", "pdiff", stage, task, *overrides, "--runs-dir", str(runs_dir), "-q"]
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:

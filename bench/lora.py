@@ -20,9 +20,9 @@ import torch
 from pdiff.collect import load
 from pdiff.config import STAGES
 from pdiff.inference import accuracy, predict_many
-from pdiff.pipeline import run_pipeline
+from pdiff.pipeline import Run, run_pipeline
 from pdiff.presets import load_config
-from pdiff.report import points_with_ci
+from pdiff.report import dominance_words, points_with_ci
 
 from . import common
 
@@ -47,11 +47,22 @@ def measure(args: argparse.Namespace) -> dict:
     seconds = {stage: json.loads((run.stage_dir(stage) / "stage.json").read_text())["seconds"] for stage in STAGES}
     comparisons = [c for c in results["comparisons"] if "generated" in (c["group"], c["versus"])
                    and c["metric"] == "mean_test_accuracy"]
+    plane = [c for c in results["comparisons"] if c["metric"] == "dominance"]  # generated against each baseline
     return common.results(f"python -m bench.lora --task {args.task}", task=args.task, dim=spec.dim,
                           description=config.description, k=config.collect.k, n=config.generate.n,
                           without_adapters=float(accuracy(without, run.task.labels("test"))[0]),
-                          summary=results["summary"], comparisons=comparisons, resolution=results.get("resolution"),
+                          summary=results["summary"], comparisons=comparisons, plane=plane,
+                          resolution=results.get("resolution"), health=health_of(run),
                           seconds=seconds)
+
+
+def health_of(run: Run) -> str:
+    """The train stage's health check in words: how much of how the collected adapters differ from their mean the
+    autoencoder's reconstructions keep (near 0: every generated adapter is their average)."""
+    health = json.loads((run.stage_dir("train") / "stage.json").read_text()).get("health") or {}
+    kept = health.get("differences_kept")
+    return ("not recorded" if kept is None else
+            f"the reconstructions keep {100 * kept:.0f}% of how the collected adapters differ from their mean")
 
 
 def render(results: dict) -> str:
@@ -60,6 +71,8 @@ def render(results: dict) -> str:
               for group, s in results["summary"].items()]
     rows = [[c["versus"] if c["group"] == "generated" else c["group"], points_with_ci(c), c["verdict"]]
             for c in results["comparisons"]]
+    rows += [[c["group"], points_with_ci(c["accuracy"]), f"{dominance_words(c)} (max IoU to the collected: "
+              f"{points_with_ci(c['similarity'], 1)})"] for c in results.get("plane", [])]
     stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in results["seconds"].items())
     return f"""## Generated LoRA adapters on {results['task']} (`python -m bench.lora`)
 
@@ -72,7 +85,10 @@ the ViT reaches {100 * results['without_adapters']:.2f}%: what the groups reach 
 {common.table(["group", "mean", "max", "min"], groups)}
 
 The generated adapters against each group: the difference of mean test accuracy in points with its 95% CI and
-verdict (`pdiff.stats`, docs/statistics.md; the test set's resolution is ±{100 * results['resolution']:.2f} points).
+verdict (`pdiff.stats`, docs/statistics.md; the test set's resolution is ±{100 * results['resolution']:.2f} points);
+against each baseline, also the place on the accuracy-novelty plane (generated minus baseline median max
+wrong-prediction IoU to the collected adapters, 95% CI). The CIs speak for this one trained generator's adapters.
+The generator's health check: {results.get('health', 'not recorded')}.
 
 {common.table(["generated versus", "difference [95% CI]", "verdict"], rows)}"""
 
