@@ -130,9 +130,17 @@ def measure(args: argparse.Namespace) -> dict:
     """Every configuration of every task, bench/beyond.json written after each run (finished runs are read back)."""
     common.set_threads(args)
     recorded = common.load_results(NAME).get("tasks", {})
-    command = (f"python -m bench.beyond --tasks {' '.join(args.tasks)} --runs {args.runs} --n {args.n}"
-               + (f" --threads {args.threads}" if args.threads else ""))  # the screen's: --generators runs add to it
-    figures = common.results(command, tasks=recorded, runs=args.runs, n=args.n)
+    command = " ".join([f"python -m bench.beyond --tasks {' '.join(args.tasks)} --runs {args.runs} --n {args.n}",
+                        *([f"--generators {args.generators}"] if args.generators > 1 else []),
+                        *([f"--configs {' '.join(repr(c) for c in args.configs)}"] if args.configs else []),
+                        *([f"--threads {args.threads}"] if args.threads else []), *args.overrides])
+
+    def figures_now(tasks: dict) -> dict:  # the file's command: the screen of every task it holds
+        screen = f"python -m bench.beyond --tasks {' '.join(tasks)} --runs {args.runs} --n {args.n}"
+        return common.results(screen + (f" --threads {args.threads}" if args.threads else ""), tasks=tasks,
+                              runs=args.runs, n=args.n)
+
+    figures = figures_now(recorded)
     wanted = args.configs or [f"{c}/{f}" for c in COLLECTIONS for f in FAMILIES]
     for task in args.tasks:
         entries = recorded.setdefault(task, {})
@@ -144,11 +152,11 @@ def measure(args: argparse.Namespace) -> dict:
             stages = common.measure_stages(task, args.runs_dir / run_name(overrides), args.runs_dir, overrides,
                                            entries.get(key, {}).get("stages", {}))
             entry = {"collection": collection, "family": family, "overrides": overrides[:-1] if args.data_dir
-                     else overrides, "changed": args.overrides, "stages": stages,
+                     else overrides, "changed": args.overrides, "command": command, "stages": stages,
                      **figures_of(task, args.runs_dir, overrides)}
             recorded = common.load_results(NAME).get("tasks", {})  # as saved now: other configurations may run
             recorded.setdefault(task, {})[key] = entry  # in parallel, each in a process of its own
-            figures = common.results(command, tasks=recorded, runs=args.runs, n=args.n)
+            figures = figures_now(recorded)
             common.save_results(NAME, figures)
     return figures
 
@@ -241,6 +249,8 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                "peak MiB"], rows),
         table(["configuration", "scope", "baseline", "accuracy: generated - baseline (points)",
                "max IoU: generated - baseline", "L2 to held-out: generated - baseline", "plane", "beats it"], plane),
+        *[f"{label(config, e)}: `{e['command']}`." for config, e in entries.items()
+          if e.get("generators", 1) > 1 and e.get("command")],
         f"**Does any generator beat averaging here?** {answer}",
         f"Not run on this task: {', '.join(missing)}." if missing else "Every configuration of the screen ran.",
     ])

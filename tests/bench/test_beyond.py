@@ -27,6 +27,7 @@ def entry(val: float, dominates: bool, generators: int = 1) -> dict:
 def test_the_section_answers_the_question_with_the_configuration_chosen_on_validation() -> None:
     entries = {"one run/flow": entry(0.61, False), "aligned runs/flow": entry(0.63, False),
                "one run/flow, 3 generators": entry(0.70, False, generators=3)}  # confirms; never chosen
+    entries["one run/flow, 3 generators"]["command"] = "python -m bench.beyond --generators 3"
     section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
                                            n=100))
     assert "No configuration's generated models dominate every baseline" in section
@@ -34,6 +35,7 @@ def test_the_section_answers_the_question_with_the_configuration_chosen_on_valid
     assert ("| one run/flow | this generator | mean_of_k | -0.25 [-0.40, -0.10] | +0.050 [+0.030, +0.070] | "
             "-1.000 [-2.000, -0.500] | generated is dominated by | no |") in section
     assert "| one run/flow, 3 generators | method, 3 generators | interpolation |" in section
+    assert "one run/flow, 3 generators: `python -m bench.beyond --generators 3`." in section
     assert "40.0 -> 30.0" in section and "Not run on this task: one run/latent diffusion," in section
     entries["aligned runs/flow, 3 generators"] = entry(0.63, True, generators=3)
     section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
