@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pdiff import memorization
 from pdiff.baselines import interpolation, mean_of_k
 from pdiff.memorization import Group, generalization, heldout_test, nearest_distances
 
@@ -14,6 +15,16 @@ def test_nearest_distances_hand_computed() -> None:
     spread = nearest_distances(references, references, exclude_self=True)
     assert spread.tolist() == pytest.approx([1.0, 18 ** 0.5, 1.0])
     assert nearest_distances(references, references).tolist() == [0, 0, 0]
+
+
+def test_nearest_distances_in_blocks_of_rows(monkeypatch) -> None:
+    """The direct recomputation taken a few rows at a time gives what it gives on all rows at once."""
+    generator = torch.Generator().manual_seed(3)
+    vectors, references = torch.randn(11, 4, generator=generator), torch.randn(30, 4, generator=generator)
+    whole = nearest_distances(vectors, references)
+    monkeypatch.setattr(memorization, "BLOCK_BYTES", 8 * 4 * 3)  # blocks of 3 rows: 3, 3, 3, 2
+    torch.testing.assert_close(nearest_distances(vectors, references), whole, rtol=1e-12, atol=0)
+    assert nearest_distances(references[:5], references).tolist() == [0] * 5
 
 
 def test_generalization_copies_and_fresh_samples() -> None:

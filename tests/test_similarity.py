@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pdiff import similarity
 from pdiff.similarity import iou_matrix, max_similarity, nearest_checkpoint, similarity_summary
 
 
@@ -49,3 +50,25 @@ def test_summary_with_distances() -> None:
     assert summary["distance_to_original"]["noise@0.1"] == {"mean": pytest.approx(0.5), "values": [0.5],
                                                           "nearest": [1]}
     assert summary["max_iou_to_original"]["noise@0.1"]["nearest"] == [0]  # same mistakes as original 0
+
+
+@pytest.mark.parametrize(("m", "k"), [(7, 5), (30, 27), (26, 3), (1, 40)])
+@pytest.mark.parametrize("block_rows", [1, 3, 4, 100])
+def test_distance_matrix_in_blocks_equals_one_cdist(m: int, k: int, block_rows: int) -> None:
+    """Blocks of rows, their edges anywhere (one row, uneven, a whole side in one), change nothing but rounding;
+    one cdist takes differences for 25 rows or fewer a side, matrix products above."""
+    generator = torch.Generator().manual_seed(m * 100 + k)
+    a, b = torch.randn(m, 6, generator=generator) + 5, torch.randn(k, 6, generator=generator) + 5
+    centre = b.double().mean(0)
+    whole = torch.cdist(a.double() - centre, b.double() - centre)
+    blocked = similarity.distance_matrix(a, b, block_bytes=8 * 6 * block_rows)
+    assert blocked.dtype == torch.float64 and blocked.shape == (m, k)
+    torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=0)
+
+
+def test_rows_of_is_a_view_for_consecutive_rows() -> None:
+    matrix = torch.arange(12.0).view(6, 2)
+    view = similarity.rows_of(matrix, torch.tensor([2, 3, 4]))
+    assert view.data_ptr() == matrix[2].data_ptr() and view.tolist() == matrix[2:5].tolist()
+    assert similarity.rows_of(matrix, torch.tensor([4, 1])).tolist() == matrix[[4, 1]].tolist()
+    assert similarity.rows_of(matrix, torch.tensor([], dtype=torch.long)).shape == (0, 2)

@@ -29,7 +29,7 @@ from .inference import Batches, accuracy, accuracy_many, labels_of, predict_many
 from .layout import PREDICTIONS_FILE, RESULTS_FILE, STAGE_FOLDERS
 from .params import Normalizer, ParamSpec
 from .provenance import provenance
-from .similarity import max_iou_to, similarity_summary
+from .similarity import BLOCK_BYTES, max_iou_to, rows_of, similarity_summary
 from .store import check_format_version, check_record, load_json, load_tensors, save_json, save_tensors
 from .task import Task
 from .tasks.datasets import TensorLoader
@@ -130,9 +130,17 @@ def measure(model: nn.Module, spec: ParamSpec, groups: Mapping[str, torch.Tensor
     ordered = {"original": params, **{g: vectors[g] for g in ("heldout",) if g in vectors},
                **{g: made.pop(g) for g in ("ensemble",) if g in made}, "generated": generated,
                **{g: v for g, v in vectors.items() if g not in ("original", "heldout", "generated")}, **made}
+    del made  # `ordered` holds the baselines now, and lets each go once measured
     test_labels = labels_of(test_loader)
     records, test_rows = [], []
-    for group, rows in ordered.items():
+    # [M, D], filled group by group: stacking the groups and standardising the stack would hold [M, D] three times
+    # (whole networks: M ~ 500 models of D ~ 10^6 numbers, 2 GB each time)
+    standardised = torch.empty(sum(len(rows) for rows in ordered.values()), spec.dim)
+    filled = 0
+    for group in list(ordered):
+        rows = ordered.pop(group)
+        _standardise_into(standardised[filled:filled + len(rows)], rows, normalizer)
+        filled += len(rows)
         given = groups.get(group)
         if isinstance(given, CheckpointSet) and given.test_predictions is not None:  # measured by the collection
             records += _records(group, given.val_accuracy, given.test_accuracy)
@@ -145,9 +153,9 @@ def measure(model: nn.Module, spec: ParamSpec, groups: Mapping[str, torch.Tensor
         made_by = generators.tolist() if group == "generated" and generators is not None else None
         records += _records(group, val_acc, accuracy(test_pred, test_labels), made_by)
         test_rows.append(test_pred)
-    predictions, stacked = torch.cat(test_rows), torch.cat(list(ordered.values()))  # [M, n_test], [M, D]
+    del rows  # the last group's vectors: a baseline's, freed now
+    predictions = torch.cat(test_rows)  # [M, n_test]
     names = [r["group"] for r in records]
-    standardised = normalizer.normalize(stacked)
     similarity = similarity_summary(predictions, test_labels, names, standardised)
     results = {"seed": seed, "spec": spec.to_dict(), "models": records, "summary": summarise(records),
                "baselines": settings, "similarity": similarity,
@@ -194,6 +202,14 @@ def _vectors(group: str, value: torch.Tensor | CheckpointSet, dim: int) -> torch
         raise ConfigError(f"groups[{group!r}] is {shape}: give [M, {dim}] parameter vectors of this spec, one row "
                           "per model")
     return rows.float()
+
+
+def _standardise_into(out: torch.Tensor, rows: torch.Tensor, normalizer: Normalizer) -> None:
+    """Write the vectors rows [G, D] in the normaliser's units into out [G, D], a block of rows at a time, so that
+    the normaliser's temporaries never span the whole group."""
+    block = max(1, BLOCK_BYTES // (4 * max(1, rows.shape[1])))
+    for start in range(0, len(rows), block):
+        out[start:start + block] = normalizer.normalize(rows[start:start + block])
 
 
 def _records(group: str, val_accuracy: torch.Tensor, test_accuracy: torch.Tensor,
@@ -294,13 +310,14 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
     if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals
         decided = {"resolution": stats.resolution(correct[rows["original"]]), **decided}
     if "heldout" in rows:
-        training, heldout = standardised[rows["original"]], standardised[rows["heldout"]]
+        # views, not copies, of the groups' rows: each is [G, D]
+        training, heldout = rows_of(standardised, rows["original"]), rows_of(standardised, rows["heldout"])
         wrong = ~correct
         decided["generalization"] = {}
         compared = [g for g in rows if g != "original"]
         size = min(len(rows[g]) - (g == "heldout") for g in compared)  # coverage grows with the models compared
         for group in compared:
-            figures = memorization.generalization(standardised[rows[group]], training, heldout, seed=seed,
+            figures = memorization.generalization(rows_of(standardised, rows[group]), training, heldout, seed=seed,
                                            is_heldout=group == "heldout", size=size).as_dict()
             figures["max_iou_to_training_median"] = iou[group].median().item()
             figures["max_iou_to_heldout_median"] = max_iou_to(wrong[rows[group]], wrong[rows["heldout"]],
@@ -308,7 +325,7 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
             decided["generalization"][group] = figures
 
         def group(name: str) -> memorization.Group:
-            return memorization.Group(standardised[rows[name]], correct[rows[name]], val[rows[name]],
+            return memorization.Group(rows_of(standardised, rows[name]), correct[rows[name]], val[rows[name]],
                                       generators[name] if name == "generated" else None)
 
         decided["memorization"] = memorization.heldout_test(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from . import stats
+from .similarity import BLOCK_BYTES, distance_matrix, rows_of
 from .stats import EXAMPLES, MODELS, blocks, median, percentile_interval, random_stream, resample_counts
 
 BASELINES = ("mean_of_k", "gaussian", "interpolation")  # the simpler explanations the held-out test is run on
@@ -69,15 +70,21 @@ def nearest_distances(vectors: torch.Tensor, references: torch.Tensor, exclude_s
     """L2 distance [M] (float64) of each of `vectors` [M, D] to its nearest row of `references` [K, D].
 
     With `exclude_self` (vectors are the references, M = K) a row is not its own neighbour. The nearest row is
-    found from the fast matrix-product distances and its distance recomputed directly, so a copy is at 0.
+    found from the fast matrix-product distances and its distance recomputed directly, so a copy is at 0; that
+    recomputation takes `block` rows at a time, so its float64 differences never span all of [M, D].
     """
     if exclude_self and len(vectors) != len(references):
         raise ValueError(f"exclude_self needs vectors to be the references, got {len(vectors)} and {len(references)}")
-    distances = _distance_matrix(vectors, references)
+    distances = distance_matrix(vectors, references)
     if exclude_self:
         distances.fill_diagonal_(float("inf"))
     nearest = distances.argmin(1)
-    return (vectors.double() - references.double()[nearest]).norm(dim=1)
+    block = max(1, BLOCK_BYTES // (8 * max(1, vectors.shape[1])))
+    nearest_distance = torch.empty(len(vectors), dtype=torch.float64)
+    for i in range(0, len(vectors), block):
+        difference = vectors[i:i + block].double().sub_(references[nearest[i:i + block]])  # float32 widens exactly
+        nearest_distance[i:i + block] = difference.norm(dim=1)
+    return nearest_distance
 
 
 def generalization(vectors: torch.Tensor, training: torch.Tensor, heldout: torch.Tensor, n_boot: int = 1000,
@@ -105,7 +112,7 @@ def generalization(vectors: torch.Tensor, training: torch.Tensor, heldout: torch
     to_heldout = nearest_distances(vectors, heldout, exclude_self=is_heldout)
     heldout_to_training = nearest_distances(heldout, training)  # [H]
     spacing = float(median(nearest_distances(training, training, exclude_self=True))) if len(training) > 1 else 0.0
-    model_to_heldout = _distance_matrix(vectors, heldout)  # [M, H]
+    model_to_heldout = distance_matrix(vectors, heldout)  # [M, H]
     if is_heldout:
         model_to_heldout.fill_diagonal_(float("inf"))
     # [M, H]: model i covers held-out h; a tie is not closer (relative 1e-9, above rounding)
@@ -139,7 +146,8 @@ class Group:
     generators: torch.Tensor | None = None
 
     def rows(self, index: torch.Tensor) -> Group:
-        return Group(self.vectors[index], self.correct[index], self.val_accuracy[index],
+        """The models of `index` [G]; their vectors a view where the rows are consecutive (see rows_of)."""
+        return Group(rows_of(self.vectors, index), self.correct[index], self.val_accuracy[index],
                      None if self.generators is None else self.generators[index])
 
 
@@ -195,8 +203,3 @@ def _subset_coverage(coverers: torch.Tensor, pool: int, size: int) -> torch.Tens
                 - math.lgamma(pool + 1) + math.lgamma(pool - size + 1))
     return torch.where(missing < size, 1.0, torch.where(coverers > 0, 1 - log_none.exp(), 0.0))
 
-
-def _distance_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """L2 distances [len(a), len(b)] in float64 by matrix products, after centring both on b's mean (less rounding)."""
-    centre = b.double().mean(0)
-    return torch.cdist(a.double() - centre, b.double() - centre)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import torch
 
+# Bytes of one block of rows that `distance_matrix` copies to float64 at a time: whole networks have D ~ 10^6, where
+# a float64 copy of every model (~500) would take 4 GB; smaller blocks read the other side's rows more often.
+BLOCK_BYTES = 2**28
+
 
 def iou_matrix(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Wrong-prediction IoU between every pair of models: predictions [M, n], labels [n] -> [M, M].
@@ -61,7 +65,7 @@ def nearest_checkpoint(vectors: torch.Tensor, originals: torch.Tensor, exclude_s
     With `exclude_self` (vectors are the originals themselves, M = K) a row is not its own neighbour,
     which gives the spread among the originals.
     """
-    distances = torch.cdist(vectors.double(), originals.double())  # [M, K]
+    distances = distance_matrix(vectors, originals)  # [M, K]
     if exclude_self:
         distances.fill_diagonal_(float("inf"))
     values, where = distances.min(1)
@@ -70,16 +74,59 @@ def nearest_checkpoint(vectors: torch.Tensor, originals: torch.Tensor, exclude_s
 
 def distance_summary(standardised: torch.Tensor, groups: list[str]) -> dict:
     """Per group: each model's L2 distance to its nearest original in standardised units [M, D] (mean, values,
-    nearest index among originals); for the originals, the distance to their nearest other original."""
-    originals = standardised[[g == "original" for g in groups]]
+    nearest index among originals); for the originals, the distance to their nearest other original.
+
+    One distance matrix [M, K] of every model to the originals, cut by group, rather than a copy of each group's
+    rows [G, D]: at D ~ 10^6 those copies would be gigabytes.
+    """
+    members = {g: torch.tensor([i for i, x in enumerate(groups) if x == g]) for g in dict.fromkeys(groups)}
+    distances = distance_matrix(standardised, rows_of(standardised, members["original"]))  # [M, K]
     summary = {}
-    for group in dict.fromkeys(groups):
-        rows = standardised[[g == group for g in groups]]
-        if group == "original" and len(rows) < 2:
+    for group, idx in members.items():
+        if group == "original" and len(idx) < 2:
             continue
-        values, nearest = nearest_checkpoint(rows, originals, exclude_self=group == "original")
+        block = distances[idx]  # [G, K]
+        if group == "original":
+            block.fill_diagonal_(float("inf"))  # a checkpoint is not its own nearest original
+        values, nearest = block.min(1)
+        values = values.float()
         summary[group] = {"mean": values.mean().item(), "values": values.tolist(), "nearest": nearest.tolist()}
     return summary
+
+
+def distance_matrix(a: torch.Tensor, b: torch.Tensor, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
+    """L2 distances [len(a), len(b)] (float64) between the rows of a [M, D] and b [K, D], by matrix products
+    (|x|^2 + |y|^2 - 2 x.y, as cdist computes them) after centring both on b's mean (less rounding), in float64.
+
+    Blocks of rows (`block_bytes` of float64 each) are copied into two buffers, centred and measured in turn, so
+    the float64 copies never hold more than two blocks, whatever M and K, and no block allocates memory afresh
+    (at D ~ 10^6, fresh pages for every block cost more than the products).
+    """
+    dim = a.shape[1]
+    rows = max(1, block_bytes // (8 * max(1, dim)))
+    centre = torch.zeros(dim, dtype=torch.float64)
+    for start in range(0, len(b), rows):
+        centre += b[start:start + rows].double().sum(0)
+    centre /= max(1, len(b))
+    left = torch.empty(min(rows, len(a)), dim, dtype=torch.float64)
+    right = torch.empty(min(rows, len(b)), dim, dtype=torch.float64)
+    distances = torch.empty(len(a), len(b), dtype=torch.float64)
+    for i in range(0, len(a), rows):
+        x = left[:len(a[i:i + rows])].copy_(a[i:i + rows]).sub_(centre)
+        x_norms = torch.linalg.vector_norm(x, dim=1).square_()
+        for j in range(0, len(b), rows):
+            y = right[:len(b[j:j + rows])].copy_(b[j:j + rows]).sub_(centre)
+            squared = x_norms[:, None] + torch.linalg.vector_norm(y, dim=1).square_() - 2 * (x @ y.T)
+            distances[i:i + rows, j:j + rows] = squared.clamp_(min=0).sqrt_()
+    return distances
+
+
+def rows_of(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """matrix[index] for an index [G] of rows; a view where the rows are consecutive (a group's always are in
+    results order), so that a group's parameters [G, D] are not copied."""
+    if len(index) and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + len(index))):
+        return matrix[int(index[0]):int(index[0]) + len(index)]
+    return matrix[index]
 
 
 def similarity_summary(predictions: torch.Tensor, labels: torch.Tensor, groups: list[str],
