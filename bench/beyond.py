@@ -239,7 +239,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                               for b, v in lost.items())
                   + ".")
     return "\n\n".join([
-        f"### {task}",
+        f"#### {task}",
         f"Collections of K = {k} checkpoints (R = {runs} runs of {k // runs} for the multi-run ones); the last "
         f"K / R held out; {n} models per group. The scope column says what the CIs speak for: one trained "
         "generator's models (the screen), or the configuration as a method (several generators).",
@@ -256,9 +256,27 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
     ])
 
 
+def glance(results: dict) -> list[list[str]]:
+    """The README's rows (question, task, finding): per screened task, whether a configuration reached the target,
+    else the closest one (chosen on validation) and its places against the baselines, with the widest scope run."""
+    rows = []
+    for task, entries in results["tasks"].items():
+        winners = [f"{config} ({scope(e)})" for config, e in entries.items() if reaches_target(e)]
+        best = closest(entries)
+        confirmed = [e for config, e in entries.items() if config.startswith(f"{best}, ")]
+        shown = max(confirmed, key=lambda e: e.get("generators", 1)) if confirmed else entries[best]
+        places = "; ".join(f"{plane_word(v)} {b}" for b, v in shown["versus"].items())
+        finding = (f"yes: {', '.join(winners)}" if winners else
+                   f"no; closest (chosen on validation): {best}, {scope(shown)}: {places}")
+        rows.append(["Does any generator beat averaging the checkpoints?",
+                     f"{task}, {len(entries)} configurations", finding])
+    return rows
+
+
 def render(results: dict) -> str:
     p = results["provenance"]
-    parts = [f"`{p['command']}` ({common.machine(p)})",
+    parts = ["## Beyond one trajectory: independent runs, alignment and flow matching (`python -m bench.beyond`)",
+             f"`{p['command']}` ({common.machine(p)})",
              "Sized for 2 shared CPU cores: the preset's generator sizes, one thread per process, the "
              "configurations run as separate processes; the screen at one generator each, its choice confirmed with "
              "`--generators 3`. *beats it*: generated dominates the baseline and lies nearer to the held-out "

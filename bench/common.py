@@ -178,6 +178,8 @@ QUESTIONS = {
     "Can you ask for an accuracy?": (
         Entry("conditioning", "conditioning", "mnist1d-convnet"),
         Entry("conditioning-cifar10-convnet3-cpu", "conditioning", "cifar10-convnet3-cpu")),
+    "Can it generate LoRA adapters?": (
+        Entry("lora", "lora", "mnist-vit-lora"),),
     "Can whole networks and long vectors be generated?": (
         Entry("whole_networks", "whole_networks", "mnist-mlp-full, mnist-convnet3-full"),
         Entry("global_steps", "global_steps", "mnist-mlp-full"),

@@ -93,6 +93,18 @@ The generator's health check: {results.get('health', 'not recorded')}.
 {common.table(["generated versus", "difference [95% CI]", "verdict"], rows)}"""
 
 
+def glance(results: dict) -> list[list[str]]:
+    """The README's row (question, task, finding): the generated adapters' mean test accuracy against the
+    collected ones', and their places on the accuracy-novelty plane."""
+    mean = next(c for c in results["comparisons"] if c["versus"] == "original")
+    by_verdict: dict[str, list[dict]] = {}
+    for c in results.get("plane", []):
+        by_verdict.setdefault(c["verdict"], []).append(c)
+    return [["Can it generate LoRA adapters?", f"{results['task']}, one generator",
+             f"{points_with_ci(mean)} points vs the collected adapters, {mean['verdict']}; "
+             + "; ".join(dominance_words(records) for records in by_verdict.values())]]
+
+
 def main() -> None:
     common.publish(NAME, measure(parser().parse_args()), render)
 

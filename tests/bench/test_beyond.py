@@ -43,6 +43,12 @@ def test_the_section_answers_the_question_with_the_configuration_chosen_on_valid
     assert ("Yes, here: the generated models of aligned runs/flow, 3 generators (method, 3 generators) dominate "
             "every baseline") in section
     assert "Not screened: mnist1d-convnet-full." in section
+    (row,) = beyond.glance({"tasks": {"mnist1d-mlp-full": entries}})
+    assert row[2] == "yes: aligned runs/flow, 3 generators (method, 3 generators)"
+    del entries["aligned runs/flow, 3 generators"]
+    (row,) = beyond.glance({"tasks": {"mnist1d-mlp-full": entries}})
+    assert row[2].startswith("no; closest (chosen on validation): aligned runs/flow, this generator: generated is "
+                             "dominated by noise@0.05;")
 
 
 def test_each_configuration_is_a_valid_config_of_its_own() -> None:
