@@ -103,10 +103,11 @@ def glance(results: dict) -> list[list[str]]:
         if c["metric"] == "dominance":
             by_verdict.setdefault(c["verdict"], []).append(c)
     plane = [dominance_words(records) for records in by_verdict.values()]
+    method = all(c.get("scope") == "method" for records in by_verdict.values() for c in records)
+    plane_task = task if method else f"{results['task']}, the models of {run['generators']} generators, pooled"
     return [["Are the generated models as accurate as the checkpoints?", task,
              f"{points_with_ci(mean, 100)} points, {mean['verdict']}"],
-            ["Do they beat simpler ways to make models (accuracy-novelty plane)?",
-             f"{results['task']}, one generator", "; ".join(plane)]]
+            ["Do they beat simpler ways to make models (accuracy-novelty plane)?", plane_task, "; ".join(plane)]]
 
 
 def main() -> None:

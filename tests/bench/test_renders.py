@@ -59,6 +59,11 @@ def test_seeds_glance_states_the_method_verdict_and_groups_the_plane():
     rows = importlib.import_module("bench.seeds").glance({"task": "mnist1d-convnet", "runs": runs})
     assert rows[0][1:] == ["mnist1d-convnet, 3 generators", "+0.10 [-0.05, +0.25] points, no detectable difference"]
     assert rows[1][2] == "generated dominates ensemble and noise@0.001; generated is dominated by mean_of_k"
+    assert rows[1][1] == "mnist1d-convnet, the models of 3 generators, pooled"  # records without a method scope
+    for record in plane:
+        record["scope"] = "method"
+    rows = importlib.import_module("bench.seeds").glance({"task": "mnist1d-convnet", "runs": runs})
+    assert rows[1][1] == "mnist1d-convnet, 3 generators"
 
 
 def test_training_renders_the_goal_on_validation_and_reports_test():
