@@ -173,10 +173,11 @@ def render(results: dict) -> str:
     recorded = results["tasks"]
     tasks = [t for t in results["order"] if t in recorded]
     p = results["provenance"]
-    cost = table(["task", "D", "AE / denoiser", *(f"{s} min" for s in STAGES), "train peak RSS MiB"],
+    cost = table(["task", "D", "AE / denoiser", *(f"{s} min" for s in STAGES), "train peak RSS MiB",
+                  "evaluate peak RSS MiB"],
                  [[t, f"{recorded[t]['D']:,}", " / ".join(recorded[t]["arch"]),
                    *(minutes(recorded[t]["stages"][s]["wall"]) for s in STAGES),
-                   mib(recorded[t]["stages"]["train"]["rss"])] for t in tasks])
+                   *(mib(recorded[t]["stages"][s]["rss"]) for s in ("train", "evaluate"))] for t in tasks])
     judged = table(["task", "judged on", "generated - original mean, points [95% CI]", "within 1 point",
                     "inside the originals' range [95% CI]", f">= {TARGET_INSIDE:.0%} inside (lower end)"],
                    [[t, r["inside_target"]["split"], points_with_ci(r["mean"][r["mean_target"]["split"]]),
@@ -207,7 +208,7 @@ def render(results: dict) -> str:
 
 `{p['command']}` on {common.machine(p)}
 ({p['cores']} cores; torch's default threads in each stage process). Each stage ran as its own
-`python -m pdiff STAGE` process; minutes are wall time, peak RSS the train stage's process. Every parameter of
+`python -m pdiff STAGE` process; minutes are wall time, peak RSS that of the stage's process. Every parameter of
 each network is generated. The targets are judged on the MNIST validation split (they chose the presets): the
 generated mean within 1 point of the originals' (met when the whole CI lies within +-1 point; CIs by
 `pdiff.stats.compare_accuracy`) and at least 95% of the generated models inside the originals' accuracy range,
