@@ -17,8 +17,8 @@ coverage 93-97% and SE ratio 0.9-1.1. Method-scope cells tag the generated model
 
 The similarity comparisons (`compare_values`: median max wrong-prediction IoU to the originals, median L2 to
 the nearest original) are simulated the same way (IoU on the threshold process, L2 on Gaussian parameter
-vectors, 50 numbers each); their truth, the expected difference of the two medians, is taken as the mean over
-the repetitions.
+vectors, 50 numbers each), at generator scope and, with generators shifted at random, at method scope; their
+truth, the expected difference of the two medians, is taken as the mean over the repetitions.
 
 Usage: python -m bench.calibration [--repetitions 1000] [--seed 0]
 """
@@ -90,26 +90,36 @@ def accuracy_cell(rng: np.random.Generator, repetitions: int, regime: str, m: in
 
 
 def similarity_cell(rng: np.random.Generator, repetitions: int, metric: str, m: int, k: int,
-                    n: int = EXAMPLES, dim: int = 50) -> dict:
-    """Coverage of `compare_values`' CI for median max IoU (threshold process) or median L2 (Gaussian vectors)."""
+                    n: int = EXAMPLES, dim: int = 50, generators: int = 1, spread: str | None = None) -> dict:
+    """Coverage of `compare_values`' CI for median max IoU (threshold process) or median L2 (Gaussian vectors).
+
+    With generators > 1 the generated models come from that many generators, each shifted at random (the
+    threshold process's shift and v of `spread`; for L2 an offset of each coordinate with the shift's sd), and
+    the CI takes their labels (method scope); the truth is then the expected difference over generators too."""
     skill, noise = REGIMES["mixed"]
+    shift, v = SPREADS[spread] if spread else (0.0, 0.0)
+    labels = torch.arange(m) % generators
     differences, lows, highs = [], [], []
     for _ in range(repetitions):
         if metric == "median_max_iou":
-            group, originals = (torch.from_numpy(~x) for x in simulate_groups(rng, m, k, n, skill, noise))
+            group, originals = (torch.from_numpy(~x) for x in simulate_groups(rng, m, k, n, skill, noise,
+                                                                               generators, shift, v))
             values, own = max_iou_to(group, originals), max_iou_to(originals, originals, exclude_self=True)
         else:
-            group, originals = torch.from_numpy(rng.normal(size=(m, dim))), torch.from_numpy(rng.normal(size=(k, dim)))
+            offset = rng.normal(0, shift, (generators, dim))[labels.numpy()]
+            group, originals = (torch.from_numpy(rng.normal(size=(m, dim)) + offset),
+                                torch.from_numpy(rng.normal(size=(k, dim))))
             values = torch.cdist(group, originals).amin(1)
             own = torch.cdist(originals, originals).fill_diagonal_(float("inf")).amin(1)
-        c = compare_values(values, own, "generated", "original", metric, n_boot=500, seed=int(rng.integers(2**31)))
+        c = compare_values(values, own, "generated", "original", metric, n_boot=500, seed=int(rng.integers(2**31)),
+                           generators=labels if generators > 1 else None)
         differences.append(c.difference)
         lows.append(c.ci_low)
         highs.append(c.ci_high)
     truth = float(np.mean(differences))  # the expected difference of the medians, by Monte Carlo
     covered = sum(lo <= truth <= hi for lo, hi in zip(lows, highs, strict=True))
     variances = [((hi - lo) / (2 * 1.96)) ** 2 for lo, hi in zip(lows, highs, strict=True)]
-    return _summary(metric, m, k, 1, None, truth, differences, variances, covered, repetitions)
+    return _summary(metric, m, k, generators, spread, truth, differences, variances, covered, repetitions)
 
 
 def _summary(regime: str, m: int, k: int, generators: int, spread: str | None, truth: float,
@@ -143,7 +153,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 def measure_cells(args: argparse.Namespace, sizes: tuple[tuple[int, int], ...], examples: int) -> dict:
     """Generator scope (3 regimes x `sizes`), method scope (G = 3 and 5 x 2 spreads, on the first size pair
-    capped at 100 vs 100) and the two similarity comparisons (x `sizes`)."""
+    capped at 100 vs 100) and the two similarity comparisons (x `sizes`, then at method scope: G = 3 and 5 with the
+    large spread, 100 vs 100)."""
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     cells = [accuracy_cell(rng, args.repetitions, regime, m, k, n=examples) for regime in REGIMES for m, k in sizes]
@@ -152,6 +163,8 @@ def measure_cells(args: argparse.Namespace, sizes: tuple[tuple[int, int], ...], 
               for g in (3, 5) for spread in SPREADS]
     cells += [similarity_cell(rng, args.repetitions, metric, mm, kk, n=examples)
               for metric in ("median_max_iou", "median_l2_to_original") for mm, kk in sizes]
+    cells += [similarity_cell(rng, args.repetitions, metric, min(m, 100), min(k, 100), n=examples, generators=g,
+                              spread="large") for metric in ("median_max_iou", "median_l2_to_original") for g in (3, 5)]
     return {"seed": args.seed, "repetitions": args.repetitions, "examples": examples, "cells": cells,
             "seconds": time.perf_counter() - start}
 
@@ -169,14 +182,20 @@ def render(results: dict) -> str:
         "whose 95% CI holds the true difference (Wilson 95% interval); SE ratio: the CIs' SE as a root mean "
         "square (for the similarity rows: half-width / 1.96), over the estimate's standard deviation across "
         "repetitions. Targets: coverage 93-97%, SE ratio 0.9-1.1. Rows with generators > 1 tag the generated "
-        "models with their generator (method scope); the last four rows are the similarity comparisons (their "
-        "truth is the mean difference over the repetitions).", "",
+        "models with their generator (method scope); the rows named by a metric are the similarity comparisons "
+        "(their truth is the mean difference over the repetitions, generators drawn afresh in each); at method "
+        "scope theirs is a t interval with few degrees of freedom, so its half-width / 1.96 exceeds the SE by "
+        "design and the row is judged on coverage alone.", "",
         common.table(["regime / metric", "models", "generators", "between-generator spread", "coverage % [95% CI]",
                "SE ratio", "targets"], rows)])
 
 
 def _met(cell: dict) -> str:
-    return "met" if 0.93 <= cell["coverage"] <= 0.97 and 0.9 <= cell["se_ratio"] <= 1.1 else "NOT met"
+    """Coverage 93-97% and SE ratio 0.9-1.1; a method-scope similarity row on coverage alone: its interval is a t
+    interval with few degrees of freedom, so its half-width / 1.96 exceeds the SE by design."""
+    t_interval = cell["regime"] not in REGIMES and cell["generators"] > 1
+    se_ok = t_interval or 0.9 <= cell["se_ratio"] <= 1.1
+    return "met" if 0.93 <= cell["coverage"] <= 0.97 and se_ok else "NOT met"
 
 
 def glance(results: dict) -> list[list[str]]:

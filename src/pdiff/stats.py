@@ -252,9 +252,11 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
 
     generators [M]: the generator that drew each of `group`'s models. With two or more, the difference is the
     mean over generators of (their models' median - versus's median), each generator counting equally as in
-    `mean_difference`, and the interval speaks for the method (scope "method"): mean +- t(G - 1) * SE, SE^2 =
-    the variance of the G per-generator differences / G (the spread between generators, which holds their
-    models' own spread) + the bootstrap variance of versus's median; never narrower than the one-level interval.
+    `mean_difference`, and the interval speaks for the method (scope "method"): mean +- t(df) * SE, SE^2 = the
+    variance of the G per-generator differences / G (the spread between generators, which holds their models'
+    own spread) + the bootstrap variance of versus's median, df by Satterthwaite (G - 1 for the first part, the
+    bootstrap's as exact); never narrower than the one-level interval. Its coverage is measured by
+    `python -m bench.calibration`.
     """
     x, y = values.double().flatten(), versus_values.double().flatten()
     if len(x) == 0 or len(y) == 0 or x.isnan().any() or y.isnan().any():
@@ -273,9 +275,12 @@ def compare_values(values: torch.Tensor, versus_values: torch.Tensor, group: str
         return _comparison(group, versus, metric, float(median(x) - median(y)), torch.cat(replicates), None)
     per_generator = torch.stack([median(x[labels == g]) for g in labels.unique()]) - median(y)  # [G]
     G = len(per_generator)
-    se = float(per_generator.var() / G + torch.cat(versus_medians).var()) ** 0.5
+    between, versus_part = float(per_generator.var()) / G, float(torch.cat(versus_medians).var())
+    se = (between + versus_part) ** 0.5
+    # Satterthwaite: the between part is known to G - 1 degrees of freedom, versus's bootstrap part precisely
+    df = (between + versus_part) ** 2 / (between**2 / (G - 1)) if between > 0 else float("inf")
     one_level_low, one_level_high = percentile_interval(torch.cat(replicates))
-    half = max(float(stats.t.ppf(0.975, G - 1)) * se, (one_level_high - one_level_low) / 2)
+    half = max(float(stats.t.ppf(0.975, df)) * se, (one_level_high - one_level_low) / 2)
     difference = float(per_generator.mean())
     low, high = difference - half, difference + half
     return Comparison(group, versus, metric, difference, low, high, None, verdict(low, high), SCOPES[1])
