@@ -199,6 +199,18 @@ def reaches_target(entry: dict) -> bool:
             and entry["nearer_than_training"]["verdict"] == "lower")
 
 
+def place(baseline: str, versus: dict) -> str:
+    """Generated's place against one baseline, in the words of `pdiff.report.dominance_words`."""
+    word = plane_word(versus)
+    return f"generated vs {baseline}: {word}" if word == stats.DOMINANCE_VERDICTS[-1] else f"{word} {baseline}"
+
+
+def widest(entries: dict, config: str) -> dict:
+    """The entry of `config` with the most generators: its method-scope confirmation where one ran."""
+    runs = [e for name, e in entries.items() if name == config or name.startswith(f"{config}, ")]
+    return max(runs, key=lambda e: e.get("generators", 1))
+
+
 def scope(entry: dict) -> str:
     generators = entry.get("generators", 1)
     return "this generator" if generators == 1 else f"method, {generators} generators"
@@ -230,14 +242,19 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         answer = (f"Yes, here: the generated models of {', '.join(winners)} dominate every baseline by their CIs "
                   "and lie nearer to the held-out checkpoints than the training checkpoints do.")
     else:
-        lost = {b: v for b, v in entries[best]["versus"].items() if plane_word(v) != stats.DOMINANCE_VERDICTS[0]}
+        shown = widest(entries, best)
         answer = (f"No configuration's generated models dominate every baseline and lie nearer to the held-out "
                   f"checkpoints than the training ones. The closest (chosen on validation accuracy among the "
-                  f"screen's) is {best}: held-out L2, generated - training "
-                  f"{points(entries[best]['nearer_than_training'], 1)}; "
-                  + "; ".join(f"against {b}: {plane_word(v)}, accuracy {points(v['accuracy'])} points"
-                              for b, v in lost.items())
+                  f"screen's) is {best}; {scope(shown)}: held-out L2, generated - training "
+                  f"{points(shown['nearer_than_training'], 1)}; "
+                  + "; ".join(f"{place(b, v)} (accuracy {points(v['accuracy'])} points)"
+                              for b, v in shown["versus"].items())
                   + ".")
+    commands = dict.fromkeys(e["command"] for e in entries.values() if e.get("generators", 1) > 1 and e.get("command"))
+    if task not in SCREEN_TASKS:
+        done = "One run only here: R runs need the whole network as the collected subset."
+    else:
+        done = f"Not run on this task: {', '.join(missing)}." if missing else "Every configuration of the screen ran."
     return "\n\n".join([
         f"#### {task}",
         f"Collections of K = {k} checkpoints (R = {runs} runs of {k // runs} for the multi-run ones); the last "
@@ -249,10 +266,9 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                "peak MiB"], rows),
         table(["configuration", "scope", "baseline", "accuracy: generated - baseline (points)",
                "max IoU: generated - baseline", "L2 to held-out: generated - baseline", "plane", "beats it"], plane),
-        *[f"{label(config, e)}: `{e['command']}`." for config, e in entries.items()
-          if e.get("generators", 1) > 1 and e.get("command")],
+        *[f"Method-scope rows: `{command}`." for command in commands],
         f"**Does any generator beat averaging here?** {answer}",
-        f"Not run on this task: {', '.join(missing)}." if missing else "Every configuration of the screen ran.",
+        done,
     ])
 
 
@@ -263,13 +279,13 @@ def glance(results: dict) -> list[list[str]]:
     for task, entries in results["tasks"].items():
         winners = [f"{config} ({scope(e)})" for config, e in entries.items() if reaches_target(e)]
         best = closest(entries)
-        confirmed = [e for config, e in entries.items() if config.startswith(f"{best}, ")]
-        shown = max(confirmed, key=lambda e: e.get("generators", 1)) if confirmed else entries[best]
-        places = "; ".join(f"{plane_word(v)} {b}" for b, v in shown["versus"].items())
+        shown = widest(entries, best)
+        places = "; ".join(place(b, v) for b, v in shown["versus"].items())
         finding = (f"yes: {', '.join(winners)}" if winners else
                    f"no; closest (chosen on validation): {best}, {scope(shown)}: {places}")
+        screened = sum(e.get("generators", 1) == 1 for e in entries.values())
         rows.append(["Does any generator beat averaging the checkpoints?",
-                     f"{task}, {len(entries)} configurations", finding])
+                     f"{task}, {screened} configurations screened", finding])
     return rows
 
 

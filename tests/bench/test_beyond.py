@@ -31,11 +31,13 @@ def test_the_section_answers_the_question_with_the_configuration_chosen_on_valid
     section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
                                            n=100))
     assert "No configuration's generated models dominate every baseline" in section
-    assert "The closest (chosen on validation accuracy among the screen's) is aligned runs/flow" in section
+    assert ("The closest (chosen on validation accuracy among the screen's) is aligned runs/flow; this generator"
+            in section)
+    assert "generated is dominated by mean_of_k (accuracy -0.25 [-0.40, -0.10] points)" in section
     assert ("| one run/flow | this generator | mean_of_k | -0.25 [-0.40, -0.10] | +0.050 [+0.030, +0.070] | "
             "-1.000 [-2.000, -0.500] | generated is dominated by | no |") in section
     assert "| one run/flow, 3 generators | method, 3 generators | interpolation |" in section
-    assert "one run/flow, 3 generators: `python -m bench.beyond --generators 3`." in section
+    assert section.count("Method-scope rows: `python -m bench.beyond --generators 3`.") == 1
     assert "40.0 -> 30.0" in section and "Not run on this task: one run/latent diffusion," in section
     entries["aligned runs/flow, 3 generators"] = entry(0.63, True, generators=3)
     section = beyond.render(common.results("python -m bench.beyond", tasks={"mnist1d-mlp-full": entries}, runs=4,
@@ -45,6 +47,9 @@ def test_the_section_answers_the_question_with_the_configuration_chosen_on_valid
     assert "Not screened: mnist1d-convnet-full." in section
     (row,) = beyond.glance({"tasks": {"mnist1d-mlp-full": entries}})
     assert row[2] == "yes: aligned runs/flow, 3 generators (method, 3 generators)"
+    assert row[1] == "mnist1d-mlp-full, 2 configurations screened"
+    bn_subset = beyond.render_task("cifar10-convnet3-cpu", {"one run/flow": entry(0.7, False)}, runs=4, n=100)
+    assert "One run only here: R runs need the whole network" in bn_subset and "Not run on" not in bn_subset
     del entries["aligned runs/flow, 3 generators"]
     (row,) = beyond.glance({"tasks": {"mnist1d-mlp-full": entries}})
     assert row[2].startswith("no; closest (chosen on validation): aligned runs/flow, this generator: generated is "
