@@ -21,7 +21,7 @@ for the configuration as a method):
 - held-out closeness: generated minus baseline median L2 distance (standardised units) to the nearest held-out
   checkpoint; and the generated models' against the training checkpoints' own (how near the held-out ones lie
   to them);
-- the place on the accuracy-novelty plane, `stats.dominance_verdict` of the recorded accuracy and similarity
+- the place on the accuracy-novelty plane, `verdicts.dominance_verdict` of the recorded accuracy and similarity
   CIs; and "beats" when, in addition, the generated models lie nearer to the held-out checkpoints than the
   baseline's models by their CI.
 The configuration reported as the closest is chosen on validation data only: the one whose generated models
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from pdiff import evaluate, stats
+from pdiff import evaluate, stats, verdicts
 from pdiff.presets import load_config
 from pdiff.report import points_with_ci
 from pdiff.store import load_json
@@ -93,10 +93,10 @@ def figures_of(task: str, runs_dir: Path, overrides: list[str]) -> dict:
                                           seed=seed, generators=labels)
         closeness = stats.compare_values(to_heldout["generated"], to_heldout[baseline], "generated", baseline,
                                          "median_l2_to_heldout", seed=seed, generators=labels)
-        word = stats.dominance(accuracy, similarity, baseline)["verdict"]
+        word = verdicts.dominance(accuracy, similarity, baseline)["verdict"]
         versus[baseline] = {"accuracy": accuracy.as_dict(), "similarity": similarity.as_dict(),
                             "closeness": closeness.as_dict(), "dominance": word,
-                            "beats": word == stats.DOMINANCE_VERDICTS[0] and closeness.verdict == "lower"}
+                            "beats": word == verdicts.DOMINANCE_VERDICTS[0] and closeness.verdict == "lower"}
     training_to_heldout = torch.tensor(held["heldout"]["distance_to_training"])
     nearer = stats.compare_values(to_heldout["generated"], training_to_heldout, "generated", "original",
                                   "median_l2_to_heldout", seed=seed, generators=labels)
@@ -174,15 +174,15 @@ def label(config: str, entry: dict) -> str:
 
 def plane_word(versus: dict) -> str:
     """Generated's place against one baseline on the accuracy-novelty plane, decided from the recorded CIs by
-    `pdiff.stats.dominance_verdict` (so results kept before its words changed read in today's words)."""
+    `pdiff.verdicts.dominance_verdict` (so results kept before its words changed read in today's words)."""
     accuracy, similarity = versus["accuracy"], versus["similarity"]
-    return stats.dominance_verdict((accuracy["ci_low"], accuracy["ci_high"]),
+    return verdicts.dominance_verdict((accuracy["ci_low"], accuracy["ci_high"]),
                                    (similarity["ci_low"], similarity["ci_high"]))
 
 
 def beats(versus: dict) -> bool:
     """Generated dominates the baseline and lies nearer the held-out checkpoints than it does."""
-    return plane_word(versus) == stats.DOMINANCE_VERDICTS[0] and versus["closeness"]["verdict"] == "lower"
+    return plane_word(versus) == verdicts.DOMINANCE_VERDICTS[0] and versus["closeness"]["verdict"] == "lower"
 
 
 def closest(entries: dict) -> str:
@@ -195,14 +195,14 @@ def closest(entries: dict) -> str:
 def reaches_target(entry: dict) -> bool:
     """The target: generated dominates every baseline on the accuracy-novelty plane by their CIs and lies nearer
     to the held-out checkpoints (of an unseen run, with several runs) than the training checkpoints do."""
-    return (all(plane_word(v) == stats.DOMINANCE_VERDICTS[0] for v in entry["versus"].values())
+    return (all(plane_word(v) == verdicts.DOMINANCE_VERDICTS[0] for v in entry["versus"].values())
             and entry["nearer_than_training"]["verdict"] == "lower")
 
 
 def place(baseline: str, versus: dict) -> str:
     """Generated's place against one baseline, in the words of `pdiff.report.dominance_words`."""
     word = plane_word(versus)
-    return f"generated vs {baseline}: {word}" if word == stats.DOMINANCE_VERDICTS[-1] else f"{word} {baseline}"
+    return f"generated vs {baseline}: {word}" if word == verdicts.DOMINANCE_VERDICTS[-1] else f"{word} {baseline}"
 
 
 def widest(entries: dict, config: str) -> dict:

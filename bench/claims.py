@@ -1,4 +1,4 @@
-"""Every claim of the paper and of its critique, decided on one task by one rule (`pdiff.stats.decide_claim`).
+"""Every claim of the paper and of its critique, decided on one task by one rule (`pdiff.verdicts.decide_claim`).
 
     python -m bench.claims [--task cifar10-convnet3-cpu] [--data-dir DIR] [--runs-dir runs/claims] [--threads N]
                            [key=value ...] [--studies holdout k location noise | k=1,10,200 ...]
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from pdiff import evaluate, stats
+from pdiff import evaluate, stats, verdicts
 from pdiff.ablation import ablate, reuse, with_overrides
 from pdiff.config import Config
 from pdiff.pipeline import Run, run_pipeline, run_stages
@@ -63,25 +63,26 @@ def effect(source: str, claim: str, c: dict, claimed: float, generators: int | N
            claimed_from: str | None = None) -> dict:
     """An effect claim of signed size `claimed` (in the comparison's units) decided on comparison `c`."""
     return {"claim": claim, "source": source, "kind": "effect", **numbers(c), "claimed": claimed,
-            "verdict": stats.decide_claim(c["ci_low"], c["ci_high"], claimed=claimed), "generators": generators,
+            "verdict": verdicts.decide_claim(c["ci_low"], c["ci_high"], claimed=claimed), "generators": generators,
             **({"claimed_from": claimed_from} if claimed_from else {})}
 
 
 def equivalence(source: str, claim: str, c: dict, generators: int | None,
-                margin: float = stats.ACCURACY_MARGIN) -> dict:
+                margin: float = verdicts.ACCURACY_MARGIN) -> dict:
     return {"claim": claim, "source": source, "kind": "equivalence", **numbers(c), "margin": margin,
-            "verdict": stats.decide_claim(c["ci_low"], c["ci_high"], margin=margin), "generators": generators}
+            "verdict": verdicts.decide_claim(c["ci_low"], c["ci_high"], margin=margin), "generators": generators}
 
 
 def placed(source: str, claim: str, d: dict, claimed: str, generators: int) -> dict:
-    """A claim that generated stands `claimed` (one of stats.DOMINANCE_VERDICTS) against the baseline of the
+    """A claim that generated stands `claimed` (one of verdicts.DOMINANCE_VERDICTS) against the baseline of the
     dominance record `d`: reproduced when it does, not resolvable when the plane leaves it "not resolved", refuted
     when another place is resolved (the mirror, or a trade-off, answers the claim no)."""
     if "margin" not in d:
         raise SystemExit(f"the dominance record of {d['group']} was decided by an earlier rule: rerun "
                          "`pdiff evaluate --force` on the main run")
-    outcome = (stats.CLAIM_VERDICTS[0] if d["verdict"] == claimed else
-               stats.CLAIM_VERDICTS[2] if d["verdict"] == stats.DOMINANCE_VERDICTS[-1] else stats.CLAIM_VERDICTS[1])
+    reproduced, refuted, unresolvable = verdicts.CLAIM_VERDICTS
+    outcome = (reproduced if d["verdict"] == claimed else
+               unresolvable if d["verdict"] == verdicts.DOMINANCE_VERDICTS[-1] else refuted)
     return {"claim": claim, "source": source, "kind": "dominance", "metric": "dominance", "difference": None,
             "ci_low": None, "ci_high": None, "scope": d["scope"], "baseline": d["group"], "claimed": claimed,
             "placed": d["verdict"], "margin": d["margin"], "accuracy": numbers(d["accuracy"]),
@@ -158,7 +159,7 @@ def similarity_study(main: Run) -> list[dict]:
     of 0.15 costs accuracy; the critique: the mean of 16 checkpoints and a Gaussian dominate p-diff."""
     dominance = {c["group"]: c for c in evaluate.load(main.task, main.root)["comparisons"]
                  if c["metric"] == "dominance"}
-    dominates, dominated = stats.DOMINANCE_VERDICTS[:2]
+    dominates, dominated = verdicts.DOMINANCE_VERDICTS[:2]
     claims = [placed("paper", f"p-diff's models are more novel than {group} at equal accuracy (Fig. 4)", d,
                      dominates, GENERATORS)
               for group, d in dominance.items() if group.startswith(("noise", "finetune"))]
@@ -175,26 +176,26 @@ def memorization(test: dict, split: str, holdout: int, generators: int) -> dict:
     """The critique's "replicas or, at best, simple interpolations": the generated models against each baseline
     on the held-out test, at equal accuracy. Generated beats a baseline when its mean test accuracy is non-inferior
     (margin ACCURACY_MARGIN) and its memorization ratio higher (nearer the unseen checkpoints, relative to the
-    seen ones), by `stats.dominance_verdict` with the ratio's CI turned so that higher is better. The claim is
+    seen ones), by `verdicts.dominance_verdict` with the ratio's CI turned so that higher is better. The claim is
     refuted when generated beats every baseline, reproduced when a baseline beats generated, else not resolvable.
     `test`: results.json["memorization"] of a run with `holdout` checkpoints held out by `split`."""
     baselines, beaten, beats = {}, [], []
     for name in MEMORIZATION_BASELINES:
         figures = test["baselines"][name]
         accuracy, ratio = (figures["comparisons"][m] for m in ("mean_test_accuracy", "median_memorization_ratio"))
-        place = stats.dominance_verdict((accuracy["ci_low"], accuracy["ci_high"]), (-ratio["ci_high"],
+        place = verdicts.dominance_verdict((accuracy["ci_low"], accuracy["ci_high"]), (-ratio["ci_high"],
                                                                                      -ratio["ci_low"]))
-        beaten.append(place == stats.DOMINANCE_VERDICTS[0])
-        beats.append(place == stats.DOMINANCE_VERDICTS[1])
+        beaten.append(place == verdicts.DOMINANCE_VERDICTS[0])
+        beats.append(place == verdicts.DOMINANCE_VERDICTS[1])
         baselines[name] = {"accuracy": numbers(accuracy), "closeness": numbers(ratio),
                            "generated_beats_it": beaten[-1], "it_beats_generated": beats[-1],
                            **{k: v for k, v in figures.items() if k != "comparisons"}}
-    verdict = (stats.CLAIM_VERDICTS[1] if all(beaten) else stats.CLAIM_VERDICTS[0] if any(beats)
-               else stats.CLAIM_VERDICTS[2])
+    verdict = (verdicts.CLAIM_VERDICTS[1] if all(beaten) else verdicts.CLAIM_VERDICTS[0] if any(beats)
+               else verdicts.CLAIM_VERDICTS[2])
     return {"claim": f"generated models are replicas or, at best, interpolations of the checkpoints (held out: "
                      f"train.holdout={holdout}, holdout_split={split})", "source": "critique",
             "kind": "memorization", "metric": "median_memorization_ratio", "difference": None, "ci_low": None,
-            "ci_high": None, "margin": stats.ACCURACY_MARGIN, "split": split, "generated": test["generated"],
+            "ci_high": None, "margin": verdicts.ACCURACY_MARGIN, "split": split, "generated": test["generated"],
             "reference": test["reference"], "baselines": baselines, "verdict": verdict,
             "generators": generators}
 
@@ -353,10 +354,10 @@ accuracy and memorization ratio with their 95% CIs, and whether one beats the ot
 `{r['provenance']['command']}` ({common.machine(r['provenance'])}).
 CIFAR-10 numbers are on the CIFAR-10 (JPEG copy).
 The test set resolves differences of about ±{100 * r['resolution']:.2f} points between two groups of originals'
-mean accuracy. Every claim is decided by one rule (`pdiff.stats.decide_claim`, docs/statistics.md "Claims and
+mean accuracy. Every claim is decided by one rule (`pdiff.verdicts.decide_claim`, docs/statistics.md "Claims and
 the accuracy-novelty plane"): a claimed effect of size d is *reproduced* when our 95% CI, oriented in the claimed
 direction, excludes 0 and reaches d/2, *refuted* when its upper end is below d/2, else *not resolvable*; a claimed
-match is reproduced when the CI lies inside ±{100 * stats.ACCURACY_MARGIN:.2f} points, refuted when wholly
+match is reproduced when the CI lies inside ±{100 * verdicts.ACCURACY_MARGIN:.2f} points, refuted when wholly
 outside; a place on the accuracy-novelty plane is reproduced when generated stands there, refuted when it stands
 at another resolved place. Sizes taken from another of the paper's tasks say so ("from"); *generators* is how many
 trained generators the CI covers (3: p-diff as a method, 1: one generator).

@@ -11,9 +11,9 @@ from pdiff.errors import ArtifactError, ConfigError
 from pdiff.pipeline import run_pipeline
 from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
-from pdiff.stats import DOMINANCE_VERDICTS
 from pdiff.store import save_json
 from pdiff.task import Task
+from pdiff.verdicts import DOMINANCE_VERDICTS
 from tests.conftest import copy_stages, tiny_config
 
 

@@ -15,9 +15,9 @@ PACKAGE = "pdiff"
 # Lowest first. A module may import modules of its own layer or of the layers below it, never above.
 LAYERS = {
     "leaves": ("errors", "layout", "tasks", "provenance"),
-    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "memorization",
-                       "similarity", "figures", "inference", "hub", "pretrained", "checkpoints", "adapters",
-                       "checkpoint_files"),
+    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "verdicts",
+                       "memorization", "similarity", "figures", "inference", "hub", "pretrained", "checkpoints",
+                       "adapters", "checkpoint_files"),
     "networks": ("alignment", "autoencoder", "denoisers", "diffusion", "fitting", "families", "priors",
                  "priors.base", "priors.flat", "priors.tokens", "priors.factorised", "priors.flow", "tasks.models",
                  "tasks.datasets", "tasks.imagefolder", "tasks.imported", "baselines"),

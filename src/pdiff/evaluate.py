@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import collect, generate, memorization, stats, train
+from . import collect, generate, memorization, stats, train, verdicts
 from .baselines import fine_tuned, gaussian_fit, interpolation, mean_of_k, noise_added, weight_average
 from .checkpoints import CheckpointSet
 from .config import BASELINES
@@ -304,7 +304,7 @@ def decide(records: list[dict], correct: torch.Tensor, similarity: dict, standar
                                                 "median_l2_to_original", seed=seed,
                                                 generators=generators[group]).as_dict())
     for baseline in [g for g in rows if g not in ("original", "heldout", "generated")]:
-        comparisons.append(stats.dominance(accuracy("generated", baseline)[0],
+        comparisons.append(verdicts.dominance(accuracy("generated", baseline)[0],
                                            similarity_to_originals("generated", baseline), baseline))
     decided = {"comparisons": comparisons}
     if len(rows["original"]) >= 2:  # the resolution compares two halves of the originals

@@ -18,7 +18,7 @@ interpolations between neighbouring checkpoints, through the same test, with gro
 
 Generated models beat a baseline on held-out closeness at equal accuracy when their memorization ratio is higher
 (nearer the unseen checkpoints, relative to the seen ones) while their mean test accuracy is non-inferior (CI lower
-end above -stats.ACCURACY_MARGIN), the place `stats.dominance_verdict` calls "generated dominates" with the ratio
+end above -verdicts.ACCURACY_MARGIN), the place `verdicts.dominance_verdict` calls "generated dominates" with the ratio
 as the axis where higher is better; a claim's verdict from these CIs is the claim's rule (bench.claims).
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, evaluate, generate, stats
+from . import distributed, evaluate, generate, verdicts
 from .config import STAGES
 from .figures import (
     plot_accuracy_histogram,
@@ -112,13 +112,13 @@ def scope_words(c: dict, generators: int) -> str:
 def dominance_words(c: dict | list[dict]) -> str:
     """Dominance records of one verdict (baselines' records, against the generated models) with generated as the
     subject: "generated dominates noise@0.001 and ensemble", "trade-off: generated more accurate, less novel than
-    finetune", "generated vs gaussian: not resolved" (the words of `pdiff.stats.DOMINANCE_VERDICTS`)."""
+    finetune", "generated vs gaussian: not resolved" (the words of `pdiff.verdicts.DOMINANCE_VERDICTS`)."""
     records = c if isinstance(c, list) else [c]
     verdict, groups = records[0]["verdict"], _and([r["group"] for r in records])
     if "margin" not in records[0]:  # decided by an earlier pdiff (three words, no margin): said as then, and marked
         said = {"is dominated": f"generated is dominated by {groups}", "undecided": f"generated vs {groups}: undecided"}
         return said.get(verdict, f"{verdict} {groups}") + " (earlier rule)"
-    if verdict == stats.DOMINANCE_VERDICTS[-1]:
+    if verdict == verdicts.DOMINANCE_VERDICTS[-1]:
         return f"generated vs {groups}: {verdict}"
     return f"{verdict} {groups}"
 
@@ -241,7 +241,7 @@ def heldout_test_text(record: dict) -> str:
             "each held-out checkpoint against the others). Generated models "
             "beat a baseline on held-out closeness at equal accuracy when *generated - group* is above 0 on the "
             "memorization ratio (nearer the unseen checkpoints, relative to the seen ones) while their accuracy is "
-            f"non-inferior (CI lower end above -{100 * stats.ACCURACY_MARGIN:.2f} points). Differences with their "
+            f"non-inferior (CI lower end above -{100 * verdicts.ACCURACY_MARGIN:.2f} points). Differences with their "
             "95% CI.")
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from bench import claims, common
-from pdiff.stats import ACCURACY_MARGIN, DOMINANCE_VERDICTS
+from pdiff.verdicts import ACCURACY_MARGIN, DOMINANCE_VERDICTS
 
 
 def comparison(metric: str, low: float, high: float, scope: str = "method") -> dict:
