@@ -38,8 +38,8 @@ import torch
 
 from pdiff import evaluate, stats, verdicts
 from pdiff.presets import load_config
-from pdiff.report import points_with_ci
 from pdiff.store import load_json
+from pdiff.words import points_with_ci
 
 from . import common
 from .common import table
@@ -200,7 +200,7 @@ def reaches_target(entry: dict) -> bool:
 
 
 def place(baseline: str, versus: dict) -> str:
-    """Generated's place against one baseline, in the words of `pdiff.report.dominance_words`."""
+    """Generated's place against one baseline, in the words of `pdiff.words.dominance_words`."""
     word = plane_word(versus)
     return f"generated vs {baseline}: {word}" if word == verdicts.DOMINANCE_VERDICTS[-1] else f"{word} {baseline}"
 

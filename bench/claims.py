@@ -35,7 +35,7 @@ from pdiff.ablation import ablate, reuse, with_overrides
 from pdiff.config import Config
 from pdiff.pipeline import Run, run_pipeline, run_stages
 from pdiff.presets import load_config
-from pdiff.report import dominance_words, points_with_ci
+from pdiff.words import dominance_words, points_with_ci
 
 from . import common
 

@@ -24,10 +24,10 @@ from pdiff.collect import load as load_collected
 from pdiff.inference import accuracy_many, predict_many
 from pdiff.pipeline import Run, adopt, run_stages
 from pdiff.presets import load_config
-from pdiff.report import points_with_ci
 from pdiff.similarity import max_iou_to
 from pdiff.stats import compare_accuracy
 from pdiff.train import load as load_generator
+from pdiff.words import points_with_ci
 
 from . import common
 

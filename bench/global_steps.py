@@ -25,7 +25,7 @@ from pdiff.generator import ParameterGenerator
 from pdiff.inference import accuracy_many, labels_of, predict_many
 from pdiff.pipeline import Run
 from pdiff.priors.factorised import FactorisedPrior
-from pdiff.report import points_with_ci
+from pdiff.words import points_with_ci
 
 from . import common
 from .common import clock, share_with_interval, table

@@ -22,7 +22,7 @@ from pdiff.config import STAGES
 from pdiff.inference import accuracy, predict_many
 from pdiff.pipeline import Run, run_pipeline
 from pdiff.presets import load_config
-from pdiff.report import dominance_words, points_with_ci
+from pdiff.words import dominance_words, points_with_ci
 
 from . import common
 

@@ -30,9 +30,9 @@ from pdiff.ablation import reuse, with_overrides
 from pdiff.config import STAGES
 from pdiff.pipeline import Run, run_stage
 from pdiff.presets import load_config
-from pdiff.report import points_with_ci
 from pdiff.runlock import run_lock
 from pdiff.store import load_json, save_json
+from pdiff.words import points_with_ci
 
 from . import common
 

@@ -19,7 +19,7 @@ import json
 from pdiff.config import STAGES
 from pdiff.pipeline import run_pipeline
 from pdiff.presets import load_config
-from pdiff.report import dominance_words, points_with_ci, scope_words
+from pdiff.words import dominance_words, points_with_ci, scope_words
 
 from . import common
 

@@ -34,8 +34,8 @@ from pdiff.config import STAGES
 from pdiff.inference import predict_many
 from pdiff.params import ParamSpec
 from pdiff.pipeline import Run
-from pdiff.report import points_with_ci
 from pdiff.train import split
+from pdiff.words import points_with_ci
 
 from . import common
 from .common import share_with_interval, table, wilson

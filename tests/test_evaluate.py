@@ -9,11 +9,11 @@ import pdiff
 from pdiff import evaluate, inference
 from pdiff.errors import ArtifactError, ConfigError
 from pdiff.pipeline import run_pipeline
-from pdiff.report import verdict_lines
 from pdiff.similarity import similarity_summary
 from pdiff.store import save_json
 from pdiff.task import Task
 from pdiff.verdicts import DOMINANCE_VERDICTS
+from pdiff.words import verdict_lines
 from tests.conftest import copy_stages, tiny_config
 
 

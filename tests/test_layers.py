@@ -15,7 +15,7 @@ PACKAGE = "pdiff"
 # Lowest first. A module may import modules of its own layer or of the layers below it, never above.
 LAYERS = {
     "leaves": ("errors", "layout", "tasks", "provenance"),
-    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "verdicts",
+    "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "verdicts", "words",
                        "memorization", "similarity", "figures", "inference", "hub", "pretrained", "checkpoints",
                        "adapters", "checkpoint_files"),
     "networks": ("alignment", "autoencoder", "denoisers", "diffusion", "fitting", "families", "priors",

@@ -32,9 +32,9 @@ from .params import NORM_LAYERS, ParamSpec
 from .pipeline import Run, adopt, lock, run_pipeline, run_stage, run_stages, stage_hash
 from .presets import to_dict
 from .render import Section, render_html, render_markdown
-from .report import points_with_ci
 from .store import check_record, load_json, load_tensors, save_json, save_text
 from .task import Task
+from .words import points_with_ci
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -26,9 +26,10 @@ from .presets import leaves, load_config, task_names, to_dict, to_yaml, yaml_val
 from .pretrained import CHECKPOINTS, GENERATOR
 from .provenance import version
 from .render import Section
-from .report import accuracy_table, summary_in_words, verdict_lines
+from .report import accuracy_table
 from .run_folder import FinishedRun, open_run
 from .store import load_json, save_tensors, save_text
+from .words import summary_in_words, verdict_lines
 
 
 def export(run_dir: str | Path, out_dir: str | Path, base: bool = True, repo_id: str | None = None,

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .report import accuracy_table, generalization_table, in_points, points_with_ci, summary_in_words, verdict_groups
+from .report import accuracy_table, generalization_table
+from .words import in_points, points_with_ci, summary_in_words, verdict_groups
 
 # accuracy_table's headers as the terminal names them (the report's wider pages keep the long names)
 HEADERS = {"models": "n", "mean - original [95% CI]": "vs original [95% CI]"}
