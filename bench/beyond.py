@@ -93,10 +93,8 @@ def figures_of(task: str, runs_dir: Path, overrides: list[str]) -> dict:
                                           seed=seed, generators=labels)
         closeness = stats.compare_values(to_heldout["generated"], to_heldout[baseline], "generated", baseline,
                                          "median_l2_to_heldout", seed=seed, generators=labels)
-        word = verdicts.dominance(accuracy, similarity, baseline)["verdict"]
-        versus[baseline] = {"accuracy": accuracy.as_dict(), "similarity": similarity.as_dict(),
-                            "closeness": closeness.as_dict(), "dominance": word,
-                            "beats": word == verdicts.DOMINANCE_VERDICTS[0] and closeness.verdict == "lower"}
+        record = {"accuracy": accuracy.as_dict(), "similarity": similarity.as_dict(), "closeness": closeness.as_dict()}
+        versus[baseline] = {**record, "dominance": plane_word(record), "beats": beats(record)}
     training_to_heldout = torch.tensor(held["heldout"]["distance_to_training"])
     nearer = stats.compare_values(to_heldout["generated"], training_to_heldout, "generated", "original",
                                   "median_l2_to_heldout", seed=seed, generators=labels)
