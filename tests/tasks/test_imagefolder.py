@@ -2,6 +2,7 @@
 loaded, cached, checked and identified by their contents."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,13 @@ def test_the_identity_follows_contents_and_class_order(images) -> None:
     for split in ("train", "test"):  # the same files under renamed classes: another order of labels
         (images / split / "cat").rename(images / split / "zebra")
     assert imagefolder.image_folder_identity(images) != identity
+
+
+def test_a_copied_folder_keeps_its_identity(images, tmp_path) -> None:
+    """New modification times on the same bytes (a copy, a fresh mount) are the same data: its runs stay done."""
+    identity = imagefolder.image_folder_identity(images)
+    copy = tmp_path / "copy"
+    shutil.copytree(images, copy, ignore=shutil.ignore_patterns(".pdiff-cache"))  # copytree gives new mtimes
+    for path in copy.rglob("*.png"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert imagefolder.image_folder_identity(copy) == identity
