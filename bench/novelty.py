@@ -47,7 +47,8 @@ OFFICIAL = {"mean": 0.9758, "best": 0.9755, "max_iou": 0.921, "l2": 1.02, "train
 # The official v2 generator in pdiff's terms (preset mnist1d-convnet-official): conv1d autoencoder (5 stride-2
 # blocks down to a 128-number latent) and conv1d denoiser, 500 autoencoder steps at lr 2e-5, 1000 diffusion
 # steps at lr 1e-4, batch 50, no weight decay, no EMA, raw latents. pdiff's blocks have kernel 4 and GroupNorm
-# where the official ones have kernel 7 and BatchNorm: the recipe is the official one, the layers are pdiff's.
+# where the official ones have kernel 7 and BatchNorm: the recipe is the official one, the layers are pdiff's
+# (the official+k7, official+bn and official-layers variants put the official layers in).
 OFFICIAL_AE = {"train.autoencoder.arch": "conv1d", "train.autoencoder.latent_dim": 128,
                "train.autoencoder.kwargs": {"channels": [64, 128, 256, 256, 32]}}
 OFFICIAL_AE_RECIPE = {"train.autoencoder.steps": 500, "train.autoencoder.lr": 2e-5,
@@ -55,14 +56,32 @@ OFFICIAL_AE_RECIPE = {"train.autoencoder.steps": 500, "train.autoencoder.lr": 2e
 OFFICIAL_DM = {"train.diffusion.arch": "conv1d", "train.diffusion.kwargs": {"channels": [64, 128, 256, 512]}}
 OFFICIAL_DM_RECIPE = {"train.diffusion.steps": 1000, "train.diffusion.lr": 1e-4,
                       "train.diffusion.batch_size": 50, "train.diffusion.weight_decay": 0.0}
+# The official blocks' layers in pdiff's conv1d networks: kernel 7, and BatchNorm on batch statistics, which the
+# official code also uses at decode (its autoencoder decodes in train mode).
+KERNEL7 = {"kernel_size": 7}
+BATCH_NORM = {"norm": "batch"}
+
+
 NO_EMA = {"train.diffusion.ema_decay": 0.0}
 RAW_LATENTS = {"train.diffusion.standardise_latents": False}
 OFFICIAL_ALL = {**OFFICIAL_AE, **OFFICIAL_AE_RECIPE, **OFFICIAL_DM, **OFFICIAL_DM_RECIPE, **NO_EMA, **RAW_LATENTS}
 
-# label -> (what it changes, overrides on the preset). Order: the official configuration, one factor of it back,
+
+def official_layers(layers: dict) -> dict:
+    """The official configuration with `layers` (KERNEL7, BATCH_NORM or both) in both conv1d networks."""
+    return {**OFFICIAL_ALL, "train.autoencoder.kwargs": {**OFFICIAL_AE["train.autoencoder.kwargs"], **layers},
+            "train.diffusion.kwargs": {**OFFICIAL_DM["train.diffusion.kwargs"], **layers}}
+
+
+# label -> (what it changes, overrides on the preset). Order: the official configuration, its layers, one factor back,
 # then one factor of the preset toward the official.
 VARIANTS: dict[str, tuple[str, dict]] = {  # run in this order: the most telling first
     "official": ("pdiff conv1d + conv1d, official hyperparameters (preset mnist1d-convnet-official)", OFFICIAL_ALL),
+    "official+k7": ("official, kernel 7 in both networks", official_layers(KERNEL7)),
+    "official+bn": ("official, BatchNorm on batch statistics (also at decode) in both networks",
+                    official_layers(BATCH_NORM)),
+    "official-layers": ("official, the official layers: kernel 7 and BatchNorm on batch statistics",
+                        official_layers({**KERNEL7, **BATCH_NORM})),
     "ae-official": ("preset, official autoencoder recipe (500 steps, lr 2e-5, batch 50)", OFFICIAL_AE_RECIPE),
     "dm-official": ("preset, official diffusion recipe (1000 steps, lr 1e-4, batch 50)", OFFICIAL_DM_RECIPE),
     "ema0": ("preset, no EMA", NO_EMA),

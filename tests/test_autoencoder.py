@@ -186,3 +186,35 @@ def test_tokens_global_split_stays_in_float32_under_autocast() -> None:
     assert coords_autocast.dtype == torch.float32 and torch.equal(coords_autocast, coords)
     assert torch.equal(rest_autocast, rest)
     assert (decoded.float() - x).abs().max() < 1.0  # the global part (spread ~2000) exact; bf16 tokens only
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4, 7])
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_conv_layers_keep_the_length(kernel_size: int, norm: str) -> None:
+    """The official code's layers (kernel 7, BatchNorm) fit the same blocks: every length halves and doubles."""
+    ae = ConvAutoencoder(131, 8, (4, 8, 16), kernel_size=kernel_size, norm=norm)
+    assert ae.decode(ae.encode(torch.randn(3, 131))).shape == (3, 131)
+
+
+def test_batch_norm_decodes_with_the_batchs_statistics() -> None:
+    """norm="batch" decodes as the official code does, in train mode: a vector's output depends on its batch,
+    in eval mode too; "group" gives each vector the same output alone or in a batch."""
+    torch.manual_seed(0)
+    z = torch.randn(4, 8)
+    for norm, alone_equals_in_batch in (("group", True), ("batch", False)):
+        ae = ConvAutoencoder(64, 8, (4, 8), norm=norm).eval()
+        assert torch.allclose(ae.decode(z[:2])[0], ae.decode(z)[0], atol=1e-6) == alone_equals_in_batch
+
+
+def test_default_conv_layers_are_unchanged() -> None:
+    """A generator saved before kernel_size and norm existed loads: the default blocks have the same tensors."""
+    names = {name: tuple(t.shape) for name, t in ConvAutoencoder(64, 8, (4, 8)).state_dict().items()}
+    assert names["encoder.0.0.weight"] == (4, 1, 4) and names["decoder.1.weight"] == (4, 1, 4)
+    assert not any("running" in name for name in names)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"norm": "layer"}, "norm 'layer': choose one of group, batch"),
+                                                 ({"kernel_size": 1}, "kernel_size 1: give a whole number")])
+def test_bad_conv_layers_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ConvAutoencoder(64, 8, (4, 8), **kwargs)

@@ -112,16 +112,39 @@ class MLPAutoencoder(ParameterAutoencoder):
         return self.decoder(z)
 
 
-def conv_block(c_in: int, c_out: int, transpose: bool = False) -> nn.Sequential:
-    """A stride-2 (transposed) Conv1d that halves (doubles) the length, then GroupNorm + LeakyReLU.
+CONV_NORMS = ("group", "batch")
 
-    GroupNorm(1, c) normalises over channels and length, so it also works where the length is 1
-    (InstanceNorm1d does not).
+
+def conv_block(c_in: int, c_out: int, transpose: bool = False, kernel_size: int = 4, norm: str = "group"
+               ) -> nn.Sequential:
+    """A stride-2 (transposed) Conv1d that halves (doubles) an even length, then a norm + LeakyReLU.
+
+    norm "group": GroupNorm(1, c), which normalises over channels and length, so it also works where the length
+    is 1 (InstanceNorm1d does not) and gives each vector the same output whatever else is in its batch. "batch":
+    BatchNorm1d with batch statistics in training and at decode alike (track_running_stats=False), as the
+    official p-diff code decodes with its autoencoder in train mode: a generated vector then depends on the
+    others decoded with it. Any kernel_size >= 2 keeps the length exact (padding and output padding follow).
     """
-    conv = nn.ConvTranspose1d if transpose else nn.Conv1d
-    return nn.Sequential(
-        conv(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.LeakyReLU()
-    )
+    normalise = nn.GroupNorm(1, c_out) if norm == "group" else nn.BatchNorm1d(c_out, track_running_stats=False)
+    return nn.Sequential(strided_conv(c_in, c_out, transpose, kernel_size), normalise, nn.LeakyReLU())
+
+
+def strided_conv(c_in: int, c_out: int, transpose: bool, kernel_size: int) -> nn.Module:
+    """A stride-2 Conv1d [B, c_in, L] -> [B, c_out, L / 2], or ConvTranspose1d -> [B, c_out, 2 L], L even."""
+    padding = (kernel_size - 1) // 2
+    if transpose:
+        return nn.ConvTranspose1d(c_in, c_out, kernel_size, stride=2, padding=padding,
+                                  output_padding=2 + 2 * padding - kernel_size)
+    return nn.Conv1d(c_in, c_out, kernel_size, stride=2, padding=padding)
+
+
+def check_conv_layers(kernel_size: int, norm: str) -> None:
+    """The conv1d networks' kernel_size and norm, or a ValueError naming the bad one."""
+    if norm not in CONV_NORMS:
+        raise ValueError(f"norm {norm!r}: choose one of {', '.join(CONV_NORMS)}")
+    if not isinstance(kernel_size, int) or kernel_size < 2:
+        raise ValueError(f"kernel_size {kernel_size!r}: give a whole number of at least 2 (p-diff's blocks use 4, "
+                         "the official code's 7)")
 
 
 class ConvAutoencoder(ParameterAutoencoder):
@@ -139,22 +162,25 @@ class ConvAutoencoder(ParameterAutoencoder):
         channels: tuple[int, ...] = (64, 128, 256),
         input_noise: float = 0.001,
         latent_noise: float = 0.1,
+        kernel_size: int = 4,
+        norm: str = "group",
     ):
         super().__init__(dim, latent_dim, input_noise, latent_noise)
+        check_conv_layers(kernel_size, norm)
         scale = 2 ** len(channels)
         self.padded_dim = -(-dim // scale) * scale
         self.bottleneck_shape = (channels[-1], self.padded_dim // scale)  # (C, L) after the last block
         flat = channels[-1] * self.padded_dim // scale
 
         widths = (1, *channels)
-        self.encoder = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)))
+        self.encoder = nn.Sequential(*(conv_block(a, b, False, kernel_size, norm) for a, b in pairwise(widths)))
         self.to_latent = nn.Linear(flat, latent_dim)
         self.from_latent = nn.Linear(latent_dim, flat)
         back = widths[::-1]  # e.g. 256, 128, 64, 1
         self.decoder = nn.Sequential(
-            *(conv_block(a, b, transpose=True) for a, b in pairwise(back[:-1])),
+            *(conv_block(a, b, True, kernel_size, norm) for a, b in pairwise(back[:-1])),
             # The last layer is linear: standardised parameters take any sign and scale.
-            nn.ConvTranspose1d(back[-2], 1, kernel_size=4, stride=2, padding=1),
+            strided_conv(back[-2], 1, True, kernel_size),
         )
 
     def encode(self, x: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdiff.autoencoder import conv_block
+from pdiff.autoencoder import check_conv_layers, conv_block
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -125,17 +125,18 @@ class ConvDenoiser(nn.Module):
     latent, takes_condition = "flat", True
 
     def __init__(self, dim: int, channels: tuple[int, ...] = (64, 128, 256), time_dim: int = 128,
-                 conditioned: bool = False):
+                 conditioned: bool = False, kernel_size: int = 4, norm: str = "group"):
         super().__init__()
+        check_conv_layers(kernel_size, norm)  # the blocks' layers, as in ConvAutoencoder
         self.dim = dim
         scale = 2 ** len(channels)
         self.padded_dim = -(-dim // scale) * scale
         self.time = TimeMLP(time_dim)
 
         widths = (1, *channels)
-        self.down = nn.ModuleList(conv_block(a, b) for a, b in pairwise(widths))
+        self.down = nn.ModuleList(conv_block(a, b, False, kernel_size, norm) for a, b in pairwise(widths))
         back = (*channels[::-1], channels[0])  # e.g. 256, 128, 64, 64: the last block keeps its width
-        self.up = nn.ModuleList(conv_block(a, b, transpose=True) for a, b in pairwise(back))
+        self.up = nn.ModuleList(conv_block(a, b, True, kernel_size, norm) for a, b in pairwise(back))
         # One time projection per block, added to its output as a per-channel bias.
         self.time_down = nn.ModuleList(nn.Linear(time_dim, c) for c in widths[1:])
         self.time_up = nn.ModuleList(nn.Linear(time_dim, c) for c in back[1:])
