@@ -400,12 +400,18 @@ def render(results: dict) -> str:
 
 def glance(results: dict) -> list[list[str]]:
     """The README's rows (question, task, finding): how many of the paper's and the critique's claims were
-    reproduced, refuted or not resolvable, per task."""
+    reproduced, refuted or not resolvable, per task; the claims decided for one trained generator (the ablations,
+    the held-out tests) counted apart, as they speak for that generator only."""
     rows = []
     for task, entry in results["tasks"].items():
-        counts = Counter(c["verdict"] for c in entry["claims"])
-        tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.most_common())
-        rows.append(["Do the paper's and the critique's claims hold?", task, f"{tally} (of {len(entry['claims'])})"])
+        parts = []
+        for scope, claims in (("", [c for c in entry["claims"] if c["generators"] != 1]),
+                              ("one trained generator each: ", [c for c in entry["claims"] if c["generators"] == 1])):
+            counts = Counter(c["verdict"] for c in claims)
+            if claims:
+                tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.most_common())
+                parts.append(f"{scope}{tally} (of {len(claims)})")
+        rows.append(["Do the paper's and the critique's claims hold?", task, "; ".join(parts)])
     return rows
 
 

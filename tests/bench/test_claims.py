@@ -104,3 +104,12 @@ def test_the_readme_states_the_committed_verdicts() -> None:
     readme = " ".join((common.ROOT / "README.md").read_text().split())  # the sentence as wrapped there
     for task, entry in common.load_results("claims")["tasks"].items():
         assert claims.headline(task, entry) in readme
+
+
+def test_the_glance_row_counts_one_generators_claims_apart() -> None:
+    """A verdict for one trained generator speaks for that generator: the README's tally keeps it apart."""
+    records = [claims.effect("paper", "a gain", comparison("mean_test_accuracy", 0.001, 0.004), 0.005, 3),
+               claims.effect("paper", "an ablation", comparison("mean_test_accuracy", -0.002, 0.001), 0.01, 1),
+               claims.equivalence("paper", "a match", comparison("mean_test_accuracy", -0.001, 0.002), None)]
+    (row,) = claims.glance({"tasks": {"t": {"claims": records}}})
+    assert row[2] == "2 reproduced (of 2); one trained generator each: 1 refuted (of 1)"
