@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pdiff.pipeline import Run, expected_costs, run_pipeline, run_stage
 from pdiff.presets import load_config
 from pdiff.sample import sample_models
 from pdiff.store import load_tensors, save_tensors
+from pdiff.tasks.imagefolder import image_folder_identity
 from pdiff.tasks.models import build_model
 from tests.conftest import copy_stages, tiny_config, write_checkpoints, write_image_folder
 
@@ -225,6 +227,25 @@ def test_changed_images_rerun_collect_with_a_new_base_when_forced(tmp_path, monk
     meta = load_tensors(again.root / "collect/base.safetensors")[1]
     assert meta["data"] != identity and meta["data"] == again.task.data_identity
     assert again.is_done("collect")
+
+
+def test_a_copied_image_folder_keeps_its_runs_and_older_records_still_match(tmp_path, monkeypatch) -> None:
+    """New modification times on the same images leave collect done; a stage recorded with the identity that
+    still held modification times matches while the files are untouched, and not after they are touched."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_image_folder(tmp_path / "images", {"train": {"cat": 4, "dog": 4}, "test": {"cat": 1, "dog": 1}})
+    config = tiny_config("data.name=imagefolder", "data.val_size=2", f"data.data_dir={tmp_path / 'images'}",
+                         "model.name=convnet3", "model.kwargs={channels: [4, 4, 4]}", "collect.k=3")
+    run = run_pipeline(config, tmp_path / "runs", stages=("collect",), progress=False)
+    marker = run.stage_dir("collect") / "stage.json"
+    recorded = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**recorded, "data": image_folder_identity(tmp_path / "images", with_mtimes=True)}))
+    assert Run(config, run.root, progress=False).is_done("collect")
+    image = tmp_path / "images/train/cat/000.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert not Run(config, run.root, progress=False).is_done("collect")  # the older record cannot tell a touch
+    marker.write_text(json.dumps(recorded))
+    assert Run(config, run.root, progress=False).is_done("collect")  # this one can: the same bytes
 
 
 def test_raising_the_generators_keeps_the_trained_ones(tiny_run, tmp_path, caplog) -> None:

@@ -224,7 +224,7 @@ def collect_from_base(main: Run, run: Run) -> None:
 def _same_base(main: Run, run: Run) -> bool:
     """Whether the main run's base model was trained exactly as `run`'s config asks."""
     meta = load_tensors(main.path("collect", BASE_FILE))[1]
-    return meta.get("base_hash") == base_hash(run.config) and meta.get("data") == run.task.data_identity
+    return meta.get("base_hash") == base_hash(run.config) and run.task.made_from_this_data(meta.get("data"))
 
 
 def _differs_only_in(a: Config, b: Config, section: str, key: str) -> bool:

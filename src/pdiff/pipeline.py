@@ -94,7 +94,7 @@ class Run:
         """Finished under this config, from the data as it is now (an image folder's contents included)."""
         done = self.finished(stage)
         return (done is not None and done["hash"] == stage_hash(self.config, stage)
-                and done.get("data") == self.task.data_identity)
+                and self.task.made_from_this_data(done.get("data")))
 
 
 def run_stage(run: Run, stage: str, force: bool = False, entry: Entry | None = None) -> bool:

@@ -64,6 +64,15 @@ class Task:
         d = self.config.data
         return image_folder_identity(d.data_dir) if d.name == "imagefolder" else None
 
+    def made_from_this_data(self, recorded: str | None) -> bool:
+        """Whether a stage that recorded the data identity `recorded` was made from the data as it is now. A stage
+        recorded before image folder identities left out modification times matches while its files are
+        untouched (the identity it recorded is then the one with_mtimes gives)."""
+        if recorded == self.data_identity:
+            return True
+        d = self.config.data
+        return d.name == "imagefolder" and recorded == image_folder_identity(d.data_dir, with_mtimes=True)
+
     def loader(self, split: str) -> TensorLoader:
         """The 'train', 'val' or 'test' split in evaluation batches, in a fixed order."""
         return TensorLoader(getattr(self.data, split), self.config.data.eval_batch_size)

@@ -68,10 +68,11 @@ def read_image_folder(root: Path, image_size: int | None = None, progress: bool 
     return tensors, list(folders["train"].classes)
 
 
-def image_folder_identity(root: str | Path | None) -> str:
+def image_folder_identity(root: str | Path | None, with_mtimes: bool = False) -> str:
     """What a run made from the image folder `root` depends on, as 16 hex digits: the class names in their
-    label order and every image's path, size and bytes (`contents_digest`)."""
-    return contents_digest(image_splits(resolve_data_dir(root)))[:16]
+    label order and every image's path, size and bytes (`contents_digest`). with_mtimes: the identity as runs
+    recorded it before modification times were left out, which they match while their files are untouched."""
+    return contents_digest(image_splits(resolve_data_dir(root)), with_mtimes)[:16]
 
 
 def image_splits(root: Path) -> dict[str, ImageFolder]:
@@ -142,7 +143,7 @@ def _check_links(folder: ImageFolder) -> None:
         reached[target] = path
 
 
-def contents_digest(folders: dict[str, ImageFolder]) -> str:
+def contents_digest(folders: dict[str, ImageFolder], with_mtimes: bool = False) -> str:
     """sha256 over the class names in label order and each image's split, path, size and bytes.
 
     The modification time is left out: a copied or re-mounted folder holds the same images, and the runs made from
@@ -158,14 +159,14 @@ def contents_digest(folders: dict[str, ImageFolder]) -> str:
             relative = path[len(folder.root) + 1:]  # <class>/<file>; os.path.relpath is 10x slower
             listing.append((split, relative, path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns))
     classes = tuple(tuple(folder.classes) for folder in folders.values())
-    return _digest_of_listing(classes, tuple(listing))
+    return _digest_of_listing(classes, tuple(listing), with_mtimes)
 
 
 @functools.lru_cache(maxsize=4)
-def _digest_of_listing(classes: tuple[tuple[str, ...], ...], listing: tuple[tuple, ...]) -> str:
+def _digest_of_listing(classes: tuple[tuple[str, ...], ...], listing: tuple[tuple, ...], with_mtimes: bool) -> str:
     digest = hashlib.sha256(json.dumps(classes).encode())
-    for split, relative, path, size, _, _, _ in listing:
-        digest.update(json.dumps([split, relative, size]).encode())
+    for split, relative, path, size, mtime, _, _ in listing:
+        digest.update(json.dumps([split, relative, size, mtime] if with_mtimes else [split, relative, size]).encode())
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()
