@@ -56,8 +56,10 @@ OFFICIAL_AE_RECIPE = {"train.autoencoder.steps": 500, "train.autoencoder.lr": 2e
 OFFICIAL_DM = {"train.diffusion.arch": "conv1d", "train.diffusion.kwargs": {"channels": [64, 128, 256, 512]}}
 OFFICIAL_DM_RECIPE = {"train.diffusion.steps": 1000, "train.diffusion.lr": 1e-4,
                       "train.diffusion.batch_size": 50, "train.diffusion.weight_decay": 0.0}
-# The official blocks' layers in pdiff's conv1d networks: kernel 7, and BatchNorm on batch statistics, which the
-# official code also uses at decode (its autoencoder decodes in train mode).
+# The official blocks' layers in pdiff's conv1d networks: kernel 7, and BatchNorm in the autoencoder on batch
+# statistics, which the official code also uses at decode (its autoencoder is never put in eval mode). The
+# denoiser keeps GroupNorm: on batch statistics it would sample batches of one timestep after training on batches
+# of mixed ones, and pdiff's blocks keep no running statistics.
 KERNEL7 = {"kernel_size": 7}
 BATCH_NORM = {"norm": "batch"}
 
@@ -67,21 +69,21 @@ RAW_LATENTS = {"train.diffusion.standardise_latents": False}
 OFFICIAL_ALL = {**OFFICIAL_AE, **OFFICIAL_AE_RECIPE, **OFFICIAL_DM, **OFFICIAL_DM_RECIPE, **NO_EMA, **RAW_LATENTS}
 
 
-def official_layers(layers: dict) -> dict:
-    """The official configuration with `layers` (KERNEL7, BATCH_NORM or both) in both conv1d networks."""
-    return {**OFFICIAL_ALL, "train.autoencoder.kwargs": {**OFFICIAL_AE["train.autoencoder.kwargs"], **layers},
-            "train.diffusion.kwargs": {**OFFICIAL_DM["train.diffusion.kwargs"], **layers}}
+def official_layers(autoencoder: dict, denoiser: dict) -> dict:
+    """The official configuration with these layer kwargs (KERNEL7, BATCH_NORM) in its two conv1d networks."""
+    return {**OFFICIAL_ALL, "train.autoencoder.kwargs": {**OFFICIAL_AE["train.autoencoder.kwargs"], **autoencoder},
+            "train.diffusion.kwargs": {**OFFICIAL_DM["train.diffusion.kwargs"], **denoiser}}
 
 
 # label -> (what it changes, overrides on the preset). Order: the official configuration, its layers, one factor back,
 # then one factor of the preset toward the official.
 VARIANTS: dict[str, tuple[str, dict]] = {  # run in this order: the most telling first
     "official": ("pdiff conv1d + conv1d, official hyperparameters (preset mnist1d-convnet-official)", OFFICIAL_ALL),
-    "official+k7": ("official, kernel 7 in both networks", official_layers(KERNEL7)),
-    "official+bn": ("official, BatchNorm on batch statistics (also at decode) in both networks",
-                    official_layers(BATCH_NORM)),
-    "official-layers": ("official, the official layers: kernel 7 and BatchNorm on batch statistics",
-                        official_layers({**KERNEL7, **BATCH_NORM})),
+    "official+k7": ("official, kernel 7 in both networks", official_layers(KERNEL7, KERNEL7)),
+    "official+bn": ("official, BatchNorm on batch statistics (also at decode) in the autoencoder",
+                    official_layers(BATCH_NORM, {})),
+    "official-layers": ("official, the official layers: kernel 7, and BatchNorm on batch statistics in the "
+                        "autoencoder", official_layers({**KERNEL7, **BATCH_NORM}, KERNEL7)),
     "ae-official": ("preset, official autoencoder recipe (500 steps, lr 2e-5, batch 50)", OFFICIAL_AE_RECIPE),
     "dm-official": ("preset, official diffusion recipe (1000 steps, lr 1e-4, batch 50)", OFFICIAL_DM_RECIPE),
     "ema0": ("preset, no EMA", NO_EMA),
