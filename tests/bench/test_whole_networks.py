@@ -2,7 +2,7 @@ import json
 
 import pytest
 from bench.common import share_with_interval
-from bench.whole_networks import accuracy_figures, inside_share, target_inside, target_mean
+from bench.whole_networks import accuracy_figures, glance, inside_share, target_inside, target_mean
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [
@@ -40,3 +40,13 @@ def test_the_targets_are_judged_on_validation_and_test_is_reported(tiny_run) -> 
     val_mean = figures["mean"]["val"]["difference"]  # from the val predictions, as results.json's val accuracies
     original_val = [m["val_accuracy"] for m in results["models"] if m["group"] == "original"]
     assert val_mean == pytest.approx(sum(generated_val) / 6 - sum(original_val) / len(original_val), abs=1e-6)
+
+
+def test_the_readme_leaves_a_test_judged_row_to_benchmarks_once_validation_judged_it() -> None:
+    def entry(split: str) -> dict:
+        mean = {"difference": 0.001, "ci_low": -0.001, "ci_high": 0.003, "verdict": "no detectable difference"}
+        return {"D": 10, "mean": {"test": mean}, "inside": {split: inside_share([0.5] * 100, 0.4, 0.6, split)},
+                "inside_target": {"split": split, "verdict": "holds"}}
+    results = {"order": ["a", "a train.seed=1", "b"], "tasks": {"a": entry("test"), "a train.seed=1": entry("val"),
+                                                                "b": entry("test")}}
+    assert [row[1] for row in glance(results)] == ["a train.seed=1 (D = 10)", "b (D = 10)"]
