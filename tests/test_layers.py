@@ -18,7 +18,7 @@ LAYERS = {
     "infrastructure": ("store", "runlock", "folders", "distributed", "render", "params", "stats", "verdicts", "words",
                        "memorization", "similarity", "figures", "inference", "hub", "pretrained", "checkpoints",
                        "adapters", "checkpoint_files"),
-    "networks": ("alignment", "autoencoder", "denoisers", "diffusion", "fitting", "families", "priors",
+    "networks": ("alignment", "autoencoder", "conv_blocks", "denoisers", "diffusion", "fitting", "families", "priors",
                  "priors.base", "priors.flat", "priors.tokens", "priors.factorised", "priors.flow", "tasks.models",
                  "tasks.datasets", "tasks.imagefolder", "tasks.imported", "baselines"),
     "config": ("rules", "config", "presets", "hashing"),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdiff.autoencoder import check_conv_layers, conv_block
+from pdiff.conv_blocks import check_conv_layers, conv_block
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
