@@ -65,8 +65,6 @@ OFFICIAL_DM_RECIPE = {"train.diffusion.steps": 1000, "train.diffusion.lr": 1e-4,
 # of mixed ones, and pdiff's blocks keep no running statistics.
 KERNEL7 = {"kernel_size": 7}
 BATCH_NORM = {"norm": "batch"}
-
-
 NO_EMA = {"train.diffusion.ema_decay": 0.0}
 RAW_LATENTS = {"train.diffusion.standardise_latents": False}
 OFFICIAL_ALL = {**OFFICIAL_AE, **OFFICIAL_AE_RECIPE, **OFFICIAL_DM, **OFFICIAL_DM_RECIPE, **NO_EMA, **RAW_LATENTS}
