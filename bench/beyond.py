@@ -1,14 +1,18 @@
 """Beyond one trajectory: does any generator beat averaging the checkpoints?
 
     python -m bench.beyond [--tasks mnist1d-mlp-full] [--runs 4] [--n 100] [--generators 1] [--threads 1]
-                           [--data-dir DIR] [--runs-dir runs/beyond] [--configs 'aligned runs/flow' ...] [key=value ...]
+                           [--data-dir DIR] [--runs-dir runs/beyond] [--configs 'aligned runs/flow' ...]
+                           [--variant NAME key=value ...]
 
 For each task, screens every combination of a collection ({one run, R runs aligned by weight matching, R runs
 unaligned}: collect.runs, collect.align) and a generator family ({latent diffusion, flow}: train.family) at one
 generator (the screen), each a run of its own (`python -m pdiff STAGE` per stage, so each stage's wall and CPU
 seconds and peak memory are its own). Every run holds out the last K / R checkpoints (train.holdout_split=last):
 with R runs that is the whole last run, a run the generator never saw; with one run the end of its trajectory. The
-flow works on all the principal axes of its K - K / R training checkpoints (nothing of them lost). Each run is
+flow works on all the principal axes of its K - K / R training checkpoints (nothing of them lost), with a flat
+velocity network where the task's own denoiser takes tokens (FLAT_NETWORKS). `--variant NAME key=value ...` runs
+each configuration with those overrides as a variant of its own (run folder suffix -NAME, rows "config [NAME]"),
+so that a change to the generator (other layers, say) is screened beside the configuration it changes. Each run is
 evaluated against noise@0.05, mean_of_k, the Gaussian fit and interpolations between neighbouring checkpoints of
 one run, on generate.n models per group. `--generators G` (G >= 3) confirms chosen configurations at method scope:
 a run of its own (folder suffix -gG) whose G generators each draw generate.n / G of the models, every CI below then
@@ -32,11 +36,13 @@ each run and the "beyond" section.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import torch
 
 from pdiff import evaluate, stats, verdicts
+from pdiff.denoisers import DENOISERS
 from pdiff.presets import load_config
 from pdiff.store import load_json
 from pdiff.words import points_with_ci
@@ -48,12 +54,19 @@ NAME = "beyond"
 BASELINES = ("noise@0.05", "mean_of_k", "gaussian", "interpolation")
 COLLECTIONS = ("one run", "aligned runs", "unaligned runs")
 FAMILIES = ("latent diffusion", "flow")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SCREEN_TASKS = ("mnist1d-mlp-full", "mnist1d-convnet-full")  # the whole-network tasks the screen is for
+# The flow's velocity network where a task's generator has token networks (the flow moves flat vectors): the screen
+# tasks' own flat denoiser; the autoencoder keys only keep the config consistent (the flow trains no autoencoder).
+FLAT_NETWORKS = ["train.diffusion.arch=mlp", "train.diffusion.kwargs={width: 256, depth: 3}",
+                 "train.diffusion.global_steps=0", "train.autoencoder.arch=mlp",
+                 "train.autoencoder.kwargs={hidden: 256}"]
 
 
 def overrides_of(task: str, collection: str, family: str, runs: int, n: int, generators: int = 1) -> list[str]:
     """The config overrides of one configuration (its own run folder: task=<task>-<collection>-<family>[-gG])."""
-    k = load_config(task).collect.k
+    config = load_config(task)
+    k = config.collect.k
     heldout = k // runs
     folder = f"{task}-{collection.replace(' ', '-')}-{family.replace(' ', '-')}"
     chosen = [f"task={folder}" + (f"-g{generators}" if generators > 1 else ""), f"train.holdout={heldout}",
@@ -66,6 +79,8 @@ def overrides_of(task: str, collection: str, family: str, runs: int, n: int, gen
                    f"collect.align={'weights' if collection == 'aligned runs' else 'none'}"]
     if family == "flow":
         chosen += ["train.family=flow", f"train.autoencoder.latent_dim={k - heldout - 1}", "generate.sampler=euler"]
+        if DENOISERS[config.train.diffusion.arch].latent != "flat":
+            chosen += FLAT_NETWORKS
     return chosen
 
 
@@ -119,19 +134,37 @@ def parser() -> argparse.ArgumentParser:
                         help="trained generators per configuration (1: the screen; 3 or more: method scope)")
     parser.add_argument("--configs", nargs="+", default=None,
                         help="only these 'collection/family' pairs, e.g. 'aligned runs/flow' (default: all six)")
+    parser.add_argument("--variant", default=None, help="a short name for this call's overrides: each configuration "
+                        "is then a variant of its own (folder suffix -NAME; the section lists what NAME changes)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of every configuration run by this call "
-                        "(e.g. smaller train steps); the section names them beside the configuration")
+                        "(e.g. other layers); they need a --variant name")
     return parser
+
+
+def key_of(config: str, generators: int, variant: str | None) -> str:
+    """An entry's name in bench/beyond.json: 'collection/family', its variant in brackets, its generators if > 1."""
+    return config + (f" [{variant}]" if variant else "") + (f", {generators} generators" if generators > 1 else "")
+
+
+def as_variant(overrides: list[str], variant: str | None) -> list[str]:
+    """The configuration's overrides with its run folder named for the variant (task=<folder>-<variant>)."""
+    if variant is None:
+        return overrides
+    return [f"{o}-{variant}" if o.startswith("task=") else o for o in overrides]
 
 
 def measure(args: argparse.Namespace) -> dict:
     """Every configuration of every task, bench/beyond.json written after each run (finished runs are read back)."""
     common.set_threads(args)
+    if args.overrides and not args.variant or args.variant and not VARIANT_NAME.fullmatch(args.variant):
+        raise SystemExit("name the overrides with --variant NAME (letters, digits, '-', '_'): the variant keeps its "
+                         "own run folders and rows, apart from the configuration's own")
     recorded = common.load_results(NAME).get("tasks", {})
     command = " ".join([f"python -m bench.beyond --tasks {' '.join(args.tasks)} --runs {args.runs} --n {args.n}",
                         *([f"--generators {args.generators}"] if args.generators > 1 else []),
                         *([f"--configs {' '.join(repr(c) for c in args.configs)}"] if args.configs else []),
-                        *([f"--threads {args.threads}"] if args.threads else []), *args.overrides])
+                        *([f"--threads {args.threads}"] if args.threads else []),
+                        *([f"--variant {args.variant}"] if args.variant else []), *args.overrides])
 
     def figures_now(tasks: dict) -> dict:  # the file's command: the screen of every task it holds
         screen = f"python -m bench.beyond --tasks {' '.join(tasks)} --runs {args.runs} --n {args.n}"
@@ -144,14 +177,14 @@ def measure(args: argparse.Namespace) -> dict:
         entries = recorded.setdefault(task, {})
         for config in wanted:
             collection, family = config.split("/")
-            overrides = [*overrides_of(task, collection, family, args.runs, args.n, args.generators),
-                         *args.overrides, *common.data_overrides(args)]
-            key = config if args.generators == 1 else f"{config}, {args.generators} generators"
+            overrides = [*as_variant(overrides_of(task, collection, family, args.runs, args.n, args.generators),
+                                     args.variant), *args.overrides, *common.data_overrides(args)]
+            key = key_of(config, args.generators, args.variant)
             stages = common.measure_stages(task, args.runs_dir / run_name(overrides), args.runs_dir, overrides,
                                            entries.get(key, {}).get("stages", {}))
             entry = {"collection": collection, "family": family, "overrides": overrides[:-1] if args.data_dir
-                     else overrides, "changed": args.overrides, "command": command, "stages": stages,
-                     **figures_of(task, args.runs_dir, overrides)}
+                     else overrides, "variant": args.variant, "changed": args.overrides, "command": command,
+                     "stages": stages, **figures_of(task, args.runs_dir, overrides)}
             recorded = common.load_results(NAME).get("tasks", {})  # as saved now: other configurations may run
             recorded.setdefault(task, {})[key] = entry  # in parallel, each in a process of its own
             figures = figures_now(recorded)
@@ -162,12 +195,6 @@ def measure(args: argparse.Namespace) -> dict:
 # ---- the section ------------------------------------------------------------------------------------------
 def points(c: dict, scale: float = 100) -> str:
     return points_with_ci(c, scale)
-
-
-def label(config: str, entry: dict) -> str:
-    """The configuration's name, with the overrides its call changed from the preset's generator."""
-    changed = entry.get("changed") or []
-    return f"{config} ({', '.join(changed)})" if changed else config
 
 
 def plane_word(versus: dict) -> str:
@@ -222,7 +249,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         seconds = sum(s["wall"] for s in stages.values())
         rss = [s["rss"] for s in stages.values() if s.get("rss") is not None]
         moved = e["distance_across_runs"]
-        rows.append([label(config, e), scope(e), f"{100 * e['generated_val_mean']:.2f}",
+        rows.append([config, scope(e), f"{100 * e['generated_val_mean']:.2f}",
                      f"{100 * e['generated_test_mean']:.2f}", f"{100 * e['original_test_mean']:.2f}",
                      points(e["versus_original"]),
                      f"{e['generated_max_iou_median']:.3f} / {e['original_max_iou_median']:.3f}",
@@ -230,7 +257,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                      "-" if moved is None else f"{moved['before']:.1f} -> {moved['after']:.1f}",
                      f"{seconds / 60:.1f}", f"{max(rss):.0f}" if rss else "not measured"])
         for baseline, v in e["versus"].items():
-            plane.append([label(config, e), scope(e), baseline, points(v["accuracy"]), points(v["similarity"], 1),
+            plane.append([config, scope(e), baseline, points(v["accuracy"]), points(v["similarity"], 1),
                           points(v["closeness"], 1),
                           plane_word(v), "yes" if beats(v) else "no"])
     missing = [f"{c}/{f}" for c in COLLECTIONS for f in FAMILIES if f"{c}/{f}" not in entries]
@@ -248,6 +275,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                   + "; ".join(f"{place(b, v)} (accuracy {points(v['accuracy'])} points)"
                               for b, v in shown["versus"].items())
                   + ".")
+    variants = {e["variant"]: e["changed"] for e in entries.values() if e.get("variant")}
     commands = dict.fromkeys(e["command"] for e in entries.values() if e.get("generators", 1) > 1 and e.get("command"))
     if task not in SCREEN_TASKS:
         done = "One run only here: R runs need the whole network as the collected subset."
@@ -264,6 +292,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                "peak MiB"], rows),
         table(["configuration", "scope", "baseline", "accuracy: generated - baseline (points)",
                "max IoU: generated - baseline", "L2 to held-out: generated - baseline", "plane", "beats it"], plane),
+        *[f"Variant [{name}]: the configuration with `{' '.join(changed)}`." for name, changed in variants.items()],
         *[f"Method-scope rows: `{command}`." for command in commands],
         f"**Does any generator beat averaging here?** {answer}",
         done,

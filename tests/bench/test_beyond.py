@@ -1,4 +1,6 @@
 from bench import beyond, common
+from pdiff.denoisers import DENOISERS
+from pdiff.pipeline import stage_hash
 from pdiff.presets import load_config
 
 
@@ -72,3 +74,33 @@ def test_each_configuration_is_a_valid_config_of_its_own() -> None:
     assert "interpolation" in flow.evaluate.baselines and flow.train.generators == 1
     method = load_config("mnist1d-mlp-full", beyond.overrides_of("mnist1d-mlp-full", "one run", "flow", 4, 99, 3))
     assert method.train.generators == 3 and method.task == "mnist1d-mlp-full-one-run-flow-g3"
+
+
+def test_a_flow_on_a_token_preset_gets_a_flat_velocity_network_and_shares_its_collection() -> None:
+    flow = load_config("mnist-convnet3-full", beyond.overrides_of("mnist-convnet3-full", "one run", "flow", 4, 100, 3))
+    diffusion = load_config("mnist-convnet3-full", beyond.overrides_of("mnist-convnet3-full", "one run",
+                                                                      "latent diffusion", 4, 100, 3))
+    assert DENOISERS[flow.train.diffusion.arch].latent == "flat" and flow.train.autoencoder.latent_dim == 74
+    assert diffusion.train.diffusion.arch == "transformer"  # the preset's generator, untouched
+    assert stage_hash(flow, "collect") == stage_hash(diffusion, "collect")
+
+
+def test_a_variant_keeps_its_own_run_folder_rows_and_says_what_it_changes() -> None:
+    plain = beyond.overrides_of("mnist1d-convnet", "one run", "latent diffusion", 4, 100)
+    layers = beyond.as_variant(plain, "k7")
+    assert beyond.run_name(layers) == beyond.run_name(plain) + "-k7" and layers[1:] == plain[1:]
+    assert beyond.key_of("one run/flow", 3, "k7") == "one run/flow [k7], 3 generators"
+    assert beyond.key_of("one run/flow", 1, None) == "one run/flow"
+    variant = {**entry(0.62, False), "variant": "k7", "changed": ["train.autoencoder.kwargs={kernel_size: 7}"]}
+    section = beyond.render_task("mnist1d-convnet", {"one run/flow": entry(0.61, False),
+                                                     "one run/flow [k7]": variant}, runs=4, n=100)
+    assert "| one run/flow [k7] | this generator | 62.00 | 60.00 | 61.00 |" in section
+    assert "Variant [k7]: the configuration with `train.autoencoder.kwargs={kernel_size: 7}`." in section
+    assert "The closest (chosen on validation accuracy among the screen's) is one run/flow [k7]" in section
+    for bad in (["--variant", "a b", "x=1"], ["x=1"]):
+        try:
+            beyond.measure(beyond.parser().parse_args(bad))
+        except SystemExit as stop:
+            assert "--variant NAME" in str(stop)
+        else:
+            raise AssertionError(f"{bad}: overrides without a plain variant name were taken")
