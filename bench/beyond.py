@@ -241,6 +241,15 @@ def scope(entry: dict) -> str:
     return "this generator" if generators == 1 else f"method, {generators} generators"
 
 
+def networks(task: str) -> str:
+    """Which networks each family trains on `task`: the preset's for latent diffusion, a velocity network for flow."""
+    preset = load_config(task).train
+    flow = load_config(task, overrides_of(task, "one run", "flow", runs=4, n=1)).train.diffusion
+    sizes = ", ".join(f"{key} {value}" for key, value in flow.kwargs.items())
+    return (f"latent diffusion: the preset's {preset.autoencoder.arch} autoencoder and {preset.diffusion.arch} "
+            f"denoiser; flow: the velocity network {flow.arch} ({sizes}) on the principal-axis coordinates")
+
+
 def render_task(task: str, entries: dict, runs: int, n: int) -> str:
     rows, plane = [], []
     k = next(iter(entries.values()))["k"]
@@ -284,8 +293,8 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
     return "\n\n".join([
         f"#### {task}",
         f"Collections of K = {k} checkpoints (R = {runs} runs of {k // runs} for the multi-run ones); the last "
-        f"K / R held out; {n} models per group. The scope column says what the CIs speak for: one trained "
-        "generator's models (the screen), or the configuration as a method (several generators).",
+        f"K / R held out; {n} models per group; {networks(task)}. The scope column says what the CIs speak for: "
+        "one trained generator's models (the screen), or the configuration as a method (several generators).",
         table(["configuration", "scope", "generated val %", "generated test %", "originals test %",
                "generated - originals (points)", "median max IoU generated / originals",
                "generated - training: L2 to held-out", "L2 across runs before -> after alignment", "wall minutes",
@@ -323,8 +332,8 @@ def render(results: dict) -> str:
              "Sized for 2 shared CPU cores: the preset's generator sizes, one thread per process, the "
              "configurations run as separate processes; the screen at one generator each, its choice confirmed with "
              "`--generators 3`. *beats it*: generated dominates the baseline and lies nearer to the held-out "
-             "checkpoints than the baseline's models. Not in the script: a tokens + transformer family (the "
-             "screened vectors are short enough for the MLP autoencoder and the flow)."]
+             "checkpoints than the baseline's models. Latent diffusion is each task's preset generator (tokens + "
+             "transformer where the preset has them, as D calls for it); each task says which networks ran."]
     for task, entries in results["tasks"].items():
         parts.append(render_task(task, entries, results["runs"], results["n"]))
     left = [task for task in SCREEN_TASKS if task not in results["tasks"]]
