@@ -321,18 +321,23 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
 
 
 def glance(results: dict) -> list[list[str]]:
-    """The README's rows (question, task, finding): per screened task, whether a configuration reached the target,
-    else the closest one (chosen on validation) and its places against the baselines, with the widest scope run."""
+    """The README's rows (question, task, finding): per task with a method-scope run (the README speaks for methods;
+    a task screened at one generator only keeps its answer, so labelled, in BENCHMARKS), whether a configuration
+    reached the target, else the closest one (chosen on validation) and its places against the baselines, with the
+    widest scope run."""
     rows = []
     for task, entries in results["tasks"].items():
+        if not any(e.get("generators", 1) > 1 for e in entries.values()):
+            continue
         winners = [f"{config} ({scope(e)})" for config, e in entries.items() if reaches_target(e)]
         best = closest(entries)
         shown = widest(entries, best)
         places = "; ".join(place(b, v) for b, v in shown["versus"].items())
         finding = (f"yes: {', '.join(winners)}" if winners else
                    f"no; closest (chosen on validation): {best}, {scope(shown)}: {places}")
-        runs = (f"{len(screened(entries))} configurations screened" if screened(entries) else
-                f"{len(entries)} configurations confirmed at method scope")
+        count = len(screened(entries)) or len(entries)
+        runs = f"{count} configuration{'s' * (count != 1)} " + (
+            "screened" if screened(entries) else "confirmed at method scope")
         rows.append(["Does any generator beat averaging the checkpoints?", f"{task}, {runs}", finding])
     return rows
 

@@ -117,3 +117,10 @@ def test_a_task_with_method_scope_runs_only_says_its_configurations_were_chosen_
     assert "tokens autoencoder and transformer denoiser" in section
     (row,) = beyond.glance({"tasks": {"mnist-convnet3-full": entries}})
     assert row[1] == "mnist-convnet3-full, 2 configurations confirmed at method scope"
+
+
+def test_the_readme_answers_only_where_a_configuration_was_confirmed_at_method_scope() -> None:
+    results = {"tasks": {"cifar10-convnet3-cpu": {"one run/flow": entry(0.7, False)},
+                         "mnist1d-mlp-full": {"one run/flow": entry(0.6, False),
+                                              "one run/flow, 3 generators": entry(0.6, False, generators=3)}}}
+    assert [row[1] for row in beyond.glance(results)] == ["mnist1d-mlp-full, 1 configuration screened"]
