@@ -57,7 +57,8 @@ FAMILIES = ("latent diffusion", "flow")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SCREEN_TASKS = ("mnist1d-mlp-full", "mnist1d-convnet-full")  # the whole-network tasks the screen is for
 # The flow's velocity network where a task's generator has token networks (the flow moves flat vectors): the screen
-# tasks' own flat denoiser; the autoencoder keys only keep the config consistent (the flow trains no autoencoder).
+# tasks' own flat denoiser. The flow trains no autoencoder and reads none of the autoencoder keys set here; they
+# are those the recorded runs were made with (a run is read back under the config it was made with).
 FLAT_NETWORKS = ["train.diffusion.arch=mlp", "train.diffusion.kwargs={width: 256, depth: 3}",
                  "train.diffusion.global_steps=0", "train.autoencoder.arch=mlp",
                  "train.autoencoder.kwargs={hidden: 256}"]

@@ -63,6 +63,19 @@ def test_a_flow_needs_a_flow_sampler(fitted) -> None:
     assert load_config("mnist1d-mlp-full", ["train.family=flow", "generate.sampler=midpoint"]).train.family == "flow"
 
 
+def test_a_flow_on_a_token_preset_needs_only_a_flat_velocity_network() -> None:
+    """The flow trains no autoencoder: the preset's tokens autoencoder is left as it is, unchecked."""
+    flow = ["train.family=flow", "generate.sampler=euler", "train.diffusion.arch=mlp",
+            "train.diffusion.kwargs={width: 32, depth: 2}"]
+    with pytest.raises(ConfigError, match="global_steps=10000 trains a denoiser for a global latent, which "
+                                          "train.family=flow has none of: set train.diffusion.global_steps=0"):
+        load_config("mnist-convnet3-full", flow)
+    config = load_config("mnist-convnet3-full", [*flow, "train.diffusion.global_steps=0"])
+    assert config.train.autoencoder.arch == "tokens" and config.train.diffusion.arch == "mlp"
+    with pytest.raises(ConfigError, match="token latents.*need a token denoiser"):  # latent diffusion: still checked
+        load_config("mnist-convnet3-full", [*flow[2:], "train.diffusion.global_steps=0"])
+
+
 def test_a_flow_generator_round_trips_save_load_and_the_hub_export(fitted, tmp_path) -> None:
     fitted.save(tmp_path / "run")
     loaded = ParameterGenerator.load(tmp_path / "run")

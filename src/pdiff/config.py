@@ -316,7 +316,7 @@ def validate(config: Config) -> None:
     """Check what the types cannot: every field's rules, in field order, then the rules between the generator's
     networks. Raises a ConfigError naming the key and the fix."""
     rules.check_fields(config, config)
-    rules.check_networks(config.train.autoencoder, config.train.diffusion)
+    rules.check_networks(config.train.autoencoder, config.train.diffusion, config.train.family)
 
 
 def check_task_name(task: str) -> None:

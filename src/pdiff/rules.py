@@ -170,31 +170,22 @@ def check_kwargs(factory: Callable, kwargs: dict[str, Any], key: str, set_elsewh
                               f"choose from {', '.join(accepted)}")
 
 
-def check_networks(ae: Any, dm: Any) -> None:
+def check_networks(ae: Any, dm: Any, family: str = "latent_diffusion") -> None:
     """The rules between the generator's networks, given the train.autoencoder (`ae`) and train.diffusion (`dm`)
     sections: each one's kwargs, and what one asks of the other, read from their registry entries: the latent
     each codes or takes (`latent`: "flat" [d] or "tokens" [T, c], which alone can be cropped), the kwarg that
-    gives an autoencoder a global latent (`global_kwarg`), and whether a denoiser `takes_condition`."""
-    encoder, denoiser = AUTOENCODERS[ae.arch], DENOISERS[dm.arch]
-    check_kwargs(encoder, ae.kwargs, "train.autoencoder.kwargs", AUTOENCODER_ARGUMENTS)
+    gives an autoencoder a global latent (`global_kwarg`), and whether a denoiser `takes_condition`. The flow
+    family trains no autoencoder (of train.autoencoder it reads latent_dim, the projection's rank), so there the
+    autoencoder's arch and kwargs are not checked: a preset's tokens autoencoder does not stand in a flow's way."""
+    denoiser = DENOISERS[dm.arch]
     check_kwargs(denoiser, dm.kwargs, "train.diffusion.kwargs", DENOISER_ARGUMENTS)
-    has_global = bool(encoder.global_kwarg and ae.kwargs.get(encoder.global_kwarg))
-    if has_global and not dm.standardise_latents:
-        raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
-                          "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
-                          "standardise the latents or set global_dim: 0 (and train.diffusion.global_steps: 0)")
-    if dm.global_steps and not has_global:
-        raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for the global latent, "
-                          "which only the tokens autoencoder with a global_dim has: set train.autoencoder.kwargs."
-                          "global_dim (and arch tokens), or global_steps: 0")
-    if encoder.latent != denoiser.latent:
-        raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
-                          "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
-    for key, section, registry in (("train.autoencoder", ae, AUTOENCODERS), ("train.diffusion", dm, DENOISERS)):
-        if section.tokens_per_step and registry[section.arch].latent != "tokens":
-            croppers = " or ".join(name for name, net in registry.items() if net.latent == "tokens")
-            raise ConfigError(f"{key}.tokens_per_step={section.tokens_per_step} crops token sequences, which "
-                              f"{key}.arch={section.arch} does not have: set it to 0, or use arch {croppers}")
+    if family == "latent_diffusion":
+        check_autoencoder(ae, dm)
+    elif dm.global_steps:
+        raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for a global latent, "
+                          f"which train.family={family} has none of: set train.diffusion.global_steps=0")
+    if dm.tokens_per_step and denoiser.latent != "tokens":
+        raise crops_nothing("train.diffusion", dm, DENOISERS)
     parameters = inspect.signature(denoiser).parameters  # a windowed denoiser's crop is whole windows
     window = dm.kwargs.get("window", parameters["window"].default) if "window" in parameters else 1
     if not isinstance(window, int) or window < 1:
@@ -207,11 +198,38 @@ def check_networks(ae: Any, dm: Any) -> None:
         takers = " or ".join(name for name, net in DENOISERS.items() if net.takes_condition)
         raise ConfigError(f"train.diffusion.condition={dm.condition} with train.diffusion.arch={dm.arch}: the "
                           f"{dm.arch} denoiser takes no condition yet; use the {takers} denoiser")
-    # Built on the meta device (no memory); the autoencoder at a nominal D, since D needs the model.
+    tokens = 4 if denoiser.latent == "tokens" else None  # a nominal T (built on the meta device: no memory)
+    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+
+
+def check_autoencoder(ae: Any, dm: Any) -> None:
+    """The autoencoder's rules and what it asks of the denoiser (for `check_networks`, latent diffusion only)."""
+    encoder, denoiser = AUTOENCODERS[ae.arch], DENOISERS[dm.arch]
+    check_kwargs(encoder, ae.kwargs, "train.autoencoder.kwargs", AUTOENCODER_ARGUMENTS)
+    has_global = bool(encoder.global_kwarg and ae.kwargs.get(encoder.global_kwarg))
+    if has_global and not dm.standardise_latents:
+        raise ConfigError("train.diffusion.standardise_latents=false with a global latent (train.autoencoder.kwargs."
+                          "global_dim): its coordinates spread far beyond the noise the sampler starts from; "
+                          "standardise the latents or set global_dim: 0 (and train.diffusion.global_steps: 0)")
+    if dm.global_steps and not has_global:
+        raise ConfigError(f"train.diffusion.global_steps={dm.global_steps} trains a denoiser for the global latent, "
+                          "which only the tokens autoencoder with a global_dim has: set train.autoencoder.kwargs."
+                          "global_dim (and arch tokens), or global_steps: 0")
+    if encoder.latent != denoiser.latent:
+        raise ConfigError(f"train.autoencoder.arch={ae.arch} with train.diffusion.arch={dm.arch}: token latents "
+                          "[T, c] need a token denoiser; set both to tokens / transformer, or neither")
+    if ae.tokens_per_step and encoder.latent != "tokens":
+        raise crops_nothing("train.autoencoder", ae, AUTOENCODERS)
+    # Built on the meta device (no memory), at a nominal D, since D needs the model.
     try_build(lambda: build_autoencoder(ae.arch, 64, latent_dim=ae.latent_dim, **ae.kwargs),
               "train.autoencoder.kwargs", ae.kwargs)
-    tokens = 4 if denoiser.latent == "tokens" else None  # a nominal T, like the nominal D
-    try_build(lambda: build_denoiser(dm.arch, ae.latent_dim, tokens, **dm.kwargs), "train.diffusion.kwargs", dm.kwargs)
+
+
+def crops_nothing(key: str, section: Any, registry: dict) -> ConfigError:
+    """The error for `key`.tokens_per_step set on a network of flat vectors."""
+    croppers = " or ".join(name for name, net in registry.items() if net.latent == "tokens")
+    return ConfigError(f"{key}.tokens_per_step={section.tokens_per_step} crops token sequences, which "
+                       f"{key}.arch={section.arch} does not have: set it to 0, or use arch {croppers}")
 
 
 TARGET_PERCENTILES = {"min": 0.0, "median": 50.0, "max": 100.0}  # generate.target keywords, besides qNN
