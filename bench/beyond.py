@@ -346,11 +346,14 @@ def glance(results: dict) -> list[list[str]]:
 def render(results: dict) -> str:
     p = results["provenance"]
     parts = ["## Beyond one trajectory: independent runs, alignment and flow matching (`python -m bench.beyond`)",
-             f"`{p['command']}` ({common.machine(p)})",
-             "Sized for 2 shared CPU cores: the preset's generator sizes, one thread per process, the "
-             "configurations run as separate processes; the screen at one generator each, its choice confirmed with "
-             "`--generators 3`. *beats it*: generated dominates the baseline and lies nearer to the held-out "
-             "checkpoints than the baseline's models. Latent diffusion is each task's preset generator (tokens + "
+             f"`{p['command']}` ({common.hardware(p)}, 1-minute load average {p['load_at_start']:.1f} at the start; "
+             "each stage is a process of its own, timed by the wall clock)",
+             "Sized for 2 shared CPU cores: the preset's generator sizes, the configurations run as separate "
+             "processes of one thread each (a method-scope row's command gives its own thread count); the screen at "
+             "one generator each, its choice confirmed with `--generators 3`; wall minutes include the collection "
+             "(its stage.json's seconds where another command made it, which leaves its memory unmeasured). "
+             "*beats it*: generated dominates the baseline and lies nearer to the held-out checkpoints than the "
+             "baseline's models. Latent diffusion is each task's preset generator (tokens + "
              "transformer where the preset has them, as D calls for it); each task says which networks ran."]
     for task, entries in results["tasks"].items():
         parts.append(render_task(task, entries, results["runs"], results["n"]))
