@@ -223,6 +223,11 @@ def closest(entries: dict) -> str:
     return max(screened(entries) or entries, key=lambda config: entries[config]["generated_val_mean"])
 
 
+def configuration(key: str) -> str:
+    """An entry's configuration, without the generators its key may name (the scope says them)."""
+    return key.rsplit(", ", 1)[0] if key.endswith(" generators") else key
+
+
 def chosen_among(entries: dict) -> str:
     return ("among the screen's" if screened(entries) else
             f"among those confirmed here, chosen on the screens of {' and '.join(SCREEN_TASKS)}")
@@ -290,8 +295,8 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
         shown = widest(entries, best)
         answer = (f"No configuration's generated models dominate every baseline and lie nearer to the held-out "
                   f"checkpoints than the training ones. The closest (chosen on validation accuracy "
-                  f"{chosen_among(entries)}) is {best}; {scope(shown)}: held-out L2, generated - training "
-                  f"{points(shown['nearer_than_training'], 1)}; "
+                  f"{chosen_among(entries)}) is {configuration(best)}; {scope(shown)}: "
+                  f"held-out L2, generated - training {points(shown['nearer_than_training'], 1)}; "
                   + "; ".join(f"{place(b, v)} (accuracy {points(v['accuracy'])} points)"
                               for b, v in shown["versus"].items())
                   + ".")
@@ -335,7 +340,7 @@ def glance(results: dict) -> list[list[str]]:
         shown = widest(entries, best)
         places = "; ".join(place(b, v) for b, v in shown["versus"].items())
         finding = (f"yes: {', '.join(winners)}" if winners else
-                   f"no; closest (chosen on validation): {best}, {scope(shown)}: {places}")
+                   f"no; closest (chosen on validation): {configuration(best)}, {scope(shown)}: {places}")
         count = len(screened(entries)) or len(entries)
         runs = f"{count} configuration{'s' * (count != 1)} " + (
             "screened" if screened(entries) else "confirmed at method scope")

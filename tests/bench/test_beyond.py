@@ -111,12 +111,12 @@ def test_a_task_with_method_scope_runs_only_says_its_configurations_were_chosen_
                "one run/latent diffusion, 3 generators": entry(0.99, False, generators=3)}
     section = beyond.render_task("mnist-convnet3-full", entries, runs=4, n=100)
     assert ("The closest (chosen on validation accuracy among those confirmed here, chosen on the screens of "
-            "mnist1d-mlp-full and mnist1d-convnet-full) is one run/latent diffusion, 3 generators; method, 3 "
-            "generators") in section
+            "mnist1d-mlp-full and mnist1d-convnet-full) is one run/latent diffusion; method, 3 generators:") in section
     assert "Method-scope runs only here" in section and "One run only here" not in section
     assert "tokens autoencoder and transformer denoiser" in section
     (row,) = beyond.glance({"tasks": {"mnist-convnet3-full": entries}})
     assert row[1] == "mnist-convnet3-full, 2 configurations confirmed at method scope"
+    assert row[2].startswith("no; closest (chosen on validation): one run/latent diffusion, method, 3 generators:")
 
 
 def test_the_readme_answers_only_where_a_configuration_was_confirmed_at_method_scope() -> None:
