@@ -348,6 +348,25 @@ def glance(results: dict) -> list[list[str]]:
     return rows
 
 
+def headline(results: dict) -> str:
+    """The README's sentence on the study, from its method-scope runs alone (the README speaks for methods)."""
+    confirmed = {task: [e for e in entries.values() if e.get("generators", 1) > 1]
+                 for task, entries in results["tasks"].items()}
+    runs = [e for entries in confirmed.values() for e in entries]
+    dominating = sum(plane_word(e["versus"]["mean_of_k"]) == verdicts.DOMINANCE_VERDICTS[0] for e in runs)
+    nearer = sum(e["nearer_than_training"]["verdict"] == "lower" for e in runs)
+    tasks = sum(bool(entries) for entries in confirmed.values())
+    return (f"Beyond the critique, pdiff's study of generators (latent diffusion and flow matching; one run, or "
+            f"independent runs aligned or not) ran {len(runs)} configurations at method scope "
+            f"({min(e['generators'] for e in runs)} or more trained generators each) on {tasks} tasks: "
+            f"{of_them(dominating)} dominate the checkpoints' mean on the accuracy-novelty plane, and "
+            f"{of_them(nearer)} lie nearer to held-out checkpoints than the training checkpoints do.")
+
+
+def of_them(count: int) -> str:
+    return "none of them" if count == 0 else f"{count} of them"
+
+
 def render(results: dict) -> str:
     p = results["provenance"]
     parts = ["## Beyond one trajectory: independent runs, alignment and flow matching (`python -m bench.beyond`)",

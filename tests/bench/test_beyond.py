@@ -124,3 +124,17 @@ def test_the_readme_answers_only_where_a_configuration_was_confirmed_at_method_s
                          "mnist1d-mlp-full": {"one run/flow": entry(0.6, False),
                                               "one run/flow, 3 generators": entry(0.6, False, generators=3)}}}
     assert [row[1] for row in beyond.glance(results)] == ["mnist1d-mlp-full, 1 configuration screened"]
+
+
+def test_the_readme_states_the_committed_answer() -> None:
+    readme = " ".join((common.ROOT / "README.md").read_text().split())  # the sentence as wrapped there
+    assert beyond.headline(common.load_results("beyond")) in readme
+
+
+def test_the_headline_counts_the_method_scope_runs_that_dominate_the_mean_or_reach_held_out_checkpoints() -> None:
+    results = {"tasks": {"a": {"one run/flow": entry(0.6, True), "one run/flow, 3 generators": entry(0.6, False, 3)},
+                         "b": {"one run/flow, 5 generators": entry(0.6, True, 5)}, "c": {"x": entry(0.6, True)}}}
+    assert beyond.headline(results).endswith(
+        "ran 2 configurations at method scope (3 or more trained generators each) on 2 tasks: 1 of them dominate the "
+        "checkpoints' mean on the accuracy-novelty plane, and 1 of them lie nearer to held-out checkpoints than the "
+        "training checkpoints do.")
