@@ -216,6 +216,11 @@ def screened(entries: dict) -> list[str]:
     return [config for config, e in entries.items() if e.get("generators", 1) == 1]
 
 
+def confirmed(entries: dict) -> list[dict]:
+    """The task's method-scope runs (several trained generators): what the README speaks for."""
+    return [e for e in entries.values() if e.get("generators", 1) > 1]
+
+
 def closest(entries: dict) -> str:
     """The configuration chosen on validation data: the highest mean validation accuracy of its generated models,
     among the task's screen; on a task with none (its configurations chosen on the screen tasks and confirmed
@@ -301,7 +306,7 @@ def render_task(task: str, entries: dict, runs: int, n: int) -> str:
                               for b, v in shown["versus"].items())
                   + ".")
     variants = {e["variant"]: e["changed"] for e in entries.values() if e.get("variant")}
-    commands = dict.fromkeys(e["command"] for e in entries.values() if e.get("generators", 1) > 1 and e.get("command"))
+    commands = dict.fromkeys(e["command"] for e in confirmed(entries) if e.get("command"))
     if not screened(entries):
         done = "Method-scope runs only here: the configurations the screens chose, confirmed on another task."
     elif task not in SCREEN_TASKS:
@@ -333,7 +338,7 @@ def glance(results: dict) -> list[list[str]]:
     widest scope run."""
     rows = []
     for task, entries in results["tasks"].items():
-        if not any(e.get("generators", 1) > 1 for e in entries.values()):
+        if not confirmed(entries):
             continue
         winners = [f"{config} ({scope(e)})" for config, e in entries.items() if reaches_target(e)]
         best = closest(entries)
@@ -341,21 +346,20 @@ def glance(results: dict) -> list[list[str]]:
         places = "; ".join(place(b, v) for b, v in shown["versus"].items())
         finding = (f"yes: {', '.join(winners)}" if winners else
                    f"no; closest (chosen on validation): {configuration(best)}, {scope(shown)}: {places}")
-        count = len(screened(entries)) or len(entries)
-        runs = f"{count} configuration{'s' * (count != 1)} " + (
-            "screened" if screened(entries) else "confirmed at method scope")
+        screen = screened(entries)
+        count = len(screen) or len(entries)
+        runs = f"{count} configuration{'s' * (count != 1)} " + ("screened" if screen else "confirmed at method scope")
         rows.append(["Does any generator beat averaging the checkpoints?", f"{task}, {runs}", finding])
     return rows
 
 
 def headline(results: dict) -> str:
     """The README's sentence on the study, from its method-scope runs alone (the README speaks for methods)."""
-    confirmed = {task: [e for e in entries.values() if e.get("generators", 1) > 1]
-                 for task, entries in results["tasks"].items()}
-    runs = [e for entries in confirmed.values() for e in entries]
+    by_task = [confirmed(entries) for entries in results["tasks"].values()]
+    runs = [e for entries in by_task for e in entries]
     dominating = sum(plane_word(e["versus"]["mean_of_k"]) == verdicts.DOMINANCE_VERDICTS[0] for e in runs)
     nearer = sum(e["nearer_than_training"]["verdict"] == "lower" for e in runs)
-    tasks = sum(bool(entries) for entries in confirmed.values())
+    tasks = sum(bool(entries) for entries in by_task)
     return (f"Beyond the critique, pdiff's study of generators (latent diffusion and flow matching; one run, or "
             f"independent runs aligned or not) ran {len(runs)} configurations at method scope "
             f"({min(e['generators'] for e in runs)} or more trained generators each) on {tasks} tasks: "
